@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from buildtool.cli import main
+
+main()

@@ -1,0 +1,18 @@
+"""Apple Metal (metal)."""
+
+from __future__ import annotations
+
+from buildtool.backends.base import BackendContext, Dynamic, Problem
+
+
+class MetalBackend:
+    family = "metal"
+
+    def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
+        return ()
+
+    def dynamic(self, ctx: BackendContext) -> Dynamic:
+        return Dynamic()
+
+    def preflight(self, ctx: BackendContext) -> list[Problem]:
+        return []

@@ -1,0 +1,357 @@
+"""The click layer: parse options, call the core, print. Errors are caught once, in main()."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from buildtool import __version__
+from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.model import CPU_POLICIES
+from buildtool.paths import find_root
+from buildtool.progress import Reporter
+from buildtool.resolve import Overrides
+from buildtool.session import Session, open_session
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _session(ctx: click.Context) -> Session:
+    obj = ctx.ensure_object(dict)
+    if "session" not in obj:
+        root = find_root(obj.get("matrix").parent if obj.get("matrix") else None)
+        obj["session"] = open_session(root, obj.get("matrix"),
+                                      Reporter(quiet=obj.get("quiet", False)))
+    session: Session = obj["session"]
+    return session
+
+
+def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="-D")
+        out.append((key.removeprefix("-D"), value))
+    return tuple(out)
+
+
+def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
+               defines: tuple[str, ...]) -> Overrides:
+    return Overrides(cpu=cpu, toolkit=toolkit,
+                     gpu_archs=tuple(a for a in gpu_archs.replace(",", ";").split(";") if a)
+                     if gpu_archs else None,
+                     defines=_parse_defines(defines))
+
+
+target_options = [
+    click.option("--cpu", type=click.Choice(CPU_POLICIES), default=None,
+                 help="CPU instructions: host (detected), a named level, or all-variants "
+                      "(GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS)."),
+    click.option("--toolkit", default=None, help="Toolkit version (CUDA 12.4, ROCm 6.4, ...)."),
+    click.option("--gpu-archs", default=None,
+                 help="GPU architectures, ';' or ',' separated (e.g. 89-real;90)."),
+    click.option("-D", "--define", "defines", multiple=True, metavar="NAME=VALUE",
+                 help="Extra CMake definition (overrides everything else; repeatable)."),
+]
+
+
+def with_target_options(f: Any) -> Any:
+    for option in reversed(target_options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="buildtool")
+@click.option("--matrix", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="build_matrix.yaml to use (default: found upward from the current directory).")
+@click.option("-q", "--quiet", is_flag=True, help="Only headlines and errors.")
+@click.pass_context
+def cli(ctx: click.Context, matrix: Path | None, quiet: bool) -> None:
+    """Build, package and smoke-test llama.cpp for every hardware target."""
+    ctx.ensure_object(dict)
+    ctx.obj["matrix"] = matrix.resolve() if matrix else None
+    ctx.obj["quiet"] = quiet
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def detect(ctx: click.Context, as_json: bool) -> None:
+    """Show CPU features, ISA level, OS/arch, toolchains, GPUs and the recommended target."""
+    from buildtool.detect.host import detect_host
+    from buildtool.matrix import recommend
+
+    session = _session(ctx)
+    host = detect_host()
+    session.host_cpu_override = host.cpu
+    target, reason = recommend(session, host.gpus)
+    if as_json:
+        emit_json({**host.to_json(), "recommended_target": target, "reason": reason})
+        return
+    cpu = host.cpu
+    click.echo(f"platform     {host.platform}")
+    click.echo(f"cpu          {cpu.model or 'unknown'} ({cpu.vendor or '?'})")
+    click.echo(f"isa level    {cpu.level or 'unknown'}")
+    click.echo(f"features     {' '.join(cpu.ggml_features) or '(none of interest to ggml)'}")
+    gpus = ", ".join(f"{g.vendor} {g.name}" for g in host.gpus) or "none found"
+    click.echo(f"gpus         {gpus}")
+    click.echo("toolchains")
+    for name, progs in host.toolchains.items():
+        best = progs[0].describe() if progs else "not found"
+        click.echo(f"  {name:<10} {best}")
+    click.echo(f"recommended  {target}  ({reason})")
+
+
+@cli.command(name="matrix")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "github"]), default="table")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.pass_context
+def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
+    """List the targets and whether each can be built on this host (and if not, why)."""
+    from buildtool import matrix
+
+    session = _session(ctx)
+    if as_json:
+        fmt = "json"
+    if fmt == "github":
+        click.echo(json.dumps(matrix.github_matrix(session), separators=(",", ":")))
+        return
+    rows = matrix.rows(session)
+    if fmt == "json":
+        emit_json({"targets": [r.to_json() for r in rows]})
+        return
+    click.echo(f"{'TARGET':<10} {'RECIPE':<7} {'BACKEND':<7} {'TOOLKIT':<8} {'CPU':<13} "
+               f"{'HERE':<5} WHY NOT")
+    for r in rows:
+        rt = r.target
+        why = r.reasons[0] if r.reasons else ""
+        click.echo(f"{rt.name:<10} {rt.recipe_name:<7} {rt.backend:<7} {rt.toolkit or '-':<8} "
+                   f"{rt.cpu_policy:<13} {'yes' if r.buildable else 'no':<5} {why}")
+        for more in r.reasons[1:]:
+            click.echo(f"{'':<55}{more}")
+
+
+@cli.command()
+@click.option("--target", "-t", required=True, help="Target name from build_matrix.yaml.")
+@with_target_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
+         gpu_archs: str | None, defines: tuple[str, ...], as_json: bool) -> None:
+    """Show the resolved target (with where each value came from) and the exact commands."""
+    from buildtool import preflight
+    from buildtool.build import BuildOptions, dry_run
+
+    session = _session(ctx)
+    outcome = dry_run(session, BuildOptions(target=target,
+                                            overrides=_overrides(cpu, toolkit, gpu_archs,
+                                                                 defines)))
+    problems = preflight.check(outcome.plan.target)
+    if as_json:
+        emit_json({**outcome.plan.to_json(),
+                   "preflight": [{"what": p.what, "fix": p.fix} for p in problems]})
+        return
+    _print_plan(outcome.plan, problems)
+
+
+def _print_plan(plan: Any, problems: list[Any]) -> None:
+    rt = plan.target
+    click.echo(f"target       {rt.name}: {rt.description}")
+    click.echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
+               f"{rt.backend})")
+    click.echo(f"platform     {rt.platform}")
+    click.echo(f"cpu          {rt.cpu_policy} [{rt.origins.get('cpu', '')}] requires: "
+               f"{' '.join(rt.cpu_features) or '-'}")
+    if rt.toolkit:
+        click.echo(f"toolkit      {rt.toolkit} [{rt.origins.get('toolkit', '')}]")
+    if rt.gpu_archs:
+        click.echo(f"gpu archs    {';'.join(rt.gpu_archs)} [{rt.origins.get('gpu_archs', '')}]")
+    click.echo(f"artifact     {plan.artifact_path}")
+    click.echo("defines")
+    for key, value in rt.defines:
+        click.echo(f"  -D{key}={value}".ljust(52) + f"  [{rt.origins.get('-D' + key, '')}]")
+    if problems:
+        click.echo("preflight    cannot build on this host:")
+        for p in problems:
+            click.echo(f"  - {p.what}\n    fix: {p.fix}")
+    else:
+        click.echo("preflight    ok")
+    click.echo("commands")
+    for line in plan.shell_script().splitlines():
+        click.echo(f"  {line}")
+
+
+@cli.command()
+@click.option("--target", "-t", default=None,
+              help="Target name (default: what `buildtool detect` recommends for this host).")
+@with_target_options
+@click.option("--dry-run", is_flag=True, help="Print the exact commands; build nothing.")
+@click.option("--smoke/--no-smoke", default=True, help="Smoke-test the artifact (default on).")
+@click.option("--force", is_flag=True, help="Rebuild even if an artifact with the same inputs "
+                                            "exists.")
+@click.option("--fresh", is_flag=True, help="Delete the build directory first.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel jobs.")
+@click.option("--ccache/--no-ccache", default=True, help="Use ccache when installed.")
+@click.option("--source", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Local llama.cpp tree or archive (verified against the lock).")
+@click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="GGUF model for the smoke test (default: synthetic).")
+@click.option("--dist", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where artifacts go (default: ./dist).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.pass_context
+def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
+          gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, smoke: bool,
+          force: bool, fresh: bool, jobs: int | None, ccache: bool, source: Path | None,
+          model: Path | None, dist: Path | None, as_json: bool) -> None:
+    """Build a target: fetch source, configure, compile, package, smoke-test."""
+    from buildtool import build as build_mod
+    from buildtool import preflight
+
+    session = _session(ctx)
+    if target is None:
+        from buildtool.detect.host import detect_gpus
+        from buildtool.matrix import recommend
+
+        target, reason = recommend(session, detect_gpus())
+        session.reporter.step(f"no --target given: building '{target}' ({reason})")
+    options = build_mod.BuildOptions(
+        target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines), smoke=smoke,
+        force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
+        dist=dist.resolve() if dist else None)
+    if dry_run:
+        outcome = build_mod.dry_run(session, options)
+        if as_json:
+            emit_json(outcome.plan.to_json())
+        else:
+            _print_plan(outcome.plan, preflight.check(outcome.plan.target))
+        return
+    outcome = build_mod.build(session, options)
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        session.reporter.step(f"done: {outcome.artifact}"
+                              + (" (cached)" if outcome.cached else ""))
+
+
+@cli.command(name="smoke")
+@click.argument("artifact", type=click.Path(path_type=Path, exists=True))
+@click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="GGUF model (default: a cached synthetic llama model).")
+@click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("-n", "--n-gen", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.pass_context
+def smoke_cmd(ctx: click.Context, artifact: Path, model: Path | None, n_prompt: int, n_gen: int,
+              repetitions: int, as_json: bool) -> None:
+    """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure)."""
+    from buildtool import smoke
+    from buildtool.detect.host import detect_cpu
+    from buildtool.errors import SmokeError
+
+    result = smoke.run_smoke(artifact.resolve(), host=detect_cpu(), model=model,
+                             n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions)
+    data = result.to_json()
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(smoke.table(data))
+    if not result.passed:
+        raise SmokeError(f"smoke test failed for {artifact.name}: "
+                         + "; ".join(c.name for c in result.failures()))
+
+
+@cli.command(name="vendor")
+@click.option("--source", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Local llama.cpp tree or archive to use first.")
+@click.option("--force", is_flag=True, help="Fetch again even if the tree is present.")
+@click.option("--verify", is_flag=True, help="Re-hash the present tree against its record.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: bool,
+               as_json: bool) -> None:
+    """Materialize vendor/llama.cpp from the pinned sources (verified), or check it."""
+    from buildtool import vendor
+    from buildtool.errors import SourceError
+
+    session = _session(ctx)
+    lock = session.lock
+    dest = session.vendor_dir
+    if verify:
+        marker = vendor.current(lock, dest)
+        if marker is None:
+            raise SourceError(f"{dest} is missing or not from this lock",
+                              hint="run `buildtool vendor`")
+        digest = vendor.tree_digest(dest)
+        if digest != marker.tree_sha256:
+            raise SourceError(f"{dest} was modified since it was fetched (tree sha256 "
+                              f"{digest} != {marker.tree_sha256})",
+                              hint="run `buildtool vendor --force` to restore it")
+        made = marker
+    else:
+        made = vendor.materialize(lock, dest, local=source, force=force,
+                                  progress=session.reporter.info)
+    if as_json:
+        emit_json({"tree": str(dest), "commit": lock.commit, "version": lock.version,
+                   **made.to_json()})
+    else:
+        click.echo(f"{dest}: llama.cpp {lock.version} ({lock.short_commit}) from {made.source}"
+                   f", tree sha256 {made.tree_sha256}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Show the tools found (all candidates, with versions) and which targets they enable."""
+    from buildtool import matrix, toolchain
+
+    session = _session(ctx)
+    inv = toolchain.inventory()
+    rows = matrix.rows(session)
+    if as_json:
+        emit_json({
+            "tools": {n: [{"path": str(p.path), "version": str(p.version) if p.version else None}
+                          for p in ps] for n, ps in inv.items()},
+            "targets": {r.target.name: {"buildable_here": r.buildable, "reasons":
+                                        list(r.reasons)} for r in rows},
+        })
+        return
+    for name, progs in inv.items():
+        if not progs:
+            click.echo(f"{name:<10} not found — {toolchain.install_hint(name)}")
+        for i, p in enumerate(progs):
+            click.echo(f"{name if i == 0 else '':<10} {p.version or '?'!s:<10} {p.path}")
+    click.echo("")
+    for r in rows:
+        state = "ok" if r.buildable else "no: " + "; ".join(r.reasons)
+        click.echo(f"{r.target.name:<10} {state}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="buildtool", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted: nothing that looks finished was left behind", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted: nothing that looks finished was left behind", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE if exc.exit_code == 2 else exc.exit_code)
+    except BuildtoolError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(int(exc.exit_code))
+    sys.exit(0)

@@ -1,0 +1,86 @@
+"""Read build_matrix.yaml and recipes/*.yaml once, validated, into a :class:`Project`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildtool.backends import REGISTRY
+from buildtool.errors import ConfigError, UnknownTargetError
+from buildtool.model import CommonRecipe, Matrix, Recipe, TargetSpec
+from buildtool.paths import MATRIX_FILE
+from buildtool.schema import Doc, convert, load_yaml, suggest
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    matrix_path: Path
+    matrix: Matrix
+    recipes: dict[str, Recipe]
+    recipe_paths: dict[str, Path]
+    common: CommonRecipe
+    common_path: Path
+
+    @property
+    def lock_path(self) -> Path:
+        return (self.matrix_path.parent / self.matrix.lock).resolve()
+
+    def target(self, name: str) -> TargetSpec:
+        try:
+            return self.matrix.targets[name]
+        except KeyError:
+            near = suggest(name, self.matrix.targets)
+            raise UnknownTargetError(
+                f"unknown target '{name}'" + (f"; did you mean '{near}'?" if near else ""),
+                hint="targets in build_matrix.yaml: " + ", ".join(self.matrix.targets),
+            ) from None
+
+
+def load_project(root: Path, matrix_path: Path | None = None) -> Project:
+    matrix_path = matrix_path or root / MATRIX_FILE
+    if not matrix_path.is_file():
+        raise ConfigError("build matrix not found", path=matrix_path,
+                          hint="run buildtool from the project root, or pass --matrix PATH")
+    doc = load_yaml(matrix_path)
+    matrix: Matrix = convert(Matrix, doc.data, doc)
+    recipes_dir = matrix_path.parent / "recipes"
+    common_path = recipes_dir / "common.yaml"
+    common_doc = load_yaml(common_path)
+    common: CommonRecipe = convert(CommonRecipe, common_doc.data, common_doc)
+    available = sorted(p.stem for p in recipes_dir.glob("*.yaml") if p.stem != "common")
+    recipes: dict[str, Recipe] = {}
+    paths: dict[str, Path] = {}
+    for name, spec in matrix.targets.items():
+        if spec.recipe in recipes:
+            continue
+        path = recipes_dir / f"{spec.recipe}.yaml"
+        if not path.is_file():
+            near = suggest(spec.recipe, available)
+            raise ConfigError(
+                f"targets.{name}.recipe: no recipe '{spec.recipe}' in {recipes_dir}",
+                path=matrix_path, line=doc.line(("targets", name, "recipe")),
+                hint=f"did you mean '{near}'?" if near else
+                f"available recipes: {', '.join(available)}")
+        recipes[spec.recipe] = _load_recipe(path)
+        paths[spec.recipe] = path
+    _check_names(doc, matrix)
+    return Project(root=root, matrix_path=matrix_path, matrix=matrix, recipes=recipes,
+                   recipe_paths=paths, common=common, common_path=common_path)
+
+
+def _load_recipe(path: Path) -> Recipe:
+    rdoc = load_yaml(path)
+    recipe: Recipe = convert(Recipe, rdoc.data, rdoc)
+    if recipe.family not in REGISTRY:  # the Literal already checks; keep the registry honest
+        raise ConfigError(f"family '{recipe.family}' has no backend module", path=path,
+                          line=rdoc.line(("family",)))
+    return recipe
+
+
+def _check_names(doc: Doc, matrix: Matrix) -> None:
+    for name in matrix.targets:
+        if not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
+            raise ConfigError(f"target name '{name}' must be lower-case letters, digits, '-'",
+                              path=doc.path, line=doc.line(("targets", name)),
+                              hint="it becomes part of artifact file names")

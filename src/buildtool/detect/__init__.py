@@ -1,0 +1,1 @@
+"""Host detection: CPU features and ISA level, OS and arch, GPUs, toolchains."""

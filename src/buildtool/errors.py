@@ -1,0 +1,107 @@
+"""One error hierarchy; each class carries the exit code the CLI returns for it.
+
+The click layer catches :class:`BuildtoolError` in one place (``cli.main``) and prints
+``message`` plus ``hint``; nothing else in the package calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    """Documented in the README ("Exit codes"). Never renumber: CI scripts depend on them."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    CONFIG = 3
+    UNKNOWN_TARGET = 4
+    TOOLCHAIN = 5
+    SOURCE = 6
+    BUILD = 7
+    SMOKE = 8
+    HOST_INCOMPATIBLE = 9
+    INTERRUPTED = 130
+
+
+class BuildtoolError(Exception):
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(BuildtoolError):
+    """A malformed build_matrix.yaml, recipe or lock file."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(
+        self, message: str, *, path: Path | str | None = None, line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message, hint=hint)
+        self.path = path
+        self.line = line
+
+
+class UnknownTargetError(BuildtoolError):
+    exit_code = ExitCode.UNKNOWN_TARGET
+
+
+class ToolchainError(BuildtoolError):
+    """A required program is missing or has the wrong version (preflight)."""
+
+    exit_code = ExitCode.TOOLCHAIN
+
+
+class SourceError(BuildtoolError):
+    """The llama.cpp source could not be fetched, verified or extracted."""
+
+    exit_code = ExitCode.SOURCE
+
+
+class CommandError(BuildtoolError):
+    """An external command failed; carries the tail of its output and the full log."""
+
+    exit_code = ExitCode.BUILD
+
+    def __init__(
+        self, argv: list[str], returncode: int, tail: list[str], log: Path | None = None,
+        *, what: str | None = None,
+    ) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.tail = tail
+        self.log = log
+        head = what or f"command failed: {argv[0]}"
+        lines = [f"{head} (exit code {returncode})", f"  command: {' '.join(argv)}"]
+        if tail:
+            lines.append("  last lines of output:")
+            lines.extend(f"    {t}" for t in tail)
+        hint = f"full log: {log}" if log else None
+        super().__init__("\n".join(lines), hint=hint)
+
+
+class BuildError(CommandError):
+    exit_code = ExitCode.BUILD
+
+
+class SmokeError(BuildtoolError):
+    exit_code = ExitCode.SMOKE
+
+
+class HostIncompatibleError(BuildtoolError):
+    """The artifact needs something (a CPU feature, a GPU) this host lacks."""
+
+    exit_code = ExitCode.HOST_INCOMPATIBLE

@@ -1,0 +1,84 @@
+"""`buildtool matrix` rows and `detect`'s recommendation: which targets build here, and why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from buildtool import preflight
+from buildtool.detect.host import Gpu
+from buildtool.errors import BuildtoolError
+from buildtool.resolve import ResolvedTarget
+from buildtool.session import Session
+
+
+@dataclass(frozen=True)
+class Row:
+    target: ResolvedTarget
+    buildable: bool
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        rt = self.target
+        return {
+            "target": rt.name, "recipe": rt.recipe_name, "family": rt.family,
+            "backend": rt.backend, "description": rt.description,
+            "platforms": list(rt.platforms),
+            "artifacts": list(rt.artifacts), "toolkit": rt.toolkit,
+            "cpu_policy": rt.cpu_policy, "buildable_here": self.buildable,
+            "reasons": list(self.reasons),
+        }
+
+
+def rows(session: Session) -> list[Row]:
+    out: list[Row] = []
+    for name in session.project.matrix.targets:
+        rt = session.resolve(name)
+        problems = preflight.check(rt)
+        out.append(Row(rt, not problems, tuple(str(p) for p in problems)))
+    return out
+
+
+def github_matrix(session: Session) -> dict[str, Any]:
+    """The job matrix for GitHub Actions: one entry per target × platform."""
+    include: list[dict[str, Any]] = []
+    for name, spec in session.project.matrix.targets.items():
+        recipe = session.project.recipes[spec.recipe]
+        platforms = spec.platforms or recipe.platforms
+        runner = spec.runner or "ubuntu-24.04"
+        include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
+                        "platform": platforms[0], "runner": runner,
+                        "toolkit": spec.toolkit or recipe.toolkit or ""})
+    return {"include": include}
+
+
+GPU_PREFERENCE = {"NVIDIA": ("cuda", "vulkan"), "AMD": ("hip", "vulkan"),
+                  "Intel": ("sycl", "vulkan"), "Apple": ("metal",)}
+
+
+def recommend(session: Session, gpus: tuple[Gpu, ...]) -> tuple[str, str]:
+    """The target `build` uses when none is given, and why."""
+    targets = session.project.matrix.targets
+    skipped: list[str] = []
+    for gpu in gpus:
+        for family in GPU_PREFERENCE.get(gpu.vendor, ()):
+            names = [n for n, s in targets.items()
+                     if session.project.recipes[s.recipe].family == family]
+            # newest toolkit first (cublas12 before cublas11)
+            for name in sorted(names, key=lambda n: targets[n].toolkit or "", reverse=True):
+                try:
+                    problems = preflight.check(session.resolve(name))
+                except BuildtoolError as exc:
+                    skipped.append(f"{name}: {exc.message}")
+                    continue
+                if not problems:
+                    return name, f"{gpu.vendor} GPU found ({gpu.name}) and {name}'s toolchain " \
+                                 "is installed"
+                skipped.append(f"{name}: {problems[0].what}")
+    cpu = next((n for n, s in targets.items()
+                if session.project.recipes[s.recipe].family == "cpu"), "cpu")
+    if skipped:
+        return cpu, "no GPU target can be built here (" + "; ".join(skipped) + ")"
+    if gpus:
+        return cpu, "the GPUs found have no target in the matrix"
+    return cpu, "no GPU found"

@@ -1,0 +1,129 @@
+"""The data model: raw inputs (matrix, recipes) and the frozen, resolved target.
+
+These dataclasses are the schema of ``build_matrix.yaml`` and ``recipes/*.yaml``
+(see :mod:`buildtool.schema`). Field docs become JSON-schema descriptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Platform = Literal["linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64",
+                   "windows-x86_64", "windows-arm64"]
+ArtifactKind = Literal["tarball", "wheel", "image"]
+Family = Literal["cpu", "cuda", "hip", "sycl", "vulkan", "metal"]
+CpuPolicy = Literal["host", "all-variants", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4",
+                    "armv8.0", "armv8.2", "armv8.6"]
+DefineValue = str | bool | int
+
+ALL_PLATFORMS: tuple[Platform, ...] = ("linux-x86_64", "linux-aarch64", "macos-arm64",
+                                       "macos-x86_64", "windows-x86_64", "windows-arm64")
+CPU_POLICIES: tuple[CpuPolicy, ...] = ("host", "all-variants", "x86-64", "x86-64-v2",
+                                       "x86-64-v3", "x86-64-v4", "armv8.0", "armv8.2",
+                                       "armv8.6")
+
+
+def doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeSpec:
+    """llama-bench parameters for the smoke test."""
+
+    n_prompt: int = field(default=32, metadata=doc("prompt tokens (llama-bench -p)"))
+    n_gen: int = field(default=16, metadata=doc("generated tokens (llama-bench -n)"))
+    repetitions: int = field(default=2, metadata=doc("repetitions (llama-bench -r)"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Defaults:
+    """Values every target inherits unless it sets its own."""
+
+    cpu: CpuPolicy | None = field(default=None, metadata=doc("CPU instruction policy"))
+    artifacts: tuple[ArtifactKind, ...] = ("tarball",)
+    build_targets: tuple[str, ...] = field(
+        default=("llama-server", "llama-cli", "llama-bench", "llama-quantize"),
+        metadata=doc("CMake targets to build; the artifact ships exactly these and their "
+                     "shared libraries"))
+    cmake_defines: dict[str, DefineValue] = field(default_factory=dict)
+    smoke: SmokeSpec = field(default_factory=SmokeSpec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSpec:
+    """One row of the build matrix: WHAT to build."""
+
+    recipe: str = field(metadata=doc("name of a file recipes/<recipe>.yaml"))
+    description: str = ""
+    platforms: tuple[Platform, ...] | None = field(
+        default=None, metadata=doc("platforms this target is built for (default: the "
+                                   "recipe's)"))
+    artifacts: tuple[ArtifactKind, ...] | None = None
+    cpu: CpuPolicy | None = None
+    toolkit: str | None = field(default=None, metadata=doc(
+        "toolkit version the target is built with (CUDA '12.4', ROCm '6.4', ...)"))
+    gpu_archs: tuple[str, ...] | None = field(default=None, metadata=doc(
+        "GPU architectures (CUDA compute capabilities such as '89', AMD gfx names)"))
+    build_targets: tuple[str, ...] | None = None
+    cmake_defines: dict[str, DefineValue] = field(default_factory=dict, metadata=doc(
+        "extra -D definitions; they override the recipe's"))
+    runner: str | None = field(default=None, metadata=doc("CI runner label for this target"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Matrix:
+    """build_matrix.yaml: the declarative list of targets."""
+
+    version: Literal[1]
+    lock: str = field(default="vendor/llama.cpp.lock.json",
+                      metadata=doc("path of the llama.cpp pin, relative to this file"))
+    defaults: Defaults = field(default_factory=Defaults)
+    targets: dict[str, TargetSpec]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolRequirement:
+    """A program the recipe needs, with a PEP 440 version range and how to get it."""
+
+    tool: str
+    version: str = ""
+    install: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerSpec:
+    build_image: str
+    runtime_image: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """recipes/<name>.yaml: HOW a backend family is built and what its smoke test expects."""
+
+    family: Family
+    description: str
+    backend: str = field(metadata=doc(
+        "backend name llama-bench reports in its 'backends' field (CPU, CUDA, Vulkan, ...)"))
+    gpu: bool = field(default=False, metadata=doc(
+        "the smoke test must offload layers to a GPU device of this backend"))
+    platforms: tuple[Platform, ...]
+    cpu: CpuPolicy | None = None
+    toolkit: str | None = None
+    gpu_archs: tuple[str, ...] = ()
+    cmake_defines: dict[str, DefineValue] = field(default_factory=dict)
+    requires: tuple[ToolRequirement, ...] = ()
+    smoke_env: dict[str, str] = field(default_factory=dict, metadata=doc(
+        "environment for llama-bench during the smoke test"))
+    docker: DockerSpec | None = None
+    wheel_exclude: tuple[str, ...] = field(default=(), metadata=doc(
+        "libraries a wheel must not bundle (provided by the user's driver)"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonRecipe:
+    """recipes/common.yaml: CMake definitions shared by every recipe."""
+
+    cmake_defines: dict[str, DefineValue]
+    requires: tuple[ToolRequirement, ...] = ()

@@ -1,0 +1,196 @@
+"""Binary tarballs with a manifest and SHA256SUMS, written atomically.
+
+Layout of ``llama.cpp-b<N>-<target>[-<cpu>]-<os>-<arch>.tar.gz``::
+
+    <name>/llama-server, llama-cli, llama-bench, llama-quantize
+    <name>/lib*.so*          (next to the executables: RPATH is $ORIGIN)
+    <name>/LICENSE           (llama.cpp's)
+    <name>/manifest.json     (see README "Manifest")
+    <name>/SHA256SUMS        (every other file)
+
+Beside it in the dist directory: ``<name>.manifest.json`` (the same manifest plus the
+tarball's own sha256 and, once run, the smoke results) and ``SHA256SUMS`` for the directory.
+Nothing appears under a final name until it is complete: files are written to temporary
+names and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform as _platform
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from buildtool import __version__
+from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.plan import BuildPlan
+from buildtool.vendor import Lock, Materialized, sha256_file
+
+MANIFEST_SCHEMA = 1
+LIB_PATTERNS = ("lib*.so", "lib*.so.*", "*.dylib", "*.dll")
+
+
+class PackageError(BuildtoolError):
+    exit_code = ExitCode.BUILD
+
+
+def collect(plan: BuildPlan) -> list[Path]:
+    """The files the artifact ships, from the build's bin/ directory."""
+    bin_dir = plan.build_dir / "bin"
+    files: list[Path] = []
+    for target in plan.target.build_targets:
+        candidates = [bin_dir / target, bin_dir / f"{target}.exe"]
+        exe = next((c for c in candidates if c.exists()), None)
+        if exe is None:
+            raise PackageError(f"the build produced no '{target}' in {bin_dir}",
+                               hint="is it a CMake target of this llama.cpp version?")
+        files.append(exe)
+    libs = {p for pattern in LIB_PATTERNS for p in bin_dir.glob(pattern)}
+    files.extend(sorted(libs))
+    return files
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename onto it only on success."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        tmp.replace(final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
+                   files: dict[str, str]) -> dict[str, Any]:
+    rt = plan.target
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "artifact": plan.artifact_name,
+        "kind": "tarball",
+        "target": rt.name,
+        "description": rt.description,
+        "recipe": rt.recipe_name,
+        "family": rt.family,
+        "backend": rt.backend,
+        "gpu": rt.recipe.gpu,
+        "platform": rt.platform,
+        "llama_cpp": {
+            "repository": lock.repository, "commit": lock.commit, "version": lock.version,
+            "source": source.source, "source_sha256": source.archive_sha256,
+            "tree_sha256": source.tree_sha256,
+        },
+        "cpu": {"policy": rt.cpu_policy, "level": rt.cpu_level,
+                "required_features": list(rt.cpu_features)},
+        "toolkit": rt.toolkit,
+        "gpu_archs": list(rt.gpu_archs),
+        "cmake_defines": dict(rt.defines),
+        "build_targets": list(rt.build_targets),
+        "toolchain": plan.toolchain,
+        "files": files,
+        "buildtool_version": __version__,
+        "build_key": plan.key,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_host": {"platform": rt.host_platform, "machine": _platform.node()},
+    }
+
+
+def package(plan: BuildPlan, lock: Lock, source: Materialized) -> tuple[Path, dict[str, Any]]:
+    """Stage, checksum and tar the artifact; return its path and manifest."""
+    name = plan.artifact_name
+    plan.dist_dir.mkdir(parents=True, exist_ok=True)
+    staging_root = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".staging-"))
+    try:
+        stage = staging_root / name
+        stage.mkdir()
+        files: dict[str, str] = {}
+        for src in collect(plan):
+            dst = stage / src.name
+            if src.is_symlink():
+                dst.symlink_to(os.readlink(src))
+                files[src.name] = "symlink:" + os.readlink(src)
+            else:
+                shutil.copy2(src, dst)
+                files[src.name] = sha256_file(dst)
+        license_file = plan.source_dir / "LICENSE"
+        if license_file.is_file():
+            shutil.copy2(license_file, stage / "LICENSE")
+            files["LICENSE"] = sha256_file(stage / "LICENSE")
+        sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
+                       if not digest.startswith("symlink:"))
+        (stage / "SHA256SUMS").write_text(sums)
+        manifest = build_manifest(plan, lock, source, files)
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        final = plan.artifact_path
+        with atomic_path(final) as tmp:
+            with tarfile.open(tmp, "w:gz", compresslevel=6) as tf:
+                tf.add(stage, arcname=name, filter=_normalize)
+        digest = sha256_file(final)
+        outer = {**manifest, "artifact_file": final.name, "artifact_sha256": digest}
+        write_json(sidecar(final, "manifest"), outer)
+        update_sums(plan.dist_dir, final.name, digest)
+        return final, outer
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    if info.isfile() or info.isdir():
+        info.mode = 0o755 if info.isdir() or info.mode & stat.S_IXUSR else 0o644
+    return info
+
+
+def sidecar(artifact: Path, kind: str) -> Path:
+    base = artifact.name.removesuffix(".tar.gz")
+    return artifact.with_name(f"{base}.{kind}.json")
+
+
+def update_sums(dist: Path, name: str, digest: str) -> None:
+    path = dist / "SHA256SUMS"
+    entries: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            d, _, n = line.partition("  ")
+            if n:
+                entries[n] = d
+    entries[name] = digest
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(entries.items())))
+
+
+def index_path(dist: Path, key: str) -> Path:
+    return dist / ".buildtool" / "index" / f"{key}.json"
+
+
+def record(dist: Path, key: str, artifact: Path, digest: str) -> None:
+    write_json(index_path(dist, key), {"artifact": artifact.name, "sha256": digest})
+
+
+def lookup(dist: Path, key: str) -> Path | None:
+    """A finished artifact built from exactly these inputs, if it is still intact."""
+    try:
+        entry = json.loads(index_path(dist, key).read_text())
+    except (OSError, ValueError):
+        return None
+    artifact = dist / entry.get("artifact", "")
+    if not artifact.is_file() or sha256_file(artifact) != entry.get("sha256"):
+        return None
+    return artifact

@@ -1,0 +1,47 @@
+"""Checks that stop a build before CMake runs, each with what to install."""
+
+from __future__ import annotations
+
+from buildtool import toolchain
+from buildtool.backends import REGISTRY, BackendContext, Problem
+from buildtool.errors import ToolchainError
+from buildtool.resolve import ResolvedTarget
+
+
+def platform_fix(rt: ResolvedTarget) -> str:
+    platforms = " or ".join(rt.platforms)
+    if rt.family == "metal":
+        return "Metal needs a macOS arm64 host (in CI: a macos-14 runner)"
+    return f"build it on a {platforms} machine, or let CI build it (`buildtool matrix`)"
+
+
+def check(rt: ResolvedTarget) -> list[Problem]:
+    problems: list[Problem] = []
+    if not rt.platform_supported:
+        problems.append(Problem(f"{rt.name} is built for {', '.join(rt.platforms)} and this host is "
+                                f"{rt.host_platform}", platform_fix(rt)))
+        return problems
+    for req in rt.requires:
+        if toolchain.best(req.tool, req.version) is not None:
+            continue
+        others = toolchain.find_all(req.tool)
+        wanted = f"{req.tool} {req.version}".strip()
+        if others:
+            found = "; ".join(p.describe() for p in others)
+            what = f"{rt.name} needs {wanted}, found only: {found}"
+        else:
+            what = f"{rt.name} needs {wanted}: not found"
+        problems.append(Problem(what, req.install or toolchain.install_hint(req.tool)))
+    ctx = BackendContext(target=rt.name, platform=rt.platform, toolkit=rt.toolkit,
+                         gpu_archs=rt.gpu_archs)
+    problems.extend(REGISTRY[rt.family].preflight(ctx))
+    return problems
+
+
+def require(rt: ResolvedTarget) -> None:
+    problems = check(rt)
+    if problems:
+        lines = "\n".join(f"  - {p.what}\n    fix: {p.fix}" for p in problems)
+        raise ToolchainError(f"cannot build target '{rt.name}' on this host:\n{lines}",
+                             hint=f"`buildtool plan --target {rt.name}` shows the commands; "
+                                  "`buildtool doctor` lists the tools found")

@@ -1,0 +1,219 @@
+"""Raw inputs → one frozen :class:`ResolvedTarget`, with the origin of every value.
+
+Precedence, lowest first (documented in the README and build_matrix.yaml):
+
+1. ``recipes/common.yaml``      2. ``recipes/<recipe>.yaml``
+3. computed by buildtool (CPU policy, backend: toolkit paths, GPU archs; platform RPATH;
+   the lock's commit and build number)
+4. ``build_matrix.yaml`` defaults     5. ``build_matrix.yaml`` target
+6. environment (``BUILDTOOL_CPU``)    7. command line (``--cpu``, ``--toolkit``,
+   ``--gpu-archs``, ``-D NAME=VALUE``)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from buildtool.backends import REGISTRY, BackendContext
+from buildtool.backends.cpu import cpu_settings
+from buildtool.config import Project
+from buildtool.detect.cpu import CpuInfo, normalize_arch
+from buildtool.errors import ConfigError
+from buildtool.model import (
+    CPU_POLICIES,
+    ArtifactKind,
+    DefineValue,
+    Recipe,
+    SmokeSpec,
+    ToolRequirement,
+)
+from buildtool.schema import suggest
+from buildtool.vendor import Lock
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overrides:
+    """Values from the command line (highest precedence)."""
+
+    cpu: str | None = None
+    toolkit: str | None = None
+    gpu_archs: tuple[str, ...] | None = None
+    defines: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedTarget:
+    name: str
+    description: str
+    recipe_name: str
+    recipe: Recipe
+    platform: str
+    platforms: tuple[str, ...]
+    host_platform: str
+    platform_supported: bool
+    cpu_policy: str
+    cpu_level: str | None
+    cpu_features: tuple[str, ...]
+    toolkit: str | None
+    gpu_archs: tuple[str, ...]
+    build_targets: tuple[str, ...]
+    artifacts: tuple[ArtifactKind, ...]
+    defines: tuple[tuple[str, str], ...]
+    configure_env: tuple[tuple[str, str], ...]
+    requires: tuple[ToolRequirement, ...]
+    smoke: SmokeSpec
+    origins: Mapping[str, str] = field(default_factory=dict)
+    commit: str
+    build_number: int
+
+    @property
+    def family(self) -> str:
+        return self.recipe.family
+
+    @property
+    def backend(self) -> str:
+        return self.recipe.backend
+
+    @property
+    def variant(self) -> str:
+        """The CPU part of the artifact name ('' for portable all-variants builds)."""
+        if self.cpu_policy == "all-variants":
+            return ""
+        if self.cpu_policy == "host":
+            return f"host-{self.cpu_level}" if self.cpu_level else "host"
+        return self.cpu_policy
+
+    def define(self, name: str) -> str | None:
+        return dict(self.defines).get(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.name, "description": self.description, "recipe": self.recipe_name,
+            "family": self.family, "backend": self.backend, "gpu": self.recipe.gpu,
+            "platform": self.platform, "platforms": list(self.platforms),
+            "cpu_policy": self.cpu_policy,
+            "cpu_level": self.cpu_level, "cpu_features": list(self.cpu_features),
+            "toolkit": self.toolkit, "gpu_archs": list(self.gpu_archs),
+            "build_targets": list(self.build_targets), "artifacts": list(self.artifacts),
+            "cmake_defines": dict(self.defines), "configure_env": dict(self.configure_env),
+            "origins": dict(self.origins),
+        }
+
+
+def format_value(value: DefineValue) -> str:
+    if isinstance(value, bool):
+        return "ON" if value else "OFF"
+    return str(value)
+
+
+def _foreign_baseline(arch: str) -> str:
+    return "armv8.2" if arch == "aarch64" else "x86-64-v2"
+
+
+def resolve(
+    project: Project,
+    name: str,
+    *,
+    lock: Lock,
+    host_cpu: CpuInfo | None,
+    host_platform: str,
+    overrides: Overrides = Overrides(),
+    env: Mapping[str, str] | None = None,
+    probe: bool = True,
+) -> ResolvedTarget:
+    env = os.environ if env is None else env
+    spec = project.target(name)
+    recipe = project.recipes[spec.recipe]
+    defaults = project.matrix.defaults
+    mx = project.matrix_path.name
+    rx = f"recipes/{spec.recipe}.yaml"
+    origins: dict[str, str] = {}
+
+    def pick(key: str, *layers: tuple[Any, str]) -> Any:
+        value: Any = None
+        for candidate, origin in layers:
+            if candidate is not None:
+                value = candidate
+                origins[key] = origin
+        return value
+
+    platforms = pick("platforms", (recipe.platforms, rx), (spec.platforms, f"{mx}:targets.{name}"))
+    platform_supported = host_platform in platforms
+    platform = host_platform if platform_supported else platforms[0]
+    arch = normalize_arch(platform.split("-", 1)[1])
+
+    env_cpu = env.get("BUILDTOOL_CPU") or None
+    cpu_policy = pick("cpu", ("host", "buildtool default"), (recipe.cpu, rx),
+                      (defaults.cpu, f"{mx}:defaults"), (spec.cpu, f"{mx}:targets.{name}"),
+                      (env_cpu, "environment BUILDTOOL_CPU"), (overrides.cpu, "--cpu"))
+    if cpu_policy not in CPU_POLICIES:
+        near = suggest(cpu_policy, CPU_POLICIES)
+        raise ConfigError(f"unknown CPU policy '{cpu_policy}' (from {origins['cpu']})",
+                          hint=f"did you mean '{near}'?" if near else
+                          "one of: " + ", ".join(CPU_POLICIES))
+    effective_policy = cpu_policy
+    if cpu_policy == "host" and (host_cpu is None or host_cpu.arch != arch):
+        effective_policy = _foreign_baseline(arch)
+        origins["cpu"] += f" → {effective_policy} (planning for {platform} on another host)"
+    try:
+        cpu = cpu_settings(effective_policy, arch, host_cpu)
+    except ValueError as exc:
+        raise ConfigError(f"target {name}: {exc}", hint="choose a CPU policy for " + arch) \
+            from exc
+
+    backend = REGISTRY[recipe.family]
+    toolkit = pick("toolkit", (recipe.toolkit, rx), (spec.toolkit, f"{mx}:targets.{name}"),
+                   (overrides.toolkit, "--toolkit"))
+    gpu_archs = pick("gpu_archs", (backend.default_archs(toolkit) or None,
+                                   f"buildtool default for {recipe.family} {toolkit or ''}".strip()),
+                     (recipe.gpu_archs or None, rx), (spec.gpu_archs, f"{mx}:targets.{name}"),
+                     (overrides.gpu_archs, "--gpu-archs")) or ()
+    build_targets = pick("build_targets", (defaults.build_targets, f"{mx}:defaults"),
+                         (spec.build_targets, f"{mx}:targets.{name}"))
+    artifacts = pick("artifacts", (defaults.artifacts, f"{mx}:defaults"),
+                     (spec.artifacts, f"{mx}:targets.{name}"))
+
+    defines: dict[str, str] = {}
+
+    def put(items: Any, origin: str) -> None:
+        for key, value in items:
+            defines.pop(key, None)  # re-insert: later layers appear later in the command
+            defines[key] = format_value(value)
+            origins[f"-D{key}"] = origin
+
+    put(project.common.cmake_defines.items(), "recipes/common.yaml")
+    put(recipe.cmake_defines.items(), rx)
+    put(cpu.defines, f"CPU policy {effective_policy}")
+    ctx = BackendContext(target=name, platform=platform, toolkit=toolkit,
+                         gpu_archs=tuple(gpu_archs), probe=probe)
+    dynamic = backend.dynamic(ctx)
+    for key, value, why in dynamic.defines:
+        put([(key, value)], f"buildtool ({why})")
+    rpath = "@loader_path" if platform.startswith("macos") else "$ORIGIN"
+    put([("CMAKE_INSTALL_RPATH", rpath)], f"buildtool ({platform} relocatable binaries)")
+    put([("LLAMA_BUILD_COMMIT", lock.short_commit), ("LLAMA_BUILD_NUMBER", lock.build_number)],
+        f"{lock.path.name} (no .git in a vendored tree)")
+    put(defaults.cmake_defines.items(), f"{mx}:defaults")
+    put(spec.cmake_defines.items(), f"{mx}:targets.{name}")
+    put(overrides.defines, "-D (command line)")
+
+    requires = tuple(
+        ToolRequirement(tool=r.tool, install=r.install, version=r.version.format(
+            toolkit=toolkit or "", toolkit_major=(toolkit or "0").split(".")[0]))
+        for r in (*project.common.requires, *recipe.requires)
+    )
+    return ResolvedTarget(
+        name=name, description=spec.description or recipe.description, recipe_name=spec.recipe,
+        recipe=recipe, platform=platform, platforms=tuple(platforms),
+        host_platform=host_platform,
+        platform_supported=platform_supported, cpu_policy=effective_policy,
+        cpu_level=cpu.level, cpu_features=cpu.required, toolkit=toolkit,
+        gpu_archs=tuple(gpu_archs), build_targets=tuple(build_targets),
+        artifacts=tuple(artifacts), defines=tuple(defines.items()),
+        configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
+        smoke=defaults.smoke, origins=origins, commit=lock.commit,
+        build_number=lock.build_number,
+    )

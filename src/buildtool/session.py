@@ -1,0 +1,54 @@
+"""Everything a command needs, loaded once: project, lock, host facts, reporter."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from buildtool import toolchain
+from buildtool.config import Project, load_project
+from buildtool.detect.cpu import CpuInfo
+from buildtool.detect.host import detect_cpu
+from buildtool.progress import Reporter
+from buildtool.resolve import Overrides, ResolvedTarget, resolve
+from buildtool.vendor import Lock, load_lock
+
+
+@dataclass
+class Session:
+    project: Project
+    reporter: Reporter = field(default_factory=Reporter)
+    host_cpu_override: CpuInfo | None = None
+
+    @functools.cached_property
+    def lock(self) -> Lock:
+        return load_lock(self.project.lock_path)
+
+    @functools.cached_property
+    def host_cpu(self) -> CpuInfo:
+        return self.host_cpu_override or detect_cpu()
+
+    @functools.cached_property
+    def host_platform(self) -> str:
+        return toolchain.host_platform()
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def vendor_dir(self) -> Path:
+        return self.project.lock_path.parent / "llama.cpp"
+
+    def resolve(self, name: str, overrides: Overrides = Overrides(), *,
+                probe: bool = True) -> ResolvedTarget:
+        return resolve(self.project, name, lock=self.lock, host_cpu=self.host_cpu,
+                       host_platform=self.host_platform, overrides=overrides, env=os.environ,
+                       probe=probe)
+
+
+def open_session(root: Path, matrix: Path | None = None, reporter: Reporter | None = None) \
+        -> Session:
+    return Session(project=load_project(root, matrix), reporter=reporter or Reporter())

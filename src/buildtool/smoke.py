@@ -1,0 +1,231 @@
+"""The smoke gate: run an artifact's llama-bench and decide pass or fail from its JSON.
+
+Verdict (all must hold):
+
+* the host has every CPU feature the manifest requires (checked *before* running, so an
+  artifact cannot die of SIGILL — exit code 9 instead);
+* llama-bench exited 0 and printed a JSON array;
+* a prompt-processing test and a text-generation test both ran, with tokens/s > 0;
+* the ``backends`` field names the backend the recipe promises (for the cpu family: only
+  CPU-side backends, so a build that silently picked up a GPU backend is caught too);
+* for GPU recipes: ``gpu_info`` names a device and layers were offloaded — ``backends``
+  only lists what was compiled in, not what ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from buildtool import cmd
+from buildtool.detect.cpu import CpuInfo, normalize_arch
+from buildtool.errors import CommandError, HostIncompatibleError, SmokeError
+from buildtool.package import sidecar, write_json
+from buildtool.synthetic import cached_model
+
+CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeResult:
+    artifact: str
+    target: str
+    passed: bool
+    checks: tuple[Check, ...]
+    tests: tuple[dict[str, Any], ...]
+    command: tuple[str, ...]
+    duration_s: float
+    model: str
+    ran_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact, "target": self.target,
+            "verdict": "pass" if self.passed else "fail",
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "tests": list(self.tests), "command": list(self.command),
+            "duration_s": round(self.duration_s, 2), "model": self.model, "ran_at": self.ran_at,
+        }
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def check_host(manifest: Mapping[str, Any], host: CpuInfo) -> None:
+    required = manifest.get("cpu", {}).get("required_features", [])
+    platform = manifest.get("platform", "")
+    arch = normalize_arch(platform.split("-", 1)[1]) if "-" in platform else host.arch
+    if arch != host.arch:
+        raise HostIncompatibleError(
+            f"artifact {manifest.get('artifact')} is built for {platform}; this host is "
+            f"{host.arch}")
+    missing = host.missing(required)
+    if missing:
+        raise HostIncompatibleError(
+            f"artifact {manifest.get('artifact')} needs CPU features this host lacks: "
+            f"{', '.join(missing)} (host CPU: {host.model or 'unknown'})",
+            hint="use an artifact built with `--cpu all-variants` or a lower x86-64 level, "
+                 "or run it on a CPU that has these features")
+
+
+def _test_kind(rec: Mapping[str, Any]) -> str:
+    n_prompt = int(rec.get("n_prompt") or 0)
+    n_gen = int(rec.get("n_gen") or 0)
+    if n_prompt > 0 and n_gen == 0:
+        return f"pp{n_prompt}"
+    if n_gen > 0 and n_prompt == 0:
+        return f"tg{n_gen}"
+    return f"pp{n_prompt}+tg{n_gen}"
+
+
+def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
+            gpu: bool) -> tuple[Check, ...]:
+    """Checks on llama-bench's JSON records (tolerant of missing/extra fields)."""
+    checks: list[Check] = []
+    kinds = [_test_kind(r) for r in records]
+    pp = [r for r, k in zip(records, kinds, strict=True) if k.startswith("pp") and "+" not in k]
+    tg = [r for r, k in zip(records, kinds, strict=True) if k.startswith("tg")]
+    checks.append(Check(name="prompt test ran", ok=bool(pp),
+                        detail=", ".join(kinds) or "no tests in output"))
+    checks.append(Check(name="generation test ran", ok=bool(tg),
+                        detail=", ".join(kinds) or "no tests in output"))
+    speeds = [float(r.get("avg_ts") or 0.0) for r in records]
+    checks.append(Check(name="tokens/s > 0", ok=bool(records) and all(s > 0 for s in speeds),
+                        detail=", ".join(f"{s:.1f}" for s in speeds) or "none"))
+    names = {n.strip() for r in records for n in str(r.get("backends", "")).split(",")
+             if n.strip()}
+    if family == "cpu":
+        ok = bool(names) and names <= CPU_SIDE_BACKENDS
+        want = "CPU only"
+    else:
+        ok = backend in names
+        want = backend
+    checks.append(Check(name=f"backend is {want}", ok=ok,
+                        detail=f"backends: {', '.join(sorted(names)) or 'none reported'}"))
+    if gpu:
+        gpu_info = {str(r.get("gpu_info") or "").strip() for r in records} - {""}
+        layers = [int(r.get("n_gpu_layers") or 0) for r in records]
+        checks.append(Check(name=f"ran on a {backend} device", ok=bool(gpu_info),
+                            detail=f"gpu_info: {', '.join(gpu_info) or 'empty (no GPU device: ran on the CPU)'}"))
+        checks.append(Check(name="layers offloaded", ok=bool(layers) and min(layers) > 0,
+                            detail=f"n_gpu_layers: {layers}"))
+    return tuple(checks)
+
+
+def unpack(artifact: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
+    """Unpack a tarball (or accept an unpacked directory); return its dir and manifest."""
+    if artifact.is_dir():
+        root = artifact
+    else:
+        try:
+            with tarfile.open(artifact) as tf:
+                tf.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise SmokeError(f"cannot unpack {artifact}: {exc}") from exc
+        tops = [p for p in dest.iterdir() if p.is_dir()]
+        if len(tops) != 1:
+            raise SmokeError(f"{artifact} is not a buildtool tarball (expected one top "
+                             "directory)")
+        root = tops[0]
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SmokeError(f"{artifact} has no readable manifest.json",
+                         hint="only artifacts made by `buildtool build` can be smoke-tested") \
+            from exc
+    return root, manifest
+
+
+def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
+              n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
+              threads: int | None = None, env: Mapping[str, str] | None = None,
+              store: bool = True) -> SmokeResult:
+    work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
+    try:
+        root, manifest = unpack(artifact, work)
+        check_host(manifest, host)
+        bench = root / "llama-bench"
+        if not bench.exists():
+            raise SmokeError(f"{artifact} contains no llama-bench")
+        model_path = model or cached_model()
+        gpu = bool(manifest.get("gpu"))
+        argv = [str(bench), "-m", str(model_path), "-p", str(n_prompt), "-n", str(n_gen),
+                "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
+                "-t", str(threads or max(1, os.cpu_count() or 1))]
+        run_env = {**os.environ, **(env or {})}
+        # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
+        started = time.monotonic()
+        try:
+            out = cmd.capture(argv, cwd=work, env=run_env, timeout=900)
+        except CommandError as exc:
+            raise SmokeError(f"llama-bench failed (exit code {exc.returncode}):\n    "
+                             + "\n    ".join(exc.tail)) from exc
+        duration = time.monotonic() - started
+        try:
+            records = json.loads(out[out.index("["):])
+        except ValueError as exc:
+            raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
+        checks = verdict(records, backend=manifest.get("backend", ""),
+                         family=manifest.get("family", ""), gpu=gpu)
+        tests = tuple({
+            "test": _test_kind(r), "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
+            "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
+            "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
+            "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
+        } for r in records)
+        result = SmokeResult(
+            artifact=manifest.get("artifact", artifact.name), target=manifest.get("target", ""),
+            passed=all(c.ok for c in checks), checks=checks, tests=tests,
+            command=tuple(argv), duration_s=duration,
+            model=str(model_path) if model else f"synthetic:{model_path.name}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if store and artifact.is_file():
+        save(artifact, result)
+    return result
+
+
+def save(artifact: Path, result: SmokeResult) -> None:
+    write_json(sidecar(artifact, "smoke"), result.to_json())
+    manifest_path = sidecar(artifact, "manifest")
+    if manifest_path.is_file():
+        outer = json.loads(manifest_path.read_text())
+        outer["smoke"] = result.to_json()
+        write_json(manifest_path, outer)
+
+
+def stored(artifact: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(sidecar(artifact, "smoke").read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+def table(result: Mapping[str, Any]) -> str:
+    lines = [f"smoke {result['artifact']}",
+             f"  {'test':<10} {'backends':<14} {'device':<28} {'t/s':>16}"]
+    for t in result["tests"]:
+        ts = f"{float(t.get('avg_ts') or 0):.1f} ± {float(t.get('stddev_ts') or 0):.1f}"
+        device = (t.get("gpu_info") or "CPU")[:28]
+        lines.append(f"  {t['test']:<10} {str(t.get('backends')):<14} {device:<28} {ts:>16}")
+    for c in result["checks"]:
+        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines.append(f"  verdict: {str(result['verdict']).upper()}")
+    return "\n".join(lines)

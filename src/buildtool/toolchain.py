@@ -1,0 +1,166 @@
+"""Find tools as ranked candidates with versions (after scikit-build-core's program_search).
+
+Each tool has a list of candidate paths in order of preference; every candidate that exists
+is probed for its version; :func:`best` returns the first one whose version satisfies a
+PEP 440 specifier set. Results are cached per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from buildtool import cmd
+from buildtool.errors import CommandError, ToolchainError
+
+_VERSION_RE = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    path: Path
+    version: Version | None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version or '(version unknown)'} at {self.path}"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """How to find one tool: executable names, extra directories, how to read its version."""
+
+    names: tuple[str, ...]
+    version_args: tuple[str, ...] = ("--version",)
+    version_pattern: str | None = None
+    install: str = ""
+
+
+def _python_package_bin(module: str, attr: str) -> list[Path]:
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return []
+    value = getattr(mod, attr, None)
+    return [Path(value)] if value else []
+
+
+TOOLS: dict[str, ToolSpec] = {
+    "cmake": ToolSpec(("cmake",), install="pip install cmake (a dependency of buildtool)"),
+    "ninja": ToolSpec(("ninja",), install="pip install ninja (a dependency of buildtool)"),
+    "cc": ToolSpec(("cc", "gcc", "clang"), install="apt-get install build-essential"),
+    "cxx": ToolSpec(("c++", "g++", "clang++"), install="apt-get install build-essential"),
+    "ccache": ToolSpec(("ccache",), install="apt-get install ccache"),
+    "nvcc": ToolSpec(("nvcc",), version_pattern=r"release (\d+\.\d+)",
+                     install="a CUDA toolkit: NVIDIA's installer, or Debian's nvidia-cuda-toolkit"),
+    "hipcc": ToolSpec(("hipcc",), version_pattern=r"HIP version: (\d+\.\d+)",
+                      install="ROCm with hipBLAS/rocBLAS (https://rocm.docs.amd.com)"),
+    "hipconfig": ToolSpec(("hipconfig",), install="ROCm (hipconfig ships with HIP)"),
+    "icpx": ToolSpec(("icpx",), install="Intel oneAPI Base Toolkit; then `source "
+                     "/opt/intel/oneapi/setvars.sh`"),
+    "icx": ToolSpec(("icx",), install="Intel oneAPI Base Toolkit; then `source "
+                    "/opt/intel/oneapi/setvars.sh`"),
+    "glslc": ToolSpec(("glslc",), version_pattern=r"glslang (\d+\.\d+)",
+                      install="apt-get install glslc libvulkan-dev"),
+    "xcrun": ToolSpec(("xcrun",), version_pattern=r"version (\d+)",
+                      install="Xcode command line tools (xcode-select --install); Metal needs a "
+                              "macOS host"),
+}
+
+
+def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:
+    seen: set[Path] = set()
+    extra: list[Path] = []
+    if name == "cmake":
+        extra = [p / "cmake" for p in _python_package_bin("cmake", "CMAKE_BIN_DIR")]
+    elif name == "ninja":
+        extra = [p / "ninja" for p in _python_package_bin("ninja", "BIN_DIR")]
+    elif name == "nvcc":
+        roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+        extra = [Path(r) / "bin" / "nvcc" for r in roots if r]
+        extra += sorted(Path("/usr/local").glob("cuda-*/bin/nvcc"), reverse=True)
+    elif name in ("hipcc", "hipconfig"):
+        roots = [os.environ.get("ROCM_PATH"), os.environ.get("HIP_PATH"), "/opt/rocm"]
+        extra = [Path(r) / "bin" / name for r in roots if r]
+    elif name in ("icpx", "icx"):
+        extra = [Path("/opt/intel/oneapi/compiler/latest/bin") / name]
+    # The PyPI packages' binaries are preferred (they are pinned dependencies), then PATH.
+    for p in extra:
+        if p.is_file() and os.access(p, os.X_OK) and p.resolve() not in seen:
+            seen.add(p.resolve())
+            yield p
+    for exe in spec.names:
+        found = cmd.which(exe)
+        if found and Path(found).resolve() not in seen:
+            seen.add(Path(found).resolve())
+            yield Path(found)
+
+
+def _probe_version(path: Path, spec: ToolSpec) -> Version | None:
+    try:
+        out = cmd.capture([str(path), *spec.version_args], timeout=20, check=False)
+    except (CommandError, ToolchainError, OSError):
+        return None
+    match = re.search(spec.version_pattern, out) if spec.version_pattern else \
+        _VERSION_RE.search(out)
+    if not match:
+        return None
+    try:
+        return Version(match.group(1))
+    except InvalidVersion:
+        return None
+
+
+@functools.cache
+def find_all(name: str) -> tuple[Program, ...]:
+    spec = TOOLS.get(name) or ToolSpec((name,))
+    return tuple(Program(name, p, _probe_version(p, spec)) for p in _candidates(name, spec))
+
+
+def best(name: str, specifier: str = "") -> Program | None:
+    spec_set = _specifier(specifier)
+    for program in find_all(name):
+        if not spec_set or (program.version is not None and
+                            spec_set.contains(program.version, prereleases=True)):
+            return program
+    return None
+
+
+def _specifier(text: str) -> SpecifierSet:
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier as exc:
+        raise ToolchainError(f"invalid version range '{text}': {exc}") from exc
+
+
+def install_hint(name: str) -> str:
+    spec = TOOLS.get(name)
+    return spec.install if spec and spec.install else f"install '{name}'"
+
+
+def inventory(names: Iterable[str] | None = None) -> dict[str, list[Program]]:
+    return {n: list(find_all(n)) for n in (names or TOOLS)}
+
+
+def host_platform() -> str:
+    from buildtool.detect.cpu import normalize_arch
+    import platform as _platform
+
+    system = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
+                                                                          sys.platform)
+    return platform_name(system, normalize_arch(_platform.machine()))
+
+
+def platform_name(system: str, arch: str) -> str:
+    """Platform strings follow each OS's convention: linux-aarch64 but macos-arm64."""
+    if arch == "aarch64" and system in ("macos", "windows"):
+        arch = "arm64"
+    return f"{system}-{arch}"

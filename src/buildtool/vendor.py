@@ -1,0 +1,386 @@
+"""The llama.cpp pin: read the lock, fetch a source, verify it, extract it safely.
+
+The lock (``vendor/llama.cpp.lock.json``) names the upstream commit and several sources,
+tried in order; the first that can be fetched *and* verified wins:
+
+* ``archive`` sources (the upstream GitHub tarball, the llama-cpp-python sdist on PyPI)
+  are verified by the sha256 of the archive bytes;
+* a ``local`` source (``--source PATH`` or ``$BUILDTOOL_LLAMA_SOURCE``) may be an archive —
+  then its sha256 must equal one pinned in the lock — or a directory, verified by the
+  lock's ``tree_sha256``: a digest of every file's path, mode and content. GitHub's
+  archives are not byte-stable over the years; a tree digest is, and it is also what lets
+  an air-gapped lab hand us an unpacked tree.
+
+A source that fails verification is refused (and the next one tried); if none is left,
+:class:`SourceError` says what each one answered. Extraction refuses absolute paths, ``..``
+and links that leave the tree (``tarfile``'s ``data`` filter), goes to a temporary
+directory, and is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from buildtool.errors import ConfigError, SourceError
+from buildtool.paths import cache_dir
+
+MARKER = ".buildtool-source.json"
+EXCLUDED_TOP = {".git"}
+CHUNK = 1 << 20
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceEntry:
+    name: str
+    kind: Literal["archive", "local"]
+    url: str | None = None
+    sha256: str | None = None
+    subdir: str = ""
+    path_env: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lock:
+    path: Path
+    repository: str
+    commit: str
+    build_number: int
+    tree_sha256: str
+    sources: tuple[SourceEntry, ...]
+
+    @property
+    def version(self) -> str:
+        return f"b{self.build_number}"
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:9]
+
+    def archive_hashes(self) -> dict[str, SourceEntry]:
+        return {s.sha256: s for s in self.sources if s.kind == "archive" and s.sha256}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Materialized:
+    """What `vendor/llama.cpp` was made from (stored in its marker file)."""
+
+    tree: Path
+    source: str
+    archive_sha256: str | None
+    tree_sha256: str
+    commit: str
+    fetched_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "archive_sha256": self.archive_sha256,
+                "tree_sha256": self.tree_sha256, "commit": self.commit,
+                "fetched_at": self.fetched_at}
+
+
+def load_lock(path: Path) -> Lock:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read lock file: {exc.strerror}", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+    try:
+        up = data["upstream"]
+        sources = tuple(
+            SourceEntry(name=s["name"], kind=s["kind"], url=s.get("url"), sha256=s.get("sha256"),
+                        subdir=s.get("subdir", ""), path_env=s.get("path-env"),
+                        note=s.get("note", ""))
+            for s in data["sources"]
+        )
+        lock = Lock(path=path, repository=up["repository"], commit=up["commit"],
+                    build_number=int(up["build-number"]), tree_sha256=data["tree-sha256"],
+                    sources=sources)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed lock: {exc!r}", path=path,
+                          hint="see README 'Pinned source' for the lock format") from exc
+    for s in lock.sources:
+        if s.kind not in ("archive", "local"):
+            raise ConfigError(f"source '{s.name}': unknown kind '{s.kind}'", path=path)
+        if s.kind == "archive" and not (s.url and s.sha256):
+            raise ConfigError(f"source '{s.name}': an archive needs 'url' and 'sha256'",
+                              path=path)
+    return lock
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over (relative path, executable bit, content sha256 or link target), sorted."""
+    h = hashlib.sha256()
+    entries: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in EXCLUDED_TOP]
+            filenames = [f for f in filenames if f not in EXCLUDED_TOP and f != MARKER]
+        dirnames.sort()
+        for name in filenames:
+            p = Path(dirpath) / name
+            rel = (rel_dir / name).as_posix()
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                entries.append((rel, "link:" + os.readlink(p)))
+            elif stat.S_ISREG(st.st_mode):
+                mode = "x" if st.st_mode & 0o111 else "-"
+                entries.append((rel, mode + sha256_file(p)))
+    for rel, value in sorted(entries):
+        h.update(f"{rel}\0{value}\n".encode())
+    return h.hexdigest()
+
+
+def read_marker(tree: Path) -> Materialized | None:
+    try:
+        data = json.loads((tree / MARKER).read_text())
+        return Materialized(tree=tree, source=data["source"],
+                            archive_sha256=data.get("archive_sha256"),
+                            tree_sha256=data["tree_sha256"], commit=data["commit"],
+                            fetched_at=data["fetched_at"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def current(lock: Lock, tree: Path) -> Materialized | None:
+    """The materialized tree if its marker says it was made from this lock's pin."""
+    marker = read_marker(tree)
+    if marker is None or marker.commit != lock.commit:
+        return None
+    return marker
+
+
+def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
+                progress: Progress = lambda _: None, force: bool = False) -> Materialized:
+    """Make ``dest`` hold the pinned tree, from the first source that works."""
+    if not force and (done := current(lock, dest)) is not None:
+        return done
+    failures: list[str] = []
+    local = local or (Path(os.environ["BUILDTOOL_LLAMA_SOURCE"])
+                      if os.environ.get("BUILDTOOL_LLAMA_SOURCE") else None)
+    for entry in lock.sources:
+        if entry.kind == "local":
+            candidate = local or (Path(os.environ[entry.path_env])
+                                  if entry.path_env and os.environ.get(entry.path_env) else None)
+            if candidate is None:
+                failures.append(f"{entry.name}: not given (--source PATH or "
+                                f"${entry.path_env or 'BUILDTOOL_LLAMA_SOURCE'})")
+                continue
+            try:
+                return _from_local(lock, entry, candidate, dest, progress)
+            except SourceError as exc:
+                failures.append(f"{entry.name} ({candidate}): {exc.message}")
+                continue
+        try:
+            archive = _fetch(entry, progress)
+            return _install_archive(lock, entry.name, archive, entry.sha256 or "",
+                                    entry.subdir, dest, progress)
+        except SourceError as exc:
+            failures.append(f"{entry.name}: {exc.message}")
+    raise SourceError(
+        "no source of llama.cpp could be fetched and verified:\n    "
+        + "\n    ".join(failures),
+        hint="give a local copy with --source PATH (a directory or an archive of the pinned "
+             "tree), or check the network",
+    )
+
+
+def _fetch(entry: SourceEntry, progress: Progress) -> Path:
+    assert entry.url and entry.sha256
+    store = cache_dir() / "sources"
+    target = store / entry.sha256
+    if target.is_file():
+        if sha256_file(target) == entry.sha256:
+            progress(f"using cached {entry.name} archive {target}")
+            return target
+        target.unlink()
+    store.mkdir(parents=True, exist_ok=True)
+    progress(f"downloading {entry.name}: {entry.url}")
+    fd, tmp_name = tempfile.mkstemp(dir=store, prefix=".part-")
+    tmp = Path(tmp_name)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, \
+                urllib.request.urlopen(entry.url, timeout=60) as resp:  # noqa: S310
+            total = int(resp.headers.get("Content-Length") or 0)
+            done = 0
+            last = -1
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                h.update(chunk)
+                done += len(chunk)
+                if total and (pct := done * 10 // total) != last:
+                    last = pct
+                    progress(f"  {done / 1e6:.0f}/{total / 1e6:.0f} MB")
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(f"download failed: {getattr(exc, 'reason', exc)}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    digest = h.hexdigest()
+    if digest != entry.sha256:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(f"checksum mismatch: expected sha256 {entry.sha256}, got {digest}; "
+                          "refused")
+    tmp.replace(target)
+    return target
+
+
+def _from_local(lock: Lock, entry: SourceEntry, path: Path, dest: Path,
+                progress: Progress) -> Materialized:
+    if not path.exists():
+        raise SourceError(f"{path} does not exist")
+    if path.is_dir():
+        progress(f"verifying local tree {path}")
+        digest = tree_digest(path)
+        if digest != lock.tree_sha256:
+            raise SourceError(f"tree digest mismatch: expected {lock.tree_sha256}, got {digest}; "
+                              "refused (is it the pinned commit, unmodified?)")
+        tmp = _tmp_sibling(dest)
+        try:
+            shutil.copytree(path, tmp, symlinks=True, dirs_exist_ok=True,
+                            ignore=lambda d, names: [n for n in names if Path(d) == path
+                                                     and n in EXCLUDED_TOP | {MARKER}])
+            return _finish(lock, tmp, dest, f"{entry.name}:{path}", None, digest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    digest = sha256_file(path)
+    known = lock.archive_hashes().get(digest)
+    if known is None:
+        raise SourceError(f"archive sha256 {digest} matches no source pinned in {lock.path.name}; "
+                          "refused")
+    return _install_archive(lock, f"{entry.name}:{path}", path, digest, known.subdir, dest,
+                            progress)
+
+
+def _tmp_sibling(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+
+
+def _install_archive(lock: Lock, name: str, archive: Path, sha: str, subdir: str, dest: Path,
+                     progress: Progress) -> Materialized:
+    progress(f"extracting {archive.name} ({name})")
+    tmp = _tmp_sibling(dest)
+    try:
+        extract(archive, tmp, subdir)
+        digest = tree_digest(tmp)
+        return _finish(lock, tmp, dest, name, sha, digest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _finish(lock: Lock, tmp: Path, dest: Path, source: str, archive_sha: str | None,
+            digest: str) -> Materialized:
+    if not (tmp / "CMakeLists.txt").is_file() or not (tmp / "ggml").is_dir():
+        raise SourceError("the extracted tree does not look like llama.cpp (no CMakeLists.txt "
+                          "and ggml/)")
+    made = Materialized(tree=dest, source=source, archive_sha256=archive_sha, tree_sha256=digest,
+                        commit=lock.commit,
+                        fetched_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    (tmp / MARKER).write_text(json.dumps(made.to_json(), indent=2) + "\n")
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dest)
+    return made
+
+
+def _strip(name: str, prefix: str) -> str | None:
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise SourceError(f"unsafe path in archive refused: {name}")
+    name = name.removeprefix("./")
+    if prefix:
+        if not name.startswith(prefix.rstrip("/") + "/"):
+            return None
+        name = name[len(prefix.rstrip("/")) + 1:]
+    top = name.split("/", 1)[0]
+    if not name or top in EXCLUDED_TOP:
+        return None
+    return name
+
+
+def extract(archive: Path, dest: Path, subdir: str = "") -> None:
+    """Extract ``subdir`` of a .tar.* or .zip archive into ``dest``, refusing unsafe members."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                rel = _strip(info.filename, subdir)
+                if rel is None:
+                    continue
+                target = (dest / rel).resolve()
+                if not target.is_relative_to(dest.resolve()):
+                    raise SourceError(f"unsafe path in archive: {info.filename}")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as out:
+                    shutil.copyfileobj(src, out)
+                mode = (info.external_attr >> 16) & 0o777
+                if mode:
+                    target.chmod(mode)
+        return
+    try:
+        with tarfile.open(archive) as tf:
+            if not subdir:
+                subdir = _single_top(tf)
+            for member in tf:
+                rel = _strip(member.name, subdir)
+                if rel is None:
+                    continue
+                changes: dict[str, Any] = {"name": rel}
+                if member.islnk():
+                    link = _strip(member.linkname, subdir)
+                    if link is None:
+                        raise SourceError(f"unsafe hard link in archive: {member.name}")
+                    changes["linkname"] = link
+                try:
+                    tf.extract(member.replace(**changes), dest, filter="data")
+                except tarfile.FilterError as exc:
+                    raise SourceError(f"unsafe member in archive refused: {exc}") from exc
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, tarfile.FilterError):
+            raise SourceError(f"unsafe member in archive refused: {exc}") from exc
+        raise SourceError(f"cannot read archive {archive}: {exc}") from exc
+
+
+def _single_top(tf: tarfile.TarFile) -> str:
+    names = [m.name.removeprefix("./") for m in tf.getmembers()]
+    tops = {n.split("/", 1)[0] for n in names if n and n != "."}
+    if len(tops) == 1:
+        (top,) = tops
+        if any(n.startswith(top + "/") for n in names):
+            return top
+    return ""

@@ -1,0 +1,211 @@
+"""Recipe → resolved target → CMake arguments, for all seven targets, with precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from buildtool import preflight
+from buildtool.config import load_project
+from buildtool.detect.cpu import CpuInfo, parse_proc_cpuinfo
+from buildtool.errors import ConfigError
+from buildtool.plan import artifact_name, make_plan
+from buildtool.resolve import Overrides, ResolvedTarget, resolve
+from buildtool.toolchain import Program
+from buildtool.vendor import load_lock
+from tests.unit.helpers import ROOT
+
+LOCK = load_lock(ROOT / "vendor" / "llama.cpp.lock.json")
+PROJECT = load_project(ROOT)
+
+
+def host(data: Path, name: str = "linux-x86_64-ryzen9-5950x-zen3.txt",
+         machine: str = "x86_64") -> CpuInfo:
+    return parse_proc_cpuinfo((data / "cpuinfo" / name).read_text(), machine)
+
+
+def res(name: str, cpu: CpuInfo, *, platform: str = "linux-x86_64",
+        overrides: Overrides = Overrides(), env: dict[str, str] | None = None,
+        probe: bool = True) -> ResolvedTarget:
+    return resolve(PROJECT, name, lock=LOCK, host_cpu=cpu, host_platform=platform,
+                   overrides=overrides, env=env or {}, probe=probe)
+
+
+COMMON = {"CMAKE_BUILD_TYPE": "Release", "BUILD_SHARED_LIBS": "ON", "GGML_NATIVE": "OFF",
+          "LLAMA_BUILD_TESTS": "OFF", "LLAMA_USE_PREBUILT_UI": "OFF",
+          "CMAKE_INSTALL_RPATH": "$ORIGIN", "CMAKE_BUILD_WITH_INSTALL_RPATH": "ON",
+          "LLAMA_BUILD_COMMIT": "0c1e57098", "LLAMA_BUILD_NUMBER": "11312"}
+ALL_VARIANTS = {"GGML_BACKEND_DL": "ON", "GGML_CPU_ALL_VARIANTS": "ON"}
+
+
+def test_cpu_host_flags_are_explicit(data: Path, fake_tools: object) -> None:
+    rt = res("cpu", host(data))
+    d = dict(rt.defines)
+    assert COMMON.items() <= d.items()
+    assert {"GGML_AVX": "ON", "GGML_AVX2": "ON", "GGML_FMA": "ON", "GGML_F16C": "ON",
+            "GGML_BMI2": "ON", "GGML_SSE42": "ON", "GGML_AVX512": "OFF",
+            "GGML_AVX_VNNI": "OFF", "GGML_AMX_INT8": "OFF"}.items() <= d.items()
+    assert rt.cpu_features == ("sse4_2", "avx", "avx2", "bmi2", "fma", "f16c")
+    assert rt.cpu_level == "x86-64-v3"
+    assert "GGML_BACKEND_DL" not in d
+    assert artifact_name(rt) == "llama.cpp-b11312-cpu-host-x86-64-v3-linux-x86_64"
+
+
+def test_cpu_avx512_host_requires_every_avx512_subset(data: Path) -> None:
+    rt = res("cpu", host(data, "linux-x86_64-xeon6-graniterapids.txt"))
+    d = dict(rt.defines)
+    assert d["GGML_AVX512"] == "ON" and d["GGML_AMX_INT8"] == "ON"
+    assert {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"} <= set(rt.cpu_features)
+
+
+@pytest.mark.parametrize(("policy", "on", "off"), [
+    ("x86-64-v2", {"GGML_SSE42"}, {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_AVX512"}),
+    ("x86-64-v3", {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2"},
+     {"GGML_AVX512", "GGML_AVX_VNNI"}),
+    ("x86-64-v4", {"GGML_AVX2", "GGML_AVX512"}, {"GGML_AVX512_VNNI", "GGML_AMX_TILE"}),
+])
+def test_named_levels(data: Path, policy: str, on: set[str], off: set[str]) -> None:
+    rt = res("cpu", host(data), overrides=Overrides(cpu=policy))
+    d = dict(rt.defines)
+    assert all(d[k] == "ON" for k in on) and all(d[k] == "OFF" for k in off)
+    assert rt.variant == policy
+
+
+def test_all_variants(data: Path) -> None:
+    rt = res("cpu", host(data), overrides=Overrides(cpu="all-variants"))
+    d = dict(rt.defines)
+    assert ALL_VARIANTS.items() <= d.items()
+    assert "GGML_AVX2" not in d
+    assert rt.cpu_features == ("sse2",)
+    assert artifact_name(rt) == "llama.cpp-b11312-cpu-linux-x86_64"
+
+
+def test_arm_host_uses_cpu_arm_arch(data: Path) -> None:
+    cpu = host(data, "linux-aarch64-neoverse-n2.txt", "aarch64")
+    rt = res("cpu", cpu, platform="linux-aarch64")
+    assert rt.define("GGML_CPU_ARM_ARCH") == "armv8.6-a+dotprod+fp16+i8mm+sve"
+    assert rt.cpu_features == ("neon", "dotprod", "fp16", "i8mm", "sve")
+
+
+def test_precedence_env_then_cli(data: Path) -> None:
+    cpu = host(data)
+    assert res("cpu", cpu, env={"BUILDTOOL_CPU": "x86-64-v2"}).cpu_policy == "x86-64-v2"
+    rt = res("cpu", cpu, env={"BUILDTOOL_CPU": "x86-64-v2"},
+             overrides=Overrides(cpu="x86-64-v3", defines=(("GGML_AVX2", "OFF"),
+                                                           ("LLAMA_OPENSSL", "ON"))))
+    assert rt.cpu_policy == "x86-64-v3"
+    assert rt.origins["cpu"] == "--cpu"
+    assert rt.define("GGML_AVX2") == "OFF" and rt.origins["-DGGML_AVX2"] == "-D (command line)"
+    assert rt.define("LLAMA_OPENSSL") == "ON"
+    assert rt.origins["-DCMAKE_BUILD_TYPE"] == "recipes/common.yaml"
+
+
+def test_bad_cpu_policy_from_env(data: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        res("cpu", host(data), env={"BUILDTOOL_CPU": "x86-64-v5"})
+    assert "environment BUILDTOOL_CPU" in info.value.message
+
+
+def _cuda(tools: dict[str, list[Program]], version: str, root: str) -> None:
+    tools.setdefault("nvcc", []).append(Program("nvcc", Path(root) / "bin" / "nvcc",
+                                                Version(version)))
+
+
+def test_cublas12_uses_the_matching_toolkit_explicitly(data: Path,
+                                                       fake_tools: dict[str, list[Program]]) -> None:
+    _cuda(fake_tools, "13.0", "/usr/local/cuda-13.0")
+    _cuda(fake_tools, "12.4", "/opt/cuda-12.4")
+    rt = res("cublas12", host(data))
+    d = dict(rt.defines)
+    assert d["GGML_CUDA"] == "ON"
+    assert d["CMAKE_CUDA_COMPILER"] == "/opt/cuda-12.4/bin/nvcc"
+    assert d["CUDAToolkit_ROOT"] == "/opt/cuda-12.4"
+    assert d["CMAKE_CUDA_ARCHITECTURES"].endswith("86-real;89-real;90-virtual")
+    assert ALL_VARIANTS.items() <= d.items()
+    assert "CMAKE_CUDA_HOST_COMPILER" not in d
+    assert preflight.check(rt) == []
+
+
+def test_cublas11_stops_at_89_and_needs_gxx11(data: Path,
+                                              fake_tools: dict[str, list[Program]]) -> None:
+    _cuda(fake_tools, "11.8", "/usr/local/cuda-11.8")
+    rt = res("cublas11", host(data))
+    d = dict(rt.defines)
+    archs = d["CMAKE_CUDA_ARCHITECTURES"].split(";")
+    assert archs[-1] == "89-real" and not any(a.startswith("90") for a in archs)
+    assert d["CMAKE_CUDA_HOST_COMPILER"] == "g++-11"
+    problems = preflight.check(rt)
+    assert [p.fix for p in problems] == ["apt-get install g++-11"]
+    fake_tools["g++-11"] = [Program("g++-11", Path("/usr/bin/g++-11"), Version("11.4.0"))]
+    rt = res("cublas11", host(data))
+    assert rt.define("CMAKE_CUDA_HOST_COMPILER") == "/usr/bin/g++-11"
+    assert preflight.check(rt) == []
+
+
+def test_wrong_cuda_version_is_refused_by_name(data: Path,
+                                               fake_tools: dict[str, list[Program]]) -> None:
+    _cuda(fake_tools, "13.0", "/usr/local/cuda")
+    rt = res("cublas12", host(data))
+    assert rt.define("CMAKE_CUDA_COMPILER") == "/usr/local/cuda-12.4/bin/nvcc"  # never 13's
+    (problem,) = preflight.check(rt)
+    assert "nvcc ==12.*" in problem.what and "nvcc 13.0 at /usr/local/cuda/bin/nvcc" in problem.what
+
+
+def test_hipblas(data: Path, fake_tools: object) -> None:
+    rt = res("hipblas", host(data))
+    d = dict(rt.defines)
+    assert d["GGML_HIP"] == "ON" and "gfx1100" in d["GPU_TARGETS"].split(";")
+    assert ALL_VARIANTS.items() <= d.items()
+    assert dict(rt.configure_env) == {"HIPCXX": "/opt/rocm/llvm/bin/clang",
+                                      "HIP_PATH": "/opt/rocm"}
+    whats = [p.what for p in preflight.check(rt)]
+    assert any("hipconfig" in w for w in whats) and any("hipcc" in w for w in whats)
+
+
+def test_intel_sycl(data: Path, fake_tools: object) -> None:
+    rt = res("intel", host(data))
+    d = dict(rt.defines)
+    assert {"GGML_SYCL": "ON", "CMAKE_C_COMPILER": "icx", "CMAKE_CXX_COMPILER": "icpx",
+            "GGML_SYCL_F16": "ON"}.items() <= d.items()
+    fixes = " ".join(p.fix for p in preflight.check(rt))
+    assert "setvars.sh" in fixes
+
+
+def test_vulkan(data: Path, fake_tools: object) -> None:
+    rt = res("vulkan", host(data))
+    assert rt.define("GGML_VULKAN") == "ON" and rt.backend == "Vulkan" and rt.recipe.gpu
+    (problem,) = preflight.check(rt)
+    assert "glslc" in problem.what and "apt-get install glslc" in problem.fix
+
+
+def test_metal_on_linux_plans_but_refuses(data: Path, fake_tools: object) -> None:
+    rt = res("metal", host(data))
+    d = dict(rt.defines)
+    assert {"GGML_METAL": "ON", "GGML_METAL_EMBED_LIBRARY": "ON",
+            "CMAKE_INSTALL_RPATH": "@loader_path"}.items() <= d.items()
+    assert rt.platform == "macos-arm64" and not rt.platform_supported
+    assert d["GGML_CPU_ARM_ARCH"].startswith("armv8.2-a")
+    (problem,) = preflight.check(rt)
+    assert "Metal needs a macOS arm64 host" in problem.fix
+
+
+def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
+    rt = res("cpu", host(data))
+    plan = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                     tree_sha256="0" * 64, jobs=2, use_ccache=False)
+    assert plan.configure[:5] == ("/opt/cmake/bin/cmake", "-S", str(tmp_path / "vendor/llama.cpp"),
+                                  "-B", str(plan.build_dir))
+    assert "-DGGML_AVX2=ON" in plan.configure and "-G" in plan.configure
+    assert plan.build[-7:] == ("--target", "llama-server", "llama-cli", "llama-bench",
+                               "llama-quantize", "--parallel", "2")
+    # Same inputs → same key; any input change → another key.
+    again = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                      tree_sha256="0" * 64, use_ccache=False)
+    assert again.key == plan.key
+    other = make_plan(res("cpu", host(data), overrides=Overrides(defines=(("X", "1"),))),
+                      root=tmp_path, source_dir=tmp_path, tree_sha256="0" * 64)
+    assert other.key != plan.key
+    changed_source = make_plan(rt, root=tmp_path, source_dir=tmp_path, tree_sha256="1" * 64)
+    assert changed_source.key != plan.key
