@@ -25,8 +25,9 @@ def emit_json(data: Any) -> None:
 def _session(ctx: click.Context) -> Session:
     obj = ctx.ensure_object(dict)
     if "session" not in obj:
-        root = find_root(obj.get("matrix").parent if obj.get("matrix") else None)
-        obj["session"] = open_session(root, obj.get("matrix"),
+        matrix: Path | None = obj.get("matrix")
+        root = find_root(matrix.parent if matrix else None)
+        obj["session"] = open_session(root, matrix,
                                       Reporter(quiet=obj.get("quiet", False)))
     session: Session = obj["session"]
     return session
@@ -206,12 +207,15 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               default=None, help="GGUF model for the smoke test (default: synthetic).")
 @click.option("--dist", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where artifacts go (default: ./dist).")
+@click.option("--build-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where build directories go (default: ./build).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
           gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, smoke: bool,
           force: bool, fresh: bool, jobs: int | None, ccache: bool, source: Path | None,
-          model: Path | None, dist: Path | None, as_json: bool) -> None:
+          model: Path | None, dist: Path | None, build_root: Path | None,
+          as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
     from buildtool import build as build_mod
     from buildtool import preflight
@@ -226,7 +230,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
     options = build_mod.BuildOptions(
         target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines), smoke=smoke,
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
-        dist=dist.resolve() if dist else None)
+        dist=dist.resolve() if dist else None,
+        build_root=build_root.resolve() if build_root else None)
     if dry_run:
         outcome = build_mod.dry_run(session, options)
         if as_json:

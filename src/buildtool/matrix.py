@@ -40,14 +40,17 @@ def rows(session: Session) -> list[Row]:
 
 
 def github_matrix(session: Session) -> dict[str, Any]:
-    """The job matrix for GitHub Actions: one entry per target × platform."""
+    """The job matrix for GitHub Actions: one entry per target and platform."""
     include: list[dict[str, Any]] = []
     for name, spec in session.project.matrix.targets.items():
         recipe = session.project.recipes[spec.recipe]
         platforms = spec.platforms or recipe.platforms
         runner = spec.runner or "ubuntu-24.04"
+        # Release builds are portable: the cpu family ships all variants, not the runner's CPU.
+        cpu = "all-variants" if recipe.family == "cpu" else \
+            spec.cpu or recipe.cpu or "all-variants"
         include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
-                        "platform": platforms[0], "runner": runner,
+                        "platform": platforms[0], "runner": runner, "cpu": cpu,
                         "toolkit": spec.toolkit or recipe.toolkit or ""})
     return {"include": include}
 

@@ -123,8 +123,9 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized) -> tuple[Path, di
         for src in collect(plan):
             dst = stage / src.name
             if src.is_symlink():
-                dst.symlink_to(os.readlink(src))
-                files[src.name] = "symlink:" + os.readlink(src)
+                link = src.readlink()
+                dst.symlink_to(link)
+                files[src.name] = f"symlink:{link}"
             else:
                 shutil.copy2(src, dst)
                 files[src.name] = sha256_file(dst)
@@ -138,9 +139,8 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized) -> tuple[Path, di
         manifest = build_manifest(plan, lock, source, files)
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         final = plan.artifact_path
-        with atomic_path(final) as tmp:
-            with tarfile.open(tmp, "w:gz", compresslevel=6) as tf:
-                tf.add(stage, arcname=name, filter=_normalize)
+        with atomic_path(final) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tf:
+            tf.add(stage, arcname=name, filter=_normalize)
         digest = sha256_file(final)
         outer = {**manifest, "artifact_file": final.name, "artifact_sha256": digest}
         write_json(sidecar(final, "manifest"), outer)
@@ -190,7 +190,7 @@ def lookup(dist: Path, key: str) -> Path | None:
         entry = json.loads(index_path(dist, key).read_text())
     except (OSError, ValueError):
         return None
-    artifact = dist / entry.get("artifact", "")
+    artifact = dist / str(entry.get("artifact", ""))
     if not artifact.is_file() or sha256_file(artifact) != entry.get("sha256"):
         return None
     return artifact

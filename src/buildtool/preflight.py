@@ -18,8 +18,9 @@ def platform_fix(rt: ResolvedTarget) -> str:
 def check(rt: ResolvedTarget) -> list[Problem]:
     problems: list[Problem] = []
     if not rt.platform_supported:
-        problems.append(Problem(f"{rt.name} is built for {', '.join(rt.platforms)} and this host is "
-                                f"{rt.host_platform}", platform_fix(rt)))
+        problems.append(Problem(
+            f"{rt.name} is built for {', '.join(rt.platforms)} and this host is "
+            f"{rt.host_platform}", platform_fix(rt)))
         return problems
     for req in rt.requires:
         if toolchain.best(req.tool, req.version) is not None:

@@ -167,8 +167,8 @@ def resolve(
     backend = REGISTRY[recipe.family]
     toolkit = pick("toolkit", (recipe.toolkit, rx), (spec.toolkit, f"{mx}:targets.{name}"),
                    (overrides.toolkit, "--toolkit"))
-    gpu_archs = pick("gpu_archs", (backend.default_archs(toolkit) or None,
-                                   f"buildtool default for {recipe.family} {toolkit or ''}".strip()),
+    default_origin = f"buildtool default for {recipe.family} {toolkit or ''}".strip()
+    gpu_archs = pick("gpu_archs", (backend.default_archs(toolkit) or None, default_origin),
                      (recipe.gpu_archs or None, rx), (spec.gpu_archs, f"{mx}:targets.{name}"),
                      (overrides.gpu_archs, "--gpu-archs")) or ()
     build_targets = pick("build_targets", (defaults.build_targets, f"{mx}:defaults"),

@@ -58,7 +58,7 @@ def _walk(node: yaml.Node, key: PathKey, lines: dict[PathKey, int], path: Path) 
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*key, i), lines, path) for i, item in enumerate(node.value)]
-    return _CONSTRUCTOR.construct_object(node)  # type: ignore[no-untyped-call]
+    return _CONSTRUCTOR.construct_object(node)
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

@@ -121,8 +121,9 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
     if gpu:
         gpu_info = {str(r.get("gpu_info") or "").strip() for r in records} - {""}
         layers = [int(r.get("n_gpu_layers") or 0) for r in records]
+        shown = ", ".join(sorted(gpu_info)) or "empty (no GPU device: ran on the CPU)"
         checks.append(Check(name=f"ran on a {backend} device", ok=bool(gpu_info),
-                            detail=f"gpu_info: {', '.join(gpu_info) or 'empty (no GPU device: ran on the CPU)'}"))
+                            detail=f"gpu_info: {shown}"))
         checks.append(Check(name="layers offloaded", ok=bool(layers) and min(layers) > 0,
                             detail=f"n_gpu_layers: {layers}"))
     return tuple(checks)
@@ -224,7 +225,7 @@ def table(result: Mapping[str, Any]) -> str:
     for t in result["tests"]:
         ts = f"{float(t.get('avg_ts') or 0):.1f} ± {float(t.get('stddev_ts') or 0):.1f}"
         device = (t.get("gpu_info") or "CPU")[:28]
-        lines.append(f"  {t['test']:<10} {str(t.get('backends')):<14} {device:<28} {ts:>16}")
+        lines.append(f"  {t['test']:<10} {t.get('backends')!s:<14} {device:<28} {ts:>16}")
     for c in result["checks"]:
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
     lines.append(f"  verdict: {str(result['verdict']).upper()}")

@@ -59,7 +59,7 @@ def write_model(path: Path, params: ModelParams) -> None:
     head_dim = params.n_embd // params.n_head
     n_embd_kv = head_dim * params.n_head_kv
 
-    def rand(*shape: int) -> np.ndarray:  # type: ignore[type-arg]
+    def rand(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float32)
 
     writer = gguf.GGUFWriter(str(path), "llama")

@@ -151,8 +151,9 @@ def inventory(names: Iterable[str] | None = None) -> dict[str, list[Program]]:
 
 
 def host_platform() -> str:
-    from buildtool.detect.cpu import normalize_arch
     import platform as _platform
+
+    from buildtool.detect.cpu import normalize_arch
 
     system = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
                                                                           sys.platform)

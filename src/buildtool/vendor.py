@@ -138,16 +138,17 @@ def tree_digest(root: Path) -> str:
     entries: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
-        if rel_dir == Path("."):
+        names = filenames
+        if rel_dir == Path():
             dirnames[:] = [d for d in dirnames if d not in EXCLUDED_TOP]
-            filenames = [f for f in filenames if f not in EXCLUDED_TOP and f != MARKER]
+            names = [f for f in filenames if f not in EXCLUDED_TOP and f != MARKER]
         dirnames.sort()
-        for name in filenames:
+        for name in names:
             p = Path(dirpath) / name
             rel = (rel_dir / name).as_posix()
             st = p.lstat()
             if stat.S_ISLNK(st.st_mode):
-                entries.append((rel, "link:" + os.readlink(p)))
+                entries.append((rel, f"link:{p.readlink()}"))
             elif stat.S_ISREG(st.st_mode):
                 mode = "x" if st.st_mode & 0o111 else "-"
                 entries.append((rel, mode + sha256_file(p)))
@@ -226,7 +227,7 @@ def _fetch(entry: SourceEntry, progress: Progress) -> Path:
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, \
-                urllib.request.urlopen(entry.url, timeout=60) as resp:  # noqa: S310
+                urllib.request.urlopen(entry.url, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
             done = 0
             last = -1

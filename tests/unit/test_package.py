@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -37,8 +36,8 @@ def plan(tmp_path: Path, data: Path, fake_tools: object):  # type: ignore[no-unt
         (bin_dir / exe).write_bytes(b"\x7fELF " + exe.encode())
         (bin_dir / exe).chmod(0o755)
     (bin_dir / "libllama.so.0.5.0").write_bytes(b"\x7fELF lib")
-    os.symlink("libllama.so.0.5.0", bin_dir / "libllama.so.0")
-    os.symlink("libllama.so.0", bin_dir / "libllama.so")
+    (bin_dir / "libllama.so.0").symlink_to("libllama.so.0.5.0")
+    (bin_dir / "libllama.so").symlink_to("libllama.so.0")
     (bin_dir / "not-shipped.txt").write_text("x")
     return p
 

@@ -113,8 +113,8 @@ def _cuda(tools: dict[str, list[Program]], version: str, root: str) -> None:
                                                 Version(version)))
 
 
-def test_cublas12_uses_the_matching_toolkit_explicitly(data: Path,
-                                                       fake_tools: dict[str, list[Program]]) -> None:
+def test_cublas12_uses_the_matching_toolkit_explicitly(
+        data: Path, fake_tools: dict[str, list[Program]]) -> None:
     _cuda(fake_tools, "13.0", "/usr/local/cuda-13.0")
     _cuda(fake_tools, "12.4", "/opt/cuda-12.4")
     rt = res("cublas12", host(data))

@@ -77,8 +77,8 @@ def cpu_settings(policy: str, arch: str, host: CpuInfo | None) -> CpuSettings:
             level or "armv8.0", "armv8-a")
         exts = [ext for feat, ext in ARM_EXTENSIONS if feat in features]
         march = "+".join([base, *exts])
-        required = ("neon", *(feat for feat, _ in ARM_EXTENSIONS if feat in features))
-        return CpuSettings((("GGML_CPU_ARM_ARCH", march),), tuple(required), level)
+        arm_required = ("neon", *(feat for feat, _ in ARM_EXTENSIONS if feat in features))
+        return CpuSettings((("GGML_CPU_ARM_ARCH", march),), arm_required, level)
     raise ValueError(f"no CPU settings for architecture '{arch}'")
 
 

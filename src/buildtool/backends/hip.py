@@ -22,7 +22,8 @@ class HipBackend:
                 clang_dir = cmd.capture([str(hipconfig.path), "-l"]).strip() or clang_dir
             except (CommandError, ToolchainError):
                 pass
-        # As llama.cpp's .devops/rocm.Dockerfile: HIPCXX=$(hipconfig -l)/clang HIP_PATH=$(hipconfig -R)
+        # As llama.cpp's .devops/rocm.Dockerfile:
+        #   HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)"
         return Dynamic(
             defines=(("GPU_TARGETS", ";".join(ctx.gpu_archs), "gpu-archs"),),
             env=(("HIPCXX", f"{clang_dir}/clang", "hipconfig -l"),

@@ -45,7 +45,8 @@ _ALIASES: dict[str, str] = {
     "avx2_0": "avx2", "avx1_0": "avx", "amxtile": "amx_tile", "amxint8": "amx_int8",
     "amxbf16": "amx_bf16", "cmpxchg16b": "cx16", "osxsave": "xsave", "lzcnt": "lzcnt",
     # ARM (Linux hwcaps and Apple FEAT_* names)
-    "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16", "feat_dotprod": "dotprod",
+    "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fp16", "fphp": "fp16",
+    "feat_dotprod": "dotprod",
     "feat_i8mm": "i8mm", "feat_bf16": "bf16", "feat_fp16": "fp16", "feat_sme": "sme",
     "feat_sve": "sve", "feat_sve2": "sve2", "svei8mm": "i8mm", "neon_fp16": "fp16",
     "adv_simd": "neon", "advsimd": "neon",

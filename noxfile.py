@@ -1,0 +1,74 @@
+"""Developer and CI sessions. `nox -l` lists them; slow ones are not run by default."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff on the code, scripts and tests; shellcheck on scripts/*.sh when installed."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "scripts", "noxfile.py")
+    sh = sorted(str(p) for p in __import__("pathlib").Path("scripts").glob("*.sh"))
+    if sh:
+        session.run("shellcheck", *sh, external=True, success_codes=[0])
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit tests only (fast, start no process)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Real build + smoke of the cpu target from the vendored tree (minutes)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/integration", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def generate_schema(session: nox.Session) -> None:
+    """Regenerate schema/*.schema.json from buildtool.model."""
+    session.install("-e", ".")
+    session.run("python", "scripts/generate_schema.py")
+
+
+@nox.session(python=PYTHON, name="build")
+@nox.parametrize("target", ["cpu", "cublas11", "cublas12", "hipblas", "intel", "vulkan",
+                            "metal"])
+def build_target(session: nox.Session, target: str) -> None:
+    """buildtool build --target TARGET (smoke included); `nox -s "build(target='cpu')"`."""
+    session.install("-e", ".")
+    session.run("buildtool", "build", "--target", target, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def smoke(session: nox.Session) -> None:
+    """Smoke-test every tarball in dist/ (or those given after --)."""
+    from pathlib import Path
+
+    session.install("-e", ".")
+    for artifact in session.posargs or sorted(str(p) for p in Path("dist").glob("*.tar.gz")):
+        session.run("buildtool", "smoke", artifact)
+
+
+@nox.session(python=PYTHON)
+def benchmark(session: nox.Session) -> None:
+    """Build-speed figures for the cpu target (cold vs raw CMake, warm ccache, no-op); ~25 min."""
+    session.install("-e", ".")
+    session.run("python", "scripts/bench_build.py", *session.posargs)

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Build-speed benchmark for the cpu target, all figures taken in one run.
+
+1. raw:   the exact configure and build commands `buildtool plan` prints (same defines,
+          same targets, same ccache launcher with an empty cache), run by hand
+2. cold:  `buildtool build --target cpu --no-smoke` into a fresh build root, empty ccache
+3. warm:  `buildtool build --force` into another fresh build root, ccache warm from (2)
+4. no-op: `buildtool build` again with nothing changed (a new process, import included)
+
+Ratios: cold/raw (goal <= 1.03), warm/cold (goal <= 0.15), no-op seconds (goal <= 1.5).
+Usage: python scripts/bench_build.py [--target cpu] [--cpu host] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(argv: list[str], env: dict[str, str], *, label: str) -> float:
+    print(f"[bench] {label}: {' '.join(argv[:6])} ...", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"[bench] {label} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    print(f"[bench] {label}: {elapsed:.2f} s", flush=True)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--cpu", default="host")
+    parser.add_argument("--json", type=Path, default=None, help="also write figures here")
+    args = parser.parse_args()
+    bt = [sys.executable, "-m", "buildtool"]
+    work = Path(tempfile.mkdtemp(prefix="buildtool-bench-"))
+    base_env = {**os.environ, "CI": "1"}
+    try:
+        subprocess.run([*bt, "vendor"], cwd=ROOT, check=True)
+        common = ["--target", args.target, "--cpu", args.cpu]
+
+        # 1. raw CMake + ninja, exactly the planned commands, into its own build dir
+        raw_env = {**base_env, "CCACHE_DIR": str(work / "ccache-raw")}
+        plan = json.loads(subprocess.run(
+            [*bt, "plan", *common, "--json"], cwd=ROOT, env=raw_env, check=True,
+            capture_output=True, text=True).stdout)
+        raw_build = str(work / "raw")
+        configure = [raw_build if a == plan["build_dir"] else a for a in plan["configure"]]
+        build = [raw_build if a == plan["build_dir"] else a for a in plan["build"]]
+        raw_env.update(plan["env"])
+        t_raw = timed(configure, raw_env, label="raw configure")
+        t_raw += timed(build, raw_env, label="raw build")
+
+        # 2. cold buildtool build (empty ccache)
+        bt_env = {**base_env, "CCACHE_DIR": str(work / "ccache-bt")}
+        dist = str(work / "dist")
+        t_cold = timed([*bt, "build", *common, "--no-smoke", "--dist", dist, "--build-root",
+                        str(work / "b1")], bt_env, label="buildtool cold")
+
+        # 3. rebuild into a fresh build directory, ccache warm
+        t_warm = timed([*bt, "build", *common, "--no-smoke", "--force", "--dist", dist,
+                        "--build-root", str(work / "b2")], bt_env, label="buildtool warm")
+
+        # 4. nothing changed: the existing artifact is returned
+        t_noop = min(timed([*bt, "build", *common, "--no-smoke", "--dist", dist,
+                            "--build-root", str(work / "b2")], bt_env, label="buildtool no-op")
+                     for _ in range(3))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    figures = {
+        "raw_cmake_ninja_s": round(t_raw, 2), "buildtool_cold_s": round(t_cold, 2),
+        "buildtool_warm_ccache_s": round(t_warm, 2), "buildtool_noop_s": round(t_noop, 3),
+        "cold_over_raw": round(t_cold / t_raw, 4), "warm_over_cold": round(t_warm / t_cold, 4),
+    }
+    goals = {"cold_over_raw": 1.03, "warm_over_cold": 0.15, "buildtool_noop_s": 1.5}
+    print()
+    print(f"{'figure':<26} {'value':>10} {'goal':>8}  ok")
+    for key, value in figures.items():
+        goal = goals.get(key)
+        ok = "" if goal is None else ("yes" if value <= goal else "NO")
+        print(f"{key:<26} {value:>10} {'' if goal is None else '<= ' + str(goal):>8}  {ok}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0 if all(figures[k] <= g for k, g in goals.items()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

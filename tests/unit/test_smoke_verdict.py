@@ -1,0 +1,113 @@
+"""The smoke verdict on llama-bench JSON, and the host-compatibility refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
+from buildtool.errors import HostIncompatibleError
+from buildtool.smoke import check_host, table, verdict
+
+
+def records(data: Path) -> list[dict[str, Any]]:
+    """llama-bench -o json output captured from a real cpu build on our VM."""
+    loaded: list[dict[str, Any]] = json.loads((data / "llama-bench" / "cpu-host.json").read_text())
+    return loaded
+
+
+def failing(checks: tuple[Any, ...]) -> list[str]:
+    return [c.name for c in checks if not c.ok]
+
+
+def test_real_cpu_output_passes(data: Path) -> None:
+    recs = records(data)
+    checks = verdict(recs, backend="CPU", family="cpu", gpu=False)
+    assert failing(checks) == []
+    assert [c.name for c in checks] == ["prompt test ran", "generation test ran",
+                                        "tokens/s > 0", "backend is CPU only"]
+
+
+def test_missing_generation_test_fails(data: Path) -> None:
+    recs = [r for r in records(data) if int(r["n_gen"]) == 0]
+    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == [
+        "generation test ran"]
+
+
+def test_zero_speed_fails(data: Path) -> None:
+    recs = records(data)
+    recs[0]["avg_ts"] = 0.0
+    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == ["tokens/s > 0"]
+
+
+def test_empty_output_fails_everything() -> None:
+    assert len(failing(verdict([], backend="CPU", family="cpu", gpu=False))) == 4
+
+
+def test_gpu_backend_compiled_in_but_ran_on_cpu_fails(data: Path) -> None:
+    """A CUDA build on a host without a GPU still says backends=CUDA: gpu_info decides."""
+    recs = records(data)
+    for r in recs:
+        r["backends"] = "CUDA"
+        r["gpu_info"] = ""
+        r["n_gpu_layers"] = 99
+    fails = failing(verdict(recs, backend="CUDA", family="cuda", gpu=True))
+    assert fails == ["ran on a CUDA device"]
+    for r in recs:
+        r["gpu_info"] = "NVIDIA H100 80GB HBM3"
+    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True)) == []
+
+
+def test_wrong_backend_fails(data: Path) -> None:
+    recs = records(data)
+    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=False)) == [
+        "backend is Vulkan"]
+    for r in recs:
+        r["backends"] = "Vulkan"
+    # a cpu target that silently carries a GPU backend is not a cpu artifact
+    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == [
+        "backend is CPU only"]
+
+
+def test_table_shows_tests_and_verdict(data: Path) -> None:
+    recs = records(data)
+    checks = verdict(recs, backend="CPU", family="cpu", gpu=False)
+    text = table({"artifact": "a.tar.gz", "verdict": "pass",
+                  "tests": [{"test": "pp32", "backends": "CPU", "gpu_info": "",
+                             "avg_ts": 512.25, "stddev_ts": 3.0}],
+                  "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]})
+    assert "pp32" in text and "512.2 ± 3.0" in text and "verdict: PASS" in text
+
+
+MANIFEST = {"artifact": "llama.cpp-b11312-cpu-host-x86-64-v4-linux-x86_64",
+            "platform": "linux-x86_64",
+            "cpu": {"required_features": ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f"]}}
+
+
+def test_host_without_avx512_is_refused_naming_the_feature(data: Path) -> None:
+    zen3 = parse_proc_cpuinfo((data / "cpuinfo" / "linux-x86_64-ryzen9-5950x-zen3.txt")
+                              .read_text(), "x86_64")
+    with pytest.raises(HostIncompatibleError) as info:
+        check_host(MANIFEST, zen3)
+    assert "avx512f" in info.value.message and "avx2" not in info.value.message
+    assert "AMD Ryzen 9 5950X" in info.value.message
+
+
+def test_host_without_avx_lists_all_missing(data: Path) -> None:
+    rosetta = parse_sysctl((data / "cpuinfo" / "macos-rosetta2-apple-m1-sysctl.txt").read_text(),
+                           "x86_64")
+    with pytest.raises(HostIncompatibleError, match="avx, avx2, fma, f16c, avx512f"):
+        check_host(MANIFEST, rosetta)
+
+
+def test_capable_host_and_wrong_arch(data: Path) -> None:
+    gnr = parse_proc_cpuinfo((data / "cpuinfo" / "linux-x86_64-xeon6-graniterapids.txt")
+                             .read_text(), "x86_64")
+    check_host(MANIFEST, gnr)  # does not raise
+    arm = parse_proc_cpuinfo((data / "cpuinfo" / "linux-aarch64-neoverse-n2.txt").read_text(),
+                             "aarch64")
+    with pytest.raises(HostIncompatibleError, match="built for linux-x86_64"):
+        check_host(MANIFEST, arm)

@@ -1,0 +1,42 @@
+"""The GitHub workflows take their job list from `buildtool matrix --format github`."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from click.testing import CliRunner
+
+from buildtool import cli
+from tests.unit.helpers import ROOT
+
+
+def _workflow(name: str) -> dict:  # type: ignore[type-arg]
+    loaded: dict = yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())  # type: ignore[type-arg]
+    return loaded
+
+
+def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
+    wf = _workflow("build.yml")
+    steps = wf["jobs"]["matrix"]["steps"]
+    assert any("buildtool matrix --format github" in s.get("run", "") for s in steps)
+    build = wf["jobs"]["build"]
+    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
+    text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
+    used = {key for expr in re.findall(r"\$\{\{(.*?)\}\}", text)
+            for key in re.findall(r"(?<![.\w])matrix\.([a-z_]+)", expr)}
+    assert {"target", "runner", "cpu"} <= used
+    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
+                                       "--format", "github"], catch_exceptions=False).output
+    entries = yaml.safe_load(out)["include"]
+    assert entries, "empty job matrix"
+    for entry in entries:
+        assert used <= set(entry), f"workflow uses keys the matrix does not emit: {used}"
+    # no target list is copied by hand into the workflow
+    for target in ("cublas12", "hipblas", "vulkan"):
+        assert target not in text
+
+
+def test_ci_workflow_runs_the_ci_script() -> None:
+    wf = _workflow("ci.yml")
+    assert any(s.get("run") == "bash .ci/run" for s in wf["jobs"]["tests"]["steps"])
