@@ -35,6 +35,8 @@ from buildtool.plan import BuildPlan
 from buildtool.vendor import Lock, Materialized, sha256_file
 
 MANIFEST_SCHEMA = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 LIB_PATTERNS = ("lib*.so", "lib*.so.*", "*.dylib", "*.dll")
 
 
@@ -67,6 +69,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts are for everyone to read
         tmp.replace(final)
     finally:
         tmp.unlink(missing_ok=True)

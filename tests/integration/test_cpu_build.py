@@ -46,8 +46,8 @@ def test_build_produces_a_verified_smoked_tarball(built: dict[str, object]) -> N
     # llama-bench reports the pinned commit, not "unknown" (no .git in the tree)
     assert {t["build_commit"] for t in tests.values()} == {"0c1e57098"}
     stderr = str(built["stderr"])
-    assert ("==> configure cpu" in stderr and "build 226/226 (100%)" in stderr) or \
-        "(100%)" in stderr
+    assert "==> configure cpu" in stderr
+    assert "(100%)" in stderr  # plain progress lines (not a terminal)
 
 
 def test_manifest_and_checksums(built: dict[str, object]) -> None:

@@ -111,3 +111,12 @@ def test_capable_host_and_wrong_arch(data: Path) -> None:
                              "aarch64")
     with pytest.raises(HostIncompatibleError, match="built for linux-x86_64"):
         check_host(MANIFEST, arm)
+
+
+def test_linux_host_without_avx_is_refused(data: Path) -> None:
+    old = parse_proc_cpuinfo((data / "cpuinfo" / "linux-x86_64-core-i7-870-vm.txt").read_text(),
+                             "x86_64")
+    with pytest.raises(HostIncompatibleError) as info:
+        check_host(MANIFEST, old)
+    assert "sse4_2, avx, avx2, fma, f16c, avx512f" in info.value.message
+    assert info.value.exit_code == 9
