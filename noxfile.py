@@ -49,8 +49,8 @@ def generate_schema(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, name="build")
-@nox.parametrize("target", ["cpu", "cublas11", "cublas12", "hipblas", "intel", "vulkan",
-                            "metal"])
+@nox.parametrize("target", ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel",
+                            "vulkan", "metal"])
 def build_target(session: nox.Session, target: str) -> None:
     """buildtool build --target TARGET (smoke included); `nox -s "build(target='cpu')"`."""
     session.install("-e", ".")

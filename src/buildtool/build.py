@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import cmd, package, preflight, smoke, vendor
-from buildtool.errors import BuildError, SmokeError
+from buildtool import audit, cmd, package, preflight, smoke, vendor
+from buildtool.errors import AuditError, BuildError, SmokeError
 from buildtool.plan import BuildPlan, make_plan
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.session import Session
@@ -30,6 +30,7 @@ class BuildOptions:
     model: Path | None = None
     dist: Path | None = None
     build_root: Path | None = None
+    allow_cpu_fallback: bool = False
 
 
 @dataclass(kw_only=True)
@@ -91,8 +92,24 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     else:
         _compile(session, plan, options, timings)
         t = time.monotonic()
+        rep.step("ISA audit (objdump)")
+        report = audit.audit_files(package.collect(plan), declared=rt.cpu_features,
+                                   all_variants=rt.cpu_policy == "all-variants",
+                                   platform=rt.platform,
+                                   waivers=session.project.common.audit_allow)
+        timings["audit"] = time.monotonic() - t
+        if report["verdict"] == "fail":
+            raise AuditError(
+                f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
+                + audit.violations_message(report),
+                hint="the artifact would die of SIGILL on CPUs it claims to support; check "
+                     "-D overrides and the CPU policy")
+        rep.info(f"audit: {report['verdict']}" + (f" ({len(report.get('files', {}))} files)"
+                                                  if report["verdict"] == "pass" else
+                                                  f": {report.get('reason')}"))
+        t = time.monotonic()
         rep.step("packaging")
-        artifact, manifest = package.package(plan, session.lock, source)
+        artifact, manifest = package.package(plan, session.lock, source, audit=report)
         package.record(plan.dist_dir, plan.key, artifact, manifest["artifact_sha256"])
         timings["package"] = time.monotonic() - t
         rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
@@ -101,24 +118,28 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
 
     if options.smoke and outcome.artifact is not None:
         previous = smoke.stored(outcome.artifact) if outcome.cached else None
-        if previous is not None and previous.get("verdict") == "pass" and options.model is None:
+        reusable = previous is not None and previous.get("verdict") == "pass" and \
+            options.model is None and (options.allow_cpu_fallback or not previous.get("waived"))
+        if previous is not None and reusable:
             outcome.smoke = previous
             rep.info(f"smoke: passed earlier ({previous.get('ran_at')})")
         else:
             t = time.monotonic()
-            outcome.smoke = run_smoke_step(session, outcome.artifact, rt, options.model)
+            outcome.smoke = run_smoke_step(session, outcome.artifact, rt, options.model,
+                                           allow_cpu_fallback=options.allow_cpu_fallback)
             timings["smoke"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     return outcome
 
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
-                   model: Path | None) -> dict[str, Any]:
+                   model: Path | None, *, allow_cpu_fallback: bool = False) -> dict[str, Any]:
     rep = session.reporter
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
                              n_prompt=rt.smoke.n_prompt, n_gen=rt.smoke.n_gen,
-                             repetitions=rt.smoke.repetitions, env=rt.recipe.smoke_env)
+                             repetitions=rt.smoke.repetitions, env=rt.recipe.smoke_env,
+                             allow_cpu_fallback=allow_cpu_fallback)
     data = result.to_json()
     for line in smoke.table(data).splitlines():
         rep.info(line)

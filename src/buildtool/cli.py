@@ -209,13 +209,15 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               help="Where artifacts go (default: ./dist).")
 @click.option("--build-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where build directories go (default: ./build).")
+@click.option("--allow-cpu-fallback", is_flag=True,
+              help="Smoke: pass a GPU artifact that ran on the CPU (recorded as waived).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
           gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, smoke: bool,
           force: bool, fresh: bool, jobs: int | None, ccache: bool, source: Path | None,
           model: Path | None, dist: Path | None, build_root: Path | None,
-          as_json: bool) -> None:
+          allow_cpu_fallback: bool, as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
     from buildtool import build as build_mod
     from buildtool import preflight
@@ -231,7 +233,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines), smoke=smoke,
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,
-        build_root=build_root.resolve() if build_root else None)
+        build_root=build_root.resolve() if build_root else None,
+        allow_cpu_fallback=allow_cpu_fallback)
     if dry_run:
         outcome = build_mod.dry_run(session, options)
         if as_json:
@@ -254,17 +257,20 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
 @click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--allow-cpu-fallback", is_flag=True,
+              help="Pass a GPU artifact that ran on the CPU (recorded as a waived check).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, artifact: Path, model: Path | None, n_prompt: int, n_gen: int,
-              repetitions: int, as_json: bool) -> None:
+              repetitions: int, allow_cpu_fallback: bool, as_json: bool) -> None:
     """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure)."""
     from buildtool import smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
 
     result = smoke.run_smoke(artifact.resolve(), host=detect_cpu(), model=model,
-                             n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions)
+                             n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
+                             allow_cpu_fallback=allow_cpu_fallback)
     data = result.to_json()
     if as_json:
         emit_json(data)
@@ -340,6 +346,24 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         state = "ok" if r.buildable else "no: " + "; ".join(r.reasons)
         click.echo(f"{r.target.name:<10} {state}")
+
+
+@cli.group(name="toolchain")
+def toolchain_group() -> None:
+    """Provision toolchain pieces into a private prefix (~/.cache/buildtool/toolchains)."""
+
+
+@toolchain_group.command(name="install")
+@click.argument("name", type=click.Choice(["vulkan-headers"]))
+@click.pass_context
+def toolchain_install(ctx: click.Context, name: str) -> None:
+    """Fetch NAME from package registries into a private prefix; the system is not touched."""
+    from buildtool.provision import INSTALLERS
+
+    reporter = Reporter(quiet=ctx.obj.get("quiet", False))
+    reporter.step(f"installing {name}")
+    path = INSTALLERS[name](reporter.info)
+    click.echo(f"{name}: {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     BUILD = 7
     SMOKE = 8
     HOST_INCOMPATIBLE = 9
+    AUDIT = 10
     INTERRUPTED = 130
 
 
@@ -99,6 +100,12 @@ class BuildError(CommandError):
 
 class SmokeError(BuildtoolError):
     exit_code = ExitCode.SMOKE
+
+
+class AuditError(BuildtoolError):
+    """A shipped binary uses instructions beyond the ISA level its artifact declares."""
+
+    exit_code = ExitCode.AUDIT
 
 
 class HostIncompatibleError(BuildtoolError):

@@ -122,8 +122,19 @@ class Recipe:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditAllow:
+    """Instructions the ISA audit accepts in one place, because the code checks CPUID first."""
+
+    file: str = field(metadata=doc("glob on the shipped file name"))
+    symbol: str = field(metadata=doc("glob on the (mangled) function name"))
+    features: tuple[str, ...]
+    reason: str = field(metadata=doc("why it is safe: where the runtime check is"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommonRecipe:
     """recipes/common.yaml: CMake definitions shared by every recipe."""
 
     cmake_defines: dict[str, DefineValue]
     requires: tuple[ToolRequirement, ...] = ()
+    audit_allow: tuple[AuditAllow, ...] = ()

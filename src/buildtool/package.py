@@ -81,7 +81,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
-                   files: dict[str, str]) -> dict[str, Any]:
+                   files: dict[str, str], audit: dict[str, Any] | None = None) -> dict[str, Any]:
     rt = plan.target
     return {
         "schema": MANIFEST_SCHEMA,
@@ -107,6 +107,7 @@ def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
         "build_targets": list(rt.build_targets),
         "toolchain": plan.toolchain,
         "files": files,
+        "isa_audit": audit,
         "buildtool_version": __version__,
         "build_key": plan.key,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -114,7 +115,8 @@ def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
     }
 
 
-def package(plan: BuildPlan, lock: Lock, source: Materialized) -> tuple[Path, dict[str, Any]]:
+def package(plan: BuildPlan, lock: Lock, source: Materialized,
+            audit: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
     """Stage, checksum and tar the artifact; return its path and manifest."""
     name = plan.artifact_name
     plan.dist_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized) -> tuple[Path, di
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)
-        manifest = build_manifest(plan, lock, source, files)
+        manifest = build_manifest(plan, lock, source, files, audit)
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         final = plan.artifact_path
         with atomic_path(final) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tf:

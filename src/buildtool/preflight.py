@@ -34,7 +34,8 @@ def check(rt: ResolvedTarget) -> list[Problem]:
             what = f"{rt.name} needs {wanted}: not found"
         problems.append(Problem(what, req.install or toolchain.install_hint(req.tool)))
     ctx = BackendContext(target=rt.name, platform=rt.platform, toolkit=rt.toolkit,
-                         gpu_archs=rt.gpu_archs)
+                         gpu_archs=rt.gpu_archs,
+                         requires=tuple((r.tool, r.version) for r in rt.requires))
     problems.extend(REGISTRY[rt.family].preflight(ctx))
     return problems
 

@@ -187,8 +187,14 @@ def resolve(
     put(project.common.cmake_defines.items(), "recipes/common.yaml")
     put(recipe.cmake_defines.items(), rx)
     put(cpu.defines, f"CPU policy {effective_policy}")
+    requires = tuple(
+        ToolRequirement(tool=r.tool, install=r.install, version=r.version.format(
+            toolkit=toolkit or "", toolkit_major=(toolkit or "0").split(".")[0]))
+        for r in (*project.common.requires, *recipe.requires)
+    )
     ctx = BackendContext(target=name, platform=platform, toolkit=toolkit,
-                         gpu_archs=tuple(gpu_archs), probe=probe)
+                         gpu_archs=tuple(gpu_archs), probe=probe,
+                         requires=tuple((r.tool, r.version) for r in requires))
     dynamic = backend.dynamic(ctx)
     for key, value, why in dynamic.defines:
         put([(key, value)], f"buildtool ({why})")
@@ -200,11 +206,6 @@ def resolve(
     put(spec.cmake_defines.items(), f"{mx}:targets.{name}")
     put(overrides.defines, "-D (command line)")
 
-    requires = tuple(
-        ToolRequirement(tool=r.tool, install=r.install, version=r.version.format(
-            toolkit=toolkit or "", toolkit_major=(toolkit or "0").split(".")[0]))
-        for r in (*project.common.requires, *recipe.requires)
-    )
     return ResolvedTarget(
         name=name, description=spec.description or recipe.description, recipe_name=spec.recipe,
         recipe=recipe, platform=platform, platforms=tuple(platforms),

@@ -40,6 +40,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    waived: bool = False  # failed, but explicitly allowed (--allow-cpu-fallback)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +59,9 @@ class SmokeResult:
         return {
             "artifact": self.artifact, "target": self.target,
             "verdict": "pass" if self.passed else "fail",
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "waived": c.waived}
+                       for c in self.checks],
+            "waived": [c.name for c in self.checks if c.waived],
             "tests": list(self.tests), "command": list(self.command),
             "duration_s": round(self.duration_s, 2), "model": self.model, "ran_at": self.ran_at,
         }
@@ -95,7 +98,7 @@ def _test_kind(rec: Mapping[str, Any]) -> str:
 
 
 def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
-            gpu: bool) -> tuple[Check, ...]:
+            gpu: bool, allow_cpu_fallback: bool = False) -> tuple[Check, ...]:
     """Checks on llama-bench's JSON records (tolerant of missing/extra fields)."""
     checks: list[Check] = []
     kinds = [_test_kind(r) for r in records]
@@ -122,10 +125,18 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
         gpu_info = {str(r.get("gpu_info") or "").strip() for r in records} - {""}
         layers = [int(r.get("n_gpu_layers") or 0) for r in records]
         shown = ", ".join(sorted(gpu_info)) or "empty (no GPU device: ran on the CPU)"
-        checks.append(Check(name=f"ran on a {backend} device", ok=bool(gpu_info),
-                            detail=f"gpu_info: {shown}"))
-        checks.append(Check(name="layers offloaded", ok=bool(layers) and min(layers) > 0,
-                            detail=f"n_gpu_layers: {layers}"))
+        gpu_checks = [
+            Check(name=f"ran on a {backend} device", ok=bool(gpu_info),
+                  detail=f"gpu_info: {shown}"),
+            Check(name="layers offloaded", ok=bool(layers) and min(layers) > 0,
+                  detail=f"n_gpu_layers: {layers}"),
+        ]
+        if allow_cpu_fallback:
+            gpu_checks = [c if c.ok else Check(name=c.name, ok=True, waived=True,
+                                               detail=c.detail + " (allowed by "
+                                               "--allow-cpu-fallback)")
+                          for c in gpu_checks]
+        checks.extend(gpu_checks)
     return tuple(checks)
 
 
@@ -156,7 +167,7 @@ def unpack(artifact: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
 def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
               n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
               threads: int | None = None, env: Mapping[str, str] | None = None,
-              store: bool = True) -> SmokeResult:
+              store: bool = True, allow_cpu_fallback: bool = False) -> SmokeResult:
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
     try:
         root, manifest = unpack(artifact, work)
@@ -183,7 +194,8 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
         except ValueError as exc:
             raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
         checks = verdict(records, backend=manifest.get("backend", ""),
-                         family=manifest.get("family", ""), gpu=gpu)
+                         family=manifest.get("family", ""), gpu=gpu,
+                         allow_cpu_fallback=allow_cpu_fallback)
         tests = tuple({
             "test": _test_kind(r), "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
             "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
@@ -227,6 +239,7 @@ def table(result: Mapping[str, Any]) -> str:
         device = (t.get("gpu_info") or "CPU")[:28]
         lines.append(f"  {t['test']:<10} {t.get('backends')!s:<14} {device:<28} {ts:>16}")
     for c in result["checks"]:
-        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+        state = "WAIVED" if c.get("waived") else "ok" if c["ok"] else "FAIL"
+        lines.append(f"  [{state}] {c['name']}: {c['detail']}")
     lines.append(f"  verdict: {str(result['verdict']).upper()}")
     return "\n".join(lines)

@@ -70,6 +70,9 @@ TOOLS: dict[str, ToolSpec] = {
                     "/opt/intel/oneapi/setvars.sh`"),
     "glslc": ToolSpec(("glslc",), version_pattern=r"glslang (\d+\.\d+)",
                       install="apt-get install glslc libvulkan-dev"),
+    "vulkan-headers": ToolSpec((), install="`buildtool toolchain install vulkan-headers` "
+                               "(Debian trixie's libvulkan-dev, into a private prefix), or the "
+                               "LunarG Vulkan SDK ($VULKAN_SDK)"),
     "xcrun": ToolSpec(("xcrun",), version_pattern=r"version (\d+)",
                       install="Xcode command line tools (xcode-select --install); Metal needs a "
                               "macOS host"),
@@ -119,8 +122,34 @@ def _probe_version(path: Path, spec: ToolSpec) -> Version | None:
         return None
 
 
+def _vulkan_headers() -> Iterator[Program]:
+    """Vulkan headers: $VULKAN_SDK, buildtool's provisioned copies, the system's."""
+    from buildtool.paths import cache_dir
+
+    roots: list[Path] = []
+    if os.environ.get("VULKAN_SDK"):
+        roots.append(Path(os.environ["VULKAN_SDK"]) / "include")
+    roots += sorted((cache_dir() / "toolchains").glob("vulkan-headers-*/usr/include"),
+                    reverse=True)
+    roots.append(Path("/usr/include"))
+    for root in roots:
+        header = root / "vulkan" / "vulkan_core.h"
+        try:
+            text = header.read_text(errors="replace")
+        except OSError:
+            continue
+        patch = re.search(r"#define VK_HEADER_VERSION (\d+)", text)
+        complete = re.search(r"#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION\("
+                             r"\s*\d+,\s*(\d+),\s*(\d+)", text)
+        version = Version(f"{complete.group(1)}.{complete.group(2)}.{patch.group(1)}") \
+            if patch and complete else None
+        yield Program("vulkan-headers", root, version)
+
+
 @functools.cache
 def find_all(name: str) -> tuple[Program, ...]:
+    if name == "vulkan-headers":
+        return tuple(_vulkan_headers())
     spec = TOOLS.get(name) or ToolSpec((name,))
     return tuple(Program(name, p, _probe_version(p, spec)) for p in _candidates(name, spec))
 

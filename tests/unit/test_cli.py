@@ -34,7 +34,8 @@ def test_matrix_json_says_why_not() -> None:
     code, out = run("matrix", "--json")
     assert code == 0
     rows = {r["target"]: r for r in json.loads(out)["targets"]}
-    assert list(rows) == ["cpu", "cublas11", "cublas12", "hipblas", "intel", "vulkan", "metal"]
+    assert list(rows) == ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel",
+                          "vulkan", "metal"]
     assert rows["cpu"]["buildable_here"] is True and rows["cpu"]["reasons"] == []
     assert rows["metal"]["buildable_here"] is False
     assert "macOS arm64" in rows["metal"]["reasons"][0]
@@ -53,8 +54,8 @@ def test_matrix_github_format() -> None:
     code, out = run("matrix", "--format", "github")
     assert code == 0
     include = json.loads(out)["include"]
-    assert {e["target"] for e in include} == {"cpu", "cublas11", "cublas12", "hipblas", "intel",
-                                              "vulkan", "metal"}
+    assert {e["target"] for e in include} == {"cpu", "cublas11", "cublas12", "cublas13",
+                                              "hipblas", "intel", "vulkan", "metal"}
     metal = next(e for e in include if e["target"] == "metal")
     assert metal["runner"].startswith("macos") and metal["platform"] == "macos-arm64"
 
@@ -69,7 +70,8 @@ def test_plan_shows_origins_and_commands() -> None:
 
 
 def test_plan_json_for_every_target_is_stable() -> None:
-    for target in ["cpu", "cublas11", "cublas12", "hipblas", "intel", "vulkan", "metal"]:
+    for target in ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel", "vulkan",
+                   "metal"]:
         code, out = run("plan", "--target", target, "--json")
         assert code == 0
         data = json.loads(out)

@@ -11,14 +11,16 @@ from buildtool.config import load_project
 from buildtool.errors import ConfigError, ExitCode, UnknownTargetError
 from tests.unit.helpers import ROOT, copy_project
 
-ALL_TARGETS = ["cpu", "cublas11", "cublas12", "hipblas", "intel", "vulkan", "metal"]
+ALL_TARGETS = ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel", "vulkan",
+               "metal"]
 
 
 def test_real_matrix_declares_all_seven_targets() -> None:
     project = load_project(ROOT)
     assert list(project.matrix.targets) == ALL_TARGETS
     families = {n: project.recipes[t.recipe].family for n, t in project.matrix.targets.items()}
-    assert families == {"cpu": "cpu", "cublas11": "cuda", "cublas12": "cuda", "hipblas": "hip",
+    assert families == {"cpu": "cpu", "cublas11": "cuda", "cublas12": "cuda",
+                        "cublas13": "cuda", "hipblas": "hip",
                         "intel": "sycl", "vulkan": "vulkan", "metal": "metal"}
 
 
@@ -89,7 +91,7 @@ def test_recipe_errors_name_the_recipe_file(tmp_path: Path) -> None:
 def test_unknown_target_suggests() -> None:
     project = load_project(ROOT)
     with pytest.raises(UnknownTargetError) as info:
-        project.target("cublas21")
+        project.target("cublass12")
     assert "did you mean 'cublas12'?" in info.value.message
     assert info.value.exit_code == ExitCode.UNKNOWN_TARGET
 

@@ -173,11 +173,29 @@ def test_intel_sycl(data: Path, fake_tools: object) -> None:
     assert "setvars.sh" in fixes
 
 
-def test_vulkan(data: Path, fake_tools: object) -> None:
+def test_vulkan(data: Path, fake_tools: dict[str, list[Program]]) -> None:
     rt = res("vulkan", host(data))
     assert rt.define("GGML_VULKAN") == "ON" and rt.backend == "Vulkan" and rt.recipe.gpu
-    (problem,) = preflight.check(rt)
-    assert "glslc" in problem.what and "apt-get install glslc" in problem.fix
+    assert dict(rt.recipe.smoke_env) == {"GGML_VK_VISIBLE_DEVICES": "0"}
+    glslc, headers = preflight.check(rt)
+    assert "glslc" in glslc.what and "apt-get install glslc" in glslc.fix
+    assert "vulkan-headers >=1.4" in headers.what
+    assert "buildtool toolchain install vulkan-headers" in headers.fix
+
+
+def test_vulkan_prefers_new_enough_headers(data: Path,
+                                           fake_tools: dict[str, list[Program]]) -> None:
+    fake_tools["glslc"] = [Program("glslc", Path("/usr/bin/glslc"), Version("14.0"))]
+    old = Program("vulkan-headers", Path("/usr/include"), Version("1.3.239"))
+    fake_tools["vulkan-headers"] = [old]
+    (problem,) = preflight.check(res("vulkan", host(data)))
+    assert "found only: vulkan-headers 1.3.239 at /usr/include" in problem.what
+    new = Program("vulkan-headers", Path("/cache/vulkan-headers-1.4.309/usr/include"),
+                  Version("1.4.309"))
+    fake_tools["vulkan-headers"] = [new, old]
+    rt = res("vulkan", host(data))
+    assert preflight.check(rt) == []
+    assert rt.define("Vulkan_INCLUDE_DIR") == "/cache/vulkan-headers-1.4.309/usr/include"
 
 
 def test_metal_on_linux_plans_but_refuses(data: Path, fake_tools: object) -> None:
@@ -209,3 +227,14 @@ def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
     assert other.key != plan.key
     changed_source = make_plan(rt, root=tmp_path, source_dir=tmp_path, tree_sha256="1" * 64)
     assert changed_source.key != plan.key
+
+
+def test_cublas13_drops_pre_turing_and_adds_blackwell(
+        data: Path, fake_tools: dict[str, list[Program]]) -> None:
+    _cuda(fake_tools, "13.0", "/usr/local/cuda-13.0")
+    rt = res("cublas13", host(data))
+    archs = rt.define("CMAKE_CUDA_ARCHITECTURES").split(";")  # type: ignore[union-attr]
+    assert archs[0] == "75-virtual" and "120a-real" in archs and "121a-real" in archs
+    assert not any(a.startswith(("50", "61", "70")) for a in archs)
+    assert rt.define("CMAKE_CUDA_COMPILER") == "/usr/local/cuda-13.0/bin/nvcc"
+    assert preflight.check(rt) == []

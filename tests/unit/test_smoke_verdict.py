@@ -120,3 +120,17 @@ def test_linux_host_without_avx_is_refused(data: Path) -> None:
         check_host(MANIFEST, old)
     assert "sse4_2, avx, avx2, fma, f16c, avx512f" in info.value.message
     assert info.value.exit_code == 9
+
+
+def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
+    recs = records(data)
+    for r in recs:
+        r["backends"] = "Vulkan"
+        r["gpu_info"] = ""
+        r["n_gpu_layers"] = 0
+    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
+        "ran on a Vulkan device", "layers offloaded"]
+    checks = verdict(recs, backend="Vulkan", family="vulkan", gpu=True, allow_cpu_fallback=True)
+    assert failing(checks) == []
+    assert [c.name for c in checks if c.waived] == ["ran on a Vulkan device", "layers offloaded"]
+    assert all("--allow-cpu-fallback" in c.detail for c in checks if c.waived)

@@ -17,6 +17,10 @@ class BackendContext:
     toolkit: str | None
     gpu_archs: tuple[str, ...]
     probe: bool = True  # look for tools on this host (False: plan with conventional paths)
+    requires: tuple[tuple[str, str], ...] = ()  # (tool, PEP 440 range) from the recipes
+
+    def requirement(self, tool: str) -> str:
+        return next((spec for name, spec in self.requires if name == tool), "")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,275 @@
+"""ISA audit: disassemble shipped binaries and check no instruction exceeds what the
+artifact declares — the cause of the "illegal instruction" reports in llama.cpp's, ollama's
+and LocalAI's trackers.
+
+Each x86-64 instruction is classified by the extensions it needs (from its mnemonic and its
+registers: ``%zmm``/``%k`` mean AVX-512, an integer operation on ``%ymm`` means AVX2, ...).
+The classification is deliberately about *classes* that decide an x86-64 level or a ggml
+option, not an exhaustive opcode map. A library is checked against the features its
+artifact declares; in an all-variants build each ``libggml-cpu-<variant>`` is checked
+against its own variant and everything else against the x86-64 baseline.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from buildtool import cmd
+from buildtool.model import AuditAllow
+
+# What a feature implies (compilers may use the implied instructions freely).
+IMPLIES: dict[str, tuple[str, ...]] = {
+    "ssse3": ("sse3",),
+    "sse4_1": ("ssse3",),
+    "sse4_2": ("sse4_1", "popcnt"),
+    "avx": ("sse4_2",),
+    "avx2": ("avx",),
+    "fma": ("avx",),
+    "f16c": ("avx",),
+    "avx512f": ("avx2", "fma", "f16c"),
+    "avx512bw": ("avx512f",), "avx512cd": ("avx512f",), "avx512dq": ("avx512f",),
+    "avx512vl": ("avx512f",),
+    "avx512_vbmi": ("avx512bw",), "avx512_vnni": ("avx512f",), "avx512_bf16": ("avx512bw",),
+    "avx_vnni": ("avx2",),
+    "amx_int8": ("amx_tile",), "amx_bf16": ("amx_tile",),
+}
+BASELINE_X86 = frozenset({"sse", "sse2", "x86-64"})
+
+# ggml's CPU variants (ggml/src/CMakeLists.txt, GGML_CPU_ALL_VARIANTS) → features.
+_HASWELL = ("sse4_2", "avx", "f16c", "fma", "avx2", "bmi2")
+_AVX512 = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
+X86_VARIANTS: dict[str, tuple[str, ...]] = {
+    "x64": (),
+    "sse42": ("sse4_2",),
+    "sandybridge": ("sse4_2", "avx"),
+    "ivybridge": ("sse4_2", "avx", "f16c"),
+    "piledriver": ("sse4_2", "avx", "f16c", "fma"),
+    "haswell": _HASWELL,
+    "skylakex": (*_HASWELL, *_AVX512),
+    "cannonlake": (*_HASWELL, *_AVX512, "avx512_vbmi"),
+    "cascadelake": (*_HASWELL, *_AVX512, "avx512_vnni"),
+    "icelake": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni"),
+    "cooperlake": (*_HASWELL, *_AVX512, "avx512_vnni", "avx512_bf16"),
+    "zen4": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni", "avx512_bf16"),
+    "alderlake": (*_HASWELL, "avx_vnni"),
+    "sapphirerapids": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni", "avx512_bf16",
+                       "amx_tile", "amx_int8"),
+}
+
+# tzcnt is left out on purpose: it is `rep bsf`, which CPUs without BMI1 execute as BSF;
+# compilers emit it for generic x86-64 (GCC does in libllama).
+_BMI1 = {"andn", "bextr", "blsi", "blsmsk", "blsr"}
+_BMI2 = {"bzhi", "pdep", "pext", "mulx", "rorx", "sarx", "shlx", "shrx"}
+_SSE41 = {"pmulld", "ptest", "pblendvb", "blendvps", "blendvpd", "blendps", "blendpd",
+          "roundps", "roundpd", "roundss", "roundsd", "pminsd", "pmaxsd", "pminud", "pmaxud",
+          "pminsb", "pmaxsb", "pminuw", "pmaxuw", "pextrb", "pextrd", "pextrq", "pinsrb",
+          "pinsrd", "pinsrq", "pmovsxbw", "pmovzxbw", "pmovsxbd", "pmovzxbd", "pmovsxwd",
+          "pmovzxwd", "pmovsxdq", "pmovzxdq", "pcmpeqq", "packusdw", "dpps", "dppd",
+          "insertps", "extractps", "mpsadbw", "phminposuw", "pmuldq", "movntdqa"}
+_SSE42 = {"pcmpestri", "pcmpestrm", "pcmpistri", "pcmpistrm", "pcmpgtq", "crc32"}
+_SSSE3 = {"pshufb", "palignr", "pmaddubsw", "phaddw", "phaddd", "phsubw", "phsubd", "pabsb",
+          "pabsw", "pabsd", "psignb", "psignw", "psignd", "pmulhrsw", "phaddsw", "phsubsw"}
+_AVX2_ONLY = {"vpermd", "vpermq", "vpermps", "vpermpd", "vperm2i128", "vinserti128",
+              "vextracti128", "vpbroadcastb", "vpbroadcastw", "vpbroadcastd", "vpbroadcastq",
+              "vbroadcasti128", "vpgatherdd", "vpgatherdq", "vpgatherqd", "vpgatherqq",
+              "vgatherdps", "vgatherdpd", "vgatherqps", "vgatherqpd", "vpmaskmovd",
+              "vpmaskmovq", "vpsllvd", "vpsllvq", "vpsrlvd", "vpsrlvq", "vpsravd", "vpblendd"}
+_VNNI = {"vpdpbusd", "vpdpbusds", "vpdpwssd", "vpdpwssds"}
+_BF16 = {"vdpbf16ps", "vcvtne2ps2bf16", "vcvtneps2bf16"}
+_VBMI = {"vpermb", "vpermi2b", "vpermt2b", "vpmultishiftqb"}
+_EVEX_ONLY = re.compile(
+    r"v(movdq[au](8|16|32|64)|pternlog|permt2|permi2[dqw]|perm[bw]\b|pro[lr]|pmov(s|us)?[wdq][bwd]\b"
+    r"|p?compress|p?expand|rcp14|rsqrt14|scalef|getexp|getmant|fixupimm|range|reduce"
+    r"|(broadcast|insert|extract)[if](32x[48]|64x[24])|shuf[if](32x4|64x2)|align[dq]"
+    r"|pconflict|plzcnt|pabsq|p(max|min)[su]q|pmullq|psraq|psravq|psravw|psllvw|psrlvw"
+    r"|cvt[a-z]*(u?qq|udq)|cvtu(si|dq|qq)|fpclass|dbpsadbw|pmadd52)")
+_ZMM = re.compile(r"%zmm\d+|%k[0-7]\b|\{%k[0-7]\}")
+_YMM = re.compile(r"%ymm\d+")
+_GPR_OPS = {"popcnt", "lzcnt", "movbe", "crc32"} | _BMI1 | _BMI2
+
+
+def classify(mnemonic: str, operands: str) -> set[str]:
+    """The features one x86-64 instruction needs (an empty set: baseline)."""
+    m = mnemonic.lower()
+    needs: set[str] = set()
+    vex = m.startswith("{vex}")
+    if vex:
+        m = m.removeprefix("{vex}").strip()
+    base = m
+    if m[:-1] in _GPR_OPS and m[-1] in "bwlq":  # AT&T size suffix: popcntl, tzcntq, crc32b
+        base = m[:-1]
+    if m.startswith(("tile", "tdp")) or m in {"ldtilecfg", "sttilecfg"}:
+        needs.add("amx_int8" if m.startswith("tdpb") and "bf16" not in m else
+                  "amx_bf16" if "bf16" in m else "amx_tile")
+        return needs
+    if base == "popcnt":
+        needs.add("popcnt")
+    elif base == "lzcnt":
+        needs.add("lzcnt")
+    elif base == "movbe":
+        needs.add("movbe")
+    elif base in _BMI1:
+        needs.add("bmi1")
+    elif base in _BMI2:
+        needs.add("bmi2")
+    elif base in _SSE42:
+        needs.add("sse4_2")
+    elif base in _SSE41:
+        needs.add("sse4_1")
+    elif base in _SSSE3:
+        needs.add("ssse3")
+    if not m.startswith("v"):
+        return needs
+    # VEX/EVEX-encoded (AVX family)
+    if _ZMM.search(operands) or _EVEX_ONLY.match(m):
+        needs.add("avx512f")
+    if m in _VNNI:  # objdump writes the VEX (AVX-VNNI) form as "{vex} vpdpbusd"
+        needs.add("avx_vnni" if vex else "avx512_vnni")
+    elif m in _BF16:
+        needs.add("avx512_bf16")
+    elif m in _VBMI:
+        needs.add("avx512_vbmi")
+    elif m.startswith(("vfmadd", "vfmsub", "vfnmadd", "vfnmsub")):
+        needs.add("fma")
+    elif m in {"vcvtph2ps", "vcvtps2ph"}:
+        needs.add("f16c")
+    elif m in _AVX2_ONLY or (m.startswith("vp") and _YMM.search(operands)):
+        needs.add("avx2")
+    needs.add("avx")
+    return needs
+
+
+@dataclass
+class FileAudit:
+    path: str
+    allowed: tuple[str, ...]
+    waivers: tuple[AuditAllow, ...] = ()
+    used: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+    waived: dict[str, str] = field(default_factory=dict)  # feature → "symbol: reason"
+
+    @property
+    def violations(self) -> list[str]:
+        allowed = closure(self.allowed) | BASELINE_X86
+        return sorted(f for f in self.used if f not in allowed)
+
+
+def closure(features: Iterable[str]) -> frozenset[str]:
+    out: set[str] = set()
+    todo = list(features)
+    while todo:
+        f = todo.pop()
+        if f in out:
+            continue
+        out.add(f)
+        todo.extend(IMPLIES.get(f, ()))
+    return frozenset(out)
+
+
+def _waiver(audit: FileAudit, symbol: str, feature: str) -> AuditAllow | None:
+    for w in audit.waivers:
+        if feature in w.features and fnmatch.fnmatchcase(audit.path, w.file) \
+                and fnmatch.fnmatchcase(symbol, w.symbol):
+            return w
+    return None
+
+
+# Only lines that can need more than baseline x86-64 are looked at (a regex in C over the
+# whole text is several times faster than Python over every line): symbol headers, and
+# instructions starting like an extension's mnemonic.
+_INTERESTING = re.compile(
+    r"^[0-9a-f]+ <(?P<symbol>.+)>:$"
+    r"|^ +[0-9a-f]+:\t(?P<insn>(?:\{vex\} ?)?(?:v|p|t(?:ile|dp)|blend|round|dp|insertps"
+    r"|extractps|mpsadbw|movntdqa|movbe|crc32|popcnt|lzcnt|andn|bextr|bls|bzhi|mulx|rorx"
+    r"|sarx|shlx|shrx|ldtilecfg|sttilecfg)[^\n]*)$",
+    re.MULTILINE)
+
+
+def scan(disassembly: Iterable[str] | str, audit: FileAudit) -> FileAudit:
+    """Feed ``objdump -d --no-show-raw-insn`` output (text or lines) into ``audit``."""
+    text = disassembly if isinstance(disassembly, str) else "\n".join(disassembly)
+    symbol = ""
+    for match in _INTERESTING.finditer(text):
+        if match.group("symbol") is not None:
+            symbol = match.group("symbol")
+            continue
+        insn = match.group("insn").split("#", 1)[0].strip()
+        insn = re.sub(r"<[^>]*>", "", insn)
+        if not insn:
+            continue
+        if insn.startswith("{vex}"):
+            rest = insn[len("{vex}"):].strip()
+            mnemonic, _, operands = rest.partition(" ")
+            mnemonic = "{vex}" + mnemonic
+        else:
+            mnemonic, _, operands = insn.partition(" ")
+        for feature in classify(mnemonic, operands):
+            if (w := _waiver(audit, symbol, feature)) is not None:
+                audit.waived.setdefault(feature, f"{symbol}: {w.reason}")
+                continue
+            audit.used[feature] = audit.used.get(feature, 0) + 1
+            audit.examples.setdefault(feature, insn)
+    return audit
+
+
+def audit_file(path: Path, allowed: Iterable[str],
+               waivers: tuple[AuditAllow, ...] = ()) -> FileAudit:
+    result = FileAudit(path=path.name, allowed=tuple(allowed), waivers=waivers)
+    out = cmd.capture(["objdump", "-d", "--no-show-raw-insn", str(path)], timeout=600)
+    return scan(out, result)
+
+
+def allowed_for(name: str, declared: tuple[str, ...], all_variants: bool) -> tuple[str, ...]:
+    """What a shipped file may use: its ggml CPU variant's features, or the declaration."""
+    m = re.match(r"libggml-cpu-([a-z0-9_]+)\.so", name)
+    if all_variants and m and m.group(1) in X86_VARIANTS:
+        return X86_VARIANTS[m.group(1)]
+    return declared
+
+
+def _is_elf(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variants: bool,
+                platform: str, waivers: tuple[AuditAllow, ...] = ()) -> dict[str, Any]:
+    """Audit every shipped ELF file (in parallel); the report goes into the manifest."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not platform.endswith("x86_64"):
+        return {"verdict": "skipped", "reason": f"the audit reads x86-64 code; this is {platform}"}
+    targets = [p for p in files if not p.is_symlink() and _is_elf(p)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(
+            lambda p: audit_file(p, allowed_for(p.name, declared, all_variants), waivers),
+            targets))
+    bad = [r for r in results if r.violations]
+    return {
+        "verdict": "fail" if bad else "pass",
+        "files": {r.path: {"allowed": sorted(closure(r.allowed) | BASELINE_X86),
+                           "used": sorted(r.used), "violations": r.violations,
+                           "waived": r.waived,
+                           "examples": {f: r.examples[f] for f in r.violations}}
+                  for r in results},
+    }
+
+
+def violations_message(report: dict[str, Any]) -> str:
+    files = report.get("files", {})
+    assert isinstance(files, dict)
+    lines = []
+    for name, entry in files.items():
+        for feature in entry["violations"]:
+            lines.append(f"  {name}: uses {feature} (e.g. `{entry['examples'][feature]}`), "
+                         "which the artifact does not declare")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""ISA audit: instruction classification and per-file verdicts, on objdump-format text."""
+
+from __future__ import annotations
+
+import pytest
+
+from buildtool.audit import FileAudit, allowed_for, classify, closure, scan
+
+# objdump -d --no-show-raw-insn lines (binutils 2.40, AT&T syntax)
+DISASM = """
+/tmp/libggml-cpu.so:     file format elf64-x86-64
+
+Disassembly of section .text:
+
+0000000000012340 <ggml_vec_dot_f16>:
+   12340:\tpush   %rbp
+   12341:\tvmovups (%rsi,%rax,1),%ymm1
+   12346:\tvfmadd231ps %ymm2,%ymm1,%ymm0
+   1234b:\tvcvtph2ps (%rdi),%ymm3
+   12350:\tvpaddd %ymm4,%ymm5,%ymm6
+   12354:\tshlx   %eax,%ebx,%ecx
+   12358:\tpopcnt %rax,%rdx
+   1235d:\tret
+"""
+PLANTED = DISASM + "   12360:\tvpaddd %zmm1,%zmm2,%zmm3\n"
+
+
+@pytest.mark.parametrize(("insn", "operands", "expected"), [
+    ("mov", "%eax,%ebx", set()),
+    ("pshufb", "%xmm1,%xmm0", {"ssse3"}),
+    ("pmulld", "%xmm1,%xmm0", {"sse4_1"}),
+    ("crc32b", "%al,%eax", {"sse4_2"}),
+    ("popcntl", "%eax,%eax", {"popcnt"}),
+    ("andnq", "%rax,%rbx,%rcx", {"bmi1"}),
+    ("vaddps", "%xmm1,%xmm2,%xmm3", {"avx"}),
+    ("vpaddd", "%xmm1,%xmm2,%xmm3", {"avx"}),
+    ("vpaddd", "%ymm1,%ymm2,%ymm3", {"avx", "avx2"}),
+    ("vpermq", "$0xd8,%ymm0,%ymm0", {"avx", "avx2"}),
+    ("vfmadd213ps", "%ymm1,%ymm2,%ymm3", {"avx", "fma"}),
+    ("vcvtps2ph", "$0x0,%ymm0,%xmm0", {"avx", "f16c"}),
+    ("vaddps", "%zmm1,%zmm2,%zmm3", {"avx", "avx512f"}),
+    ("vmovdqu8", "%ymm0,(%rax)", {"avx", "avx512f"}),
+    ("vpternlogd", "$0x96,%xmm0,%xmm1,%xmm2", {"avx", "avx512f"}),
+    ("vpcmpgtd", "%ymm1,%ymm2,%k1", {"avx", "avx2", "avx512f"}),
+    ("{vex}vpdpbusd", "%ymm1,%ymm2,%ymm3", {"avx", "avx_vnni"}),
+    ("vpdpbusd", "%zmm1,%zmm2,%zmm3", {"avx", "avx512f", "avx512_vnni"}),
+    ("vdpbf16ps", "%zmm1,%zmm2,%zmm3", {"avx", "avx512f", "avx512_bf16"}),
+    ("vpermb", "%zmm1,%zmm2,%zmm3", {"avx", "avx512f", "avx512_vbmi"}),
+    ("tdpbssd", "%tmm2,%tmm1,%tmm0", {"amx_int8"}),
+    ("tileloadd", "(%rax,%rbx,1),%tmm0", {"amx_tile"}),
+])
+def test_classify(insn: str, operands: str, expected: set[str]) -> None:
+    assert classify(insn, operands) == expected
+
+
+def test_v3_library_passes() -> None:
+    result = scan(DISASM.splitlines(), FileAudit(path="libggml-cpu.so",
+                                                 allowed=("avx2", "fma", "f16c", "bmi2")))
+    assert set(result.used) == {"avx", "avx2", "fma", "f16c", "bmi2", "popcnt"}
+    assert result.violations == []
+
+
+def test_planted_avx512_in_a_v3_library_is_caught() -> None:
+    from buildtool.detect.cpu import level_features
+
+    result = scan(PLANTED.splitlines(), FileAudit(path="libggml-cpu.so",
+                                                  allowed=tuple(level_features("x86-64-v3"))))
+    assert result.violations == ["avx512f"]
+    assert result.examples["avx512f"] == "vpaddd %zmm1,%zmm2,%zmm3"
+
+
+def test_baseline_library_with_avx_is_caught() -> None:
+    result = scan(DISASM.splitlines(), FileAudit(path="libllama.so", allowed=("sse2",)))
+    assert result.violations == ["avx", "avx2", "bmi2", "f16c", "fma", "popcnt"]
+
+
+def test_vex_prefix_and_symbol_names_are_parsed() -> None:
+    lines = ["   10:\t{vex} vpdpbusd %ymm2,%ymm1,%ymm0",
+             "   14:\tcall   1000 <tileloadd_wrapper@plt>",
+             "   18:\tjmp    *0x1(%rip)        # 2000 <vfmadd_table>"]
+    result = scan(lines, FileAudit(path="x", allowed=()))
+    assert set(result.used) == {"avx", "avx_vnni"}
+
+
+def test_variant_libraries_are_held_to_their_own_variant() -> None:
+    assert allowed_for("libggml-cpu-haswell.so", ("sse2",), all_variants=True) == (
+        "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2")
+    assert "amx_int8" in allowed_for("libggml-cpu-sapphirerapids.so", (), all_variants=True)
+    assert allowed_for("libllama.so", ("sse2",), all_variants=True) == ("sse2",)
+    assert allowed_for("libggml-cpu.so", ("avx2",), all_variants=False) == ("avx2",)
+
+
+def test_closure_follows_implications() -> None:
+    assert {"avx2", "avx", "sse4_2", "popcnt", "fma", "f16c"} <= closure(["avx512f"])
+    assert "avx512f" not in closure(["avx2"])
+
+
+def test_waiver_applies_only_to_its_file_symbol_and_feature() -> None:
+    from buildtool.model import AuditAllow
+
+    lines = ["0000000000008b450 <_ZL20ma_dr_flac__decodeP1x>:",
+             "   8b4e7:\tlzcnt  %rdx,%rcx",
+             "   8b4f0:\tvpaddd %ymm1,%ymm2,%ymm3",
+             "0000000000009000 <other_function>:",
+             "   9000:\tlzcnt  %rdx,%rcx"]
+    waiver = AuditAllow(file="libmtmd.so*", symbol="*ma_dr_flac__*", features=("lzcnt",),
+                        reason="checks CPUID first")
+    result = scan(lines, FileAudit(path="libmtmd.so.0.5.0", allowed=(), waivers=(waiver,)))
+    assert result.waived == {"lzcnt": "_ZL20ma_dr_flac__decodeP1x: checks CPUID first"}
+    assert result.violations == ["avx", "avx2", "lzcnt"]  # other_function's lzcnt still counts
+    assert result.used["lzcnt"] == 1
+    other = scan(lines, FileAudit(path="libllama.so", allowed=(), waivers=(waiver,)))
+    assert other.used["lzcnt"] == 2 and other.waived == {}
+
+
+def test_tzcnt_is_baseline() -> None:
+    assert classify("tzcnt", "%rax,%rcx") == set()
