@@ -49,12 +49,21 @@ def github_matrix(session: Session) -> dict[str, Any]:
         # Release builds are portable: the cpu family ships all variants, not the runner's CPU.
         cpu = "all-variants" if recipe.family == "cpu" else \
             spec.cpu or recipe.cpu or "all-variants"
+        toolkit = spec.toolkit or recipe.toolkit or ""
+        container = spec.container or (recipe.docker.build_image.format(toolkit=toolkit)
+                                       if recipe.docker and recipe.family in CONTAINER_FAMILIES
+                                       else "")
+        # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
+        # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
+        smoke = recipe.family not in CONTAINER_FAMILIES
         include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
                         "platform": platforms[0], "runner": runner, "cpu": cpu,
-                        "toolkit": spec.toolkit or recipe.toolkit or ""})
+                        "toolkit": toolkit, "container": container,
+                        "smoke": "--smoke" if smoke else "--no-smoke"})
     return {"include": include}
 
 
+CONTAINER_FAMILIES = ("cuda", "hip", "sycl")
 GPU_PREFERENCE = {"NVIDIA": ("cuda", "vulkan"), "AMD": ("hip", "vulkan"),
                   "Intel": ("sycl", "vulkan"), "Apple": ("metal",)}
 

@@ -70,6 +70,8 @@ class TargetSpec:
     cmake_defines: dict[str, DefineValue] = field(default_factory=dict, metadata=doc(
         "extra -D definitions; they override the recipe's"))
     runner: str | None = field(default=None, metadata=doc("CI runner label for this target"))
+    container: str | None = field(default=None, metadata=doc(
+        "CI build container image (default: the recipe's docker build-image)"))
 
 
 @dataclass(frozen=True, kw_only=True)

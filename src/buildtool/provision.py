@@ -2,7 +2,8 @@
 package registries, never touching the system.
 
 Implemented here: ``vulkan-headers`` — Debian trixie's ``libvulkan-dev`` headers (bookworm's
-1.3.239 are too old for this llama.cpp), fetched with ``apt-get download`` under a private
+1.3.239 are too old for this llama.cpp) and ``spirv-headers`` (with the CMake package
+ggml-vulkan looks for), fetched with ``apt-get download`` under a private
 apt configuration (its own sources list, lists and archive directories), unpacked with
 ``dpkg-deb -x`` into ``~/.cache/buildtool/toolchains/vulkan-headers-<version>``. Discovery
 (`toolchain.find_all("vulkan-headers")`) then finds them.
@@ -46,27 +47,30 @@ def _apt_config(work: Path, suite: str, mirror: str) -> Path:
     return conf
 
 
-def debian_package(package: str, suite: str, dest: Path, *, mirror: str = DEBIAN_MIRROR,
-                   progress: Callable[[str], None] = lambda _: None) -> str:
-    """Download ``package`` from Debian ``suite`` and unpack it into ``dest``; return its
-    version. The system's apt configuration and package database are not touched."""
+def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
+                    mirror: str = DEBIAN_MIRROR,
+                    progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+    """Download ``packages`` from Debian ``suite`` and unpack them into ``dest``; return their
+    versions. The system's apt configuration and package database are not touched."""
     for tool in ("apt-get", "dpkg-deb"):
         if cmd.which(tool) is None:
-            raise ToolchainError(f"'{tool}' is needed to fetch {package} from Debian",
-                                 hint="run on Debian/Ubuntu, or install the package by hand")
+            raise ToolchainError(f"'{tool}' is needed to fetch {', '.join(packages)} from "
+                                 "Debian", hint="run on Debian/Ubuntu, or install by hand")
     work = Path(tempfile.mkdtemp(prefix="buildtool-apt-"))
     try:
         conf = _apt_config(work, suite, mirror)
         env = {"APT_CONFIG": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         progress(f"apt-get update ({suite}, private configuration)")
         cmd.capture(["apt-get", "-q", "update"], env=env, timeout=600)
-        progress(f"apt-get download {package}")
-        cmd.capture(["apt-get", "-q", "download", package], env=env, cwd=work, timeout=600)
-        (deb,) = work.glob(f"{package}_*.deb")
-        version = deb.name.split("_")[1]
+        progress(f"apt-get download {' '.join(packages)}")
+        cmd.capture(["apt-get", "-q", "download", *packages], env=env, cwd=work, timeout=600)
+        versions: dict[str, str] = {}
         dest.mkdir(parents=True, exist_ok=True)
-        cmd.capture(["dpkg-deb", "-x", str(deb), str(dest)], timeout=600)
-        return version
+        for package in packages:
+            (deb,) = work.glob(f"{package}_*.deb")
+            versions[package] = deb.name.split("_")[1]
+            cmd.capture(["dpkg-deb", "-x", str(deb), str(dest)], timeout=600)
+        return versions
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -74,8 +78,10 @@ def debian_package(package: str, suite: str, dest: Path, *, mirror: str = DEBIAN
 def install_vulkan_headers(progress: Callable[[str], None] = lambda _: None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".vulkan-headers-", dir=_ensure(toolchains_dir())))
     try:
-        version = debian_package("libvulkan-dev", "trixie", staging, progress=progress)
-        upstream = version.split("-")[0].split(":")[-1]
+        # ggml-vulkan needs the Vulkan headers and SPIRV-Headers' CMake package
+        versions = debian_packages(("libvulkan-dev", "spirv-headers"), "trixie", staging,
+                                   progress=progress)
+        upstream = versions["libvulkan-dev"].split("-")[0].split(":")[-1]
         final = toolchains_dir() / f"vulkan-headers-{upstream}"
         if final.exists():
             shutil.rmtree(final)

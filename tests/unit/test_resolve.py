@@ -183,19 +183,27 @@ def test_vulkan(data: Path, fake_tools: dict[str, list[Program]]) -> None:
     assert "buildtool toolchain install vulkan-headers" in headers.fix
 
 
-def test_vulkan_prefers_new_enough_headers(data: Path,
-                                           fake_tools: dict[str, list[Program]]) -> None:
+def test_vulkan_prefers_new_enough_headers(data: Path, tmp_path: Path,
+                                           fake_tools: dict[str, list[Program]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("buildtool.backends.vulkan.SYSTEM_SPIRV_DIRS", [])
     fake_tools["glslc"] = [Program("glslc", Path("/usr/bin/glslc"), Version("14.0"))]
     old = Program("vulkan-headers", Path("/usr/include"), Version("1.3.239"))
     fake_tools["vulkan-headers"] = [old]
     (problem,) = preflight.check(res("vulkan", host(data)))
     assert "found only: vulkan-headers 1.3.239 at /usr/include" in problem.what
-    new = Program("vulkan-headers", Path("/cache/vulkan-headers-1.4.309/usr/include"),
-                  Version("1.4.309"))
+    prefix = tmp_path / "vulkan-headers-1.4.309" / "usr"
+    new = Program("vulkan-headers", prefix / "include", Version("1.4.309"))
     fake_tools["vulkan-headers"] = [new, old]
+    (problem,) = preflight.check(res("vulkan", host(data)))
+    assert "SPIRV-Headers" in problem.what and "spirv-headers" in problem.fix
+    spirv = prefix / "share" / "cmake" / "SPIRV-Headers"
+    spirv.mkdir(parents=True)
+    (spirv / "SPIRV-HeadersConfig.cmake").write_text("# test\n")
     rt = res("vulkan", host(data))
     assert preflight.check(rt) == []
-    assert rt.define("Vulkan_INCLUDE_DIR") == "/cache/vulkan-headers-1.4.309/usr/include"
+    assert rt.define("Vulkan_INCLUDE_DIR") == str(prefix / "include")
+    assert rt.define("SPIRV-Headers_DIR") == str(spirv)
 
 
 def test_metal_on_linux_plans_but_refuses(data: Path, fake_tools: object) -> None:

@@ -32,9 +32,39 @@ def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
     assert entries, "empty job matrix"
     for entry in entries:
         assert used <= set(entry), f"workflow uses keys the matrix does not emit: {used}"
-    # no target list is copied by hand into the workflow
-    for target in ("cublas12", "hipblas", "vulkan"):
+    # no target list is copied by hand into the workflow (family names may appear in `if:`)
+    for target in ("cublas11", "cublas12", "cublas13", "hipblas"):
         assert target not in text
+
+
+def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> None:
+    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
+                                       "--format", "github"], catch_exceptions=False).output
+    rows = {e["target"]: e for e in yaml.safe_load(out)["include"]}
+    assert rows["cublas12"]["container"] == "nvidia/cuda:12.4.1-devel-ubuntu22.04"
+    assert rows["cublas13"]["container"].startswith("nvidia/cuda:13.0")
+    assert rows["hipblas"]["container"].startswith("rocm/dev-ubuntu-24.04:")
+    assert rows["intel"]["container"].startswith("intel/oneapi-basekit:")
+    assert rows["cpu"]["container"] == rows["vulkan"]["container"] == ""
+    assert rows["metal"]["runner"].startswith("macos")
+    assert {r["smoke"] for n, r in rows.items() if n.startswith("cublas")} == {"--no-smoke"}
+    assert rows["vulkan"]["smoke"] == rows["cpu"]["smoke"] == "--smoke"
+
+
+def test_workflows_validate_against_the_github_schema() -> None:
+    import importlib.resources
+    import json
+
+    import jsonschema
+
+    from buildtool.schema import load_yaml
+
+    schema_file = importlib.resources.files("check_jsonschema") / "builtin_schemas" / \
+        "vendor" / "github-workflows.json"
+    schema = json.loads(schema_file.read_text())
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        doc = load_yaml(path)  # keeps `on:` a string key, as GitHub reads it
+        jsonschema.validate(doc.data, schema)
 
 
 def test_ci_workflow_runs_the_ci_script() -> None:

@@ -1,0 +1,68 @@
+"""Real builds beyond the host-tuned cpu artifact: the portable all-variants CPU build and
+the Vulkan target, smoke-tested on Mesa's lavapipe (a Vulkan device that is the CPU).
+
+Needs glslc, the Vulkan loader and Mesa's drivers (`.ci/run` installs them) and Vulkan
+headers >= 1.4 (`buildtool toolchain install vulkan-headers`, run here when missing).
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from buildtool import toolchain
+from tests.integration.conftest import buildtool
+
+
+def _build(work: Path, target: str, *args: str) -> dict:  # type: ignore[type-arg]
+    proc = buildtool("build", "--target", target, "--dist", str(work / f"dist-{target}"),
+                     "--build-root", str(work / f"build-{target}"), "--json", *args)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    outcome: dict = json.loads(proc.stdout)  # type: ignore[type-arg]
+    return outcome
+
+
+def _manifest(artifact: str) -> dict:  # type: ignore[type-arg]
+    name = Path(artifact).name.removesuffix(".tar.gz")
+    with tarfile.open(artifact) as tf:
+        data: dict = json.load(tf.extractfile(f"{name}/manifest.json"))  # type: ignore[arg-type,type-arg]
+    return data
+
+
+def test_all_variants_cpu_build(work: Path) -> None:
+    outcome = _build(work, "cpu", "--cpu", "all-variants")
+    assert Path(outcome["artifact"]).name == "llama.cpp-b11312-cpu-linux-x86_64.tar.gz"
+    assert outcome["smoke"]["verdict"] == "pass"
+    manifest = _manifest(outcome["artifact"])
+    assert manifest["cpu"]["policy"] == "all-variants"
+    assert manifest["cpu"]["required_features"] == ["sse2"]
+    files = manifest["isa_audit"]["files"]
+    assert manifest["isa_audit"]["verdict"] == "pass"
+    variants = {n for n in files if n.startswith("libggml-cpu-")}
+    assert {"libggml-cpu-x64.so", "libggml-cpu-haswell.so", "libggml-cpu-skylakex.so",
+            "libggml-cpu-sapphirerapids.so"} <= variants
+    # each variant library was held to its own level, and really uses it
+    assert "avx2" in files["libggml-cpu-haswell.so"]["used"]
+    assert "avx512f" not in files["libggml-cpu-haswell.so"]["allowed"]
+    assert "avx512f" in files["libggml-cpu-skylakex.so"]["used"]
+    assert files["libggml-cpu-x64.so"]["used"] == []
+    assert all(not f["violations"] for f in files.values())
+
+
+def test_vulkan_build_runs_on_a_vulkan_device(work: Path) -> None:
+    if toolchain.best("vulkan-headers", ">=1.4") is None:
+        proc = buildtool("toolchain", "install", "vulkan-headers")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    outcome = _build(work, "vulkan")
+    smoke = outcome["smoke"]
+    assert smoke["verdict"] == "pass" and smoke["waived"] == []
+    names = [c["name"] for c in smoke["checks"]]
+    assert "ran on a Vulkan device" in names and "layers offloaded" in names
+    for test in smoke["tests"]:
+        assert "Vulkan" in test["backends"].split(",")
+        assert test["gpu_info"]  # lavapipe (llvmpipe) here; a real GPU elsewhere
+        assert test["n_gpu_layers"] == 99
+    manifest = _manifest(outcome["artifact"])
+    assert manifest["cmake_defines"]["GGML_VULKAN"] == "ON"
+    assert manifest["cmake_defines"]["Vulkan_INCLUDE_DIR"].endswith("/usr/include")
