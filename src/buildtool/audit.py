@@ -79,6 +79,8 @@ _AVX2_ONLY = {"vpermd", "vpermq", "vpermps", "vpermpd", "vperm2i128", "vinserti1
               "vbroadcasti128", "vpgatherdd", "vpgatherdq", "vpgatherqd", "vpgatherqq",
               "vgatherdps", "vgatherdpd", "vgatherqps", "vgatherqpd", "vpmaskmovd",
               "vpmaskmovq", "vpsllvd", "vpsllvq", "vpsrlvd", "vpsrlvq", "vpsravd", "vpblendd"}
+# AVX (1) instructions that start like integer ones and work on %ymm
+_AVX1_VP = {"vperm2f128", "vpermilps", "vpermilpd", "vptest"}
 _VNNI = {"vpdpbusd", "vpdpbusds", "vpdpwssd", "vpdpwssds"}
 _BF16 = {"vdpbf16ps", "vcvtne2ps2bf16", "vcvtneps2bf16"}
 _VBMI = {"vpermb", "vpermi2b", "vpermt2b", "vpmultishiftqb"}
@@ -138,7 +140,8 @@ def classify(mnemonic: str, operands: str) -> set[str]:
         needs.add("fma")
     elif m in {"vcvtph2ps", "vcvtps2ph"}:
         needs.add("f16c")
-    elif m in _AVX2_ONLY or (m.startswith("vp") and _YMM.search(operands)):
+    elif m in _AVX2_ONLY or (m.startswith("vp") and m not in _AVX1_VP
+                             and _YMM.search(operands)):
         needs.add("avx2")
     needs.add("avx")
     return needs

@@ -138,7 +138,7 @@ def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
                              n_prompt=rt.smoke.n_prompt, n_gen=rt.smoke.n_gen,
-                             repetitions=rt.smoke.repetitions, env=rt.recipe.smoke_env,
+                             repetitions=rt.smoke.repetitions,
                              allow_cpu_fallback=allow_cpu_fallback)
     data = result.to_json()
     for line in smoke.table(data).splitlines():

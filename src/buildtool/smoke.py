@@ -180,7 +180,8 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
         argv = [str(bench), "-m", str(model_path), "-p", str(n_prompt), "-n", str(n_gen),
                 "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
                 "-t", str(threads or max(1, os.cpu_count() or 1))]
-        run_env = {**os.environ, **(env or {})}
+        # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
+        run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
         # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
         started = time.monotonic()
         try:

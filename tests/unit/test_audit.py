@@ -36,6 +36,9 @@ PLANTED = DISASM + "   12360:\tvpaddd %zmm1,%zmm2,%zmm3\n"
     ("vpaddd", "%xmm1,%xmm2,%xmm3", {"avx"}),
     ("vpaddd", "%ymm1,%ymm2,%ymm3", {"avx", "avx2"}),
     ("vpermq", "$0xd8,%ymm0,%ymm0", {"avx", "avx2"}),
+    ("vperm2f128", "$0x0,%ymm1,%ymm1,%ymm0", {"avx"}),  # seen in ggml's sandybridge variant
+    ("vpermilps", "$0x4e,%ymm0,%ymm1", {"avx"}),
+    ("vptest", "%ymm0,%ymm0", {"avx"}),
     ("vfmadd213ps", "%ymm1,%ymm2,%ymm3", {"avx", "fma"}),
     ("vcvtps2ph", "$0x0,%ymm0,%xmm0", {"avx", "f16c"}),
     ("vaddps", "%zmm1,%zmm2,%zmm3", {"avx", "avx512f"}),

@@ -134,3 +134,21 @@ def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
     assert failing(checks) == []
     assert [c.name for c in checks if c.waived] == ["ran on a Vulkan device", "layers offloaded"]
     assert all("--allow-cpu-fallback" in c.detail for c in checks if c.waived)
+
+
+def _captured(data: Path, name: str) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads((data / "llama-bench" / name).read_text())
+    return loaded
+
+
+def test_real_vulkan_run_on_lavapipe_passes(data: Path) -> None:
+    recs = _captured(data, "vulkan-lavapipe.json")
+    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == []
+
+
+def test_real_vulkan_build_without_a_device_fails(data: Path) -> None:
+    """Captured: the same artifact with the device hidden. backends still says Vulkan."""
+    recs = _captured(data, "vulkan-no-device.json")
+    assert {r["backends"] for r in recs} == {"Vulkan"}
+    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
+        "ran on a Vulkan device"]
