@@ -9,6 +9,9 @@
 4. no-op: `buildtool build` again with nothing changed (a new process, import included)
 
 Ratios: cold/raw (goal <= 1.03), warm/cold (goal <= 0.15), no-op seconds (goal <= 1.5).
+Two identical 8-minute builds on a 2-core VM differ by up to ~20 % from run to run, more than
+the 3 % goal, so the cold run's own CMake + Ninja time is also read from its --json timings:
+cold/own (goal <= 1.03) is buildtool's overhead without that noise.
 Usage: python scripts/bench_build.py [--target cpu] [--cpu host] [--json FILE]
 """
 
@@ -27,16 +30,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(argv: list[str], env: dict[str, str], *, label: str) -> float:
+def run(argv: list[str], env: dict[str, str], *, label: str) -> tuple[float, str]:
+    """Wall time and stdout of one command."""
     print(f"[bench] {label}: {' '.join(argv[:6])} ...", flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, check=False)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"[bench] {label} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     print(f"[bench] {label}: {elapsed:.2f} s", flush=True)
-    return elapsed
+    return elapsed, proc.stdout
+
+
+def timed(argv: list[str], env: dict[str, str], *, label: str) -> float:
+    return run(argv, env, label=label)[0]
 
 
 def main() -> int:
@@ -67,8 +74,11 @@ def main() -> int:
         # 2. cold buildtool build (empty ccache)
         bt_env = {**base_env, "CCACHE_DIR": str(work / "ccache-bt")}
         dist = str(work / "dist")
-        t_cold = timed([*bt, "build", *common, "--no-smoke", "--dist", dist, "--build-root",
-                        str(work / "b1")], bt_env, label="buildtool cold")
+        t_cold, out = run([*bt, "build", *common, "--no-smoke", "--json", "--dist", dist,
+                           "--build-root", str(work / "b1")], bt_env, label="buildtool cold")
+        # the part of the cold run that is CMake + Ninja themselves (same work as "raw")
+        inner = json.loads(out)["timings"]
+        t_cold_cmake = inner["configure"] + inner["build"]
 
         # 3. rebuild from an emptied build directory (--fresh deletes it), ccache warm
         t_warm = timed([*bt, "build", *common, "--no-smoke", "--force", "--fresh", "--dist",
@@ -85,17 +95,26 @@ def main() -> int:
         "raw_cmake_ninja_s": round(t_raw, 2), "buildtool_cold_s": round(t_cold, 2),
         "buildtool_warm_ccache_s": round(t_warm, 2), "buildtool_noop_s": round(t_noop, 3),
         "cold_over_raw": round(t_cold / t_raw, 4), "warm_over_cold": round(t_warm / t_cold, 4),
+        # What buildtool adds around CMake + Ninja in the cold run (source check, toolchain
+        # probe, ISA audit, packaging, process start), immune to run-to-run machine noise:
+        "cold_overhead_s": round(t_cold - t_cold_cmake, 2),
+        "cold_over_own_cmake_ninja": round(t_cold / t_cold_cmake, 4),
+        "cold_timings_s": inner,
     }
-    goals = {"cold_over_raw": 1.03, "warm_over_cold": 0.15, "buildtool_noop_s": 1.5}
+    goals = {"cold_over_raw": 1.03, "warm_over_cold": 0.15, "buildtool_noop_s": 1.5,
+             "cold_over_own_cmake_ninja": 1.03}
     print()
     print(f"{'figure':<26} {'value':>10} {'goal':>8}  ok")
     for key, value in figures.items():
+        if isinstance(value, dict):
+            print(f"{key:<26} {json.dumps(value)}")
+            continue
         goal = goals.get(key)
         ok = "" if goal is None else ("yes" if value <= goal else "NO")
         print(f"{key:<26} {value:>10} {'' if goal is None else '<= ' + str(goal):>8}  {ok}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 0 if all(figures[k] <= g for k, g in goals.items()) else 1
+    return 0 if all(float(figures[k]) <= g for k, g in goals.items()) else 1
 
 
 if __name__ == "__main__":
