@@ -13,10 +13,14 @@ from buildtool.errors import HostIncompatibleError
 from buildtool.smoke import check_host, table, verdict
 
 
+def _captured(data: Path, name: str) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads((data / "llama-bench" / name).read_text())
+    return loaded
+
+
 def records(data: Path) -> list[dict[str, Any]]:
     """llama-bench -o json output captured from a real cpu build on our VM."""
-    loaded: list[dict[str, Any]] = json.loads((data / "llama-bench" / "cpu-host.json").read_text())
-    return loaded
+    return _captured(data, "cpu-host.json")
 
 
 def failing(checks: tuple[Any, ...]) -> list[str]:
@@ -134,11 +138,6 @@ def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
     assert failing(checks) == []
     assert [c.name for c in checks if c.waived] == ["ran on a Vulkan device", "layers offloaded"]
     assert all("--allow-cpu-fallback" in c.detail for c in checks if c.waived)
-
-
-def _captured(data: Path, name: str) -> list[dict[str, Any]]:
-    loaded: list[dict[str, Any]] = json.loads((data / "llama-bench" / name).read_text())
-    return loaded
 
 
 def test_real_vulkan_run_on_lavapipe_passes(data: Path) -> None:
