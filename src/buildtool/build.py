@@ -88,7 +88,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         rep.info(str(existing))
         outcome.artifact = existing
         outcome.cached = True
-        outcome.manifest = _read_json(package.sidecar(existing, "manifest"))
+        outcome.manifest = package.read_json(package.sidecar(existing, "manifest"))
     else:
         _compile(session, plan, options, timings)
         t = time.monotonic()
@@ -174,12 +174,3 @@ def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
     rep.endgroup()
     timings["build"] = time.monotonic() - t
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
-    except (OSError, ValueError):
-        return None

@@ -164,6 +164,15 @@ def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object written by :func:`write_json`, or None if missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def sidecar(artifact: Path, kind: str) -> Path:
     base = artifact.name.removesuffix(".tar.gz")
     return artifact.with_name(f"{base}.{kind}.json")
@@ -192,9 +201,8 @@ def record(dist: Path, key: str, artifact: Path, digest: str) -> None:
 
 def lookup(dist: Path, key: str) -> Path | None:
     """A finished artifact built from exactly these inputs, if it is still intact."""
-    try:
-        entry = json.loads(index_path(dist, key).read_text())
-    except (OSError, ValueError):
+    entry = read_json(index_path(dist, key))
+    if entry is None:
         return None
     artifact = dist / str(entry.get("artifact", ""))
     if not artifact.is_file() or sha256_file(artifact) != entry.get("sha256"):

@@ -29,7 +29,7 @@ from typing import Any
 from buildtool import cmd
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, HostIncompatibleError, SmokeError
-from buildtool.package import sidecar, write_json
+from buildtool.package import read_json, sidecar, write_json
 from buildtool.synthetic import cached_model
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
@@ -225,11 +225,7 @@ def save(artifact: Path, result: SmokeResult) -> None:
 
 
 def stored(artifact: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(sidecar(artifact, "smoke").read_text())
-        return data
-    except (OSError, ValueError):
-        return None
+    return read_json(sidecar(artifact, "smoke"))
 
 
 def table(result: Mapping[str, Any]) -> str:
