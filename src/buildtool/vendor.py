@@ -182,15 +182,13 @@ def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
     if not force and (done := current(lock, dest)) is not None:
         return done
     failures: list[str] = []
-    local = local or (Path(os.environ["BUILDTOOL_LLAMA_SOURCE"])
-                      if os.environ.get("BUILDTOOL_LLAMA_SOURCE") else None)
     for entry in lock.sources:
         if entry.kind == "local":
             candidate = local or (Path(os.environ[entry.path_env])
                                   if entry.path_env and os.environ.get(entry.path_env) else None)
             if candidate is None:
-                failures.append(f"{entry.name}: not given (--source PATH or "
-                                f"${entry.path_env or 'BUILDTOOL_LLAMA_SOURCE'})")
+                via = f" or ${entry.path_env}" if entry.path_env else ""
+                failures.append(f"{entry.name}: not given (--source PATH{via})")
                 continue
             try:
                 return _from_local(lock, entry, candidate, dest, progress)

@@ -177,3 +177,13 @@ def test_local_archive_must_be_pinned(tmp_path: Path) -> None:
         {"name": "local", "kind": "local"}])
     with pytest.raises(SourceError, match="matches no source pinned"):
         vendor.materialize(lock, tmp_path / "out", local=archive)
+
+
+def test_local_source_named_by_the_locks_environment_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = make_tree(tmp_path / "src")
+    lock = write_lock(tmp_path / "lock.json", tree_sha=vendor.tree_digest(tree),
+                      sources=[{"name": "local", "kind": "local", "path-env": "MY_LLAMA_TREE"}])
+    monkeypatch.setenv("MY_LLAMA_TREE", str(tree))
+    made = vendor.materialize(lock, tmp_path / "out")
+    assert made.source == f"local:{tree}"
