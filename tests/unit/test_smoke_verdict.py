@@ -23,6 +23,14 @@ def records(data: Path) -> list[dict[str, Any]]:
     return _captured(data, "cpu-host.json")
 
 
+def as_run(recs: list[dict[str, Any]], *, backends: str, gpu_info: str,
+           n_gpu_layers: int) -> list[dict[str, Any]]:
+    """The captured records with the fields that say what ran replaced."""
+    for r in recs:
+        r.update(backends=backends, gpu_info=gpu_info, n_gpu_layers=n_gpu_layers)
+    return recs
+
+
 def failing(checks: tuple[Any, ...]) -> list[str]:
     return [c.name for c in checks if not c.ok]
 
@@ -53,11 +61,7 @@ def test_empty_output_fails_everything() -> None:
 
 def test_gpu_backend_compiled_in_but_ran_on_cpu_fails(data: Path) -> None:
     """A CUDA build on a host without a GPU still says backends=CUDA: gpu_info decides."""
-    recs = records(data)
-    for r in recs:
-        r["backends"] = "CUDA"
-        r["gpu_info"] = ""
-        r["n_gpu_layers"] = 99
+    recs = as_run(records(data), backends="CUDA", gpu_info="", n_gpu_layers=99)
     fails = failing(verdict(recs, backend="CUDA", family="cuda", gpu=True))
     assert fails == ["ran on a CUDA device"]
     for r in recs:
@@ -127,11 +131,7 @@ def test_linux_host_without_avx_is_refused(data: Path) -> None:
 
 
 def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
-    recs = records(data)
-    for r in recs:
-        r["backends"] = "Vulkan"
-        r["gpu_info"] = ""
-        r["n_gpu_layers"] = 0
+    recs = as_run(records(data), backends="Vulkan", gpu_info="", n_gpu_layers=0)
     assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
         "ran on a Vulkan device", "layers offloaded"]
     checks = verdict(recs, backend="Vulkan", family="vulkan", gpu=True, allow_cpu_fallback=True)
