@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from buildtool import __version__
-from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.errors import BuildtoolError, ExitCode, ToolchainError
 from buildtool.model import CPU_POLICIES
 from buildtool.paths import find_root
 from buildtool.progress import Reporter
@@ -353,17 +353,55 @@ def toolchain_group() -> None:
     """Provision toolchain pieces into a private prefix (~/.cache/buildtool/toolchains)."""
 
 
+def _installable(ctx: click.Context, name: str) -> str:
+    """An installer name, or a target name mapped to the toolchain it needs."""
+    from buildtool.provision import installers
+    from buildtool.schema import suggest
+
+    known = installers()
+    if name in known:
+        return name
+    session = _session(ctx)
+    if name in session.project.matrix.targets:
+        rt = session.resolve(name)
+        wanted = {"cuda": f"cuda-{rt.toolkit}", "vulkan": "vulkan-headers"}.get(rt.family)
+        if wanted in known:
+            return str(wanted)
+        raise ToolchainError(f"target '{name}' needs no toolchain buildtool can provision "
+                             f"({rt.family}); `buildtool doctor` says what to install")
+    close = suggest(name, [*known, *session.project.matrix.targets])
+    hint = f" Did you mean '{close}'?" if close else ""
+    raise click.BadParameter(f"'{name}' is not installable.{hint} Known: {', '.join(known)}, "
+                             "or a target name.", param_hint="NAME")
+
+
 @toolchain_group.command(name="install")
-@click.argument("name", type=click.Choice(["vulkan-headers"]))
+@click.argument("name")
 @click.pass_context
 def toolchain_install(ctx: click.Context, name: str) -> None:
-    """Fetch NAME from package registries into a private prefix; the system is not touched."""
-    from buildtool.provision import INSTALLERS
+    """Fetch NAME (vulkan-headers, cuda-13.0, cuda-12.4, cuda-11.8, or a target such as
+    cublas12) from package registries into a private prefix; the system is not touched."""
+    from buildtool.provision import installers
 
+    name = _installable(ctx, name)
     reporter = Reporter(quiet=ctx.obj.get("quiet", False))
     reporter.step(f"installing {name}")
-    path = INSTALLERS[name](reporter.info)
+    path = installers()[name](reporter.info)
     click.echo(f"{name}: {path}")
+
+
+@toolchain_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def toolchain_list(as_json: bool) -> None:
+    """What can be provisioned and what already is."""
+    from buildtool.provision import installed
+
+    found = installed()
+    if as_json:
+        emit_json({n: str(p) if p else None for n, p in found.items()})
+        return
+    for name, path in found.items():
+        click.echo(f"{name:<16} {path or 'not installed'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,10 @@
 """`buildtool toolchain install ...`: assemble toolchain pieces into a private prefix from
 package registries, never touching the system.
 
-Implemented here: ``vulkan-headers`` — Debian trixie's ``libvulkan-dev`` headers (bookworm's
+Generic pieces: :func:`debian_packages` (a private apt configuration) and :func:`pypi_wheels`
+(pip download + unpack). CUDA toolkits are assembled by :mod:`buildtool.cuda_toolkit`.
+
+``vulkan-headers`` — Debian trixie's ``libvulkan-dev`` headers (bookworm's
 1.3.239 are too old for this llama.cpp) and ``spirv-headers`` (with the CMake package
 ggml-vulkan looks for), fetched with ``apt-get download`` under a private
 apt configuration (its own sources list, lists and archive directories), unpacked with
@@ -11,8 +14,13 @@ apt configuration (its own sources list, lists and archive directories), unpacke
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,11 +36,13 @@ def toolchains_dir() -> Path:
     return cache_dir() / "toolchains"
 
 
-def _apt_config(work: Path, suite: str, mirror: str) -> Path:
+def _apt_config(work: Path, suite: str, mirror: str,
+                components: tuple[str, ...] = ("main",)) -> Path:
     for sub in ("lists/partial", "archives/partial", "etc/sources.list.d", "etc/preferences.d"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={KEYRING}] " if Path(KEYRING).is_file() else "[trusted=yes] "
-    (work / "etc/sources.list").write_text(f"deb {signed}{mirror} {suite} main\n")
+    (work / "etc/sources.list").write_text(
+        f"deb {signed}{mirror} {suite} {' '.join(components)}\n")
     conf = work / "apt.conf"
     conf.write_text("\n".join([
         f'Dir::State::Lists "{work}/lists";',
@@ -48,17 +58,19 @@ def _apt_config(work: Path, suite: str, mirror: str) -> Path:
 
 
 def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
-                    mirror: str = DEBIAN_MIRROR,
+                    mirror: str = DEBIAN_MIRROR, components: tuple[str, ...] = ("main",),
+                    members: tuple[str, ...] = (),
                     progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
-    """Download ``packages`` from Debian ``suite`` and unpack them into ``dest``; return their
-    versions. The system's apt configuration and package database are not touched."""
+    """Download ``packages`` from Debian ``suite`` and unpack them into ``dest`` (only the
+    paths matching ``members``, when given); return their versions. The system's apt
+    configuration and package database are not touched."""
     for tool in ("apt-get", "dpkg-deb"):
         if cmd.which(tool) is None:
             raise ToolchainError(f"'{tool}' is needed to fetch {', '.join(packages)} from "
                                  "Debian", hint="run on Debian/Ubuntu, or install by hand")
     work = Path(tempfile.mkdtemp(prefix="buildtool-apt-"))
     try:
-        conf = _apt_config(work, suite, mirror)
+        conf = _apt_config(work, suite, mirror, components)
         env = {"APT_CONFIG": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         progress(f"apt-get update ({suite}, private configuration)")
         cmd.capture(["apt-get", "-q", "update"], env=env, timeout=600)
@@ -68,11 +80,82 @@ def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
         dest.mkdir(parents=True, exist_ok=True)
         for package in packages:
             (deb,) = work.glob(f"{package}_*.deb")
-            versions[package] = deb.name.split("_")[1]
-            cmd.capture(["dpkg-deb", "-x", str(deb), str(dest)], timeout=600)
+            versions[package] = deb.name.split("_")[1].replace("%3a", ":")
+            progress(f"unpacking {deb.name}")
+            if members:
+                unpack_deb_members(deb, dest, members)
+            else:
+                cmd.capture(["dpkg-deb", "-x", str(deb), str(dest)], timeout=600)
         return versions
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def unpack_deb_members(deb: Path, dest: Path, patterns: tuple[str, ...]) -> int:
+    """Stream ``deb``'s data archive and extract the members matching ``patterns`` (fnmatch on
+    ``./usr/...`` names) with tarfile's ``data`` filter; links that would point outside
+    ``dest`` are skipped. Returns the number of members extracted."""
+    argv = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    count = 0
+    try:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                if not any(fnmatch.fnmatch(member.name, p) for p in patterns):
+                    continue
+                try:
+                    tar.extract(member, dest, filter="data")
+                    count += 1
+                except tarfile.FilterError:
+                    continue
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.wait() not in (0, -13):  # -13: SIGPIPE when the tar stream ended early
+            raise ToolchainError(f"dpkg-deb could not read {deb}")
+    return count
+
+
+def pypi_wheels(requirements: tuple[str, ...], dest: Path, *,
+                progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
+    """Download the wheels pinned by ``requirements`` (no dependencies) with this Python's pip
+    and unpack them into ``dest``, keeping executable bits; return {project: version}."""
+    work = Path(tempfile.mkdtemp(prefix="buildtool-wheels-"))
+    try:
+        progress(f"pip download {' '.join(requirements)}")
+        cmd.capture([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                     "--only-binary", ":all:", "--dest", str(work), *requirements],
+                    timeout=1800)
+        versions: dict[str, str] = {}
+        dest.mkdir(parents=True, exist_ok=True)
+        for wheel in sorted(work.glob("*.whl")):
+            project, version = wheel.name.split("-")[:2]
+            versions[project.replace("_", "-")] = version
+            progress(f"unpacking {wheel.name}")
+            unpack_wheel(wheel, dest)
+        return versions
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def unpack_wheel(wheel: Path, dest: Path) -> None:
+    """Extract a wheel like an installer would, with the Unix modes its zip entries record
+    (zipfile alone drops them: nvcc would not be executable)."""
+    root = dest.resolve()
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if not target.is_relative_to(root):
+                raise ToolchainError(f"{wheel.name}: member {info.filename} leaves the prefix")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            mode = (info.external_attr >> 16) & 0o777
+            target.chmod(0o755 if mode & 0o111 else 0o644)
 
 
 def install_vulkan_headers(progress: Callable[[str], None] = lambda _: None) -> Path:
@@ -97,6 +180,29 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-INSTALLERS: dict[str, Callable[[Callable[[str], None]], Path]] = {
-    "vulkan-headers": install_vulkan_headers,
-}
+def _cuda_installer(version: str) -> Callable[[Callable[[str], None]], Path]:
+    def install(progress: Callable[[str], None]) -> Path:
+        from buildtool import cuda_toolkit
+
+        return cuda_toolkit.install(version, progress)
+    return install
+
+
+def installers() -> dict[str, Callable[[Callable[[str], None]], Path]]:
+    """Every installable name: ``vulkan-headers`` and ``cuda-<version>`` per known kit."""
+    from buildtool.cuda_toolkit import KITS
+
+    found: dict[str, Callable[[Callable[[str], None]], Path]] = {
+        "vulkan-headers": install_vulkan_headers}
+    found.update({kit.name: _cuda_installer(v) for v, kit in KITS.items()})
+    return found
+
+
+def installed() -> dict[str, Path | None]:
+    """Each installable name and its prefix when already provisioned."""
+    base = toolchains_dir()
+    result: dict[str, Path | None] = {}
+    for name in installers():
+        hits = sorted(base.glob(f"{name}-*" if name == "vulkan-headers" else name))
+        result[name] = hits[-1] if hits else None
+    return result

@@ -103,6 +103,12 @@ class ResolvedTarget:
         }
 
 
+def _fill(text: str, toolkit: str | None) -> str:
+    """Recipe text may name the target's toolkit: {toolkit} (12.4), {toolkit_major} (12)."""
+    return text.replace("{toolkit}", toolkit or "").replace(
+        "{toolkit_major}", (toolkit or "0").split(".")[0])
+
+
 def format_value(value: DefineValue) -> str:
     if isinstance(value, bool):
         return "ON" if value else "OFF"
@@ -188,8 +194,8 @@ def resolve(
     put(recipe.cmake_defines.items(), rx)
     put(cpu.defines, f"CPU policy {effective_policy}")
     requires = tuple(
-        ToolRequirement(tool=r.tool, install=r.install, version=r.version.format(
-            toolkit=toolkit or "", toolkit_major=(toolkit or "0").split(".")[0]))
+        ToolRequirement(tool=r.tool, install=_fill(r.install, toolkit),
+                        version=_fill(r.version, toolkit))
         for r in (*project.common.requires, *recipe.requires)
     )
     ctx = BackendContext(target=name, platform=platform, toolkit=toolkit,

@@ -79,6 +79,28 @@ TOOLS: dict[str, ToolSpec] = {
 }
 
 
+def _nvcc_candidates() -> list[Path]:
+    """nvcc in ranked order: $CUDA_HOME/$CUDA_PATH (the user said so), toolkits buildtool
+    provisioned, NVIDIA's /usr/local/cuda[-X.Y], PyPI's nvidia/cu* trees in this Python's
+    site-packages, Debian's nvidia-cuda-toolkit; PATH comes after all of them."""
+    from buildtool.paths import cache_dir
+
+    roots = [Path(r) for r in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if r]
+    roots += sorted((cache_dir() / "toolchains").glob("cuda-*"), key=_version_key, reverse=True)
+    roots.append(Path("/usr/local/cuda"))
+    roots += sorted(Path("/usr/local").glob("cuda-*"), key=_version_key, reverse=True)
+    for entry in sys.path:
+        if entry and Path(entry).name in ("site-packages", "dist-packages"):
+            roots += sorted(Path(entry).glob("nvidia/cu[0-9]*"), key=_version_key, reverse=True)
+    found = [r / "bin" / "nvcc" for r in roots]
+    found.append(Path("/usr/lib/nvidia-cuda-toolkit/bin/nvcc"))
+    return found
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
+
+
 def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:
     seen: set[Path] = set()
     extra: list[Path] = []
@@ -87,9 +109,7 @@ def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:
     elif name == "ninja":
         extra = [p / "ninja" for p in _python_package_bin("ninja", "BIN_DIR")]
     elif name == "nvcc":
-        roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-        extra = [Path(r) / "bin" / "nvcc" for r in roots if r]
-        extra += sorted(Path("/usr/local").glob("cuda-*/bin/nvcc"), reverse=True)
+        extra = _nvcc_candidates()
     elif name in ("hipcc", "hipconfig"):
         roots = [os.environ.get("ROCM_PATH"), os.environ.get("HIP_PATH"), "/opt/rocm"]
         extra = [Path(r) / "bin" / name for r in roots if r]

@@ -13,3 +13,17 @@ def copy_project(dest: Path) -> Path:
     (dest / "vendor").mkdir()
     shutil.copy(ROOT / "vendor" / "llama.cpp.lock.json", dest / "vendor")
     return dest
+
+
+def fake_cuda_tree(root: Path, *, lacking: tuple[str, ...] = ()) -> Path:
+    """A CUDA toolkit on disk with NVIDIA's layout: one file for each part a build needs
+    (buildtool.cuda_toolkit.REQUIRED), except the parts named in ``lacking``."""
+    from buildtool.cuda_toolkit import REQUIRED
+
+    for what, options in REQUIRED.items():
+        if what in lacking:
+            continue
+        path = root / options[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return root

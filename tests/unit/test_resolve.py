@@ -15,7 +15,7 @@ from buildtool.plan import artifact_name, make_plan
 from buildtool.resolve import Overrides, ResolvedTarget, resolve
 from buildtool.toolchain import Program
 from buildtool.vendor import load_lock
-from tests.unit.helpers import ROOT
+from tests.unit.helpers import ROOT, fake_cuda_tree
 
 LOCK = load_lock(ROOT / "vendor" / "llama.cpp.lock.json")
 PROJECT = load_project(ROOT)
@@ -108,29 +108,50 @@ def test_bad_cpu_policy_from_env(data: Path) -> None:
     assert "environment BUILDTOOL_CPU" in info.value.message
 
 
-def _cuda(tools: dict[str, list[Program]], version: str, root: str) -> None:
+def _cuda(tools: dict[str, list[Program]], version: str, root: Path | str,
+          lacking: tuple[str, ...] = ()) -> Path:
+    """Announce an nvcc of ``version`` at ``root``; a Path root also gets a toolkit tree."""
+    if isinstance(root, Path):
+        fake_cuda_tree(root, lacking=lacking)
     tools.setdefault("nvcc", []).append(Program("nvcc", Path(root) / "bin" / "nvcc",
                                                 Version(version)))
+    return Path(root)
 
 
 def test_cublas12_uses_the_matching_toolkit_explicitly(
-        data: Path, fake_tools: dict[str, list[Program]]) -> None:
-    _cuda(fake_tools, "13.0", "/usr/local/cuda-13.0")
-    _cuda(fake_tools, "12.4", "/opt/cuda-12.4")
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path) -> None:
+    _cuda(fake_tools, "13.0", tmp_path / "cuda-13.0")
+    kit = _cuda(fake_tools, "12.4", tmp_path / "opt" / "cuda-12.4")
     rt = res("cublas12", host(data))
     d = dict(rt.defines)
     assert d["GGML_CUDA"] == "ON"
-    assert d["CMAKE_CUDA_COMPILER"] == "/opt/cuda-12.4/bin/nvcc"
-    assert d["CUDAToolkit_ROOT"] == "/opt/cuda-12.4"
+    assert d["CMAKE_CUDA_COMPILER"] == str(kit / "bin" / "nvcc")
+    assert d["CUDAToolkit_ROOT"] == str(kit)
     assert d["CMAKE_CUDA_ARCHITECTURES"].endswith("86-real;89-real;90-virtual")
     assert ALL_VARIANTS.items() <= d.items()
     assert "CMAKE_CUDA_HOST_COMPILER" not in d
     assert preflight.check(rt) == []
 
 
-def test_cublas11_stops_at_89_and_needs_gxx11(data: Path,
+def test_incomplete_toolkit_is_refused_with_what_it_lacks(
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path) -> None:
+    # /usr/local/cuda on our machines: nvcc 13.0 without cuBLAS
+    bare = _cuda(fake_tools, "13.0", tmp_path / "cuda", lacking=("cuBLAS headers",
+                                                                 "cuBLAS library"))
+    rt = res("cublas13", host(data))
+    (problem,) = preflight.check(rt)
+    assert f"{bare} lacks cuBLAS headers, cuBLAS library" in problem.what
+    assert "buildtool toolchain install cuda-13.0" in problem.fix
+    # a complete one found later in the ranking is chosen instead
+    good = _cuda(fake_tools, "13.0", tmp_path / "toolchains" / "cuda-13.0")
+    rt = res("cublas13", host(data))
+    assert preflight.check(rt) == []
+    assert rt.define("CUDAToolkit_ROOT") == str(good)
+
+
+def test_cublas11_stops_at_89_and_needs_gxx11(data: Path, tmp_path: Path,
                                               fake_tools: dict[str, list[Program]]) -> None:
-    _cuda(fake_tools, "11.8", "/usr/local/cuda-11.8")
+    _cuda(fake_tools, "11.8", tmp_path / "cuda-11.8")
     rt = res("cublas11", host(data))
     d = dict(rt.defines)
     archs = d["CMAKE_CUDA_ARCHITECTURES"].split(";")
@@ -238,11 +259,11 @@ def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
 
 
 def test_cublas13_drops_pre_turing_and_adds_blackwell(
-        data: Path, fake_tools: dict[str, list[Program]]) -> None:
-    _cuda(fake_tools, "13.0", "/usr/local/cuda-13.0")
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path) -> None:
+    kit = _cuda(fake_tools, "13.0", tmp_path / "cuda-13.0")
     rt = res("cublas13", host(data))
     archs = rt.define("CMAKE_CUDA_ARCHITECTURES").split(";")  # type: ignore[union-attr]
     assert archs[0] == "75-virtual" and "120a-real" in archs and "121a-real" in archs
     assert not any(a.startswith(("50", "61", "70")) for a in archs)
-    assert rt.define("CMAKE_CUDA_COMPILER") == "/usr/local/cuda-13.0/bin/nvcc"
+    assert rt.define("CMAKE_CUDA_COMPILER") == str(kit / "bin" / "nvcc")
     assert preflight.check(rt) == []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from buildtool import toolchain
 from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
+from buildtool.cuda_toolkit import missing_parts, toolkit_root
 
 
 def default_archs(toolkit: str | None) -> tuple[str, ...]:
@@ -32,29 +36,49 @@ def toolkit_major(toolkit: str | None) -> int:
     return Version(toolkit or "12.4").major
 
 
+@dataclass(frozen=True)
+class Toolkit:
+    nvcc: toolchain.Program
+    root: Path
+    missing: tuple[str, ...]
+
+
+def toolkits(ctx: BackendContext) -> list[Toolkit]:
+    """Every nvcc whose version fits the target, in discovery order, with what its toolkit
+    lacks for a build (cuBLAS, the static runtime, a libcuda stub, ...)."""
+    spec = SpecifierSet(ctx.requirement("nvcc") or f"=={toolkit_major(ctx.toolkit)}.*")
+    found: list[Toolkit] = []
+    for prog in toolchain.find_all("nvcc"):
+        if prog.version is None or not spec.contains(prog.version, prereleases=True):
+            continue
+        root = toolkit_root(prog.path)
+        found.append(Toolkit(prog, root, tuple(missing_parts(root))))
+    return found
+
+
+def choose(ctx: BackendContext) -> Toolkit | None:
+    """The first complete toolkit of the right version."""
+    return next((t for t in toolkits(ctx) if not t.missing), None)
+
+
 class CudaBackend:
     family = "cuda"
 
     def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
         return default_archs(toolkit)
 
-    def _nvcc(self, ctx: BackendContext) -> Path | None:
-        if not ctx.probe:
-            return None
-        found = find_tool("nvcc", f"=={toolkit_major(ctx.toolkit)}.*")
-        return found.path if found else None
-
     def dynamic(self, ctx: BackendContext) -> Dynamic:
-        nvcc = self._nvcc(ctx)
-        if nvcc is not None:
-            root = nvcc.parent.parent
-            why = f"found nvcc for CUDA {ctx.toolkit}"
+        chosen = choose(ctx) if ctx.probe else None
+        if chosen is not None:
+            root, nvcc = chosen.root, chosen.nvcc.path
+            why = f"CUDA {chosen.nvcc.version} toolkit found at {chosen.root}"
         else:
             root = Path(f"/usr/local/cuda-{ctx.toolkit}")
+            nvcc = root / "bin" / "nvcc"
             why = f"conventional location of CUDA {ctx.toolkit} (not found on this host)"
         defines = [
             # Always explicit: CMake otherwise picks whatever nvcc is first on PATH.
-            ("CMAKE_CUDA_COMPILER", str(root / "bin" / "nvcc"), why),
+            ("CMAKE_CUDA_COMPILER", str(nvcc), why),
             ("CUDAToolkit_ROOT", str(root), why),
             ("CMAKE_CUDA_ARCHITECTURES", ";".join(ctx.gpu_archs), "gpu-archs"),
         ]
@@ -66,6 +90,13 @@ class CudaBackend:
 
     def preflight(self, ctx: BackendContext) -> list[Problem]:
         problems: list[Problem] = []
+        found = toolkits(ctx)
+        if found and not any(not t.missing for t in found):
+            lacking = "; ".join(f"{t.root} lacks {', '.join(t.missing)}" for t in found)
+            problems.append(Problem(
+                f"no complete CUDA {ctx.toolkit} toolkit: {lacking}",
+                f"`buildtool toolchain install cuda-{ctx.toolkit}` assembles a complete one "
+                "privately, or install NVIDIA's toolkit with cuBLAS"))
         if toolkit_major(ctx.toolkit) <= 11 and ctx.platform.startswith("linux") \
                 and find_tool("g++-11") is None:
             problems.append(Problem("CUDA 11.x needs a host compiler g++ <= 11 (g++-11 not found)",
