@@ -31,6 +31,7 @@ class BuildOptions:
     dist: Path | None = None
     build_root: Path | None = None
     allow_cpu_fallback: bool = False
+    configure_only: bool = False  # stop after CMake configure (a cheap check of a target)
 
 
 @dataclass(kw_only=True)
@@ -45,6 +46,7 @@ class BuildOutcome:
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.plan.target.name, "key": self.plan.key,
+            "build_dir": str(self.plan.build_dir),
             "artifact": str(self.artifact) if self.artifact else None,
             "cached": self.cached, "smoke": self.smoke,
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
@@ -81,6 +83,12 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
     timings["prepare"] = time.monotonic() - t0
     outcome = BuildOutcome(plan=plan, timings=timings)
+
+    if options.configure_only:
+        configure(session, plan, options, timings)
+        timings["total"] = time.monotonic() - t0
+        rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
+        return outcome
 
     existing = None if options.force else package.lookup(plan.dist_dir, plan.key)
     if existing is not None:
@@ -150,22 +158,30 @@ def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
     return data
 
 
-def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
-             timings: dict[str, float]) -> None:
+def configure(session: Session, plan: BuildPlan, options: BuildOptions,
+              timings: dict[str, float]) -> Path:
+    """Run CMake's configure step; return the log file (the build step appends to it)."""
     rep = session.reporter
     if options.fresh and plan.build_dir.exists():
         shutil.rmtree(plan.build_dir)
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     log = plan.build_dir / "buildtool.log"
     log.write_text("")
-    env = {**os.environ, **dict(plan.env)}
     t = time.monotonic()
     rep.step(f"configure {plan.target.name} → {plan.build_dir}")
     rep.group(f"configure {plan.target.name}")
-    cmd.run(plan.configure, env=env, log=log, echo=rep.command, what="CMake configure failed",
-            error_type=BuildError)
+    cmd.run(plan.configure, env={**os.environ, **dict(plan.env)}, log=log, echo=rep.command,
+            what="CMake configure failed", error_type=BuildError)
     rep.endgroup()
     timings["configure"] = time.monotonic() - t
+    return log
+
+
+def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
+             timings: dict[str, float]) -> None:
+    rep = session.reporter
+    log = configure(session, plan, options, timings)
+    env = {**os.environ, **dict(plan.env)}
     t = time.monotonic()
     rep.step(f"build {', '.join(plan.target.build_targets)}")
     rep.group(f"build {plan.target.name}")

@@ -195,6 +195,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               help="Target name (default: what `buildtool detect` recommends for this host).")
 @with_target_options
 @click.option("--dry-run", is_flag=True, help="Print the exact commands; build nothing.")
+@click.option("--configure-only", is_flag=True,
+              help="Preflight, fetch the source and run CMake's configure step; build nothing.")
 @click.option("--smoke/--no-smoke", default=True, help="Smoke-test the artifact (default on).")
 @click.option("--force", is_flag=True, help="Rebuild even if an artifact with the same inputs "
                                             "exists.")
@@ -214,9 +216,9 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
-          gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, smoke: bool,
-          force: bool, fresh: bool, jobs: int | None, ccache: bool, source: Path | None,
-          model: Path | None, dist: Path | None, build_root: Path | None,
+          gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, configure_only: bool,
+          smoke: bool, force: bool, fresh: bool, jobs: int | None, ccache: bool,
+          source: Path | None, model: Path | None, dist: Path | None, build_root: Path | None,
           allow_cpu_fallback: bool, as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
     from buildtool import build as build_mod
@@ -234,7 +236,7 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,
         build_root=build_root.resolve() if build_root else None,
-        allow_cpu_fallback=allow_cpu_fallback)
+        allow_cpu_fallback=allow_cpu_fallback, configure_only=configure_only)
     if dry_run:
         outcome = build_mod.dry_run(session, options)
         if as_json:
@@ -245,6 +247,9 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
     outcome = build_mod.build(session, options)
     if as_json:
         emit_json(outcome.to_json())
+    elif configure_only:
+        session.reporter.step(f"done: {outcome.plan.target.name} configured in "
+                              f"{outcome.plan.build_dir}")
     else:
         session.reporter.step(f"done: {outcome.artifact}"
                               + (" (cached)" if outcome.cached else ""))

@@ -196,8 +196,7 @@ LD_LIBRARY_PATH += $(TOP)/lib64:
 PATH            += $(CICC_PATH):$(_HERE_):
 
 INCLUDES        +=  "-I$(TOP)/include" $(_SPACE_)
-SYSTEM_INCLUDES +=  "-isystem" "$(TOP)/include/cccl" $(_SPACE_)
-
+{cccl}
 LIBRARIES        =+ $(_SPACE_) "-L$(TOP)/lib64/stubs" "-L$(TOP)/lib64"
 
 CUDAFE_FLAGS    +=
@@ -288,7 +287,11 @@ def finish(prefix: Path, *, cc: str = "cc") -> list[str]:
     if profile.is_symlink() or not profile.exists():   # Debian's links to /etc/nvcc.profile
         if profile.is_symlink():
             profile.unlink()
-        profile.write_text(NVCC_PROFILE)
+        # CCCL lives in include/cccl in CUDA >= 13, directly in include/ before; CMake turns
+        # every -isystem here into an include directory that must exist
+        cccl = 'SYSTEM_INCLUDES +=  "-isystem" "$(TOP)/include/cccl" $(_SPACE_)\n' \
+            if (prefix / "include" / "cccl").is_dir() else ""
+        profile.write_text(NVCC_PROFILE.replace("{cccl}", cccl))
         added.append("bin/nvcc.profile")
     return added
 
