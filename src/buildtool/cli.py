@@ -332,21 +332,24 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     from buildtool import matrix, toolchain
 
     session = _session(ctx)
-    inv = toolchain.inventory()
+    uses = matrix.tool_uses(session)
     rows = matrix.rows(session)
     if as_json:
         emit_json({
-            "tools": {n: [{"path": str(p.path), "version": str(p.version) if p.version else None}
-                          for p in ps] for n, ps in inv.items()},
+            "tools": {n: [u.to_json() for u in us] for n, us in uses.items()},
             "targets": {r.target.name: {"buildable_here": r.buildable, "reasons":
                                         list(r.reasons)} for r in rows},
         })
         return
-    for name, progs in inv.items():
-        if not progs:
-            click.echo(f"{name:<10} not found — {toolchain.install_hint(name)}")
-        for i, p in enumerate(progs):
-            click.echo(f"{name if i == 0 else '':<10} {p.version or '?'!s:<10} {p.path}")
+    for name, candidates in uses.items():
+        if not candidates:
+            click.echo(f"{name:<14} not found — {toolchain.install_hint(name)}")
+        for i, use in enumerate(candidates):
+            p = use.program
+            what = f"({use.unusable})" if use.unusable else \
+                ("→ " + ", ".join(use.enables) if use.enables else "")
+            click.echo(f"{name if i == 0 else '':<14} {p.version or '?'!s:<10} {p.path}  {what}"
+                       .rstrip())
     click.echo("")
     for r in rows:
         state = "ok" if r.buildable else "no: " + "; ".join(r.reasons)

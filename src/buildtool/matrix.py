@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from buildtool import preflight
+from packaging.specifiers import SpecifierSet
+
+from buildtool import preflight, toolchain
+from buildtool.cuda_toolkit import missing_parts, toolkit_root
 from buildtool.detect.host import Gpu
 from buildtool.errors import BuildtoolError
 from buildtool.resolve import ResolvedTarget
 from buildtool.session import Session
+from buildtool.toolchain import Program
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,47 @@ def rows(session: Session) -> list[Row]:
         problems = preflight.check(rt)
         out.append(Row(rt, not problems, tuple(str(p) for p in problems)))
     return out
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """One candidate of one tool: the targets whose requirement it satisfies, and why it
+    cannot serve (e.g. a CUDA toolkit without cuBLAS)."""
+
+    program: Program
+    enables: tuple[str, ...]
+    unusable: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.program
+        return {"path": str(p.path), "version": str(p.version) if p.version else None,
+                "enables": list(self.enables), "unusable": self.unusable}
+
+
+def _unusable(program: Program) -> str | None:
+    if program.name == "nvcc":
+        missing = missing_parts(toolkit_root(program.path))
+        return f"its toolkit lacks {', '.join(missing)}" if missing else None
+    return None
+
+
+def tool_uses(session: Session, names: Iterable[str] | None = None) -> dict[str, list[ToolUse]]:
+    """Every candidate of every tool (`doctor`), with the targets it enables here."""
+    targets = [session.resolve(name) for name in session.project.matrix.targets]
+    result: dict[str, list[ToolUse]] = {}
+    for name, programs in toolchain.inventory(names).items():
+        uses: list[ToolUse] = []
+        for program in programs:
+            unusable = _unusable(program)
+            enables = [] if unusable else [
+                rt.name for rt in targets if rt.platform_supported and any(
+                    req.tool == name and (not req.version or (
+                        program.version is not None and SpecifierSet(req.version).contains(
+                            program.version, prereleases=True)))
+                    for req in rt.requires)]
+            uses.append(ToolUse(program, tuple(enables), unusable))
+        result[name] = uses
+    return result
 
 
 def github_matrix(session: Session) -> dict[str, Any]:

@@ -7,6 +7,7 @@ PEP 440 specifier set. Results are cached per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -73,6 +74,12 @@ TOOLS: dict[str, ToolSpec] = {
     "vulkan-headers": ToolSpec((), install="`buildtool toolchain install vulkan-headers` "
                                "(Debian trixie's libvulkan-dev, into a private prefix), or the "
                                "LunarG Vulkan SDK ($VULKAN_SDK)"),
+    "hipblas": ToolSpec((), install="ROCm's hipblas-dev (and rocblas-dev), e.g. "
+                        "`apt-get install hipblas-dev` from AMD's repository, or the "
+                        "rocm/dev-ubuntu image"),
+    "rocblas": ToolSpec((), install="ROCm's rocblas-dev, or the rocm/dev-ubuntu image"),
+    "oneapi": ToolSpec((), install="Intel oneAPI Base Toolkit (DPC++ compiler and oneMKL), "
+                       "which provides setvars.sh, or the intel/oneapi-basekit image"),
     "xcrun": ToolSpec(("xcrun",), version_pattern=r"version (\d+)",
                       install="Xcode command line tools (xcode-select --install); Metal needs a "
                               "macOS host"),
@@ -111,10 +118,9 @@ def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:
     elif name == "nvcc":
         extra = _nvcc_candidates()
     elif name in ("hipcc", "hipconfig"):
-        roots = [os.environ.get("ROCM_PATH"), os.environ.get("HIP_PATH"), "/opt/rocm"]
-        extra = [Path(r) / "bin" / name for r in roots if r]
+        extra = [r / "bin" / name for r in rocm_roots()]
     elif name in ("icpx", "icx"):
-        extra = [Path("/opt/intel/oneapi/compiler/latest/bin") / name]
+        extra = [r / "compiler" / "latest" / "bin" / name for r in oneapi_roots()]
     # The PyPI packages' binaries are preferred (they are pinned dependencies), then PATH.
     for p in extra:
         if p.is_file() and os.access(p, os.X_OK) and p.resolve() not in seen:
@@ -166,10 +172,61 @@ def _vulkan_headers() -> Iterator[Program]:
         yield Program("vulkan-headers", root, version)
 
 
+def rocm_roots() -> list[Path]:
+    """ROCm installations: $ROCM_PATH, $HIP_PATH, /opt/rocm, then /opt/rocm-X.Y.Z newest first."""
+    roots = [Path(r) for r in (os.environ.get("ROCM_PATH"), os.environ.get("HIP_PATH")) if r]
+    roots.append(Path("/opt/rocm"))
+    roots += sorted(Path("/opt").glob("rocm-*"), key=_version_key, reverse=True)
+    return list(dict.fromkeys(roots))
+
+
+def oneapi_roots() -> list[Path]:
+    """oneAPI installations: $ONEAPI_ROOT, /opt/intel/oneapi, ~/intel/oneapi."""
+    roots = [Path(os.environ["ONEAPI_ROOT"])] if os.environ.get("ONEAPI_ROOT") else []
+    roots += [Path("/opt/intel/oneapi"), Path.home() / "intel" / "oneapi"]
+    return list(dict.fromkeys(roots))
+
+
+_CMAKE_VERSION_RE = re.compile(r'set\(PACKAGE_VERSION "([0-9.]+)"\)')
+
+
+def _rocm_library(name: str) -> Iterator[Program]:
+    """hipBLAS/rocBLAS: the shared library in each ROCm root, its version from the CMake
+    package's version file (or the library's file name)."""
+    for root in rocm_roots():
+        libs = sorted((root / "lib").glob(f"lib{name}.so*"), key=lambda p: len(p.name))
+        if not libs:
+            continue
+        version: Version | None = None
+        config = root / "lib" / "cmake" / name / f"{name}-config-version.cmake"
+        text = config.read_text(errors="replace") if config.is_file() else ""
+        match = _CMAKE_VERSION_RE.search(text) or re.search(r"\.so\.(\d+\.\d+)", libs[-1].name)
+        if match:
+            with contextlib.suppress(InvalidVersion):
+                version = Version(match.group(1))
+        yield Program(name, libs[0], version)
+
+
+def _oneapi() -> Iterator[Program]:
+    """oneAPI's setvars.sh; the version is the compiler's (compiler/latest → 2025.1 ...)."""
+    for root in oneapi_roots():
+        setvars = root / "setvars.sh"
+        if not setvars.is_file():
+            continue
+        versions = [p.resolve().name for p in (root / "compiler").glob("*")
+                    if p.is_dir() and _VERSION_RE.fullmatch(p.resolve().name)]
+        version = max((Version(v) for v in versions), default=None)
+        yield Program("oneapi", setvars, version)
+
+
 @functools.cache
 def find_all(name: str) -> tuple[Program, ...]:
     if name == "vulkan-headers":
         return tuple(_vulkan_headers())
+    if name in ("hipblas", "rocblas"):
+        return tuple(_rocm_library(name))
+    if name == "oneapi":
+        return tuple(_oneapi())
     spec = TOOLS.get(name) or ToolSpec((name,))
     return tuple(Program(name, p, _probe_version(p, spec)) for p in _candidates(name, spec))
 

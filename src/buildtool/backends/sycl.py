@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from buildtool.backends.base import BackendContext, Dynamic, Problem
+from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
 
 
 class SyclBackend:
@@ -17,7 +17,12 @@ class SyclBackend:
         return Dynamic()
 
     def preflight(self, ctx: BackendContext) -> list[Problem]:
-        if "ONEAPI_ROOT" not in os.environ and "SETVARS_COMPLETED" not in os.environ:
-            return [Problem("the oneAPI environment is not loaded (ONEAPI_ROOT unset)",
-                            "run `source /opt/intel/oneapi/setvars.sh` before buildtool")]
-        return []
+        if "ONEAPI_ROOT" in os.environ or "SETVARS_COMPLETED" in os.environ:
+            return []
+        setvars = find_tool("oneapi")
+        if setvars is None:   # the recipe's `oneapi` requirement already says what to install
+            return []
+        return [Problem(f"oneAPI {setvars.version or ''} is installed but its environment is "
+                        "not loaded (ONEAPI_ROOT unset; icpx needs it to find its runtime and "
+                        "oneMKL)".replace("  ", " "),
+                        f"run `source {setvars.path}` before buildtool")]
