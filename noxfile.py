@@ -68,6 +68,14 @@ def smoke(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def cuda(session: nox.Session) -> None:
+    """Build cublas13, cublas12 and cublas11 for real with toolkits buildtool provisions
+    (one GPU architecture each; ~20+ min per target on 2 cores); prints wall times."""
+    session.install("-e", ".")
+    session.run("python", "scripts/prove_cuda.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def benchmark(session: nox.Session) -> None:
     """Build-speed figures for the cpu target (cold vs raw CMake, warm ccache, no-op); ~25 min."""
     session.install("-e", ".")

@@ -134,9 +134,20 @@ class AuditAllow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AvoidCpuFeatures:
+    """CPU features the pinned llama.cpp must not be built for: a known upstream defect."""
+
+    features: tuple[str, ...] = field(metadata=doc("detection's feature names, e.g. amx_int8"))
+    reason: str = field(metadata=doc("what goes wrong, with the upstream report"))
+    variants: tuple[str, ...] = field(default=(), metadata=doc(
+        "GGML_CPU_ALL_VARIANTS libraries (libggml-cpu-<name>.so) left out of artifacts"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class CommonRecipe:
     """recipes/common.yaml: CMake definitions shared by every recipe."""
 
     cmake_defines: dict[str, DefineValue]
     requires: tuple[ToolRequirement, ...] = ()
     audit_allow: tuple[AuditAllow, ...] = ()
+    avoid_cpu_features: tuple[AvoidCpuFeatures, ...] = ()

@@ -77,6 +77,7 @@ def compute_key(rt: ResolvedTarget, tree_sha256: str | None,
         "platform": rt.platform, "defines": list(rt.defines), "env": list(rt.configure_env),
         "build_targets": list(rt.build_targets), "recipe": rt.recipe_name,
         "cpu_features": list(rt.cpu_features), "toolchain": tools,
+        **({"dropped_variants": list(rt.dropped_variants)} if rt.dropped_variants else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

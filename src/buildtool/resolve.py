@@ -25,6 +25,7 @@ from buildtool.errors import ConfigError
 from buildtool.model import (
     CPU_POLICIES,
     ArtifactKind,
+    AvoidCpuFeatures,
     DefineValue,
     Recipe,
     SmokeSpec,
@@ -68,6 +69,14 @@ class ResolvedTarget:
     origins: Mapping[str, str] = field(default_factory=dict)
     commit: str
     build_number: int
+    avoided: tuple[AvoidCpuFeatures, ...] = ()  # known defects steered around (common.yaml)
+
+    @property
+    def dropped_variants(self) -> tuple[str, ...]:
+        """all-variants libraries left out of the artifact because of ``avoided``."""
+        if self.cpu_policy != "all-variants":
+            return ()
+        return tuple(v for a in self.avoided for v in a.variants)
 
     @property
     def family(self) -> str:
@@ -100,6 +109,9 @@ class ResolvedTarget:
             "build_targets": list(self.build_targets), "artifacts": list(self.artifacts),
             "cmake_defines": dict(self.defines), "configure_env": dict(self.configure_env),
             "origins": dict(self.origins),
+            "avoided_cpu_features": [{"features": list(a.features), "variants": list(a.variants),
+                                      "reason": a.reason} for a in self.avoided],
+            "dropped_variants": list(self.dropped_variants),
         }
 
 
@@ -165,7 +177,8 @@ def resolve(
         effective_policy = _foreign_baseline(arch)
         origins["cpu"] += f" → {effective_policy} (planning for {platform} on another host)"
     try:
-        cpu = cpu_settings(effective_policy, arch, host_cpu)
+        avoid = frozenset(f for a in project.common.avoid_cpu_features for f in a.features)
+        cpu = cpu_settings(effective_policy, arch, host_cpu, avoid)
     except ValueError as exc:
         raise ConfigError(f"target {name}: {exc}", hint="choose a CPU policy for " + arch) \
             from exc
@@ -222,5 +235,5 @@ def resolve(
         artifacts=tuple(artifacts), defines=tuple(defines.items()),
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
         smoke=defaults.smoke, origins=origins, commit=lock.commit,
-        build_number=lock.build_number,
+        build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
     )

@@ -33,6 +33,10 @@ from buildtool.package import read_json, sidecar, write_json
 from buildtool.synthetic import cached_model
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
+# llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
+BACKEND_MODULES = {"CUDA": "libggml-cuda.so", "ROCm": "libggml-hip.so",
+                   "Vulkan": "libggml-vulkan.so", "SYCL": "libggml-sycl.so",
+                   "MTL": "libggml-metal.so"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +102,16 @@ def _test_kind(rec: Mapping[str, Any]) -> str:
 
 
 def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
-            gpu: bool, allow_cpu_fallback: bool = False) -> tuple[Check, ...]:
-    """Checks on llama-bench's JSON records (tolerant of missing/extra fields)."""
+            gpu: bool, allow_cpu_fallback: bool = False,
+            unloadable: str | None = None, quantized: str | None = None) -> tuple[Check, ...]:
+    """Checks on llama-bench's JSON records (tolerant of missing/extra fields).
+
+    ``unloadable`` says why the artifact's backend module (a GGML_BACKEND_DL build) did not
+    load on this host, e.g. "libggml-cuda.so: libcuda.so.1 not found": such a build lists
+    only the CPU in ``backends``. --allow-cpu-fallback waives that too, with the reason; a
+    module that is not shipped at all is never waived. ``quantized`` (e.g. "Q4_0") demands
+    that a model of that type ran too: quantized kernels (repacking, AMX, dot products) are
+    where real models spend their time and where ISA defects show."""
     checks: list[Check] = []
     kinds = [_test_kind(r) for r in records]
     pp = [r for r, k in zip(records, kinds, strict=True) if k.startswith("pp") and "+" not in k]
@@ -108,6 +120,11 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
                         detail=", ".join(kinds) or "no tests in output"))
     checks.append(Check(name="generation test ran", ok=bool(tg),
                         detail=", ".join(kinds) or "no tests in output"))
+    if quantized:
+        types = sorted({str(r.get("model_type") or "?") for r in records})
+        checks.append(Check(name=f"{quantized} model ran",
+                            ok=any(quantized in str(r.get("model_type") or "") for r in records),
+                            detail=", ".join(types) or "no tests in output"))
     speeds = [float(r.get("avg_ts") or 0.0) for r in records]
     checks.append(Check(name="tokens/s > 0", ok=bool(records) and all(s > 0 for s in speeds),
                         detail=", ".join(f"{s:.1f}" for s in speeds) or "none"))
@@ -119,8 +136,14 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
     else:
         ok = backend in names
         want = backend
-    checks.append(Check(name=f"backend is {want}", ok=ok,
-                        detail=f"backends: {', '.join(sorted(names)) or 'none reported'}"))
+    detail = f"backends: {', '.join(sorted(names)) or 'none reported'}"
+    if not ok and unloadable:
+        detail += f"; {unloadable}"
+    backend_check = Check(name=f"backend is {want}", ok=ok, detail=detail)
+    if not ok and gpu and allow_cpu_fallback and unloadable:
+        backend_check = Check(name=backend_check.name, ok=True, waived=True,
+                              detail=detail + " (allowed by --allow-cpu-fallback)")
+    checks.append(backend_check)
     if gpu:
         gpu_info = {str(r.get("gpu_info") or "").strip() for r in records} - {""}
         layers = [int(r.get("n_gpu_layers") or 0) for r in records]
@@ -177,28 +200,51 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             raise SmokeError(f"{artifact} contains no llama-bench")
         model_path = model or cached_model()
         gpu = bool(manifest.get("gpu"))
-        argv = [str(bench), "-m", str(model_path), "-p", str(n_prompt), "-n", str(n_gen),
-                "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
-                "-t", str(threads or max(1, os.cpu_count() or 1))]
         # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
         run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
+        models = [model_path]
+        quantized = None
+        quantize = root / "llama-quantize"
+        if model is None and quantize.exists():
+            # the artifact's own llama-quantize makes a Q4_0 copy: proves the tool and runs
+            # the quantized kernels, which an F32 model never reaches
+            q4 = work / "synthetic-Q4_0.gguf"
+            try:
+                cmd.capture([str(quantize), str(model_path), str(q4), "Q4_0"], cwd=work,
+                            env=run_env, timeout=600)
+            except CommandError as exc:
+                raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
+                                 "    " + "\n    ".join(exc.tail)) from exc
+            models.append(q4)
+            quantized = "Q4_0"
+        argv = [str(bench), *(a for m in models for a in ("-m", str(m))),
+                "-p", str(n_prompt), "-n", str(n_gen),
+                "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
+                "-t", str(threads or max(1, os.cpu_count() or 1))]
         # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
         started = time.monotonic()
         try:
             out = cmd.capture(argv, cwd=work, env=run_env, timeout=900)
         except CommandError as exc:
-            raise SmokeError(f"llama-bench failed (exit code {exc.returncode}):\n    "
-                             + "\n    ".join(exc.tail)) from exc
+            raise SmokeError(f"llama-bench failed ({describe_exit(exc.returncode)}):\n    "
+                             + "\n    ".join(exc.tail[-8:]), hint=SIGILL_HINT
+                             if exc.returncode in (-4, 132) else None) from exc
         duration = time.monotonic() - started
         try:
             records = json.loads(out[out.index("["):])
         except ValueError as exc:
             raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
+        reported = {n.strip() for r in records for n in str(r.get("backends", "")).split(",")}
+        unloadable = None
+        if gpu and manifest.get("backend", "") not in reported:
+            unloadable = why_unloadable(root, manifest.get("backend", ""))
         checks = verdict(records, backend=manifest.get("backend", ""),
                          family=manifest.get("family", ""), gpu=gpu,
-                         allow_cpu_fallback=allow_cpu_fallback)
+                         allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
+                         quantized=quantized)
         tests = tuple({
-            "test": _test_kind(r), "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
+            "test": _test_kind(r), "model_type": r.get("model_type"),
+            "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
             "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
             "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
             "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
@@ -213,6 +259,41 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
     if store and artifact.is_file():
         save(artifact, result)
     return result
+
+
+SIGILL_HINT = ("a CPU feature the build enabled is not usable on this host: build for a lower "
+               "--cpu level or --cpu all-variants; if the host really has the feature, the "
+               "pinned llama.cpp may be at fault (see avoid-cpu-features in recipes/common.yaml)")
+
+
+def describe_exit(returncode: int) -> str:
+    """An exit status in words; SIGILL gets the explanation users need."""
+    if returncode in (-4, 128 + 4):
+        return ("killed by SIGILL, an illegal instruction: the binary uses an instruction this "
+                "CPU, its OS or its hypervisor does not allow")
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def why_unloadable(root: Path, backend: str) -> str | None:
+    """Why the backend module shipped in ``root`` cannot load here (the libraries the dynamic
+    loader cannot find, per ldd), or None when it is not shipped / nothing is missing."""
+    module = root / BACKEND_MODULES.get(backend, "")
+    if backend not in BACKEND_MODULES or not module.is_file():
+        return None
+    ldd = cmd.which("ldd")
+    if ldd is None:
+        return f"{module.name} is shipped but was not loaded"
+    try:
+        out = cmd.capture([ldd, str(module)], timeout=60, check=False)
+    except (CommandError, OSError):
+        return f"{module.name} is shipped but was not loaded"
+    missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+    if not missing:
+        return None
+    return f"{module.name} is shipped but cannot load here: {', '.join(missing)} not found " \
+           "(the GPU driver or runtime libraries are not installed here)"
 
 
 def save(artifact: Path, result: SmokeResult) -> None:
@@ -230,11 +311,13 @@ def stored(artifact: Path) -> dict[str, Any] | None:
 
 def table(result: Mapping[str, Any]) -> str:
     lines = [f"smoke {result['artifact']}",
-             f"  {'test':<10} {'backends':<14} {'device':<28} {'t/s':>16}"]
+             f"  {'test':<10} {'model':<8} {'backends':<14} {'device':<28} {'t/s':>16}"]
     for t in result["tests"]:
         ts = f"{float(t.get('avg_ts') or 0):.1f} ± {float(t.get('stddev_ts') or 0):.1f}"
         device = (t.get("gpu_info") or "CPU")[:28]
-        lines.append(f"  {t['test']:<10} {t.get('backends')!s:<14} {device:<28} {ts:>16}")
+        model = str(t.get("model_type") or "").split()[-1:] or ["?"]
+        lines.append(f"  {t['test']:<10} {model[0]:<8} {t.get('backends')!s:<14} {device:<28} "
+                     f"{ts:>16}")
     for c in result["checks"]:
         state = "WAIVED" if c.get("waived") else "ok" if c["ok"] else "FAIL"
         lines.append(f"  [{state}] {c['name']}: {c['detail']}")

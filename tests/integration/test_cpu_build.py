@@ -40,8 +40,9 @@ def test_build_produces_a_verified_smoked_tarball(built: dict[str, object]) -> N
     assert artifact.is_file() and artifact.name.startswith("llama.cpp-b11312-cpu-host-")
     assert outcome["cached"] is False
     assert outcome["smoke"]["verdict"] == "pass"
-    tests = {t["test"]: t for t in outcome["smoke"]["tests"]}
-    assert set(tests) == {"pp32", "tg16"}
+    tests = {(t["test"], t["model_type"].split()[-1]): t for t in outcome["smoke"]["tests"]}
+    # the synthetic F32 model and its Q4_0 copy made by the artifact's own llama-quantize
+    assert set(tests) == {("pp32", "F32"), ("tg16", "F32"), ("pp32", "Q4_0"), ("tg16", "Q4_0")}
     assert all(t["avg_ts"] > 0 and t["backends"] == "CPU" for t in tests.values())
     # llama-bench reports the pinned commit, not "unknown" (no .git in the tree)
     assert {t["build_commit"] for t in tests.values()} == {"0c1e57098"}
@@ -111,7 +112,8 @@ def test_smoke_command(built: dict[str, object]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["verdict"] == "pass"
-    assert [c["ok"] for c in result["checks"]] == [True] * 4
+    assert [c["ok"] for c in result["checks"]] == [True] * 5
+    assert "Q4_0 model ran" in [c["name"] for c in result["checks"]]
 
 
 def test_failed_compile_shows_tail_and_log_and_leaves_no_artifact(work: Path) -> None:

@@ -41,7 +41,10 @@ def test_all_variants_cpu_build(work: Path) -> None:
     assert manifest["isa_audit"]["verdict"] == "pass"
     variants = {n for n in files if n.startswith("libggml-cpu-")}
     assert {"libggml-cpu-x64.so", "libggml-cpu-haswell.so", "libggml-cpu-skylakex.so",
-            "libggml-cpu-sapphirerapids.so"} <= variants
+            "libggml-cpu-zen4.so"} <= variants
+    # left out: its AMX kernels die of SIGILL at this pin (recipes/common.yaml)
+    assert "libggml-cpu-sapphirerapids.so" not in variants
+    assert manifest["cpu"]["dropped_variants"] == ["sapphirerapids"]
     # each variant library was held to its own level, and really uses it
     assert "avx2" in files["libggml-cpu-haswell.so"]["used"]
     assert "avx512f" not in files["libggml-cpu-haswell.so"]["allowed"]

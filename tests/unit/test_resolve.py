@@ -56,8 +56,27 @@ def test_cpu_host_flags_are_explicit(data: Path, fake_tools: object) -> None:
 def test_cpu_avx512_host_requires_every_avx512_subset(data: Path) -> None:
     rt = res("cpu", host(data, "linux-x86_64-xeon6-graniterapids.txt"))
     d = dict(rt.defines)
-    assert d["GGML_AVX512"] == "ON" and d["GGML_AMX_INT8"] == "ON"
+    assert d["GGML_AVX512"] == "ON" and d["GGML_AVX512_BF16"] == "ON"
     assert {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"} <= set(rt.cpu_features)
+
+
+def test_known_defect_features_are_never_enabled(data: Path) -> None:
+    """recipes/common.yaml avoids AMX at this pin (SIGILL in ggml's AMX matmul): an AMX host
+    gets AMX off and no AMX requirement; all-variants leaves the sapphirerapids library out."""
+    cpu = host(data, "linux-x86_64-xeon6-graniterapids.txt")
+    assert {"amx_tile", "amx_int8"} <= cpu.features
+    rt = res("cpu", cpu)
+    d = dict(rt.defines)
+    assert d["GGML_AMX_TILE"] == d["GGML_AMX_INT8"] == d["GGML_AMX_BF16"] == "OFF"
+    assert not any(f.startswith("amx") for f in rt.cpu_features)
+    assert rt.dropped_variants == ()
+    (avoided,) = rt.to_json()["avoided_cpu_features"]
+    assert "llama.cpp#26954" in avoided["reason"] and avoided["variants"] == ["sapphirerapids"]
+    portable = res("cpu", cpu, overrides=Overrides(cpu="all-variants"))
+    assert portable.dropped_variants == ("sapphirerapids",)
+    # an explicit -D still wins (the user asked for it)
+    forced = res("cpu", cpu, overrides=Overrides(defines=(("GGML_AMX_INT8", "ON"),)))
+    assert forced.define("GGML_AMX_INT8") == "ON"
 
 
 @pytest.mark.parametrize(("policy", "on", "off"), [

@@ -10,7 +10,7 @@ import pytest
 
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.errors import HostIncompatibleError
-from buildtool.smoke import check_host, table, verdict
+from buildtool.smoke import check_host, describe_exit, table, verdict, why_unloadable
 
 
 def _captured(data: Path, name: str) -> list[dict[str, Any]]:
@@ -151,3 +151,45 @@ def test_real_vulkan_build_without_a_device_fails(data: Path) -> None:
     assert {r["backends"] for r in recs} == {"Vulkan"}
     assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
         "ran on a Vulkan device"]
+
+
+def test_cuda_module_that_cannot_load_is_waived_only_with_its_reason(data: Path) -> None:
+    """Captured: the cublas13 artifact (GGML_BACKEND_DL) on our machine without a driver —
+    libggml-cuda.so does not load, so backends lists only the CPU."""
+    recs = _captured(data, "cuda-dl-no-driver.json")
+    assert {r["backends"] for r in recs} == {"CPU"}
+    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True)) == [
+        "backend is CUDA", "ran on a CUDA device"]
+    # without knowing why the module is missing, the fallback does not cover it
+    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True,
+                           allow_cpu_fallback=True)) == ["backend is CUDA"]
+    reason = "libggml-cuda.so is shipped but cannot load here: libcuda.so.1 not found"
+    checks = verdict(recs, backend="CUDA", family="cuda", gpu=True, allow_cpu_fallback=True,
+                     unloadable=reason)
+    assert failing(checks) == []
+    waived = {c.name: c.detail for c in checks if c.waived}
+    assert list(waived) == ["backend is CUDA", "ran on a CUDA device"]
+    assert reason in waived["backend is CUDA"]
+
+
+def test_why_unloadable_needs_the_module(tmp_path: Path) -> None:
+    assert why_unloadable(tmp_path, "CUDA") is None          # not shipped: nothing to excuse
+    assert why_unloadable(tmp_path, "CPU") is None
+
+
+def test_quantized_model_must_have_run(data: Path) -> None:
+    f32 = records(data)
+    assert failing(verdict(f32, backend="CPU", family="cpu", gpu=False, quantized="Q4_0")) == [
+        "Q4_0 model ran"]
+    q4 = records(data)
+    for r in q4:
+        r["model_type"] = "llama ?B Q4_0"
+    checks = verdict([*f32, *q4], backend="CPU", family="cpu", gpu=False, quantized="Q4_0")
+    assert failing(checks) == []
+    assert "llama ?B Q4_0" in next(c.detail for c in checks if c.name == "Q4_0 model ran")
+
+
+def test_sigill_is_explained() -> None:
+    assert "illegal instruction" in describe_exit(-4)
+    assert "illegal instruction" in describe_exit(132)
+    assert describe_exit(-9) == "killed by signal 9" and describe_exit(3) == "exit code 3"

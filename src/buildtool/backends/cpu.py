@@ -37,8 +37,10 @@ class CpuSettings:
     level: str | None
 
 
-def cpu_settings(policy: str, arch: str, host: CpuInfo | None) -> CpuSettings:
-    """Explicit GGML CPU options for a policy; ``host`` is used by the 'host' policy."""
+def cpu_settings(policy: str, arch: str, host: CpuInfo | None,
+                 avoid: frozenset[str] = frozenset()) -> CpuSettings:
+    """Explicit GGML CPU options for a policy; ``host`` is used by the 'host' policy.
+    Features in ``avoid`` (known defects of the pinned llama.cpp) are never enabled."""
     if policy == "all-variants":
         baseline = ("sse2",) if arch == "x86_64" else ("neon",) if arch == "aarch64" else ()
         return CpuSettings((("GGML_BACKEND_DL", "ON"), ("GGML_CPU_ALL_VARIANTS", "ON")),
@@ -57,7 +59,7 @@ def cpu_settings(policy: str, arch: str, host: CpuInfo | None) -> CpuSettings:
         defines: list[tuple[str, str]] = []
         required: list[str] = []
         for option, needs in X86_GGML_OPTIONS.items():
-            on = all(f in features for f in needs)
+            on = all(f in features and f not in avoid for f in needs)
             defines.append((option, "ON" if on else "OFF"))
             if on:
                 required.extend(f for f in needs if f not in required)
