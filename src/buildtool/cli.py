@@ -171,6 +171,9 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
     click.echo(f"platform     {rt.platform}")
     click.echo(f"cpu          {rt.cpu_policy} [{rt.origins.get('cpu', '')}] requires: "
                f"{' '.join(rt.cpu_features) or '-'}")
+    if rt.dropped_variants:
+        click.echo(f"left out     libggml-cpu-{{{','.join(rt.dropped_variants)}}} "
+                   "[recipes/common.yaml avoid-cpu-features (known defect)]")
     if rt.toolkit:
         click.echo(f"toolkit      {rt.toolkit} [{rt.origins.get('toolkit', '')}]")
     if rt.gpu_archs:

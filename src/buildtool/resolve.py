@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buildtool.backends import REGISTRY, BackendContext
-from buildtool.backends.cpu import cpu_settings
+from buildtool.backends.cpu import X86_GGML_OPTIONS, cpu_settings
 from buildtool.config import Project
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
@@ -206,6 +206,9 @@ def resolve(
     put(project.common.cmake_defines.items(), "recipes/common.yaml")
     put(recipe.cmake_defines.items(), rx)
     put(cpu.defines, f"CPU policy {effective_policy}")
+    for option, needs in X86_GGML_OPTIONS.items():
+        if option in defines and avoid.intersection(needs):
+            origins[f"-D{option}"] = "recipes/common.yaml avoid-cpu-features (known defect)"
     requires = tuple(
         ToolRequirement(tool=r.tool, install=_fill(r.install, toolkit),
                         version=_fill(r.version, toolkit))
