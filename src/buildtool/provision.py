@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buildtool import cmd
-from buildtool.errors import ToolchainError
+from buildtool.errors import CommandError, ToolchainError
 from buildtool.paths import cache_dir
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -73,9 +73,17 @@ def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
         conf = _apt_config(work, suite, mirror, components)
         env = {"APT_CONFIG": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         progress(f"apt-get update ({suite}, private configuration)")
-        cmd.capture(["apt-get", "-q", "update"], env=env, timeout=600)
-        progress(f"apt-get download {' '.join(packages)}")
-        cmd.capture(["apt-get", "-q", "download", *packages], env=env, cwd=work, timeout=600)
+        try:
+            cmd.capture(["apt-get", "-q", "update"], env=env, timeout=600)
+            progress(f"apt-get download {' '.join(packages)}")
+            cmd.capture(["apt-get", "-q", "download", *packages], env=env, cwd=work,
+                        timeout=1800)
+        except CommandError as exc:
+            raise ToolchainError(
+                f"could not fetch {', '.join(packages)} from Debian {suite} ({mirror}):\n  "
+                + "\n  ".join(exc.tail[-6:]),
+                hint="check access to the Debian mirror (a proxy: Acquire::http::Proxy in "
+                     "/etc/apt/apt.conf.d applies)") from exc
         versions: dict[str, str] = {}
         dest.mkdir(parents=True, exist_ok=True)
         for package in packages:
@@ -124,9 +132,15 @@ def pypi_wheels(requirements: tuple[str, ...], dest: Path, *,
     work = Path(tempfile.mkdtemp(prefix="buildtool-wheels-"))
     try:
         progress(f"pip download {' '.join(requirements)}")
-        cmd.capture([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                     "--only-binary", ":all:", "--dest", str(work), *requirements],
-                    timeout=1800)
+        try:
+            cmd.capture([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                         "--only-binary", ":all:", "--dest", str(work), *requirements],
+                        timeout=1800)
+        except CommandError as exc:
+            raise ToolchainError(
+                "could not download " + " ".join(requirements) + " from the package index:\n  "
+                + "\n  ".join(exc.tail[-6:]),
+                hint="check access to PyPI (pip's index-url / proxy settings apply)") from exc
         versions: dict[str, str] = {}
         dest.mkdir(parents=True, exist_ok=True)
         for wheel in sorted(work.glob("*.whl")):

@@ -214,3 +214,22 @@ def test_toolchain_install_accepts_a_target_name(monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(cli.cli, ["toolchain", "install", "cpu"])
     assert isinstance(result.exception, ToolchainError)
     assert "needs no toolchain buildtool can provision" in str(result.exception)
+
+
+def test_registry_failures_are_toolchain_errors(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    from buildtool import cmd
+    from buildtool.errors import CommandError
+
+    def unreachable(argv: list[str], **_: object) -> str:
+        raise CommandError(argv, 100, ["E: Failed to fetch http://deb.debian.org/..."])
+
+    monkeypatch.setattr(cmd, "capture", unreachable)
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: f"/usr/bin/{name}")
+    with pytest.raises(ToolchainError) as info:
+        provision.debian_packages(("nvidia-cuda-toolkit",), "trixie", tmp_path / "d")
+    assert info.value.exit_code == 5
+    assert "Failed to fetch" in info.value.message and "mirror" in (info.value.hint or "")
+    with pytest.raises(ToolchainError) as info:
+        provision.pypi_wheels(("nvidia-cublas==13.0.2.14",), tmp_path / "w")
+    assert "nvidia-cublas==13.0.2.14" in info.value.message
