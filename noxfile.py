@@ -76,6 +76,14 @@ def cuda(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_variants(session: nox.Session) -> None:
+    """tokens/s of the all-variants cpu artifact vs the host-flags one, side by side on a
+    ~230 MB Q4_0 synthetic model (goal: >= 0.97 x in prompt and generation)."""
+    session.install("-e", ".")
+    session.run("python", "scripts/bench_cpu_variants.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def benchmark(session: nox.Session) -> None:
     """Build-speed figures for the cpu target (cold vs raw CMake, warm ccache, no-op); ~25 min."""
     session.install("-e", ".")
