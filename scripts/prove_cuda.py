@@ -68,7 +68,9 @@ def prove(target: str, archs: str, extra: list[str], gpu: bool) -> dict[str, Any
     result = json.loads(proc.stdout) if proc.stdout.strip() else {}
     row["smoke"] = result.get("verdict", f"exit {proc.returncode}")
     row["smoke_waived"] = result.get("waived", [])
-    row["smoke_tokens_per_s"] = {t["test"]: t["avg_ts"] for t in result.get("tests", [])}
+    row["smoke_tokens_per_s"] = {
+        f"{t['test']} {(str(t.get('model_type') or '?').split() or ['?'])[-1]}": t["avg_ts"]
+        for t in result.get("tests", [])}
     return row
 
 
