@@ -101,6 +101,10 @@ _DEBIAN_MEMBERS = (
     "./usr/share/doc/*/copyright",
 )
 
+# Debian's CUDA compiler, headers and static runtime, and CCCL (Thrust, CUB, libcu++)
+_DEBIAN_PACKAGES = ("nvidia-cuda-toolkit", "nvidia-cuda-dev", "libnvvm4", "libcu++-dev",
+                    "libcub-dev", "libthrust-dev")
+
 KITS: dict[str, CudaKit] = {
     "13.0": CudaKit(
         "13.0",
@@ -114,8 +118,7 @@ KITS: dict[str, CudaKit] = {
         wheels=("nvidia-cuda-runtime-cu12==12.4.127", "nvidia-cublas-cu12==12.4.5.8"),
         wheel_roots=("nvidia/cuda_runtime", "nvidia/cublas"),
         debian_suite="trixie",
-        debian_packages=("nvidia-cuda-toolkit", "nvidia-cuda-dev", "libnvvm4", "libcu++-dev",
-                         "libcub-dev", "libthrust-dev"),
+        debian_packages=_DEBIAN_PACKAGES,
         debian_members=_DEBIAN_MEMBERS,
     ),
     "11.8": CudaKit(
@@ -123,8 +126,7 @@ KITS: dict[str, CudaKit] = {
         wheels=("nvidia-cuda-runtime-cu11==11.8.89", "nvidia-cublas-cu11==11.11.3.6"),
         wheel_roots=("nvidia/cuda_runtime", "nvidia/cublas"),
         debian_suite="bookworm",
-        debian_packages=("nvidia-cuda-toolkit", "nvidia-cuda-dev", "libnvvm4", "libcu++-dev",
-                         "libcub-dev", "libthrust-dev"),
+        debian_packages=_DEBIAN_PACKAGES,
         debian_members=_DEBIAN_MEMBERS,
         notes=("nvcc 11.8 accepts g++ <= 11 only: apt-get install g++-11",),
     ),

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,20 +155,10 @@ def pypi_wheels(requirements: tuple[str, ...], dest: Path, *,
 def unpack_wheel(wheel: Path, dest: Path) -> None:
     """Extract a wheel like an installer would, with the Unix modes its zip entries record
     (zipfile alone drops them: nvcc would not be executable)."""
-    root = dest.resolve()
-    with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            target = (dest / info.filename).resolve()
-            if not target.is_relative_to(root):
-                raise ToolchainError(f"{wheel.name}: member {info.filename} leaves the prefix")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-            mode = (info.external_attr >> 16) & 0o777
-            target.chmod(0o755 if mode & 0o111 else 0o644)
+    from buildtool.vendor import unzip
+
+    unzip(wheel, dest, keep_modes=False, refuse=lambda member: ToolchainError(
+        f"{wheel.name}: member {member} leaves the prefix"))
 
 
 def install_vulkan_headers(progress: Callable[[str], None] = lambda _: None) -> Path:

@@ -330,26 +330,38 @@ def _strip(name: str, prefix: str) -> str | None:
     return name
 
 
+def unzip(archive: Path, dest: Path, *, refuse: Callable[[str], Exception],
+          name: Callable[[str], str | None] = lambda n: n, keep_modes: bool) -> None:
+    """Extract a zip archive into ``dest``: ``name`` maps member names (None skips one),
+    a member that would land outside ``dest`` raises ``refuse(member)``. Unix modes from the
+    entries are kept as recorded (``keep_modes``) or normalized to 0755/0644 (installers)."""
+    root = dest.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            rel = name(info.filename)
+            if rel is None:
+                continue
+            target = (dest / rel).resolve()
+            if not target.is_relative_to(root):
+                raise refuse(info.filename)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            mode = (info.external_attr >> 16) & 0o777
+            if keep_modes and mode:
+                target.chmod(mode)
+            elif not keep_modes:
+                target.chmod(0o755 if mode & 0o111 else 0o644)
+
+
 def extract(archive: Path, dest: Path, subdir: str = "") -> None:
     """Extract ``subdir`` of a .tar.* or .zip archive into ``dest``, refusing unsafe members."""
     if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                rel = _strip(info.filename, subdir)
-                if rel is None:
-                    continue
-                target = (dest / rel).resolve()
-                if not target.is_relative_to(dest.resolve()):
-                    raise SourceError(f"unsafe path in archive: {info.filename}")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, target.open("wb") as out:
-                    shutil.copyfileobj(src, out)
-                mode = (info.external_attr >> 16) & 0o777
-                if mode:
-                    target.chmod(mode)
+        unzip(archive, dest, name=lambda n: _strip(n, subdir),
+              refuse=lambda n: SourceError(f"unsafe path in archive: {n}"), keep_modes=True)
         return
     try:
         with tarfile.open(archive) as tf:
