@@ -101,6 +101,12 @@ def _test_kind(rec: Mapping[str, Any]) -> str:
     return f"pp{n_prompt}+tg{n_gen}"
 
 
+def backend_names(records: list[dict[str, Any]]) -> set[str]:
+    """The backends llama-bench reported across its records ("CPU", "CUDA", ...)."""
+    return {n.strip() for r in records for n in str(r.get("backends", "")).split(",")
+            if n.strip()}
+
+
 def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
             gpu: bool, allow_cpu_fallback: bool = False,
             unloadable: str | None = None, quantized: str | None = None) -> tuple[Check, ...]:
@@ -128,8 +134,7 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
     speeds = [float(r.get("avg_ts") or 0.0) for r in records]
     checks.append(Check(name="tokens/s > 0", ok=bool(records) and all(s > 0 for s in speeds),
                         detail=", ".join(f"{s:.1f}" for s in speeds) or "none"))
-    names = {n.strip() for r in records for n in str(r.get("backends", "")).split(",")
-             if n.strip()}
+    names = backend_names(records)
     if family == "cpu":
         ok = bool(names) and names <= CPU_SIDE_BACKENDS
         want = "CPU only"
@@ -234,9 +239,8 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             records = json.loads(out[out.index("["):])
         except ValueError as exc:
             raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
-        reported = {n.strip() for r in records for n in str(r.get("backends", "")).split(",")}
         unloadable = None
-        if gpu and manifest.get("backend", "") not in reported:
+        if gpu and manifest.get("backend", "") not in backend_names(records):
             unloadable = why_unloadable(root, manifest.get("backend", ""))
         checks = verdict(records, backend=manifest.get("backend", ""),
                          family=manifest.get("family", ""), gpu=gpu,
