@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import audit, cmd, package, preflight, smoke, vendor
-from buildtool.errors import AuditError, BuildError, SmokeError
+from buildtool import audit, cmd, naming, package, preflight, smoke, vendor, wheel
+from buildtool.errors import AuditError, BuildError, SmokeError, UsageError
 from buildtool.plan import BuildPlan, make_plan
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.session import Session
+from buildtool.vendor import sha256_file
+
+BUILDABLE_KINDS = ("tarball", "wheel")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,23 +36,44 @@ class BuildOptions:
     build_root: Path | None = None
     allow_cpu_fallback: bool = False
     configure_only: bool = False  # stop after CMake configure (a cheap check of a target)
+    artifacts: tuple[str, ...] = ()  # kinds to make (default: the target's, from the matrix)
+
+
+@dataclass(kw_only=True)
+class ArtifactOutcome:
+    kind: str  # tarball | wheel
+    path: Path
+    manifest: dict[str, Any] | None = None
+    cached: bool = False
+    smoke: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "artifact": str(self.path), "cached": self.cached,
+                "smoke": self.smoke}
 
 
 @dataclass(kw_only=True)
 class BuildOutcome:
     plan: BuildPlan
-    artifact: Path | None = None
-    manifest: dict[str, Any] | None = None
-    cached: bool = False
-    smoke: dict[str, Any] | None = None
+    artifacts: list[ArtifactOutcome] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def artifact(self) -> Path | None:
+        return self.artifacts[0].path if self.artifacts else None
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        return self.artifacts[0].manifest if self.artifacts else None
+
     def to_json(self) -> dict[str, Any]:
+        first = self.artifacts[0] if self.artifacts else None
         return {
             "target": self.plan.target.name, "key": self.plan.key,
             "build_dir": str(self.plan.build_dir),
-            "artifact": str(self.artifact) if self.artifact else None,
-            "cached": self.cached, "smoke": self.smoke,
+            "artifact": str(first.path) if first else None,
+            "cached": first.cached if first else False, "smoke": first.smoke if first else None,
+            "artifacts": [a.to_json() for a in self.artifacts],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
@@ -68,11 +93,33 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
     return BuildOutcome(plan=plan)
 
 
+def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
+    """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
+    rt = session.resolve(options.target, options.overrides)
+    source = vendor.current(session.lock, session.vendor_dir)
+    if source is None:
+        source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
+                                    progress=session.reporter.info)
+    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    base = package.build_manifest(plan, session.lock, source, files={})
+    return wheel.render(plan, session.lock, base, dest, root=session.root, emit=True)
+
+
+def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[str, ...]:
+    kinds = options.artifacts or rt.artifacts
+    unknown = [k for k in kinds if k not in BUILDABLE_KINDS]
+    if unknown:
+        raise UsageError(f"cannot build {', '.join(unknown)} artifacts; buildable: "
+                         f"{', '.join(BUILDABLE_KINDS)}")
+    return tuple(dict.fromkeys(kinds))
+
+
 def build(session: Session, options: BuildOptions) -> BuildOutcome:
     rep = session.reporter
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     rt = session.resolve(options.target, options.overrides)
+    kinds = artifact_kinds(rt, options)
     preflight.require(rt)
     source = vendor.current(session.lock, session.vendor_dir)
     if source is None:
@@ -90,54 +137,138 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
         return outcome
 
-    existing = None if options.force else package.lookup(plan.dist_dir, plan.key)
-    if existing is not None:
-        rep.step(f"{rt.name}: inputs unchanged, artifact is up to date")
-        rep.info(str(existing))
-        outcome.artifact = existing
-        outcome.cached = True
-        outcome.manifest = package.read_json(package.sidecar(existing, "manifest"))
-    else:
-        _compile(session, plan, options, timings)
-        t = time.monotonic()
-        rep.step("ISA audit (objdump)")
-        report = audit.audit_files(package.collect(plan), declared=rt.cpu_features,
-                                   all_variants=rt.cpu_policy == "all-variants",
-                                   platform=rt.platform,
-                                   waivers=session.project.common.audit_allow)
-        timings["audit"] = time.monotonic() - t
-        if report["verdict"] == "fail":
-            raise AuditError(
-                f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
-                + audit.violations_message(report),
-                hint="the artifact would die of SIGILL on CPUs it claims to support; check "
-                     "-D overrides and the CPU policy")
-        rep.info(f"audit: {report['verdict']}" + (f" ({len(report.get('files', {}))} files)"
-                                                  if report["verdict"] == "pass" else
-                                                  f": {report.get('reason')}"))
-        t = time.monotonic()
-        rep.step("packaging")
-        artifact, manifest = package.package(plan, session.lock, source, audit=report)
-        package.record(plan.dist_dir, plan.key, artifact, manifest["artifact_sha256"])
-        timings["package"] = time.monotonic() - t
-        rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
-        outcome.artifact = artifact
-        outcome.manifest = manifest
-
-    if options.smoke and outcome.artifact is not None:
-        previous = smoke.stored(outcome.artifact) if outcome.cached else None
-        reusable = previous is not None and previous.get("verdict") == "pass" and \
-            options.model is None and (options.allow_cpu_fallback or not previous.get("waived"))
-        if previous is not None and reusable:
-            outcome.smoke = previous
-            rep.info(f"smoke: passed earlier ({previous.get('ran_at')})")
-        else:
-            t = time.monotonic()
-            outcome.smoke = run_smoke_step(session, outcome.artifact, rt, options.model,
-                                           allow_cpu_fallback=options.allow_cpu_fallback)
-            timings["smoke"] = time.monotonic() - t
+    for kind in kinds:
+        made = _tarball(session, plan, source, options, timings) if kind == "tarball" else \
+            _wheel(session, plan, source, options, timings)
+        outcome.artifacts.append(made)
+        if options.smoke:
+            _smoke(session, made, rt, options, timings)
     timings["total"] = time.monotonic() - t0
     return outcome
+
+
+def _cached(session: Session, plan: BuildPlan, kind: str,
+            options: BuildOptions) -> ArtifactOutcome | None:
+    existing = None if options.force else package.lookup(plan.dist_dir, record_key(plan, kind))
+    if existing is None:
+        return None
+    rep = session.reporter
+    rep.step(f"{plan.target.name}: inputs unchanged, {kind} is up to date")
+    rep.info(str(existing))
+    return ArtifactOutcome(kind=kind, path=existing, cached=True,
+                           manifest=package.read_json(package.sidecar(existing, "manifest")))
+
+
+def record_key(plan: BuildPlan, kind: str) -> str:
+    return plan.key if kind == "tarball" else f"{plan.key}-{kind}"
+
+
+def _audit(session: Session, plan: BuildPlan, files: list[Path],
+           timings: dict[str, float]) -> dict[str, Any]:
+    rt = plan.target
+    t = time.monotonic()
+    session.reporter.step("ISA audit (objdump)")
+    report = audit.audit_files(files, declared=rt.cpu_features,
+                               all_variants=rt.cpu_policy == "all-variants",
+                               platform=rt.platform, waivers=session.project.common.audit_allow)
+    timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
+    if report["verdict"] == "fail":
+        raise AuditError(
+            f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
+            + audit.violations_message(report),
+            hint="the artifact would die of SIGILL on CPUs it claims to support; check "
+                 "-D overrides and the CPU policy")
+    session.reporter.info(f"audit: {report['verdict']}" + (
+        f" ({len(report.get('files', {}))} files)" if report["verdict"] == "pass" else
+        f": {report.get('reason')}"))
+    return report
+
+
+def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
+             options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
+    cached = _cached(session, plan, "tarball", options)
+    if cached is not None:
+        return cached
+    rep = session.reporter
+    _compile(session, plan, options, timings)
+    report = _audit(session, plan, package.collect(plan), timings)
+    t = time.monotonic()
+    rep.step("packaging")
+    artifact, manifest = package.package(plan, session.lock, source, audit=report)
+    package.record(plan.dist_dir, plan.key, artifact, manifest["artifact_sha256"])
+    timings["package"] = time.monotonic() - t
+    rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
+    return ArtifactOutcome(kind="tarball", path=artifact, manifest=manifest)
+
+
+def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
+           options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
+    cached = _cached(session, plan, "wheel", options)
+    if cached is not None:
+        return cached
+    rep = session.reporter
+    rt = plan.target
+    t = time.monotonic()
+    rep.step(f"wheel {naming.distribution(rt)} {naming.version(rt)} (scikit-build-core, "
+             f"build directory {plan.build_dir.name})")
+    if options.fresh and plan.build_dir.exists():
+        shutil.rmtree(plan.build_dir)
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    log = plan.build_dir / "buildtool.log"
+    base = package.build_manifest(plan, session.lock, source, files={})
+    project = wheel.render(plan, session.lock, base, plan.build_dir / "wheel-project",
+                           root=session.root)
+    plan.dist_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
+    try:
+        rep.group(f"wheel {rt.name}")
+        raw = wheel.run_build(plan, project, work / "raw", env={**os.environ, **dict(plan.env)},
+                              log=log, echo=rep.command, on_line=rep.ninja_line)
+        rep.endgroup()
+        timings["wheel"] = time.monotonic() - t
+        with wheel.unpacked(raw) as tree:
+            shipped = sorted((tree / naming.module(rt) / "bin").iterdir())
+            report = _audit(session, plan, shipped, timings)
+        t = time.monotonic()
+        if rt.platform.startswith("linux"):
+            rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
+                                             if rt.wheel_exclude else ""))
+            final_src, repair_info = wheel.repair(raw, work / "repaired", rt.wheel_exclude,
+                                                  log=log, echo=rep.command)
+            rep.info(f"auditwheel show: consistent with {repair_info['tag']}")
+        else:
+            final_src, repair_info = raw, {"tool": None, "note": "repaired by cibuildwheel's "
+                                           "delocate/delvewheel on macOS and Windows"}
+        final = plan.dist_dir / final_src.name
+        with package.atomic_path(final) as tmp:
+            shutil.copyfile(final_src, tmp)
+        timings["repair"] = time.monotonic() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    digest = sha256_file(final)
+    manifest = {**wheel.wheel_manifest(plan, base), "artifact_file": final.name,
+                "artifact_sha256": digest, "isa_audit": report, "repair": repair_info}
+    package.write_json(package.sidecar(final, "manifest"), manifest)
+    package.update_sums(plan.dist_dir, final.name, digest)
+    package.record(plan.dist_dir, record_key(plan, "wheel"), final, digest)
+    rep.info(f"{final} ({final.stat().st_size / 1e6:.1f} MB)")
+    return ArtifactOutcome(kind="wheel", path=final, manifest=manifest)
+
+
+def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
+           options: BuildOptions, timings: dict[str, float]) -> None:
+    previous = smoke.stored(made.path) if made.cached else None
+    reusable = previous is not None and previous.get("verdict") == "pass" and \
+        options.model is None and (options.allow_cpu_fallback or not previous.get("waived"))
+    if previous is not None and reusable:
+        made.smoke = previous
+        session.reporter.info(f"smoke: passed earlier ({previous.get('ran_at')})")
+        return
+    t = time.monotonic()
+    made.smoke = run_smoke_step(session, made.path, rt, options.model,
+                                allow_cpu_fallback=options.allow_cpu_fallback)
+    key = "smoke" if made.kind == "tarball" else f"smoke_{made.kind}"
+    timings[key] = time.monotonic() - t
 
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,

@@ -200,6 +200,12 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the exact commands; build nothing.")
 @click.option("--configure-only", is_flag=True,
               help="Preflight, fetch the source and run CMake's configure step; build nothing.")
+@click.option("--artifact", "artifacts", multiple=True, type=click.Choice(["tarball", "wheel"]),
+              help="Artifact kind to make (repeatable; default: the target's `artifacts` in "
+                   "build_matrix.yaml).")
+@click.option("--emit", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="With --artifact wheel: write the self-contained wheel project (for "
+                   "cibuildwheel or another machine) into this directory; build nothing.")
 @click.option("--smoke/--no-smoke", default=True, help="Smoke-test the artifact (default on).")
 @click.option("--force", is_flag=True, help="Rebuild even if an artifact with the same inputs "
                                             "exists.")
@@ -220,7 +226,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
           gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, configure_only: bool,
-          smoke: bool, force: bool, fresh: bool, jobs: int | None, ccache: bool,
+          artifacts: tuple[str, ...], emit: Path | None, smoke: bool, force: bool,
+          fresh: bool, jobs: int | None, ccache: bool,
           source: Path | None, model: Path | None, dist: Path | None, build_root: Path | None,
           allow_cpu_fallback: bool, as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
@@ -239,7 +246,15 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,
         build_root=build_root.resolve() if build_root else None,
-        allow_cpu_fallback=allow_cpu_fallback, configure_only=configure_only)
+        allow_cpu_fallback=allow_cpu_fallback, configure_only=configure_only,
+        artifacts=artifacts)
+    if emit is not None:
+        if artifacts != ("wheel",):
+            raise click.UsageError("--emit writes a wheel project: use it with --artifact wheel")
+        project = build_mod.emit_wheel_project(session, options, emit.resolve())
+        session.reporter.step(f"wheel project for {target}: {project}")
+        click.echo(str(project))
+        return
     if dry_run:
         outcome = build_mod.dry_run(session, options)
         if as_json:
@@ -254,8 +269,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         session.reporter.step(f"done: {outcome.plan.target.name} configured in "
                               f"{outcome.plan.build_dir}")
     else:
-        session.reporter.step(f"done: {outcome.artifact}"
-                              + (" (cached)" if outcome.cached else ""))
+        for made in outcome.artifacts:
+            session.reporter.step(f"done: {made.path}" + (" (cached)" if made.cached else ""))
 
 
 @cli.command(name="smoke")
@@ -271,7 +286,10 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
 @click.pass_context
 def smoke_cmd(ctx: click.Context, artifact: Path, model: Path | None, n_prompt: int, n_gen: int,
               repetitions: int, allow_cpu_fallback: bool, as_json: bool) -> None:
-    """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure)."""
+    """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure).
+
+    ARTIFACT is a tarball (or its unpacked directory) or a wheel: a wheel is installed into
+    a fresh virtual environment and run through its installed llama-bench entry point."""
     from buildtool import smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
@@ -287,6 +305,25 @@ def smoke_cmd(ctx: click.Context, artifact: Path, model: Path | None, n_prompt: 
     if not result.passed:
         raise SmokeError(f"smoke test failed for {artifact.name}: "
                          + "; ".join(c.name for c in result.failures()))
+
+
+@cli.command(name="index")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the index goes (default: DIRECTORY/whl).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
+    """Write PEP 503 simple indexes for the buildtool wheels in DIRECTORY, one per target
+    (whl/cpu/, whl/cublas12/, ...): pip install --index-url file://.../whl/cpu/ NAME."""
+    from buildtool import index
+
+    written = index.write(directory.resolve(), (out or directory / "whl").resolve())
+    if as_json:
+        emit_json({"indexes": [i.to_json() for i in written]})
+        return
+    for entry in written:
+        click.echo(f"{entry.target:<10} {entry.url}  ({', '.join(entry.projects)}; "
+                   f"{len(entry.wheels)} wheel{'s' if len(entry.wheels) != 1 else ''})")
 
 
 @cli.command(name="vendor")

@@ -39,6 +39,12 @@ class BuildtoolError(Exception):
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
 
+class UsageError(BuildtoolError):
+    """A command line asking for something buildtool cannot do."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConfigError(BuildtoolError):
     """A malformed build_matrix.yaml, recipe or lock file."""
 

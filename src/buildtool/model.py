@@ -49,6 +49,9 @@ class Defaults:
                      "shared libraries"))
     cmake_defines: dict[str, DefineValue] = field(default_factory=dict)
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
+    revision: int = field(default=0, metadata=doc(
+        "packaging revision: bump it to republish the same llama.cpp build (a wheel's "
+        "version is <llama.cpp build number>.<revision>)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +75,8 @@ class TargetSpec:
     runner: str | None = field(default=None, metadata=doc("CI runner label for this target"))
     container: str | None = field(default=None, metadata=doc(
         "CI build container image (default: the recipe's docker build-image)"))
+    revision: int | None = field(default=None, metadata=doc(
+        "packaging revision of this target (default: defaults.revision)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,8 +124,14 @@ class Recipe:
     smoke_env: dict[str, str] = field(default_factory=dict, metadata=doc(
         "environment for llama-bench during the smoke test"))
     docker: DockerSpec | None = None
+    wheel_name: str = field(default="llama-cpp-bin-{family}", metadata=doc(
+        "the wheel's distribution name, one per target (cupy-cuda12x style); may use "
+        "{family}, {toolkit}, {toolkit_major}"))
+    wheel_requires: tuple[str, ...] = field(default=(), metadata=doc(
+        "the wheel's dependencies (e.g. NVIDIA's runtime wheels); may use {toolkit_major}"))
     wheel_exclude: tuple[str, ...] = field(default=(), metadata=doc(
-        "libraries a wheel must not bundle (provided by the user's driver)"))
+        "libraries (sonames, fnmatch patterns) a wheel must not bundle: the user's driver "
+        "or a dependency in wheel-requires provides them"))
 
 
 @dataclass(frozen=True, kw_only=True)

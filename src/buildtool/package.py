@@ -31,13 +31,13 @@ from typing import Any
 
 from buildtool import __version__
 from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.plan import BuildPlan
 from buildtool.vendor import Lock, Materialized, sha256_file
 
 MANIFEST_SCHEMA = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-LIB_PATTERNS = ("lib*.so", "lib*.so.*", "*.dylib", "*.dll")
 
 
 class PackageError(BuildtoolError):
@@ -57,8 +57,7 @@ def collect(plan: BuildPlan) -> list[Path]:
         files.append(exe)
     libs = {p for pattern in LIB_PATTERNS for p in bin_dir.glob(pattern)}
     # all-variants libraries left out because of a known defect (recipes/common.yaml)
-    dropped = {f"libggml-cpu-{v}{suffix}" for v in plan.target.dropped_variants
-               for suffix in (".so", ".dylib", ".dll")}
+    dropped = set(left_out_files(plan.target))
     files.extend(sorted(p for p in libs if p.name not in dropped))
     return files
 
@@ -179,7 +178,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def sidecar(artifact: Path, kind: str) -> Path:
-    base = artifact.name.removesuffix(".tar.gz")
+    base = artifact.name.removesuffix(".tar.gz").removesuffix(".whl")
     return artifact.with_name(f"{base}.{kind}.json")
 
 

@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__, toolchain
+from buildtool import __version__, naming, toolchain
 from buildtool.cmd import format_argv
 from buildtool.resolve import ResolvedTarget
+
+# The CMake project all artifacts are built from (llama.cpp as a subproject, and the
+# install component naming what artifacts ship), relative to the repository root.
+CMAKE_PROJECT = Path("recipes") / "cmake"
+CMAKE_PROJECT_FILES = ("CMakeLists.txt", "ship.cmake")
 
 FAMILY_TOOLS = {"cuda": ("nvcc",), "hip": ("hipcc",), "sycl": ("icpx",), "vulkan": ("glslc",),
                 "metal": ("xcrun",), "cpu": ()}
@@ -21,10 +26,12 @@ FAMILY_TOOLS = {"cuda": ("nvcc",), "hip": ("hipcc",), "sycl": ("icpx",), "vulkan
 class BuildPlan:
     target: ResolvedTarget
     source_dir: Path
+    project_dir: Path  # recipes/cmake: what CMake configures (-S)
     build_dir: Path
     dist_dir: Path
     configure: tuple[str, ...]
     build: tuple[str, ...]
+    cmake_defines: tuple[tuple[str, str], ...]  # every -D of `configure`, in order
     env: tuple[tuple[str, str], ...]
     key: str
     artifact_name: str
@@ -43,7 +50,8 @@ class BuildPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "target": self.target.to_json(), "key": self.key,
-            "source_dir": str(self.source_dir), "build_dir": str(self.build_dir),
+            "source_dir": str(self.source_dir), "project_dir": str(self.project_dir),
+            "build_dir": str(self.build_dir),
             "artifact": str(self.artifact_path), "env": dict(self.env),
             "configure": list(self.configure), "build": list(self.build),
             "toolchain": self.toolchain,
@@ -69,11 +77,30 @@ def toolchain_versions(rt: ResolvedTarget) -> dict[str, dict[str, str | None]]:
     return out
 
 
+def project_defines(rt: ResolvedTarget, source_dir: Path) -> list[tuple[str, str]]:
+    """The inputs of recipes/cmake: where llama.cpp is and what the artifacts ship."""
+    return [("LLAMA_CPP_SOURCE_DIR", str(source_dir)),
+            ("BUILDTOOL_PROGRAMS", ";".join(rt.build_targets)),
+            ("BUILDTOOL_LIB_PATTERNS", ";".join(naming.LIB_PATTERNS)),
+            ("BUILDTOOL_LEAVE_OUT", ";".join(naming.left_out_files(rt))),
+            ("BUILDTOOL_DESTINATION", f"{naming.module(rt)}/bin")]
+
+
+def project_digest(project_dir: Path) -> str | None:
+    digest = hashlib.sha256()
+    for name in CMAKE_PROJECT_FILES:
+        try:
+            digest.update(name.encode() + b"\0" + (project_dir / name).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
 def compute_key(rt: ResolvedTarget, tree_sha256: str | None,
-                tools: dict[str, dict[str, str | None]]) -> str:
+                tools: dict[str, dict[str, str | None]], project: str | None = None) -> str:
     """Hash of everything that determines the artifact's bytes."""
     payload = {
-        "buildtool": __version__, "source": tree_sha256, "target": rt.name,
+        "buildtool": __version__, "source": tree_sha256, "target": rt.name, "project": project,
         "platform": rt.platform, "defines": list(rt.defines), "env": list(rt.configure_env),
         "build_targets": list(rt.build_targets), "recipe": rt.recipe_name,
         "cpu_features": list(rt.cpu_features), "toolchain": tools,
@@ -86,26 +113,28 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
               jobs: int | None = None, use_ccache: bool = True,
               build_root: Path | None = None, dist_dir: Path | None = None) -> BuildPlan:
     tools = toolchain_versions(rt)
-    key = compute_key(rt, tree_sha256, tools)
+    project_dir = root / CMAKE_PROJECT
+    key = compute_key(rt, tree_sha256, tools, project_digest(project_dir))
     name = artifact_name(rt)
     build_dir = (build_root or root / "build") / f"{rt.name}-{key[:12]}"
     cmake = tools["cmake"]["path"] or "cmake"
     ninja = tools["ninja"]["path"] or "ninja"
-    configure = [cmake, "-S", str(source_dir), "-B", str(build_dir), "-G", "Ninja",
-                 f"-DCMAKE_MAKE_PROGRAM={ninja}"]
-    configure += [f"-D{k}={v}" for k, v in rt.defines]
+    defines = [("CMAKE_MAKE_PROGRAM", ninja), *project_defines(rt, source_dir), *rt.defines]
     env = dict(rt.configure_env)
     ccache = toolchain.best("ccache") if use_ccache else None
     if ccache is not None:
         launch = str(ccache.path)
         langs = ["C", "CXX"] + (["CUDA"] if rt.family == "cuda" else [])
-        configure += [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={launch}" for lang in langs]
+        defines += [(f"CMAKE_{lang}_COMPILER_LAUNCHER", launch) for lang in langs]
         # Share hits between build directories: paths under the project become relative.
         env.setdefault("CCACHE_BASEDIR", str(root))
         env.setdefault("CCACHE_NOHASHDIR", "1")
+    configure = [cmake, "-S", str(project_dir), "-B", str(build_dir), "-G", "Ninja"]
+    configure += [f"-D{k}={v}" for k, v in defines]
     build = [cmake, "--build", str(build_dir), "--target", *rt.build_targets]
     build += ["--parallel", str(jobs or os.cpu_count() or 2)]
-    return BuildPlan(target=rt, source_dir=source_dir, build_dir=build_dir,
-                     dist_dir=dist_dir or root / "dist", configure=tuple(configure),
-                     build=tuple(build), env=tuple(env.items()), key=key, artifact_name=name,
-                     toolchain=tools, source_tree_sha256=tree_sha256)
+    return BuildPlan(target=rt, source_dir=source_dir, project_dir=project_dir,
+                     build_dir=build_dir, dist_dir=dist_dir or root / "dist",
+                     configure=tuple(configure), build=tuple(build),
+                     cmake_defines=tuple(defines), env=tuple(env.items()), key=key,
+                     artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256)

@@ -70,6 +70,10 @@ class ResolvedTarget:
     commit: str
     build_number: int
     avoided: tuple[AvoidCpuFeatures, ...] = ()  # known defects steered around (common.yaml)
+    revision: int = 0
+    wheel_name: str = ""
+    wheel_requires: tuple[str, ...] = ()
+    wheel_exclude: tuple[str, ...] = ()
 
     @property
     def dropped_variants(self) -> tuple[str, ...]:
@@ -112,13 +116,17 @@ class ResolvedTarget:
             "avoided_cpu_features": [{"features": list(a.features), "variants": list(a.variants),
                                       "reason": a.reason} for a in self.avoided],
             "dropped_variants": list(self.dropped_variants),
+            "revision": self.revision,
+            "wheel": {"name": self.wheel_name, "requires": list(self.wheel_requires),
+                      "exclude": list(self.wheel_exclude)},
         }
 
 
-def _fill(text: str, toolkit: str | None) -> str:
-    """Recipe text may name the target's toolkit: {toolkit} (12.4), {toolkit_major} (12)."""
+def _fill(text: str, toolkit: str | None, family: str = "") -> str:
+    """Recipe text may name the target's toolkit: {toolkit} (12.4), {toolkit_major} (12),
+    and its {family}."""
     return text.replace("{toolkit}", toolkit or "").replace(
-        "{toolkit_major}", (toolkit or "0").split(".")[0])
+        "{toolkit_major}", (toolkit or "0").split(".")[0]).replace("{family}", family)
 
 
 def format_value(value: DefineValue) -> str:
@@ -239,4 +247,8 @@ def resolve(
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
         smoke=defaults.smoke, origins=origins, commit=lock.commit,
         build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
+        revision=spec.revision if spec.revision is not None else defaults.revision,
+        wheel_name=_fill(recipe.wheel_name, toolkit, recipe.family),
+        wheel_requires=tuple(_fill(r, toolkit) for r in recipe.wheel_requires),
+        wheel_exclude=tuple(_fill(r, toolkit) for r in recipe.wheel_exclude),
     )

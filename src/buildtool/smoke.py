@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import time
@@ -52,6 +53,7 @@ class SmokeResult:
     artifact: str
     target: str
     passed: bool
+    kind: str = "tarball"  # or "wheel": installed into a fresh venv, run by its entry points
     checks: tuple[Check, ...]
     tests: tuple[dict[str, Any], ...]
     command: tuple[str, ...]
@@ -61,7 +63,7 @@ class SmokeResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "artifact": self.artifact, "target": self.target,
+            "artifact": self.artifact, "target": self.target, "kind": self.kind,
             "verdict": "pass" if self.passed else "fail",
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "waived": c.waived}
                        for c in self.checks],
@@ -192,37 +194,96 @@ def unpack(artifact: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
     return root, manifest
 
 
+@dataclass(frozen=True, kw_only=True)
+class Subject:
+    """What a smoke test runs: an unpacked tarball, or a wheel installed into a venv."""
+
+    kind: str
+    manifest: dict[str, Any]
+    bench: Path
+    quantize: Path | None
+    lib_dir: Path  # where the backend modules lie (for why_unloadable)
+
+
+def from_tarball(artifact: Path, work: Path) -> Subject:
+    root, manifest = unpack(artifact, work)
+    bench = root / "llama-bench"
+    if not bench.exists():
+        raise SmokeError(f"{artifact} contains no llama-bench")
+    quantize = root / "llama-quantize"
+    return Subject(kind="tarball", manifest=manifest, bench=bench,
+                   quantize=quantize if quantize.exists() else None, lib_dir=root)
+
+
+def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
+    """Install the wheel into a fresh virtual environment; the smoke test then runs its
+    console scripts (the installed entry points), not the files inside the wheel."""
+    from buildtool.wheel import read_manifest
+
+    manifest = read_manifest(artifact)
+    check_host(manifest, host)  # before installing anything
+    venv = work / "venv"
+    try:
+        cmd.capture([sys.executable, "-m", "venv", str(venv)], timeout=300)
+        scripts = venv / ("Scripts" if os.name == "nt" else "bin")
+        python = scripts / ("python.exe" if os.name == "nt" else "python")
+        cmd.capture([str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                     "--no-input", "--quiet", str(artifact)], timeout=1800)
+        module = manifest["wheel"]["module"]
+        info = json.loads(cmd.capture([str(python), "-m", module, "--json"], cwd=work,
+                                      timeout=120))
+    except CommandError as exc:
+        raise SmokeError(f"cannot install {artifact.name} into a fresh virtual environment "
+                         f"({describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:])) from exc
+    except ValueError as exc:
+        raise SmokeError(f"`python -m {manifest['wheel']['module']} --json` printed no JSON") \
+            from exc
+    if info.get("target") != manifest.get("target"):
+        raise SmokeError(f"the installed package says target {info.get('target')!r}, the "
+                         f"wheel's manifest {manifest.get('target')!r}")
+    suffix = ".exe" if os.name == "nt" else ""
+    bench = scripts / f"llama-bench{suffix}"
+    if not bench.exists():
+        raise SmokeError(f"{artifact.name} installed no llama-bench entry point")
+    quantize = scripts / f"llama-quantize{suffix}"
+    return Subject(kind="wheel", manifest=manifest, bench=bench,
+                   quantize=quantize if quantize.exists() else None,
+                   lib_dir=Path(info["bin_dir"]))
+
+
 def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
               n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
               threads: int | None = None, env: Mapping[str, str] | None = None,
               store: bool = True, allow_cpu_fallback: bool = False) -> SmokeResult:
+    """Smoke-test a tarball (or its unpacked directory) or a wheel; same verdict for all."""
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
     try:
-        root, manifest = unpack(artifact, work)
+        if artifact.suffix == ".whl":
+            subject = from_wheel(artifact, work, host)
+        else:
+            subject = from_tarball(artifact, work)
+        manifest = subject.manifest
         check_host(manifest, host)
-        bench = root / "llama-bench"
-        if not bench.exists():
-            raise SmokeError(f"{artifact} contains no llama-bench")
         model_path = model or cached_model()
         gpu = bool(manifest.get("gpu"))
         # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
         run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
         models = [model_path]
         quantized = None
-        quantize = root / "llama-quantize"
-        if model is None and quantize.exists():
+        if model is None and subject.quantize is not None:
             # the artifact's own llama-quantize makes a Q4_0 copy: proves the tool and runs
             # the quantized kernels, which an F32 model never reaches
             q4 = work / "synthetic-Q4_0.gguf"
             try:
-                cmd.capture([str(quantize), str(model_path), str(q4), "Q4_0"], cwd=work,
+                cmd.capture([str(subject.quantize), str(model_path), str(q4), "Q4_0"], cwd=work,
                             env=run_env, timeout=600)
             except CommandError as exc:
                 raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
                                  "    " + "\n    ".join(exc.tail)) from exc
             models.append(q4)
             quantized = "Q4_0"
-        argv = [str(bench), *(a for m in models for a in ("-m", str(m))),
+        argv = [str(subject.bench), *(a for m in models for a in ("-m", str(m))),
                 "-p", str(n_prompt), "-n", str(n_gen),
                 "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
                 "-t", str(threads or max(1, os.cpu_count() or 1))]
@@ -241,7 +302,7 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
         unloadable = None
         if gpu and manifest.get("backend", "") not in backend_names(records):
-            unloadable = why_unloadable(root, manifest.get("backend", ""))
+            unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""))
         checks = verdict(records, backend=manifest.get("backend", ""),
                          family=manifest.get("family", ""), gpu=gpu,
                          allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
@@ -254,7 +315,9 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
         } for r in records)
         result = SmokeResult(
-            artifact=manifest.get("artifact", artifact.name), target=manifest.get("target", ""),
+            artifact=artifact.name if subject.kind == "wheel" else
+            manifest.get("artifact", artifact.name),
+            target=manifest.get("target", ""), kind=subject.kind,
             passed=all(c.ok for c in checks), checks=checks, tests=tests,
             command=tuple(argv), duration_s=duration,
             model=str(model_path) if model else f"synthetic:{model_path.name}")

@@ -261,8 +261,14 @@ def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
     rt = res("cpu", host(data))
     plan = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
                      tree_sha256="0" * 64, jobs=2, use_ccache=False)
-    assert plan.configure[:5] == ("/opt/cmake/bin/cmake", "-S", str(tmp_path / "vendor/llama.cpp"),
+    # recipes/cmake wraps llama.cpp; the tree and what artifacts ship are its inputs
+    assert plan.configure[:5] == ("/opt/cmake/bin/cmake", "-S", str(tmp_path / "recipes/cmake"),
                                   "-B", str(plan.build_dir))
+    defines = dict(plan.cmake_defines)
+    assert defines["LLAMA_CPP_SOURCE_DIR"] == str(tmp_path / "vendor/llama.cpp")
+    assert defines["BUILDTOOL_PROGRAMS"] == "llama-server;llama-cli;llama-bench;llama-quantize"
+    assert defines["BUILDTOOL_DESTINATION"] == "llama_cpp_bin_cpu/bin"
+    assert plan.configure[7:] == tuple(f"-D{k}={v}" for k, v in plan.cmake_defines)
     assert "-DGGML_AVX2=ON" in plan.configure and "-G" in plan.configure
     assert plan.build[-7:] == ("--target", "llama-server", "llama-cli", "llama-bench",
                                "llama-quantize", "--parallel", "2")
@@ -275,6 +281,16 @@ def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
     assert other.key != plan.key
     changed_source = make_plan(rt, root=tmp_path, source_dir=tmp_path, tree_sha256="1" * 64)
     assert changed_source.key != plan.key
+    # ... and so does a change to the CMake project every artifact is built from
+    (tmp_path / "recipes/cmake").mkdir(parents=True)
+    for name in ("CMakeLists.txt", "ship.cmake"):
+        (tmp_path / "recipes/cmake" / name).write_text("# v1\n")
+    v1 = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                   tree_sha256="0" * 64, use_ccache=False)
+    (tmp_path / "recipes/cmake/ship.cmake").write_text("# v2\n")
+    v2 = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                   tree_sha256="0" * 64, use_ccache=False)
+    assert len({plan.key, v1.key, v2.key}) == 3
 
 
 def test_cublas13_drops_pre_turing_and_adds_blackwell(

