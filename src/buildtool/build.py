@@ -96,6 +96,10 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
 def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
     rt = session.resolve(options.target, options.overrides)
+    if rt.cpu_policy == "host":
+        raise UsageError(f"target {rt.name}: CPU policy 'host' means this machine's CPU; a "
+                         "wheel project built elsewhere needs a portable one",
+                         hint="add --cpu all-variants (or a named level such as x86-64-v3)")
     source = vendor.current(session.lock, session.vendor_dir)
     if source is None:
         source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,

@@ -129,6 +129,11 @@ class Recipe:
         "{family}, {toolkit}, {toolkit_major}"))
     wheel_requires: tuple[str, ...] = field(default=(), metadata=doc(
         "the wheel's dependencies (e.g. NVIDIA's runtime wheels); may use {toolkit_major}"))
+    wheel_before_all: str = field(default="", metadata=doc(
+        "cibuildwheel before-all: installs the toolchain in the manylinux container; may "
+        "use {toolkit}, {toolkit_major}, {toolkit_dashed} (12-4)"))
+    wheel_environment: dict[str, str] = field(default_factory=dict, metadata=doc(
+        "cibuildwheel environment (where that toolchain is); same placeholders"))
     wheel_exclude: tuple[str, ...] = field(default=(), metadata=doc(
         "libraries (sonames, fnmatch patterns) a wheel must not bundle: the user's driver "
         "or a dependency in wheel-requires provides them"))

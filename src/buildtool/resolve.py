@@ -74,6 +74,8 @@ class ResolvedTarget:
     wheel_name: str = ""
     wheel_requires: tuple[str, ...] = ()
     wheel_exclude: tuple[str, ...] = ()
+    wheel_before_all: str = ""
+    wheel_environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def dropped_variants(self) -> tuple[str, ...]:
@@ -126,7 +128,8 @@ def _fill(text: str, toolkit: str | None, family: str = "") -> str:
     """Recipe text may name the target's toolkit: {toolkit} (12.4), {toolkit_major} (12),
     and its {family}."""
     return text.replace("{toolkit}", toolkit or "").replace(
-        "{toolkit_major}", (toolkit or "0").split(".")[0]).replace("{family}", family)
+        "{toolkit_major}", (toolkit or "0").split(".")[0]).replace("{family}", family).replace(
+        "{toolkit_dashed}", (toolkit or "").replace(".", "-"))
 
 
 def format_value(value: DefineValue) -> str:
@@ -251,4 +254,7 @@ def resolve(
         wheel_name=_fill(recipe.wheel_name, toolkit, recipe.family),
         wheel_requires=tuple(_fill(r, toolkit) for r in recipe.wheel_requires),
         wheel_exclude=tuple(_fill(r, toolkit) for r in recipe.wheel_exclude),
+        wheel_before_all=_fill(recipe.wheel_before_all, toolkit),
+        wheel_environment=tuple((k, _fill(v, toolkit))
+                                for k, v in recipe.wheel_environment.items()),
     )

@@ -29,7 +29,6 @@ from buildtool import cmd, naming
 from buildtool.detect.cpu import _ALIASES
 from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
-from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock
 
 TEMPLATE = Path("recipes") / "wheel"
@@ -112,9 +111,7 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
     mod = naming.module(rt)
     excludes = [a for pattern in rt.wheel_exclude for a in ("--exclude", pattern)]
     requires_cpu = f", requires {' '.join(rt.cpu_features)}" if rt.cpu_features else ""
-    before_all = " && ".join(c for c in [
-        "python -m pip install {project}/_buildtool" if rt.family in ("cuda", "vulkan")
-        else "", _ci_toolchain(rt)] if c)
+    smoke = "buildtool smoke {wheel}" + (" --allow-cpu-fallback" if rt.recipe.gpu else "")
     return {
         "name": _toml(naming.distribution(rt)), "version": _toml(naming.version(rt)),
         "description": _toml(f"llama.cpp {lock.version} for {rt.name}: {rt.description}"),
@@ -125,8 +122,9 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
         "build_targets": _toml(list(rt.build_targets)),
         "module": _toml(mod),
         "defines": "\n".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in defines),
-        "before_all": _toml(before_all),
-        "environment": _toml(_ci_environment(rt)),
+        "before_all": _toml(rt.wheel_before_all),
+        "environment": _toml(dict(rt.wheel_environment)),
+        "test_command": _toml(smoke),
         "repair_linux": _toml(" ".join(["auditwheel repair", *excludes,
                                         "-w {dest_dir} {wheel}"])),
         "repair_windows": _toml("delvewheel repair -w {dest_dir} {wheel}"),
@@ -135,23 +133,6 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
         "backend": rt.backend, "cpu_policy": rt.cpu_policy, "cpu_requires": requires_cpu,
         "module_name": mod,
     }
-
-
-def _ci_toolchain(rt: ResolvedTarget) -> str:
-    """cibuildwheel's before-all: the toolchain buildtool provisions inside the container."""
-    if rt.family == "cuda" and rt.toolkit:
-        return f"python -m buildtool toolchain install cuda-{rt.toolkit}"
-    if rt.family == "vulkan":
-        return ("(dnf install -y glslc vulkan-loader-devel || apt-get install -y glslc "
-                "libvulkan-dev) && python -m buildtool toolchain install vulkan-headers")
-    return ""
-
-
-def _ci_environment(rt: ResolvedTarget) -> dict[str, str]:
-    if rt.family == "cuda" and rt.toolkit:
-        root = f"$HOME/.cache/buildtool/toolchains/cuda-{rt.toolkit}"
-        return {"CUDACXX": f"{root}/bin/nvcc", "CUDAToolkit_ROOT": root}
-    return {}
 
 
 def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path, *,

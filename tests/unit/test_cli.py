@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from buildtool import cli
 from buildtool.detect import host as host_mod
 from buildtool.detect.cpu import parse_proc_cpuinfo
+from buildtool.errors import ExitCode
 from tests.unit.helpers import ROOT
 
 ARGS = ["--matrix", str(ROOT / "build_matrix.yaml")]
@@ -103,3 +105,35 @@ def test_detect_json(monkeypatch: pytest.MonkeyPatch) -> None:
     assert data["cpu"]["ggml_features"] == ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"]
     assert data["recommended_target"] == "cpu" and data["reason"] == "no GPU found"
     assert set(data) >= {"os", "arch", "platform", "cpu", "gpus", "toolchains"}
+
+
+def _main(*args: str) -> int:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args])
+    return int(exc.value.code or 0)
+
+
+def test_emit_refuses_a_host_tuned_wheel_project(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "project"
+    code = _main(*ARGS, "build", "--target", "cpu", "--artifact", "wheel", "--emit", str(dest))
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "CPU policy 'host' means this machine's CPU" in err and "--cpu all-variants" in err
+    assert not dest.exists()
+    code = _main(*ARGS, "build", "--target", "cpu", "--emit", str(dest))
+    assert code == ExitCode.USAGE
+    assert "use it with --artifact wheel" in capsys.readouterr().err
+
+
+def test_artifact_kinds_that_cannot_be_built_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.helpers import copy_project
+
+    root = copy_project(tmp_path)
+    matrix = root / "build_matrix.yaml"
+    matrix.write_text(matrix.read_text().replace("artifacts: [tarball]", "artifacts: [image]"))
+    code = _main("--matrix", str(matrix), "build", "--target", "cpu")
+    assert code == ExitCode.USAGE
+    assert "cannot build image artifacts; buildable: tarball, wheel" in capsys.readouterr().err
+    assert not (root / "build").exists() and not (root / "dist").exists()

@@ -1,0 +1,306 @@
+"""Wheels: names, versions and tags per target, the rendered scikit-build-core project (one
+source of truth for the CMake definitions), the package template's API, the index."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildtool import index, naming, wheel
+from buildtool.errors import ExitCode
+from buildtool.package import build_manifest
+from buildtool.plan import make_plan
+from buildtool.resolve import Overrides, ResolvedTarget
+from buildtool.toolchain import Program
+from buildtool.vendor import Materialized
+from tests.unit.helpers import ROOT, fake_cuda_tree
+from tests.unit.test_resolve import LOCK, host, res
+
+
+def _cuda(tools: dict[str, list[Program]], version: str, tmp_path: Path) -> None:
+    from packaging.version import Version
+
+    root = fake_cuda_tree(tmp_path / f"cuda-{version}")
+    tools["nvcc"] = [Program("nvcc", root / "bin/nvcc", Version(version))]
+
+
+def test_one_distribution_per_target_cupy_style(
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path) -> None:
+    for version in ("13.0", "12.4", "11.8"):
+        _cuda(fake_tools, version, tmp_path)
+        major = version.split(".")[0]
+        rt = res(f"cublas{major}", host(data))
+        assert naming.distribution(rt) == f"llama-cpp-bin-cuda{major}x"
+        assert naming.module(rt) == f"llama_cpp_bin_cuda{major}x"
+        assert naming.version(rt) == "11312.0"  # all-variants: portable, no local label
+        assert rt.wheel_requires == (f"nvidia-cuda-runtime-cu{major}",
+                                     f"nvidia-cublas-cu{major}")
+        assert "libcuda.so.*" in rt.wheel_exclude and "libcublas.so.*" in rt.wheel_exclude
+        assert f"cuda-nvcc-{version.replace('.', '-')}" in rt.wheel_before_all
+        assert dict(rt.wheel_environment)["CUDACXX"] == f"/usr/local/cuda-{version}/bin/nvcc"
+        fake_tools.pop("nvcc")
+    names = {t: naming.distribution(res(t, host(data), probe=False))
+             for t in ("cpu", "vulkan", "hipblas", "intel")}
+    assert names == {"cpu": "llama-cpp-bin-cpu", "vulkan": "llama-cpp-bin-vulkan",
+                     "hipblas": "llama-cpp-bin-rocm7", "intel": "llama-cpp-bin-sycl"}
+    metal = res("metal", host(data, "linux-aarch64-neoverse-n2.txt", "aarch64"),
+                platform="macos-arm64", probe=False)
+    assert naming.distribution(metal) == "llama-cpp-bin-metal"
+
+
+def test_version_is_build_number_revision_and_tuned_builds_say_so(
+        data: Path, fake_tools: object) -> None:
+    tuned = res("cpu", host(data))
+    assert tuned.cpu_policy == "host"
+    assert naming.version(tuned) == "11312.0+host.x86.64.v3"
+    level = res("cpu", host(data), overrides=Overrides(cpu="x86-64-v2"))
+    assert naming.version(level) == "11312.0+x86.64.v2"
+    portable = res("cpu", host(data), overrides=Overrides(cpu="all-variants"))
+    assert naming.version(portable) == "11312.0"
+    assert naming.wheel_stem(portable) == "llama_cpp_bin_cpu-11312.0"
+    from packaging.version import Version
+
+    assert Version(naming.version(tuned)).local == "host.x86.64.v3"
+    assert Version(naming.version(tuned)).public == "11312.0"
+
+
+def test_packaging_revision_comes_from_the_matrix(tmp_path: Path, data: Path,
+                                                  fake_tools: object) -> None:
+    from buildtool.config import load_project
+    from buildtool.resolve import resolve
+    from tests.unit.helpers import copy_project
+
+    root = copy_project(tmp_path)
+    matrix = root / "build_matrix.yaml"
+    text = matrix.read_text().replace("    n-prompt: 32", "    n-prompt: 32", 1)
+    text = text.replace("defaults:\n", "defaults:\n  revision: 2\n", 1)
+    text = text.replace("    recipe: vulkan\n", "    recipe: vulkan\n    revision: 5\n", 1)
+    matrix.write_text(text)
+    project = load_project(root)
+    cpu = resolve(project, "cpu", lock=LOCK, host_cpu=host(data), host_platform="linux-x86_64",
+                  overrides=Overrides(cpu="all-variants"), env={}, probe=False)
+    vk = resolve(project, "vulkan", lock=LOCK, host_cpu=host(data),
+                 host_platform="linux-x86_64", overrides=Overrides(), env={}, probe=False)
+    assert (naming.version(cpu), naming.version(vk)) == ("11312.2", "11312.5")
+
+
+def test_wheel_file_names_and_tags() -> None:
+    name = wheel.WheelName.parse(
+        "llama_cpp_bin_cpu-11312.0+host.x86.64.v4-py3-none-manylinux_2_35_x86_64.whl")
+    assert (name.distribution, name.version, name.python, name.abi) == \
+        ("llama-cpp-bin-cpu", "11312.0+host.x86.64.v4", "py3", "none")
+    assert name.platforms == ("manylinux_2_35_x86_64",)
+    multi = wheel.WheelName.parse("a-1-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
+    assert multi.platforms == ("manylinux_2_17_x86_64", "manylinux2014_x86_64")
+    with pytest.raises(wheel.WheelError, match="not a wheel file name"):
+        wheel.WheelName.parse("llama.cpp-b11312-cpu-linux-x86_64.tar.gz")
+
+
+def test_auditwheel_show_must_agree_with_the_tag(data: Path) -> None:
+    shown = (data / "auditwheel" / "show-cpu-manylinux_2_35.txt").read_text()
+    assert wheel.parse_show(shown) == "manylinux_2_35_x86_64"
+    good = Path("llama_cpp_bin_cpu-11312.0-py3-none-manylinux_2_35_x86_64.whl")
+    wheel.check_tag(good, wheel.parse_show(shown))
+    with pytest.raises(wheel.WheelError, match="says manylinux_2_35_x86_64, the file name"):
+        wheel.check_tag(Path("llama_cpp_bin_cpu-11312.0-py3-none-manylinux_2_17_x86_64.whl"),
+                        wheel.parse_show(shown))
+    with pytest.raises(wheel.WheelError, match="no manylinux tag"):
+        wheel.check_tag(good, wheel.parse_show("not consistent with anything"))
+
+
+def test_repair_leaves_out_what_the_driver_provides() -> None:
+    argv = wheel.repair_command(Path("in.whl"), Path("out"), ("libcuda.so.*", "libcublas.so.*"))
+    assert argv[1:5] == ["-m", "auditwheel", "repair", "--plat"]
+    assert argv[argv.index("--exclude") + 1] == "libcuda.so.*"
+    assert argv.count("--exclude") == 2 and argv[-1] == "in.whl"
+
+
+def _source(tmp_path: Path) -> Materialized:
+    tree = tmp_path / "vendor" / "llama.cpp"
+    for sub in ("ggml/src", "models", "docs", "tools/server"):
+        (tree / sub).mkdir(parents=True, exist_ok=True)
+    (tree / "CMakeLists.txt").write_text("project(llama.cpp)\n")
+    (tree / "LICENSE").write_text("MIT License\n")
+    (tree / "models" / "big.gguf").write_bytes(b"x" * 10)
+    (tree / "ggml/src/ggml.c").write_text("int x;\n")
+    return Materialized(tree=tree, source="local", archive_sha256=None, tree_sha256="0" * 64,
+                        commit=LOCK.commit, fetched_at="2026-11-22T00:00:00+00:00")
+
+
+def _render(rt: ResolvedTarget, tmp_path: Path, *, emit: bool) -> tuple[Path, Any]:
+    import shutil
+
+    root = tmp_path / "repo"
+    if not root.exists():
+        shutil.copytree(ROOT / "recipes", root / "recipes")
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(ROOT / name, root / name)
+        shutil.copytree(ROOT / "src", root / "src",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    source = _source(tmp_path)
+    plan = make_plan(rt, root=root, source_dir=source.tree, tree_sha256="0" * 64,
+                     use_ccache=False)
+    base = build_manifest(plan, LOCK, source, files={})
+    dest = tmp_path / ("emit" if emit else "project")
+    wheel.render(plan, LOCK, base, dest, root=root, emit=emit)
+    return dest, plan
+
+
+def test_rendered_project_builds_exactly_the_plans_cmake_configuration(
+        data: Path, fake_tools: object, tmp_path: Path) -> None:
+    rt = res("cpu", host(data))
+    dest, plan = _render(rt, tmp_path, emit=False)
+    py = tomllib.loads((dest / "pyproject.toml").read_text())
+    skb = py["tool"]["scikit-build"]
+    # one source of truth: the same definitions, in the same order, as `cmake -S recipes/cmake`
+    assert list(skb["cmake"]["define"].items()) == list(plan.cmake_defines)
+    assert skb["cmake"]["source-dir"] == str(plan.project_dir)
+    assert skb["build"]["targets"] == list(rt.build_targets)
+    assert skb["install"]["components"] == ["buildtool"]
+    assert skb["wheel"]["py-api"] == "py3" and skb["wheel"]["packages"] == ["llama_cpp_bin_cpu"]
+    assert py["project"]["name"] == "llama-cpp-bin-cpu"
+    assert py["project"]["version"] == "11312.0+host.x86.64.v3"
+    assert py["project"]["scripts"] == dict.fromkeys(rt.build_targets,
+                                                     "llama_cpp_bin_cpu._launch:main")
+    assert py["project"]["dependencies"] == []
+    manifest = json.loads((dest / "llama_cpp_bin_cpu" / "manifest.json").read_text())
+    assert manifest["kind"] == "wheel" and manifest["target"] == "cpu"
+    assert manifest["llama_cpp"]["commit"] == LOCK.commit
+    assert manifest["wheel"] == {"distribution": "llama-cpp-bin-cpu",
+                                 "version": "11312.0+host.x86.64.v3",
+                                 "module": "llama_cpp_bin_cpu", "requires": [], "exclude": []}
+    assert manifest["cpu"]["required_features"] == list(rt.cpu_features)
+    assert "llama-cpp-bin-cpu" in (dest / "README.md").read_text()
+    assert not (dest / "llama.cpp").exists()  # built from vendor/ in place
+
+
+def test_emitted_project_is_self_contained(data: Path, fake_tools: dict[str, list[Program]],
+                                           tmp_path: Path) -> None:
+    _cuda(fake_tools, "12.4", tmp_path)
+    rt = res("cublas12", host(data))
+    assert Path(str(rt.define("CMAKE_CUDA_COMPILER"))).is_absolute()
+    dest, plan = _render(rt, tmp_path, emit=True)
+    py = tomllib.loads((dest / "pyproject.toml").read_text())
+    defines = py["tool"]["scikit-build"]["cmake"]["define"]
+    assert py["tool"]["scikit-build"]["cmake"]["source-dir"] == "."
+    # this machine's toolchain paths and the vendor path stay behind ...
+    for key in ("CMAKE_CUDA_COMPILER", "CUDAToolkit_ROOT", "LLAMA_CPP_SOURCE_DIR",
+                "CMAKE_MAKE_PROGRAM"):
+        assert key not in defines
+    # ... everything else is the plan's
+    assert defines["CMAKE_CUDA_ARCHITECTURES"] == rt.define("CMAKE_CUDA_ARCHITECTURES")
+    assert defines["GGML_CUDA"] == "ON" and defines["GGML_CPU_ALL_VARIANTS"] == "ON"
+    assert defines["BUILDTOOL_LEAVE_OUT"].startswith("libggml-cpu-sapphirerapids.so")
+    assert (dest / "CMakeLists.txt").read_bytes() == \
+        (plan.project_dir / "CMakeLists.txt").read_bytes()
+    assert (dest / "llama.cpp/ggml/src/ggml.c").is_file()
+    assert not (dest / "llama.cpp/models").exists()
+    assert (dest / "_buildtool/src/buildtool/cli.py").is_file()
+    assert py["project"]["dependencies"] == ["nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"]
+    cibw = py["tool"]["cibuildwheel"]
+    assert cibw["test-command"] == "buildtool smoke {wheel} --allow-cpu-fallback"
+    assert "cuda-nvcc-12-4" in cibw["before-all"]
+    assert cibw["environment"]["CUDAToolkit_ROOT"] == "/usr/local/cuda-12.4"
+    repair = cibw["linux"]["repair-wheel-command"]
+    assert "--exclude libcuda.so.*" in repair and repair.endswith("-w {dest_dir} {wheel}")
+    assert cibw["linux"]["archs"] == ["x86_64", "aarch64"]
+    assert cibw["macos"]["archs"] == ["arm64"] and cibw["windows"]["archs"] == ["AMD64"]
+
+
+def test_package_template_api(data: Path, fake_tools: object, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = res("cpu", host(data), overrides=Overrides(cpu="x86-64-v3"))
+    dest, _ = _render(rt, tmp_path, emit=False)
+    monkeypatch.syspath_prepend(str(dest))
+    pkg = importlib.import_module("llama_cpp_bin_cpu")
+    try:
+        assert pkg.__version__ == "11312.0+x86.64.v3"
+        assert pkg.programs() == rt.build_targets
+        assert pkg.path("llama-server") == dest / "llama_cpp_bin_cpu" / "bin" / "llama-server"
+        with pytest.raises(KeyError, match="not bundled"):
+            pkg.path("llama-simple")
+        # the kernel's spellings count (lzcnt is "abm" in /proc/cpuinfo)
+        flags = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave",
+                 "cx16", "lahf_lm", "popcnt", "pni", "ssse3", "sse4_1", "sse4_2", "sse2"}
+        monkeypatch.setattr(pkg, "_cpu_flags", lambda: flags)
+        assert pkg.missing_cpu_features() == []
+        monkeypatch.setattr(pkg, "_cpu_flags", lambda: flags - {"avx2", "fma"})
+        assert pkg.missing_cpu_features() == ["avx2", "fma"]
+        info = pkg.describe()
+        assert info["distribution"] == "llama-cpp-bin-cpu" and info["target"] == "cpu"
+        assert info["cpu"]["missing_here"] == ["avx2", "fma"]
+        site = tmp_path / "site" / "nvidia"
+        (site / "cublas" / "lib").mkdir(parents=True)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        env = pkg.environment({"LD_LIBRARY_PATH": "/opt/x"})
+        if sys.platform.startswith("linux"):
+            assert env["LD_LIBRARY_PATH"] == f"{site / 'cublas' / 'lib'}:/opt/x"
+    finally:
+        sys.modules.pop("llama_cpp_bin_cpu", None)
+
+
+def _fake_wheel(dest: Path, dist: str, version: str, target: str,
+                plat: str = "manylinux_2_35_x86_64") -> Path:
+    module = dist.replace("-", "_")
+    path = dest / f"{module}-{version}-py3-none-{plat}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{module}/manifest.json", json.dumps({"kind": "wheel", "target": target}))
+        zf.writestr(f"{module}-{version}.dist-info/METADATA",
+                    f"Metadata-Version: 2.4\nName: {dist}\nVersion: {version}\n"
+                    "Requires-Python: >=3.9\n\nbody\n")
+    return path
+
+
+def test_index_one_per_target_pep503(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    (dist / "sub").mkdir(parents=True)
+    cpu = _fake_wheel(dist, "llama-cpp-bin-cpu", "11312.0", "cpu")
+    cpu_tuned = _fake_wheel(dist / "sub", "llama-cpp-bin-cpu", "11312.0+host.x86.64.v4", "cpu")
+    cu12 = _fake_wheel(dist, "llama-cpp-bin-cuda12x", "11312.0", "cublas12")
+    with zipfile.ZipFile(dist / "other-1.0-py3-none-any.whl", "w") as zf:
+        zf.writestr("other/__init__.py", "")  # not ours: not indexed
+    out = dist / "whl"
+    written = index.write(dist, out)
+    assert [(w.target, w.projects) for w in written] == [
+        ("cpu", ("llama-cpp-bin-cpu",)), ("cublas12", ("llama-cpp-bin-cuda12x",))]
+    assert written[0].url == (out / "cpu").as_uri() + "/"
+    root_page = (out / "cpu" / "index.html").read_text()
+    assert '<a href="llama-cpp-bin-cpu/">llama-cpp-bin-cpu</a>' in root_page
+    assert "cuda12x" not in root_page
+    page_dir = out / "cpu" / "llama-cpp-bin-cpu"
+    page = (page_dir / "index.html").read_text()
+    import re
+    from urllib.parse import unquote
+
+    links = re.findall(r'<a href="([^"#]+)#sha256=([0-9a-f]{64})" '
+                       r'data-requires-python="&gt;=3.9">', page)
+    assert len(links) == 2
+    for href, digest in links:
+        target = (page_dir / unquote(href)).resolve()
+        assert target in (cpu.resolve(), cpu_tuned.resolve())
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
+    assert "%2Bhost.x86.64.v4" in page  # '+' of the local version is escaped in the URL
+    assert (out / "cublas12" / "llama-cpp-bin-cuda12x" / "index.html").is_file()
+    assert not (out / "cublas12" / "llama-cpp-bin-cpu").exists()
+    assert str(cu12.name) in (out / "cublas12/llama-cpp-bin-cuda12x/index.html").read_text()
+    # idempotent: writing again gives the same files, and nothing left over
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    index.write(dist, out)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert before == after
+    assert not [p for p in dist.iterdir() if p.name.startswith(".whl")]
+
+
+def test_index_without_wheels_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(index.NoWheelsError) as err:
+        index.write(tmp_path, tmp_path / "whl")
+    assert err.value.exit_code == ExitCode.USAGE
+    assert not (tmp_path / "whl").exists()
