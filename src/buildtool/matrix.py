@@ -102,10 +102,14 @@ def github_matrix(session: Session) -> dict[str, Any]:
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
         smoke = recipe.family not in CONTAINER_FAMILIES
+        # Wheels: cibuildwheel in manylinux/macOS/Windows where the toolchain can be installed
+        # there (before-all in the recipe); ROCm and oneAPI only exist in their vendor images,
+        # where `buildtool build --artifact wheel` builds and repairs the wheel itself.
+        wheels = "container" if recipe.family in ("hip", "sycl") else "cibuildwheel"
         include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
                         "platform": platforms[0], "runner": runner, "cpu": cpu,
                         "toolkit": toolkit, "container": container,
-                        "smoke": "--smoke" if smoke else "--no-smoke"})
+                        "smoke": "--smoke" if smoke else "--no-smoke", "wheels": wheels})
     return {"include": include}
 
 

@@ -213,6 +213,16 @@ def test_emitted_project_is_self_contained(data: Path, fake_tools: dict[str, lis
     assert "--exclude libcuda.so.*" in repair and repair.endswith("-w {dest_dir} {wheel}")
     assert cibw["linux"]["archs"] == ["x86_64", "aarch64"]
     assert cibw["macos"]["archs"] == ["arm64"] and cibw["windows"]["archs"] == ["AMD64"]
+    # cibuildwheel's own schema accepts the configuration (and would reject a typo)
+    from importlib.resources import files
+
+    import jsonschema
+
+    schema = json.loads(files("cibuildwheel").joinpath("resources/cibuildwheel.schema.json")
+                        .read_text())
+    jsonschema.validate(cibw, schema)
+    with pytest.raises(jsonschema.ValidationError, match="test-comand"):
+        jsonschema.validate({**cibw, "test-comand": "x"}, schema)
 
 
 def test_package_template_api(data: Path, fake_tools: object, tmp_path: Path,

@@ -49,6 +49,20 @@ def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> 
     assert rows["metal"]["runner"].startswith("macos")
     assert {r["smoke"] for n, r in rows.items() if n.startswith("cublas")} == {"--no-smoke"}
     assert rows["vulkan"]["smoke"] == rows["cpu"]["smoke"] == "--smoke"
+    # wheels: cibuildwheel where the recipe can install its toolchain, else the vendor image
+    assert {n for n, r in rows.items() if r["wheels"] == "container"} == {"hipblas", "intel"}
+
+
+def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) -> None:
+    wf = _workflow("build.yml")
+    wheels = wf["jobs"]["wheels"]
+    assert wheels["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
+    runs = "\n".join(s.get("run", "") for s in wheels["steps"])
+    assert "--artifact wheel --emit wheel-project" in runs
+    assert "cibuildwheel wheel-project" in runs
+    index = wf["jobs"]["wheel-index"]
+    assert index["needs"] == "wheels"
+    assert any("buildtool index dist" in s.get("run", "") for s in index["steps"])
 
 
 def test_workflows_validate_against_the_github_schema() -> None:
