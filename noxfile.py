@@ -59,11 +59,12 @@ def build_target(session: nox.Session, target: str) -> None:
 
 @nox.session(python=PYTHON)
 def smoke(session: nox.Session) -> None:
-    """Smoke-test every tarball in dist/ (or those given after --)."""
+    """Smoke-test every tarball and wheel in dist/ (or those given after --)."""
     from pathlib import Path
 
     session.install("-e", ".")
-    for artifact in session.posargs or sorted(str(p) for p in Path("dist").glob("*.tar.gz")):
+    found = [*Path("dist").glob("*.tar.gz"), *Path("dist").glob("*.whl")]
+    for artifact in session.posargs or sorted(str(p) for p in found):
         session.run("buildtool", "smoke", artifact)
 
 
