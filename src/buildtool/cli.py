@@ -112,7 +112,9 @@ def detect(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command(name="matrix")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "github"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "github", "github-wheels"]),
+              default="table", help="github: the build jobs; github-wheels: the wheel jobs "
+                                    "(a target per OS its platforms name).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
@@ -124,6 +126,9 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
         fmt = "json"
     if fmt == "github":
         click.echo(json.dumps(matrix.github_matrix(session), separators=(",", ":")))
+        return
+    if fmt == "github-wheels":
+        click.echo(json.dumps(matrix.github_wheel_matrix(session), separators=(",", ":")))
         return
     rows = matrix.rows(session)
     if fmt == "json":

@@ -102,14 +102,44 @@ def github_matrix(session: Session) -> dict[str, Any]:
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
         smoke = recipe.family not in CONTAINER_FAMILIES
-        # Wheels: cibuildwheel in manylinux/macOS/Windows where the toolchain can be installed
-        # there (before-all in the recipe); ROCm and oneAPI only exist in their vendor images,
-        # where `buildtool build --artifact wheel` builds and repairs the wheel itself.
-        wheels = "container" if recipe.family in ("hip", "sycl") else "cibuildwheel"
         include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
                         "platform": platforms[0], "runner": runner, "cpu": cpu,
                         "toolkit": toolkit, "container": container,
-                        "smoke": "--smoke" if smoke else "--no-smoke", "wheels": wheels})
+                        "smoke": "--smoke" if smoke else "--no-smoke"})
+    return {"include": include}
+
+
+# Wheels per OS. Linux: cibuildwheel's manylinux containers, where each recipe installs its
+# toolchain (wheel-before-all) — except ROCm and oneAPI, which exist only in their vendor
+# images, where `buildtool build --artifact wheel` builds and repairs the wheel. macOS and
+# Windows runners get the families that need no toolchain beyond the compiler.
+WHEEL_RUNNERS = {"linux": "ubuntu-24.04", "macos": "macos-14", "windows": "windows-2022"}
+WHEEL_FAMILIES_OFF_LINUX = {"macos": ("cpu", "metal"), "windows": ("cpu",)}
+
+
+def github_wheel_matrix(session: Session) -> dict[str, Any]:
+    """The wheel jobs: one entry per target and OS its platforms name."""
+    jobs = {(e["target"]): e for e in github_matrix(session)["include"]}
+    include: list[dict[str, Any]] = []
+    for name, spec in session.project.matrix.targets.items():
+        recipe = session.project.recipes[spec.recipe]
+        platforms = spec.platforms or recipe.platforms
+        for os_name, default_runner in WHEEL_RUNNERS.items():
+            if not any(p.startswith(os_name + "-") for p in platforms):
+                continue
+            if os_name != "linux" and recipe.family not in WHEEL_FAMILIES_OFF_LINUX[os_name]:
+                continue
+            job = jobs[name]
+            runner = job["runner"] if job["runner"].startswith(
+                {"linux": "ubuntu", "macos": "macos", "windows": "windows"}[os_name]) \
+                else default_runner
+            container = os_name == "linux" and recipe.family in ("hip", "sycl")
+            include.append({"target": name, "family": recipe.family, "os": os_name,
+                            "runner": runner, "cpu": "all-variants" if recipe.family == "cpu"
+                            else job["cpu"],
+                            "wheels": "container" if container else "cibuildwheel",
+                            "container": job["container"] if container else "",
+                            "smoke": job["smoke"]})
     return {"include": include}
 
 

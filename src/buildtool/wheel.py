@@ -29,6 +29,7 @@ from buildtool import cmd, naming
 from buildtool.detect.cpu import _ALIASES
 from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock
 
 TEMPLATE = Path("recipes") / "wheel"
@@ -128,11 +129,31 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
         "repair_linux": _toml(" ".join(["auditwheel repair", *excludes,
                                         "-w {dest_dir} {wheel}"])),
         "repair_windows": _toml("delvewheel repair -w {dest_dir} {wheel}"),
+        "archs_linux": _toml(ci_archs(rt, "linux") or "auto"),
+        "archs_macos": _toml(ci_archs(rt, "macos") or "auto"),
+        "archs_windows": _toml(ci_archs(rt, "windows") or "auto"),
+        "skip": _toml(" ".join(["*-musllinux_*", *(CI_SKIP[o] for o in CI_SKIP
+                                                   if not ci_archs(rt, o))])),
         # README.md
         "llama_version": lock.version, "commit": lock.short_commit, "target": rt.name,
         "backend": rt.backend, "cpu_policy": rt.cpu_policy, "cpu_requires": requires_cpu,
         "module_name": mod,
     }
+
+
+# buildtool's platform names → cibuildwheel's architecture names, per OS
+CI_ARCHS = {"linux-x86_64": "x86_64", "linux-aarch64": "aarch64", "macos-arm64": "arm64",
+            "macos-x86_64": "x86_64", "windows-x86_64": "AMD64", "windows-arm64": "ARM64"}
+
+
+# what cibuildwheel must skip on an OS the target has no platform on (an empty archs list
+# would mean cibuildwheel's default, not nothing)
+CI_SKIP = {"linux": "*-manylinux_*", "macos": "*-macosx_*", "windows": "*-win*"}
+
+
+def ci_archs(rt: ResolvedTarget, os_name: str) -> list[str]:
+    """cibuildwheel archs for one OS: the target's platforms there (none: nothing built)."""
+    return [CI_ARCHS[p] for p in rt.platforms if p.startswith(os_name + "-") and p in CI_ARCHS]
 
 
 def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path, *,

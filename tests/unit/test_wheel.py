@@ -207,12 +207,14 @@ def test_emitted_project_is_self_contained(data: Path, fake_tools: dict[str, lis
     assert py["project"]["dependencies"] == ["nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"]
     cibw = py["tool"]["cibuildwheel"]
     assert cibw["test-command"] == "buildtool smoke {wheel} --allow-cpu-fallback"
-    assert "cuda-nvcc-12-4" in cibw["before-all"]
-    assert cibw["environment"]["CUDAToolkit_ROOT"] == "/usr/local/cuda-12.4"
+    assert "cuda-nvcc-12-4" in cibw["linux"]["before-all"]
+    assert cibw["linux"]["environment"]["CUDAToolkit_ROOT"] == "/usr/local/cuda-12.4"
     repair = cibw["linux"]["repair-wheel-command"]
     assert "--exclude libcuda.so.*" in repair and repair.endswith("-w {dest_dir} {wheel}")
+    # the target's platforms decide the architectures (cuda: no macOS)
     assert cibw["linux"]["archs"] == ["x86_64", "aarch64"]
-    assert cibw["macos"]["archs"] == ["arm64"] and cibw["windows"]["archs"] == ["AMD64"]
+    assert cibw["windows"]["archs"] == ["AMD64"]
+    assert cibw["skip"] == "*-musllinux_* *-macosx_*"
     # cibuildwheel's own schema accepts the configuration (and would reject a typo)
     from importlib.resources import files
 

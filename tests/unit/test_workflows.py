@@ -16,6 +16,13 @@ def _workflow(name: str) -> dict:  # type: ignore[type-arg]
     return loaded
 
 
+def _matrix_keys(job: dict) -> set[str]:  # type: ignore[type-arg]
+    """The matrix.* keys a job's expressions use."""
+    text = yaml.safe_dump(job, width=1 << 20)
+    return {key for expr in re.findall(r"\$\{\{(.*?)\}\}", text)
+            for key in re.findall(r"(?<![.\w])matrix\.([a-z_]+)", expr)}
+
+
 def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
     wf = _workflow("build.yml")
     steps = wf["jobs"]["matrix"]["steps"]
@@ -23,8 +30,7 @@ def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
     build = wf["jobs"]["build"]
     assert build["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
     text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
-    used = {key for expr in re.findall(r"\$\{\{(.*?)\}\}", text)
-            for key in re.findall(r"(?<![.\w])matrix\.([a-z_]+)", expr)}
+    used = _matrix_keys(build)
     assert {"target", "runner", "cpu"} <= used
     out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
                                        "--format", "github"], catch_exceptions=False).output
@@ -49,14 +55,32 @@ def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> 
     assert rows["metal"]["runner"].startswith("macos")
     assert {r["smoke"] for n, r in rows.items() if n.startswith("cublas")} == {"--no-smoke"}
     assert rows["vulkan"]["smoke"] == rows["cpu"]["smoke"] == "--smoke"
-    # wheels: cibuildwheel where the recipe can install its toolchain, else the vendor image
-    assert {n for n, r in rows.items() if r["wheels"] == "container"} == {"hipblas", "intel"}
 
 
 def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) -> None:
     wf = _workflow("build.yml")
+    steps = wf["jobs"]["matrix"]["steps"]
+    assert any("buildtool matrix --format github-wheels" in st.get("run", "") for st in steps)
     wheels = wf["jobs"]["wheels"]
-    assert wheels["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
+    assert wheels["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.wheels) }}"
+    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
+                                       "--format", "github-wheels"],
+                             catch_exceptions=False).output
+    entries = yaml.safe_load(out)["include"]
+    used = _matrix_keys(wheels)
+    assert {"target", "runner", "cpu", "os", "wheels", "container"} <= used
+    for entry in entries:
+        assert used <= set(entry), f"wheel jobs use keys the matrix does not emit: {used}"
+    rows = {(e["target"], e["os"]): e for e in entries}
+    # manylinux (x86_64 + aarch64 per the recipe), macOS arm64 for metal, Windows for cpu
+    assert {("cpu", "linux"), ("cpu", "macos"), ("cpu", "windows"), ("metal", "macos"),
+            ("cublas12", "linux"), ("vulkan", "linux")} <= set(rows)
+    assert rows[("metal", "macos")]["runner"].startswith("macos")
+    assert rows[("cpu", "windows")]["runner"].startswith("windows")
+    assert rows[("hipblas", "linux")]["wheels"] == "container"
+    assert rows[("hipblas", "linux")]["container"].startswith("rocm/")
+    assert rows[("cpu", "linux")]["container"] == "" and rows[("cpu", "linux")]["cpu"] == \
+        "all-variants"
     runs = "\n".join(s.get("run", "") for s in wheels["steps"])
     assert "--artifact wheel --emit wheel-project" in runs
     assert "cibuildwheel wheel-project" in runs
