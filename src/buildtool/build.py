@@ -142,8 +142,8 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         return outcome
 
     for kind in kinds:
-        made = _tarball(session, plan, source, options, timings) if kind == "tarball" else \
-            _wheel(session, plan, source, options, timings)
+        made = _cached(session, plan, kind, options) or \
+            (_tarball if kind == "tarball" else _wheel)(session, plan, source, options, timings)
         outcome.artifacts.append(made)
         if options.smoke:
             _smoke(session, made, rt, options, timings)
@@ -190,9 +190,6 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
 
 def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
              options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
-    cached = _cached(session, plan, "tarball", options)
-    if cached is not None:
-        return cached
     rep = session.reporter
     _compile(session, plan, options, timings)
     report = _audit(session, plan, package.collect(plan), timings)
@@ -207,9 +204,6 @@ def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
 
 def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
            options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
-    cached = _cached(session, plan, "wheel", options)
-    if cached is not None:
-        return cached
     rep = session.reporter
     rt = plan.target
     t = time.monotonic()

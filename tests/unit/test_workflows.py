@@ -23,6 +23,14 @@ def _matrix_keys(job: dict) -> set[str]:  # type: ignore[type-arg]
             for key in re.findall(r"(?<![.\w])matrix\.([a-z_]+)", expr)}
 
 
+def _rows(fmt: str = "github") -> list[dict]:  # type: ignore[type-arg]
+    """The entries `buildtool matrix --format FMT` prints."""
+    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
+                                       "--format", fmt], catch_exceptions=False).output
+    rows: list[dict] = yaml.safe_load(out)["include"]  # type: ignore[type-arg]
+    return rows
+
+
 def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
     wf = _workflow("build.yml")
     steps = wf["jobs"]["matrix"]["steps"]
@@ -32,9 +40,7 @@ def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
     text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
     used = _matrix_keys(build)
     assert {"target", "runner", "cpu"} <= used
-    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
-                                       "--format", "github"], catch_exceptions=False).output
-    entries = yaml.safe_load(out)["include"]
+    entries = _rows()
     assert entries, "empty job matrix"
     for entry in entries:
         assert used <= set(entry), f"workflow uses keys the matrix does not emit: {used}"
@@ -44,9 +50,7 @@ def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
 
 
 def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> None:
-    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
-                                       "--format", "github"], catch_exceptions=False).output
-    rows = {e["target"]: e for e in yaml.safe_load(out)["include"]}
+    rows = {e["target"]: e for e in _rows()}
     assert rows["cublas12"]["container"] == "nvidia/cuda:12.4.1-devel-ubuntu22.04"
     assert rows["cublas13"]["container"].startswith("nvidia/cuda:13.0")
     assert rows["hipblas"]["container"].startswith("rocm/dev-ubuntu-24.04:")
@@ -63,10 +67,7 @@ def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) 
     assert any("buildtool matrix --format github-wheels" in st.get("run", "") for st in steps)
     wheels = wf["jobs"]["wheels"]
     assert wheels["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.wheels) }}"
-    out = CliRunner().invoke(cli.cli, ["--matrix", str(ROOT / "build_matrix.yaml"), "matrix",
-                                       "--format", "github-wheels"],
-                             catch_exceptions=False).output
-    entries = yaml.safe_load(out)["include"]
+    entries = _rows("github-wheels")
     used = _matrix_keys(wheels)
     assert {"target", "runner", "cpu", "os", "wheels", "container"} <= used
     for entry in entries:
