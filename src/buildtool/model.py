@@ -77,6 +77,8 @@ class TargetSpec:
         "CI build container image (default: the recipe's docker build-image)"))
     revision: int | None = field(default=None, metadata=doc(
         "packaging revision of this target (default: defaults.revision)"))
+    wheel_requires: tuple[str, ...] | None = field(default=None, metadata=doc(
+        "the wheel's dependencies, instead of the recipe's wheel-requires"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -252,7 +252,8 @@ def resolve(
         build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
         revision=spec.revision if spec.revision is not None else defaults.revision,
         wheel_name=_fill(recipe.wheel_name, toolkit, recipe.family),
-        wheel_requires=tuple(_fill(r, toolkit) for r in recipe.wheel_requires),
+        wheel_requires=tuple(_fill(r, toolkit) for r in (
+            spec.wheel_requires if spec.wheel_requires is not None else recipe.wheel_requires)),
         wheel_exclude=tuple(_fill(r, toolkit) for r in recipe.wheel_exclude),
         wheel_before_all=_fill(recipe.wheel_before_all, toolkit),
         wheel_environment=tuple((k, _fill(v, toolkit))

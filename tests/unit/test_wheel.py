@@ -41,8 +41,9 @@ def test_one_distribution_per_target_cupy_style(
         assert naming.distribution(rt) == f"llama-cpp-bin-cuda{major}x"
         assert naming.module(rt) == f"llama_cpp_bin_cuda{major}x"
         assert naming.version(rt) == "11312.0"  # all-variants: portable, no local label
-        assert rt.wheel_requires == (f"nvidia-cuda-runtime-cu{major}",
-                                     f"nvidia-cublas-cu{major}")
+        assert rt.wheel_requires == ((f"nvidia-cuda-runtime-cu{major}>={version}",
+                                      f"nvidia-cublas-cu{major}") if major != "13" else
+                                     ("nvidia-cuda-runtime>=13.0,<14", "nvidia-cublas>=13.0,<14"))
         assert "libcuda.so.*" in rt.wheel_exclude and "libcublas.so.*" in rt.wheel_exclude
         assert f"cuda-nvcc-{version.replace('.', '-')}" in rt.wheel_before_all
         assert dict(rt.wheel_environment)["CUDACXX"] == f"/usr/local/cuda-{version}/bin/nvcc"
@@ -204,7 +205,8 @@ def test_emitted_project_is_self_contained(data: Path, fake_tools: dict[str, lis
     assert (dest / "llama.cpp/ggml/src/ggml.c").is_file()
     assert not (dest / "llama.cpp/models").exists()
     assert (dest / "_buildtool/src/buildtool/cli.py").is_file()
-    assert py["project"]["dependencies"] == ["nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"]
+    assert py["project"]["dependencies"] == ["nvidia-cuda-runtime-cu12>=12.4",
+                                             "nvidia-cublas-cu12"]
     cibw = py["tool"]["cibuildwheel"]
     assert cibw["test-command"] == "buildtool smoke {wheel} --allow-cpu-fallback"
     assert "cuda-nvcc-12-4" in cibw["linux"]["before-all"]
