@@ -107,11 +107,11 @@ def emitted_defines(plan: BuildPlan) -> list[tuple[str, str]]:
 
 
 def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str]:
+    """Values of recipes/wheel/pyproject.toml, each a TOML value or table body."""
     rt = plan.target
     defines = emitted_defines(plan) if emit else list(plan.cmake_defines)
     mod = naming.module(rt)
     excludes = [a for pattern in rt.wheel_exclude for a in ("--exclude", pattern)]
-    requires_cpu = f", requires {' '.join(rt.cpu_features)}" if rt.cpu_features else ""
     smoke = "buildtool smoke {wheel}" + (" --allow-cpu-fallback" if rt.recipe.gpu else "")
     return {
         "name": _toml(naming.distribution(rt)), "version": _toml(naming.version(rt)),
@@ -134,10 +134,18 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
         "archs_windows": _toml(ci_archs(rt, "windows") or "auto"),
         "skip": _toml(" ".join(["*-musllinux_*", *(CI_SKIP[o] for o in CI_SKIP
                                                    if not ci_archs(rt, o))])),
-        # README.md
-        "llama_version": lock.version, "commit": lock.short_commit, "target": rt.name,
-        "backend": rt.backend, "cpu_policy": rt.cpu_policy, "cpu_requires": requires_cpu,
-        "module_name": mod,
+    }
+
+
+def readme_values(plan: BuildPlan, lock: Lock) -> dict[str, str]:
+    """Values of recipes/wheel/README.md (the wheel's long description): plain text."""
+    rt = plan.target
+    return {
+        "name": naming.distribution(rt), "module": naming.module(rt),
+        "description": rt.description, "llama_version": lock.version,
+        "commit": lock.short_commit, "target": rt.name, "backend": rt.backend,
+        "cpu_policy": rt.cpu_policy,
+        "cpu_requires": f", requires {' '.join(rt.cpu_features)}" if rt.cpu_features else "",
     }
 
 
@@ -171,13 +179,9 @@ def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path,
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    values = template_values(plan, lock, emit=emit)
-    for name in ("pyproject.toml", "README.md"):
+    for name, values in (("pyproject.toml", template_values(plan, lock, emit=emit)),
+                         ("README.md", readme_values(plan, lock))):
         text = (template / name).read_text()
-        if name == "README.md":
-            values = {**values, "name": naming.distribution(plan.target),
-                      "module": naming.module(plan.target),
-                      "description": plan.target.description}
         (dest / name).write_text(string.Template(text).substitute(values))
     license_file = plan.source_dir / "LICENSE"
     if license_file.is_file():
