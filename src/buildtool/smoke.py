@@ -203,6 +203,7 @@ class Subject:
     bench: Path
     quantize: Path | None
     lib_dir: Path  # where the backend modules lie (for why_unloadable)
+    env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
 
 
 def from_tarball(artifact: Path, work: Path) -> Subject:
@@ -213,6 +214,15 @@ def from_tarball(artifact: Path, work: Path) -> Subject:
     quantize = root / "llama-quantize"
     return Subject(kind="tarball", manifest=manifest, bench=bench,
                    quantize=quantize if quantize.exists() else None, lib_dir=root)
+
+
+def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
+    """os.environ with a wheel's runtime library directories (NVIDIA's wheels) first on the
+    loader's path, as its launcher runs the programs."""
+    if not dirs:
+        return None
+    old = os.environ.get("LD_LIBRARY_PATH", "")
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*dirs, *([old] if old else [])])}
 
 
 def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
@@ -249,7 +259,7 @@ def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
     quantize = scripts / f"llama-quantize{suffix}"
     return Subject(kind="wheel", manifest=manifest, bench=bench,
                    quantize=quantize if quantize.exists() else None,
-                   lib_dir=Path(info["bin_dir"]))
+                   lib_dir=Path(info["bin_dir"]), env=with_library_dirs(info.get("library_dirs")))
 
 
 def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
@@ -302,7 +312,8 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
         unloadable = None
         if gpu and manifest.get("backend", "") not in backend_names(records):
-            unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""))
+            unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""),
+                                        subject.env)
         checks = verdict(records, backend=manifest.get("backend", ""),
                          family=manifest.get("family", ""), gpu=gpu,
                          allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
@@ -343,9 +354,11 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def why_unloadable(root: Path, backend: str) -> str | None:
+def why_unloadable(root: Path, backend: str,
+                   env: Mapping[str, str] | None = None) -> str | None:
     """Why the backend module shipped in ``root`` cannot load here (the libraries the dynamic
-    loader cannot find, per ldd), or None when it is not shipped / nothing is missing."""
+    loader cannot find, per ldd in ``env``: a wheel's programs run with its runtime wheels on
+    the library path), or None when it is not shipped / nothing is missing."""
     module = root / BACKEND_MODULES.get(backend, "")
     if backend not in BACKEND_MODULES or not module.is_file():
         return None
@@ -353,7 +366,7 @@ def why_unloadable(root: Path, backend: str) -> str | None:
     if ldd is None:
         return f"{module.name} is shipped but was not loaded"
     try:
-        out = cmd.capture([ldd, str(module)], timeout=60, check=False)
+        out = cmd.capture([ldd, str(module)], timeout=60, check=False, env=env)
     except (CommandError, OSError):
         return f"{module.name} is shipped but was not loaded"
     missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]

@@ -318,3 +318,14 @@ def test_index_without_wheels_is_an_error(tmp_path: Path) -> None:
         index.write(tmp_path, tmp_path / "whl")
     assert err.value.exit_code == ExitCode.USAGE
     assert not (tmp_path / "whl").exists()
+
+
+def test_smoke_checks_a_wheels_modules_with_its_runtime_wheels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool.smoke import with_library_dirs
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x")
+    env = with_library_dirs(["/site/nvidia/cublas/lib", "/site/nvidia/cuda_runtime/lib"])
+    assert env is not None
+    assert env["LD_LIBRARY_PATH"] == "/site/nvidia/cublas/lib:/site/nvidia/cuda_runtime/lib:/opt/x"
+    assert with_library_dirs([]) is None and with_library_dirs(None) is None

@@ -109,6 +109,7 @@ def describe() -> dict[str, Any]:
         "cpu": {"policy": m["cpu"]["policy"], "required_features": m["cpu"]["required_features"],
                 "missing_here": missing_cpu_features()},
         "bin_dir": str(BIN_DIR),
+        "library_dirs": _library_dirs(),
         "programs": {p: str(path(p)) for p in programs()},
         "manifest": str(HERE / "manifest.json"),
     }
