@@ -62,7 +62,8 @@ def test_cuda_target_configures_and_compiles_with_provisioned_toolkit(
         assert cache["CMAKE_CUDA_HOST_COMPILER"].endswith("g++-11")
 
     # one real ggml-cuda translation unit, compiled by the provisioned nvcc
-    obj = "ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/acc.cu.o"
+    # recipes/cmake adds llama.cpp as the subproject "llama.cpp"
+    obj = "llama.cpp/ggml/src/ggml-cuda/CMakeFiles/ggml-cuda.dir/acc.cu.o"
     cmake = toolchain.best("cmake")
     assert cmake is not None
     done = subprocess.run([str(cmake.path), "--build", str(build_dir), "--target", obj],
