@@ -33,9 +33,10 @@ from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock
 
 TEMPLATE = Path("recipes") / "wheel"
-# What an emitted project leaves out of its llama.cpp copy (not needed to build)
+# What an emitted project leaves out of its llama.cpp copy: top-level directories a build
+# does not read (src/models and tools/mtmd/models are sources and stay), and model files
 TREE_EXCLUDES = ("models", "docs", "examples", "tests", "media", "gguf-py", "grammars",
-                 "prompts", "benches", ".github", ".devops", "*.gguf")
+                 "prompts", "benches", ".github", ".devops")
 # Definitions that only make sense on this machine: an emitted project lets its build
 # environment find these (the CMake project's default tree, the container's toolchain)
 HOST_ONLY = ("LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM", "CMAKE_C_COMPILER_LAUNCHER",
@@ -196,8 +197,15 @@ def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path,
     if emit:
         for name in CMAKE_PROJECT_FILES:
             shutil.copy2(plan.project_dir / name, dest / name)
-        shutil.copytree(plan.source_dir, dest / "llama.cpp", symlinks=True,
-                        ignore=shutil.ignore_patterns(*TREE_EXCLUDES))
+        top = str(plan.source_dir)
+
+        def leave_out(directory: str, names: list[str]) -> set[str]:
+            dropped = {n for n in names if n.endswith(".gguf")}
+            if directory == top:
+                dropped |= set(TREE_EXCLUDES).intersection(names)
+            return dropped
+
+        shutil.copytree(plan.source_dir, dest / "llama.cpp", symlinks=True, ignore=leave_out)
         tool = dest / "_buildtool"
         tool.mkdir()
         for name in ("pyproject.toml", "README.md"):

@@ -126,12 +126,15 @@ def test_repair_leaves_out_what_the_driver_provides() -> None:
 
 def _source(tmp_path: Path) -> Materialized:
     tree = tmp_path / "vendor" / "llama.cpp"
-    for sub in ("ggml/src", "models", "docs", "tools/server"):
+    for sub in ("ggml/src", "models", "docs", "tools/server", "tools/mtmd/models", "src/models"):
         (tree / sub).mkdir(parents=True, exist_ok=True)
     (tree / "CMakeLists.txt").write_text("project(llama.cpp)\n")
     (tree / "LICENSE").write_text("MIT License\n")
     (tree / "models" / "big.gguf").write_bytes(b"x" * 10)
     (tree / "ggml/src/ggml.c").write_text("int x;\n")
+    (tree / "tools/mtmd/models/models.h").write_text("// a source file\n")
+    (tree / "src/models/llama.cpp").write_text("// a source file\n")
+    (tree / "tools/server/tiny.gguf").write_bytes(b"GGUF")
     return Materialized(tree=tree, source="local", archive_sha256=None, tree_sha256="0" * 64,
                         commit=LOCK.commit, fetched_at="2026-11-22T00:00:00+00:00")
 
@@ -203,7 +206,11 @@ def test_emitted_project_is_self_contained(data: Path, fake_tools: dict[str, lis
     assert (dest / "CMakeLists.txt").read_bytes() == \
         (plan.project_dir / "CMakeLists.txt").read_bytes()
     assert (dest / "llama.cpp/ggml/src/ggml.c").is_file()
-    assert not (dest / "llama.cpp/models").exists()
+    assert not (dest / "llama.cpp/models").exists() and not (dest / "llama.cpp/docs").exists()
+    # only the top-level model/doc trees stay behind: sources in */models are kept
+    assert (dest / "llama.cpp/tools/mtmd/models/models.h").is_file()
+    assert (dest / "llama.cpp/src/models/llama.cpp").is_file()
+    assert not (dest / "llama.cpp/tools/server/tiny.gguf").exists()
     assert (dest / "_buildtool/src/buildtool/cli.py").is_file()
     assert py["project"]["dependencies"] == ["nvidia-cuda-runtime-cu12>=12.4",
                                              "nvidia-cublas-cu12"]
