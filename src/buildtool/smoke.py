@@ -206,8 +206,9 @@ class Subject:
     env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
 
 
-def from_tarball(artifact: Path, work: Path) -> Subject:
+def from_tarball(artifact: Path, work: Path, host: CpuInfo) -> Subject:
     root, manifest = unpack(artifact, work)
+    check_host(manifest, host)
     bench = root / "llama-bench"
     if not bench.exists():
         raise SmokeError(f"{artifact} contains no llama-bench")
@@ -272,9 +273,8 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
         if artifact.suffix == ".whl":
             subject = from_wheel(artifact, work, host)
         else:
-            subject = from_tarball(artifact, work)
+            subject = from_tarball(artifact, work, host)
         manifest = subject.manifest
-        check_host(manifest, host)
         model_path = model or cached_model()
         gpu = bool(manifest.get("gpu"))
         # The recipe's smoke environment (from the manifest) unless the caller's says otherwise

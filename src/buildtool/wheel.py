@@ -271,10 +271,10 @@ def unpacked(wheel: Path) -> Iterator[Path]:
     try:
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tmp)
-        for info in zipfile.ZipFile(wheel).infolist():  # zip keeps the mode bits
-            mode = info.external_attr >> 16
-            if mode:
-                (tmp / info.filename).chmod(mode & 0o777)
+            for info in zf.infolist():  # extractall drops the mode bits the zip keeps
+                mode = info.external_attr >> 16
+                if mode:
+                    (tmp / info.filename).chmod(mode & 0o777)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
