@@ -4,6 +4,8 @@
 # A wheel cannot hold symbolic links, so each library is installed once, under the name the
 # dynamic loader asks for (its SONAME link, e.g. libggml.so.0), instead of the chain
 # libggml.so -> libggml.so.0 -> libggml.so.0.25.3 that CMake leaves in the build tree.
+# (No IN_LIST here: install scripts run without the project's policies, and CMake < 3.28
+# rejects it there.)
 set(dest "$ENV{DESTDIR}${CMAKE_INSTALL_PREFIX}/${BUILDTOOL_DESTINATION}")
 
 foreach(program IN LISTS BUILDTOOL_PROGRAMS)
@@ -43,7 +45,8 @@ endforeach()
 
 foreach(lib IN LISTS libs)
     get_filename_component(name "${lib}" NAME)
-    if(name IN_LIST BUILDTOOL_LEAVE_OUT)
+    list(FIND BUILDTOOL_LEAVE_OUT "${name}" left_out)
+    if(NOT left_out EQUAL -1)
         continue()
     endif()
     if(IS_SYMLINK "${lib}")
@@ -54,7 +57,10 @@ foreach(lib IN LISTS libs)
             file(INSTALL "${BUILDTOOL_BIN}/${target}" DESTINATION "${dest}" RENAME "${name}"
                  USE_SOURCE_PERMISSIONS)
         endif()
-    elseif(NOT name IN_LIST linked)
-        file(INSTALL "${lib}" DESTINATION "${dest}" USE_SOURCE_PERMISSIONS)
+    else()
+        list(FIND linked "${name}" pointed_at)
+        if(pointed_at EQUAL -1)
+            file(INSTALL "${lib}" DESTINATION "${dest}" USE_SOURCE_PERMISSIONS)
+        endif()
     endif()
 endforeach()
