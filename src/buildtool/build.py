@@ -132,23 +132,34 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
                                     progress=rep.info)
         rep.info(f"source: {source.source} (tree sha256 {source.tree_sha256[:16]}…)")
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    fresh = options.fresh  # delete the build directory once: the artifact kinds share it
     timings["prepare"] = time.monotonic() - t0
     outcome = BuildOutcome(plan=plan, timings=timings)
 
     if options.configure_only:
+        _fresh_start(plan, fresh)
         configure(session, plan, options, timings)
         timings["total"] = time.monotonic() - t0
         rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
         return outcome
 
     for kind in kinds:
-        made = _cached(session, plan, kind, options) or \
-            (_tarball if kind == "tarball" else _wheel)(session, plan, source, options, timings)
+        made = _cached(session, plan, kind, options)
+        if made is None:
+            _fresh_start(plan, fresh)
+            fresh = False
+            made = (_tarball if kind == "tarball" else _wheel)(session, plan, source, options,
+                                                               timings)
         outcome.artifacts.append(made)
         if options.smoke:
             _smoke(session, made, rt, options, timings)
     timings["total"] = time.monotonic() - t0
     return outcome
+
+
+def _fresh_start(plan: BuildPlan, fresh: bool) -> None:
+    if fresh and plan.build_dir.exists():
+        shutil.rmtree(plan.build_dir)
 
 
 def _cached(session: Session, plan: BuildPlan, kind: str,
@@ -209,8 +220,6 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
     t = time.monotonic()
     rep.step(f"wheel {naming.distribution(rt)} {naming.version(rt)} (scikit-build-core, "
              f"build directory {plan.build_dir.name})")
-    if options.fresh and plan.build_dir.exists():
-        shutil.rmtree(plan.build_dir)
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     log = plan.build_dir / "buildtool.log"
     base = package.build_manifest(plan, session.lock, source, files={})
@@ -291,8 +300,6 @@ def configure(session: Session, plan: BuildPlan, options: BuildOptions,
               timings: dict[str, float]) -> Path:
     """Run CMake's configure step; return the log file (the build step appends to it)."""
     rep = session.reporter
-    if options.fresh and plan.build_dir.exists():
-        shutil.rmtree(plan.build_dir)
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     log = plan.build_dir / "buildtool.log"
     log.write_text("")
