@@ -105,8 +105,9 @@ def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> P
         source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
                                     progress=session.reporter.info)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
-    base = package.build_manifest(plan, session.lock, source, files={})
-    return wheel.render(plan, session.lock, base, dest, root=session.root, emit=True)
+    inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                              files={}))
+    return wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
 
 
 def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[str, ...]:
@@ -222,8 +223,9 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
              f"build directory {plan.build_dir.name})")
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     log = plan.build_dir / "buildtool.log"
-    base = package.build_manifest(plan, session.lock, source, files={})
-    project = wheel.render(plan, session.lock, base, plan.build_dir / "wheel-project",
+    inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                              files={}))
+    project = wheel.render(plan, session.lock, inner, plan.build_dir / "wheel-project",
                            root=session.root)
     plan.dist_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
@@ -253,7 +255,7 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     digest = sha256_file(final)
-    manifest = {**wheel.wheel_manifest(plan, base), "artifact_file": final.name,
+    manifest = {**inner, "artifact_file": final.name,
                 "artifact_sha256": digest, "isa_audit": report, "repair": repair_info}
     package.write_json(package.sidecar(final, "manifest"), manifest)
     package.update_sums(plan.dist_dir, final.name, digest)

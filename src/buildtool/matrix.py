@@ -114,6 +114,7 @@ def github_matrix(session: Session) -> dict[str, Any]:
 # images, where `buildtool build --artifact wheel` builds and repairs the wheel. macOS and
 # Windows runners get the families that need no toolchain beyond the compiler.
 WHEEL_RUNNERS = {"linux": "ubuntu-24.04", "macos": "macos-14", "windows": "windows-2022"}
+RUNNER_PREFIX = {"linux": "ubuntu", "macos": "macos", "windows": "windows"}
 WHEEL_FAMILIES_OFF_LINUX = {"macos": ("cpu", "metal"), "windows": ("cpu",)}
 
 
@@ -130,13 +131,11 @@ def github_wheel_matrix(session: Session) -> dict[str, Any]:
             if os_name != "linux" and recipe.family not in WHEEL_FAMILIES_OFF_LINUX[os_name]:
                 continue
             job = jobs[name]
-            runner = job["runner"] if job["runner"].startswith(
-                {"linux": "ubuntu", "macos": "macos", "windows": "windows"}[os_name]) \
+            runner = job["runner"] if job["runner"].startswith(RUNNER_PREFIX[os_name]) \
                 else default_runner
             container = os_name == "linux" and recipe.family in ("hip", "sycl")
             include.append({"target": name, "family": recipe.family, "os": os_name,
-                            "runner": runner, "cpu": "all-variants" if recipe.family == "cpu"
-                            else job["cpu"],
+                            "runner": runner, "cpu": job["cpu"],
                             "wheels": "container" if container else "cibuildwheel",
                             "container": job["container"] if container else "",
                             "smoke": job["smoke"]})

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd, naming
-from buildtool.detect.cpu import _ALIASES
+from buildtool.detect.cpu import spellings
 from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
 from buildtool.resolve import ResolvedTarget
@@ -72,7 +72,7 @@ class WheelName:
 
 def linux_flags(features: tuple[str, ...]) -> dict[str, list[str]]:
     """For each required feature, the spellings /proc/cpuinfo may use (pni for sse3, ...)."""
-    return {f: sorted({f, *(k for k, v in _ALIASES.items() if v == f)}) for f in features}
+    return {f: spellings(f) for f in features}
 
 
 def wheel_manifest(plan: BuildPlan, base: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,7 +167,8 @@ def ci_archs(rt: ResolvedTarget, os_name: str) -> list[str]:
 
 def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path, *,
            root: Path, emit: bool = False) -> Path:
-    """Write the target's wheel project into ``dest`` (replaced if present).
+    """Write the target's wheel project, with ``manifest`` (see wheel_manifest) as its
+    package's manifest.json, into ``dest`` (replaced if present).
 
     ``emit=False``: for building here — CMake's source is recipes/cmake itself and every
     definition is the plan's, so the build directory is shared with the tarball.
@@ -192,8 +193,7 @@ def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path,
     pkg = dest / naming.module(plan.target)
     shutil.copytree(template / "package", pkg,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (pkg / "manifest.json").write_text(json.dumps(wheel_manifest(plan, manifest), indent=2)
-                                       + "\n")
+    (pkg / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if emit:
         for name in CMAKE_PROJECT_FILES:
             shutil.copy2(plan.project_dir / name, dest / name)
@@ -227,7 +227,7 @@ def build_command(project: Path, out: Path, build_dir: Path) -> list[str]:
     """PEP 517 build of the rendered project with scikit-build-core, in this environment
     (no isolation: builds stay offline), into the plan's build directory."""
     return [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out),
-            "-C", f"build-dir={build_dir}", "-C", "build.verbose=false", str(project)]
+            "-C", f"build-dir={build_dir}", str(project)]
 
 
 def require_modules(*modules: str) -> None:

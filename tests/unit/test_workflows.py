@@ -31,19 +31,26 @@ def _rows(fmt: str = "github") -> list[dict]:  # type: ignore[type-arg]
     return rows
 
 
-def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
+def _fed_by(job_name: str, output: str, fmt: str, needed: set[str]) -> list[dict]:  # type: ignore[type-arg]
+    """Check that a job's matrix is `buildtool matrix --format FMT` (through the matrix
+    job's OUTPUT) and that every matrix key it uses is in every entry; return the entries."""
     wf = _workflow("build.yml")
     steps = wf["jobs"]["matrix"]["steps"]
-    assert any("buildtool matrix --format github" in s.get("run", "") for s in steps)
-    build = wf["jobs"]["build"]
-    assert build["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
-    text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
-    used = _matrix_keys(build)
-    assert {"target", "runner", "cpu"} <= used
-    entries = _rows()
+    assert any(f"buildtool matrix --format {fmt}" in s.get("run", "") for s in steps)
+    job = wf["jobs"][job_name]
+    assert job["strategy"]["matrix"] == f"${{{{ fromJSON(needs.matrix.outputs.{output}) }}}}"
+    used = _matrix_keys(job)
+    assert needed <= used
+    entries = _rows(fmt)
     assert entries, "empty job matrix"
     for entry in entries:
-        assert used <= set(entry), f"workflow uses keys the matrix does not emit: {used}"
+        assert used <= set(entry), f"{job_name} uses keys the matrix does not emit: {used}"
+    return entries
+
+
+def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
+    _fed_by("build", "matrix", "github", {"target", "runner", "cpu"})
+    text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
     # no target list is copied by hand into the workflow (family names may appear in `if:`)
     for target in ("cublas11", "cublas12", "cublas13", "hipblas"):
         assert target not in text
@@ -62,16 +69,10 @@ def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> 
 
 
 def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) -> None:
+    entries = _fed_by("wheels", "wheels", "github-wheels",
+                      {"target", "runner", "cpu", "os", "wheels", "container"})
     wf = _workflow("build.yml")
-    steps = wf["jobs"]["matrix"]["steps"]
-    assert any("buildtool matrix --format github-wheels" in st.get("run", "") for st in steps)
     wheels = wf["jobs"]["wheels"]
-    assert wheels["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.wheels) }}"
-    entries = _rows("github-wheels")
-    used = _matrix_keys(wheels)
-    assert {"target", "runner", "cpu", "os", "wheels", "container"} <= used
-    for entry in entries:
-        assert used <= set(entry), f"wheel jobs use keys the matrix does not emit: {used}"
     rows = {(e["target"], e["os"]): e for e in entries}
     # manylinux (x86_64 + aarch64 per the recipe), macOS arm64 for metal, Windows for cpu
     assert {("cpu", "linux"), ("cpu", "macos"), ("cpu", "windows"), ("metal", "macos"),

@@ -58,6 +58,12 @@ def canonical(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
+def spellings(feature: str) -> list[str]:
+    """Every name that means ``feature`` (its canonical name and the kernel's or sysctl's
+    other spellings, e.g. pni for sse3)."""
+    return sorted({feature, *(k for k, v in _ALIASES.items() if v == feature)})
+
+
 def normalize_arch(machine: str) -> str:
     m = machine.lower()
     if m in ("x86_64", "amd64", "x64", "i86pc"):
