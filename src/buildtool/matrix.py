@@ -96,9 +96,10 @@ def github_matrix(session: Session) -> dict[str, Any]:
         cpu = "all-variants" if recipe.family == "cpu" else \
             spec.cpu or recipe.cpu or "all-variants"
         toolkit = spec.toolkit or recipe.toolkit or ""
-        container = spec.container or (recipe.docker.build_image.format(toolkit=toolkit)
-                                       if recipe.docker and recipe.family in CONTAINER_FAMILIES
-                                       else "")
+        container = spec.container or (
+            (spec.docker and spec.docker.build_image)
+            or recipe.docker.build_image.format(toolkit=toolkit)
+            if recipe.docker and recipe.family in CONTAINER_FAMILIES else "")
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
         smoke = recipe.family not in CONTAINER_FAMILIES

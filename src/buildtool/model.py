@@ -79,6 +79,19 @@ class TargetSpec:
         "packaging revision of this target (default: defaults.revision)"))
     wheel_requires: tuple[str, ...] | None = field(default=None, metadata=doc(
         "the wheel's dependencies, instead of the recipe's wheel-requires"))
+    docker: DockerImages | None = field(default=None, metadata=doc(
+        "base images of this target's container image, instead of the recipe's"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerImages:
+    """Base images of a target's container image (build arguments BUILD_IMAGE and
+    RUNTIME_IMAGE); either may be left to the recipe."""
+
+    build_image: str | None = field(default=None, metadata=doc(
+        "the build stage's base: it holds the toolchain"))
+    runtime_image: str | None = field(default=None, metadata=doc(
+        "the runtime stage's base: what the image ships on"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,8 +116,14 @@ class ToolRequirement:
 
 @dataclass(frozen=True, kw_only=True)
 class DockerSpec:
-    build_image: str
-    runtime_image: str
+    """The recipe's container image: its Dockerfile in recipes/docker and base images."""
+
+    dockerfile: str = field(metadata=doc(
+        "file name in recipes/docker (one Dockerfile per backend family)"))
+    build_image: str = field(metadata=doc(
+        "the build stage's base image (holds the toolchain); may use {toolkit}"))
+    runtime_image: str = field(metadata=doc(
+        "the runtime stage's base image; may use {toolkit}"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -76,6 +76,9 @@ class ResolvedTarget:
     wheel_exclude: tuple[str, ...] = ()
     wheel_before_all: str = ""
     wheel_environment: tuple[tuple[str, str], ...] = ()
+    dockerfile: str | None = None  # recipes/docker/<file>; None: no container image
+    build_image: str | None = None
+    runtime_image: str | None = None
 
     @property
     def dropped_variants(self) -> tuple[str, ...]:
@@ -121,6 +124,8 @@ class ResolvedTarget:
             "revision": self.revision,
             "wheel": {"name": self.wheel_name, "requires": list(self.wheel_requires),
                       "exclude": list(self.wheel_exclude)},
+            "image": {"dockerfile": self.dockerfile, "build_image": self.build_image,
+                      "runtime_image": self.runtime_image},
         }
 
 
@@ -206,6 +211,15 @@ def resolve(
     artifacts = pick("artifacts", (defaults.artifacts, f"{mx}:defaults"),
                      (spec.artifacts, f"{mx}:targets.{name}"))
 
+    docker, images = recipe.docker, spec.docker
+    build_image = runtime_image = None
+    if docker is not None:
+        build_image = pick("build_image", (_fill(docker.build_image, toolkit), rx),
+                           (images.build_image if images else None, f"{mx}:targets.{name}"))
+        runtime_image = pick("runtime_image", (_fill(docker.runtime_image, toolkit), rx),
+                             (images.runtime_image if images else None,
+                              f"{mx}:targets.{name}"))
+
     defines: dict[str, str] = {}
 
     def put(items: Any, origin: str) -> None:
@@ -258,4 +272,6 @@ def resolve(
         wheel_before_all=_fill(recipe.wheel_before_all, toolkit),
         wheel_environment=tuple((k, _fill(v, toolkit))
                                 for k, v in recipe.wheel_environment.items()),
+        dockerfile=docker.dockerfile if docker else None,
+        build_image=build_image, runtime_image=runtime_image,
     )
