@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+# llama.cpp for buildtool's cuda family (cublas11, cublas12, cublas13). The build context is
+# what `buildtool build --artifact image --emit DIR` (or `buildtool bake`) writes; the
+# target's resolved CMake definitions are targets/<target>/defines.cmake (CMake's -C).
+# CUDA_VERSION and UBUNTU_VERSION name NVIDIA's images; buildtool passes BUILD_IMAGE and
+# RUNTIME_IMAGE from the build matrix, CUDA_ARCHITECTURES from the target's gpu-archs.
+ARG CUDA_VERSION=12.4.1
+ARG UBUNTU_VERSION=22.04
+ARG BUILD_IMAGE=nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION}
+ARG RUNTIME_IMAGE=nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION}
+
+FROM ${BUILD_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ cmake ninja-build ccache \
+ && rm -rf /var/lib/apt/lists/*
+ARG BUILDTOOL_TARGET=cublas12
+COPY CMakeLists.txt ship.cmake /src/
+COPY llama.cpp /src/llama.cpp
+COPY targets/${BUILDTOOL_TARGET}/defines.cmake /src/defines.cmake
+ENV CCACHE_DIR=/root/.cache/ccache
+# empty: the architectures in defines.cmake (the target's gpu-archs)
+ARG CUDA_ARCHITECTURES=
+# libcuda.so comes from the host's driver at run time (-Wl,--allow-shlib-undefined is one
+# of the recipe's definitions); the linker finds the toolkit's stub meanwhile
+RUN --mount=type=cache,id=buildtool-ccache-cuda,target=/root/.cache/ccache \
+    cmake -S /src -B /build -G Ninja -C /src/defines.cmake -DBUILDTOOL_DESTINATION=bin \
+      -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+      -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache \
+      ${CUDA_ARCHITECTURES:+"-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}"} \
+ && cmake --build /build --target buildtool_programs \
+ && cmake --install /build --component buildtool --prefix /out
+
+# NVIDIA's runtime image: the CUDA runtime and cuBLAS, no compiler
+FROM ${RUNTIME_IMAGE}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --create-home --home-dir /home/llama \
+      --shell /usr/sbin/nologin llama
+COPY --from=build /out/bin/ /opt/llama.cpp/
+ARG BUILDTOOL_TARGET=cublas12
+COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json
+ENV PATH=/opt/llama.cpp:$PATH LLAMA_ARG_HOST=0.0.0.0 LLAMA_ARG_PORT=8080 \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001
+WORKDIR /home/llama
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+  CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
+ENTRYPOINT ["/opt/llama.cpp/llama-server"]
+# Labels last: they change with every build (created) and must not invalidate the layers.
+ARG LLAMA_CPP_VERSION=unknown
+ARG LLAMA_CPP_COMMIT=unknown
+ARG BUILD_KEY=unknown
+ARG CREATED=unknown
+ARG RUNTIME_IMAGE
+ARG CUDA_VERSION
+LABEL org.opencontainers.image.title="llama.cpp (${BUILDTOOL_TARGET})" \
+      org.opencontainers.image.description="llama.cpp server and tools, built by buildtool for ${BUILDTOOL_TARGET} (CUDA ${CUDA_VERSION})" \
+      org.opencontainers.image.version="${LLAMA_CPP_VERSION}" \
+      org.opencontainers.image.revision="${LLAMA_CPP_COMMIT}" \
+      org.opencontainers.image.source="https://github.com/ggml-org/llama.cpp" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="${RUNTIME_IMAGE}" \
+      dev.buildtool.target="${BUILDTOOL_TARGET}" \
+      dev.buildtool.build-key="${BUILD_KEY}" \
+      dev.buildtool.manifest="/opt/llama.cpp/manifest.json"
