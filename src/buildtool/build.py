@@ -10,14 +10,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import audit, cmd, naming, package, preflight, smoke, vendor, wheel
+from buildtool import (
+    audit,
+    cmd,
+    engine,
+    image,
+    naming,
+    oci,
+    package,
+    preflight,
+    smoke,
+    vendor,
+    wheel,
+)
 from buildtool.errors import AuditError, BuildError, SmokeError, UsageError
 from buildtool.plan import BuildPlan, make_plan
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.session import Session
 from buildtool.vendor import sha256_file
 
-BUILDABLE_KINDS = ("tarball", "wheel")
+BUILDABLE_KINDS = ("tarball", "wheel", "image")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,11 +49,13 @@ class BuildOptions:
     allow_cpu_fallback: bool = False
     configure_only: bool = False  # stop after CMake configure (a cheap check of a target)
     artifacts: tuple[str, ...] = ()  # kinds to make (default: the target's, from the matrix)
+    engine: str | None = None  # images: docker | podman | buildah (default: the first usable)
+    build_args: tuple[tuple[str, str], ...] = ()  # images: --build-arg KEY=VALUE
 
 
 @dataclass(kw_only=True)
 class ArtifactOutcome:
-    kind: str  # tarball | wheel
+    kind: str  # tarball | wheel | image
     path: Path
     manifest: dict[str, Any] | None = None
     cached: bool = False
@@ -96,10 +110,7 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
 def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
     rt = session.resolve(options.target, options.overrides)
-    if rt.cpu_policy == "host":
-        raise UsageError(f"target {rt.name}: CPU policy 'host' means this machine's CPU; a "
-                         "wheel project built elsewhere needs a portable one",
-                         hint="add --cpu all-variants (or a named level such as x86-64-v3)")
+    _refuse_host_policy(rt, "a wheel project")
     source = vendor.current(session.lock, session.vendor_dir)
     if source is None:
         source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
@@ -110,12 +121,92 @@ def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> P
     return wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
 
 
+def _refuse_host_policy(rt: ResolvedTarget, what: str) -> None:
+    if rt.cpu_policy == "host":
+        raise UsageError(f"target {rt.name}: CPU policy 'host' means this machine's CPU; "
+                         f"{what} built elsewhere needs a portable one",
+                         hint="add --cpu all-variants (or a named level such as x86-64-v3)")
+
+
+def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> Path:
+    """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
+    defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
+    rt = session.resolve(options.target, options.overrides)
+    image.require_image(rt)
+    _refuse_host_policy(rt, "an image build context")
+    source = vendor.current(session.lock, session.vendor_dir)
+    if source is None:
+        source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
+                                    progress=session.reporter.info)
+    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
+    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                              files={}),
+                                 args, image.tags(rt), session.root)
+    image.render_context([image.ContextTarget(plan=plan, manifest=inner)], dest,
+                         root=session.root)
+    (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
+                                                          lock=session.lock))
+    return dest
+
+
+def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
+         cpu: str = "all-variants",
+         build_args: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """Write ``out``/docker-bake.hcl and the build context shared by the targets' images."""
+    image.cache_settings(cache, "check")  # an unknown cache kind fails before any work
+    wanted = names or tuple(session.project.matrix.targets)
+    resolved: list[ResolvedTarget] = []
+    skipped: dict[str, str] = {}
+    for name in wanted:
+        rt = session.resolve(name)
+        if rt.cpu_policy == "host":  # images are for other machines
+            rt = session.resolve(name, Overrides(cpu=cpu))
+        try:
+            image.require_image(rt)
+        except UsageError as exc:
+            if names:
+                raise
+            skipped[name] = exc.message
+            continue
+        resolved.append(rt)
+    if not resolved:
+        raise UsageError("no target has a container image")
+    source = vendor.current(session.lock, session.vendor_dir)
+    if source is None:
+        session.reporter.step(f"fetching llama.cpp {session.lock.version}")
+        source = vendor.materialize(session.lock, session.vendor_dir,
+                                    progress=session.reporter.info)
+    items: list[tuple[BuildPlan, dict[str, str]]] = []
+    contexts = []
+    for rt in resolved:
+        plan = make_plan(rt, root=session.root, source_dir=session.vendor_dir,
+                         tree_sha256=source.tree_sha256)
+        args = image.build_args(plan, session.lock, overrides=dict(build_args))
+        inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                                  files={}),
+                                     args, image.tags(rt), session.root)
+        contexts.append(image.ContextTarget(plan=plan, manifest=inner))
+        items.append((plan, args))
+    session.reporter.step(f"writing the build context for {len(items)} images into {out}")
+    image.render_context(contexts, out, root=session.root)
+    bake_path = out / "docker-bake.hcl"
+    bake_path.write_text(image.bake_file(items, cache=cache, lock=session.lock))
+    return {"bake_file": str(bake_path), "context": str(out), "cache": cache,
+            "targets": {p.target.name: image.tags(p.target)[0] for p, _ in items},
+            "skipped": skipped}
+
+
 def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[str, ...]:
     kinds = options.artifacts or rt.artifacts
     unknown = [k for k in kinds if k not in BUILDABLE_KINDS]
     if unknown:
         raise UsageError(f"cannot build {', '.join(unknown)} artifacts; buildable: "
                          f"{', '.join(BUILDABLE_KINDS)}")
+    if "image" in kinds:
+        image.require_image(rt)
+    if options.build_args and "image" not in kinds:
+        raise UsageError("--build-arg applies to images", hint="add --artifact image")
     return tuple(dict.fromkeys(kinds))
 
 
@@ -125,7 +216,9 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     t0 = time.monotonic()
     rt = session.resolve(options.target, options.overrides)
     kinds = artifact_kinds(rt, options)
-    preflight.require(rt)
+    if any(k != "image" for k in kinds):
+        preflight.require(rt)  # an image's toolchain is in its build stage's base image
+    eng = engine.choose(options.engine) if "image" in kinds else None
     source = vendor.current(session.lock, session.vendor_dir)
     if source is None:
         rep.step(f"fetching llama.cpp {session.lock.version} ({session.lock.short_commit})")
@@ -146,7 +239,9 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
 
     for kind in kinds:
         made = _cached(session, plan, kind, options)
-        if made is None:
+        if made is None and kind == "image" and eng is not None:
+            made = _image(session, plan, source, options, timings, eng)
+        elif made is None:
             _fresh_start(plan, fresh)
             fresh = False
             made = (_tarball if kind == "tarball" else _wheel)(session, plan, source, options,
@@ -165,7 +260,9 @@ def _fresh_start(plan: BuildPlan, fresh: bool) -> None:
 
 def _cached(session: Session, plan: BuildPlan, kind: str,
             options: BuildOptions) -> ArtifactOutcome | None:
-    existing = None if options.force else package.lookup(plan.dist_dir, record_key(plan, kind))
+    key = record_key(plan, kind, root=session.root, lock=session.lock,
+                     build_args=options.build_args)
+    existing = None if options.force else package.lookup(plan.dist_dir, key)
     if existing is None:
         return None
     rep = session.reporter
@@ -175,7 +272,13 @@ def _cached(session: Session, plan: BuildPlan, kind: str,
                            manifest=package.read_json(package.sidecar(existing, "manifest")))
 
 
-def record_key(plan: BuildPlan, kind: str) -> str:
+def record_key(plan: BuildPlan, kind: str, *, root: Path | None = None,
+               lock: vendor.Lock | None = None,
+               build_args: tuple[tuple[str, str], ...] = ()) -> str:
+    """The key under which a finished artifact of this kind is recorded in dist/."""
+    if kind == "image" and root is not None and lock is not None:
+        return image.image_key(plan, root, image.build_args(plan, lock,
+                                                            overrides=dict(build_args)))
     return plan.key if kind == "tarball" else f"{plan.key}-{kind}"
 
 
@@ -264,6 +367,59 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
     return ArtifactOutcome(kind="wheel", path=final, manifest=manifest)
 
 
+def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
+           options: BuildOptions, timings: dict[str, float],
+           eng: engine.Engine) -> ArtifactOutcome:
+    rep = session.reporter
+    rt = plan.target
+    t = time.monotonic()
+    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
+    key = image.image_key(plan, session.root, args)
+    tag_list = image.tags(rt)
+    rep.step(f"image {tag_list[0]} with {eng.describe()}")
+    rep.info(f"bases: {args['BUILD_IMAGE']} (build), {args['RUNTIME_IMAGE']} (runtime)")
+    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                              files={}),
+                                 args, tag_list, session.root)
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    context = image.render_context([image.ContextTarget(plan=plan, manifest=inner)],
+                                   plan.build_dir / "image-context", root=session.root)
+    log = plan.build_dir / "buildtool-image.log"
+    log.write_text("")
+    rep.group(f"image {rt.name}")
+    cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
+                      tags=tag_list, args=args, no_cache=options.fresh),
+            log=log, echo=rep.command, on_line=rep.ninja_line,
+            what=f"image build ({eng.name}) failed", error_type=BuildError)
+    rep.endgroup()
+    timings["image"] = time.monotonic() - t
+    t = time.monotonic()
+    archive = plan.dist_dir / image.archive_name(plan)
+    rep.step(f"saving {archive.name} (OCI archive)")
+    with package.atomic_path(archive) as tmp:
+        tmp.unlink()  # the engine creates the file
+        cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
+                what=f"saving the image ({eng.name}) failed", error_type=BuildError)
+    info = oci.inspect(archive)
+    timings["save"] = time.monotonic() - t
+    with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
+        shipped = [f for f in oci.extract(archive, image.PROGRAMS_DIR, Path(tmp_dir))
+                   if f.name != "manifest.json"]
+        if not shipped:
+            raise oci.OciError(f"{archive.name} holds nothing in {image.PROGRAMS_DIR}")
+        report = _audit(session, plan, shipped, timings)
+    digest = sha256_file(archive)
+    manifest = {**inner, "artifact_file": archive.name, "artifact_sha256": digest,
+                "isa_audit": report,
+                "image": {**inner["image"], "engine": eng.name, "engine_version": eng.version,
+                          **info.to_json()}}
+    package.write_json(package.sidecar(archive, "manifest"), manifest)
+    package.update_sums(plan.dist_dir, archive.name, digest)
+    package.record(plan.dist_dir, key, archive, digest)
+    rep.info(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB, image {info.config_digest[:19]})")
+    return ArtifactOutcome(kind="image", path=archive, manifest=manifest)
+
+
 def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
            options: BuildOptions, timings: dict[str, float]) -> None:
     previous = smoke.stored(made.path) if made.cached else None
@@ -275,19 +431,22 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
         return
     t = time.monotonic()
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
-                                allow_cpu_fallback=options.allow_cpu_fallback)
+                                allow_cpu_fallback=options.allow_cpu_fallback,
+                                engine_name=options.engine)
     key = "smoke" if made.kind == "tarball" else f"smoke_{made.kind}"
     timings[key] = time.monotonic() - t
 
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
-                   model: Path | None, *, allow_cpu_fallback: bool = False) -> dict[str, Any]:
+                   model: Path | None, *, allow_cpu_fallback: bool = False,
+                   engine_name: str | None = None) -> dict[str, Any]:
     rep = session.reporter
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
                              n_prompt=rt.smoke.n_prompt, n_gen=rt.smoke.n_gen,
                              repetitions=rt.smoke.repetitions,
-                             allow_cpu_fallback=allow_cpu_fallback)
+                             allow_cpu_fallback=allow_cpu_fallback, engine_name=engine_name,
+                             note=rep.info)
     data = result.to_json()
     for line in smoke.table(data).splitlines():
         rep.info(line)

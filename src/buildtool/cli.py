@@ -33,14 +33,18 @@ def _session(ctx: click.Context) -> Session:
     return session
 
 
-def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+def _key_values(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
     out = []
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="-D")
-        out.append((key.removeprefix("-D"), value))
+            raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint=option)
+        out.append((key, value))
     return tuple(out)
+
+
+def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((k.removeprefix("-D"), v) for k, v in _key_values(values, "-D"))
 
 
 def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
@@ -205,12 +209,20 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the exact commands; build nothing.")
 @click.option("--configure-only", is_flag=True,
               help="Preflight, fetch the source and run CMake's configure step; build nothing.")
-@click.option("--artifact", "artifacts", multiple=True, type=click.Choice(["tarball", "wheel"]),
+@click.option("--artifact", "artifacts", multiple=True,
+              type=click.Choice(["tarball", "wheel", "image"]),
               help="Artifact kind to make (repeatable; default: the target's `artifacts` in "
                    "build_matrix.yaml).")
 @click.option("--emit", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="With --artifact wheel: write the self-contained wheel project (for "
-                   "cibuildwheel or another machine) into this directory; build nothing.")
+                   "cibuildwheel or another machine); with --artifact image: the Dockerfile, "
+                   "build context and a docker-bake.hcl. Into this directory; build nothing.")
+@click.option("--engine", type=click.Choice(["docker", "podman", "buildah"]), default=None,
+              help="Images: the container engine (default: $BUILDTOOL_ENGINE, else docker "
+                   "with buildx and a daemon, podman, buildah — the first usable).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+              help="Images: a build argument over the rendered ones (BUILD_IMAGE=..., "
+                   "RUNTIME_IMAGE=..., CUDA_ARCHITECTURES=...; repeatable).")
 @click.option("--smoke/--no-smoke", default=True, help="Smoke-test the artifact (default on).")
 @click.option("--force", is_flag=True, help="Rebuild even if an artifact with the same inputs "
                                             "exists.")
@@ -231,7 +243,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
           gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, configure_only: bool,
-          artifacts: tuple[str, ...], emit: Path | None, smoke: bool, force: bool,
+          artifacts: tuple[str, ...], emit: Path | None, engine: str | None,
+          build_args: tuple[str, ...], smoke: bool, force: bool,
           fresh: bool, jobs: int | None, ccache: bool,
           source: Path | None, model: Path | None, dist: Path | None, build_root: Path | None,
           allow_cpu_fallback: bool, as_json: bool) -> None:
@@ -252,10 +265,17 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         dist=dist.resolve() if dist else None,
         build_root=build_root.resolve() if build_root else None,
         allow_cpu_fallback=allow_cpu_fallback, configure_only=configure_only,
-        artifacts=artifacts)
+        artifacts=artifacts, engine=engine, build_args=_key_values(build_args, "--build-arg"))
     if emit is not None:
+        if artifacts == ("image",):
+            context = build_mod.emit_image_context(session, options, emit.resolve())
+            session.reporter.step(f"image build context for {target}: {context} (build it "
+                                  f"with `docker buildx bake` there)")
+            click.echo(str(context))
+            return
         if artifacts != ("wheel",):
-            raise click.UsageError("--emit writes a wheel project: use it with --artifact wheel")
+            raise click.UsageError("--emit writes a wheel project or an image build context: "
+                                   "use it with --artifact wheel or --artifact image")
         project = build_mod.emit_wheel_project(session, options, emit.resolve())
         session.reporter.step(f"wheel project for {target}: {project}")
         click.echo(str(project))
@@ -279,7 +299,7 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
 
 
 @cli.command(name="smoke")
-@click.argument("artifact", type=click.Path(path_type=Path, exists=True))
+@click.argument("artifact")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="GGUF model (default: a cached synthetic llama model).")
 @click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=32, show_default=True)
@@ -287,29 +307,82 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--allow-cpu-fallback", is_flag=True,
               help="Pass a GPU artifact that ran on the CPU (recorded as a waived check).")
+@click.option("--engine", type=click.Choice(["docker", "podman", "buildah"]), default=None,
+              help="Images: the container engine that runs it (default: the first usable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
-def smoke_cmd(ctx: click.Context, artifact: Path, model: Path | None, n_prompt: int, n_gen: int,
-              repetitions: int, allow_cpu_fallback: bool, as_json: bool) -> None:
+def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: int, n_gen: int,
+              repetitions: int, allow_cpu_fallback: bool, engine: str | None,
+              as_json: bool) -> None:
     """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure).
 
-    ARTIFACT is a tarball (or its unpacked directory) or a wheel: a wheel is installed into
-    a fresh virtual environment and run through its installed llama-bench entry point."""
+    ARTIFACT is a tarball (or its unpacked directory), a wheel, an image's OCI archive
+    (*.oci.tar) or an image reference (localhost/llama.cpp:cpu-b11312). A wheel is installed
+    into a fresh virtual environment and run through its installed entry points; an image
+    runs llama-bench inside its container, as its own user, with the GPU devices its backend
+    needs (--gpus all, --device /dev/kfd, ...)."""
     from buildtool import smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
 
-    result = smoke.run_smoke(artifact.resolve(), host=detect_cpu(), model=model,
+    path = Path(artifact)
+    subject: Path | str
+    if path.exists():
+        subject = path.resolve()
+    elif ":" in artifact or ("/" in artifact and not artifact.startswith((".", "/"))):
+        subject = artifact  # an image reference
+    else:
+        raise click.BadParameter(f"'{artifact}' is neither a file nor an image reference",
+                                 param_hint="ARTIFACT")
+    result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
-                             allow_cpu_fallback=allow_cpu_fallback)
+                             allow_cpu_fallback=allow_cpu_fallback, engine_name=engine,
+                             note=_session(ctx).reporter.info)
     data = result.to_json()
     if as_json:
         emit_json(data)
     else:
         click.echo(smoke.table(data))
     if not result.passed:
-        raise SmokeError(f"smoke test failed for {artifact.name}: "
+        raise SmokeError(f"smoke test failed for {path.name}: "
                          + "; ".join(c.name for c in result.failures()))
+
+
+@cli.command(name="bake")
+@click.option("--target", "-t", "targets", multiple=True,
+              help="Target to include (repeatable; default: every target with an image).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("build/bake"), show_default=True,
+              help="Directory for docker-bake.hcl and the shared build context.")
+@click.option("--cache", type=click.Choice(["gha", "registry", "local", "none"]),
+              default="gha", show_default=True,
+              help="BuildKit cache: GitHub Actions cache, ${REGISTRY}/llama.cpp:buildcache-*, "
+                   "a local directory (${CACHE_DIR}), or none.")
+@click.option("--cpu", type=click.Choice(CPU_POLICIES), default="all-variants",
+              show_default=True,
+              help="CPU policy for targets whose own is 'host' (images run on other machines).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+              help="A build argument for every target (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def bake_cmd(ctx: click.Context, targets: tuple[str, ...], out: Path, cache: str, cpu: str,
+             build_args: tuple[str, ...], as_json: bool) -> None:
+    """Write docker-bake.hcl and one shared build context for the matrix's images, so that
+    `docker buildx bake` builds them all in one call (BuildKit schedules and caches)."""
+    from buildtool import build as build_mod
+
+    session = _session(ctx)
+    result = build_mod.bake(session, targets, out.resolve(), cache=cache, cpu=cpu,
+                            build_args=_key_values(build_args, "--build-arg"))
+    if as_json:
+        emit_json(result)
+        return
+    for name, tag in result["targets"].items():
+        click.echo(f"{name:<10} {tag}")
+    for name, why in result["skipped"].items():
+        click.echo(f"{name:<10} skipped: {why}")
+    click.echo(f"wrote {result['bake_file']}")
+    click.echo(f"build: cd {result['context']} && docker buildx bake")
 
 
 @cli.command(name="index")

@@ -178,7 +178,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def sidecar(artifact: Path, kind: str) -> Path:
-    base = artifact.name.removesuffix(".tar.gz").removesuffix(".whl")
+    base = artifact.name.removesuffix(".tar.gz").removesuffix(".whl").removesuffix(".oci.tar")
     return artifact.with_name(f"{base}.{kind}.json")
 
 

@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from buildtool.package import read_json, sidecar, write_json
 from buildtool.synthetic import cached_model
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
+PROGRAMS_DIR = "/opt/llama.cpp"  # in buildtool's images (recipes/docker)
 # llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
 BACKEND_MODULES = {"CUDA": "libggml-cuda.so", "ROCm": "libggml-hip.so",
                    "Vulkan": "libggml-vulkan.so", "SYCL": "libggml-sycl.so",
@@ -53,7 +54,8 @@ class SmokeResult:
     artifact: str
     target: str
     passed: bool
-    kind: str = "tarball"  # or "wheel": installed into a fresh venv, run by its entry points
+    kind: str = "tarball"  # "wheel": installed into a fresh venv, run by its entry points;
+    # "image": run inside the container
     checks: tuple[Check, ...]
     tests: tuple[dict[str, Any], ...]
     command: tuple[str, ...]
@@ -204,6 +206,13 @@ class Subject:
     quantize: Path | None
     lib_dir: Path  # where the backend modules lie (for why_unloadable)
     env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
+    # an image: argv, environment → the engine command that runs argv inside the container
+    wrap: Callable[[list[str], Mapping[str, str]], list[str]] | None = None
+    close: Callable[[], None] | None = None
+    stage_models: bool = False  # models must lie in the work directory (mounted)
+
+    def command(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
+        return self.wrap(argv, env) if self.wrap else argv
 
 
 def from_tarball(artifact: Path, work: Path, host: CpuInfo) -> Subject:
@@ -263,21 +272,109 @@ def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
                    lib_dir=Path(info["bin_dir"]), env=with_library_dirs(info.get("library_dirs")))
 
 
-def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
+def from_image(artifact: Path | str, work: Path, host: CpuInfo, engine_name: str | None,
+               note: Callable[[str], None]) -> Subject:
+    """Load an OCI archive into the engine (or take an image reference as it is) and run its
+    programs inside containers of it: as the image's own user, with the work directory
+    mounted at the same path and the GPU devices its backend needs."""
+    from buildtool import engine as engines
+    from buildtool import oci
+
+    eng = engines.choose(engine_name)
+    if isinstance(artifact, Path):
+        info = oci.inspect(artifact)
+        try:
+            cmd.capture(eng.load(artifact), timeout=1800)
+        except CommandError as exc:
+            raise SmokeError(f"{eng.name} cannot load {artifact.name}:\n    "
+                             + "\n    ".join(exc.tail[-8:])) from exc
+        ref = info.ref or info.config_digest
+    else:
+        ref = artifact
+    work.chmod(0o1777)  # the image's non-root user writes the quantized model here
+    state: dict[str, str | None] = {"container": None}
+
+    def start(devices: list[str]) -> None:
+        if eng.name != "buildah":
+            return
+        stop()
+        out = cmd.capture(eng.create(ref, devices), timeout=600)
+        state["container"] = out.strip().splitlines()[-1]
+
+    def stop() -> None:
+        if state["container"]:
+            cmd.capture(eng.remove(state["container"]), timeout=120, check=False)
+            state["container"] = None
+
+    devices: list[str] = []
+
+    def wrap(argv: list[str], env: Mapping[str, str]) -> list[str]:
+        return eng.run(ref, argv[0], argv[1:], mounts=[(work, str(work))], env=env,
+                       devices=devices, workdir=str(work), container=state["container"])
+
+    try:
+        start([])
+        raw = cmd.capture(wrap(["cat", f"{PROGRAMS_DIR}/manifest.json"], {}), timeout=600)
+        manifest = json.loads(raw)
+    except CommandError as exc:
+        stop()
+        raise SmokeError(f"cannot run {ref} with {eng.name} ({describe_exit(exc.returncode)}):"
+                         "\n    " + "\n    ".join(exc.tail[-8:])) from exc
+    except ValueError as exc:
+        stop()
+        raise SmokeError(f"{ref} has no buildtool manifest at {PROGRAMS_DIR}/manifest.json",
+                         hint="only images made by `buildtool build --artifact image` "
+                              "qualify") from exc
+    try:
+        check_host(manifest, host)
+        flags, absent = eng.gpu_flags(str(manifest.get("family", "")))
+        if absent and manifest.get("gpu"):
+            note(f"this host has no {', '.join(absent)}: the container gets no "
+                 f"{manifest.get('backend')} device")
+        if flags:
+            devices.extend(flags)
+            start(devices)
+    except BaseException:
+        stop()
+        raise
+    bin_dir = Path(PROGRAMS_DIR)
+    return Subject(kind="image", manifest=manifest, bench=bin_dir / "llama-bench",
+                   quantize=bin_dir / "llama-quantize", lib_dir=bin_dir, wrap=wrap,
+                   close=stop, stage_models=True)
+
+
+def is_image(artifact: Path | str) -> bool:
+    """An OCI archive file, or a reference to an image in the engine's store."""
+    return isinstance(artifact, str) or artifact.name.endswith(".oci.tar")
+
+
+def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
               n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
               threads: int | None = None, env: Mapping[str, str] | None = None,
-              store: bool = True, allow_cpu_fallback: bool = False) -> SmokeResult:
-    """Smoke-test a tarball (or its unpacked directory) or a wheel; same verdict for all."""
+              store: bool = True, allow_cpu_fallback: bool = False,
+              engine_name: str | None = None,
+              note: Callable[[str], None] | None = None) -> SmokeResult:
+    """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
+    or, as a string, an image reference); the same verdict for all."""
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
+    subject: Subject | None = None
     try:
-        if artifact.suffix == ".whl":
+        if is_image(artifact):
+            subject = from_image(artifact, work, host, engine_name, note or (lambda _: None))
+        elif isinstance(artifact, Path) and artifact.suffix == ".whl":
             subject = from_wheel(artifact, work, host)
         else:
-            subject = from_tarball(artifact, work, host)
+            subject = from_tarball(Path(artifact), work, host)
         manifest = subject.manifest
         model_path = model or cached_model()
+        if subject.stage_models:  # the container sees the work directory only
+            staged = work / model_path.name
+            shutil.copyfile(model_path, staged)
+            staged.chmod(0o644)
+            model_path = staged
         gpu = bool(manifest.get("gpu"))
         # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
+        inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
         run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
         models = [model_path]
         quantized = None
@@ -286,8 +383,9 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             # the quantized kernels, which an F32 model never reaches
             q4 = work / "synthetic-Q4_0.gguf"
             try:
-                cmd.capture([str(subject.quantize), str(model_path), str(q4), "Q4_0"], cwd=work,
-                            env=run_env, timeout=600)
+                cmd.capture(subject.command([str(subject.quantize), str(model_path), str(q4),
+                                             "Q4_0"], inside), cwd=work, env=run_env,
+                            timeout=600)
             except CommandError as exc:
                 raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
                                  "    " + "\n    ".join(exc.tail)) from exc
@@ -297,6 +395,7 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
                 "-p", str(n_prompt), "-n", str(n_gen),
                 "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
                 "-t", str(threads or max(1, os.cpu_count() or 1))]
+        argv = subject.command(argv, inside)
         # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
         started = time.monotonic()
         try:
@@ -313,7 +412,7 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
         unloadable = None
         if gpu and manifest.get("backend", "") not in backend_names(records):
             unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""),
-                                        subject.env)
+                                        subject.env, subject=subject)
         checks = verdict(records, backend=manifest.get("backend", ""),
                          family=manifest.get("family", ""), gpu=gpu,
                          allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
@@ -325,16 +424,19 @@ def run_smoke(artifact: Path, *, host: CpuInfo, model: Path | None = None,
             "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
             "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
         } for r in records)
+        name = artifact if isinstance(artifact, str) else artifact.name
         result = SmokeResult(
-            artifact=artifact.name if subject.kind == "wheel" else
-            manifest.get("artifact", artifact.name),
+            artifact=name if subject.kind in ("wheel", "image") else
+            manifest.get("artifact", name),
             target=manifest.get("target", ""), kind=subject.kind,
             passed=all(c.ok for c in checks), checks=checks, tests=tests,
             command=tuple(argv), duration_s=duration,
             model=str(model_path) if model else f"synthetic:{model_path.name}")
     finally:
+        if subject is not None and subject.close is not None:
+            subject.close()
         shutil.rmtree(work, ignore_errors=True)
-    if store and artifact.is_file():
+    if store and isinstance(artifact, Path) and artifact.is_file():
         save(artifact, result)
     return result
 
@@ -354,21 +456,30 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def why_unloadable(root: Path, backend: str,
-                   env: Mapping[str, str] | None = None) -> str | None:
+def why_unloadable(root: Path, backend: str, env: Mapping[str, str] | None = None, *,
+                   subject: Subject | None = None) -> str | None:
     """Why the backend module shipped in ``root`` cannot load here (the libraries the dynamic
     loader cannot find, per ldd in ``env``: a wheel's programs run with its runtime wheels on
-    the library path), or None when it is not shipped / nothing is missing."""
+    the library path; an image's ldd runs inside the container), or None when it is not
+    shipped / nothing is missing."""
     module = root / BACKEND_MODULES.get(backend, "")
-    if backend not in BACKEND_MODULES or not module.is_file():
+    if backend not in BACKEND_MODULES:
         return None
-    ldd = cmd.which("ldd")
+    inside = subject is not None and subject.wrap is not None
+    if not inside and not module.is_file():
+        return None
+    ldd = "ldd" if inside else cmd.which("ldd")
     if ldd is None:
         return f"{module.name} is shipped but was not loaded"
     try:
-        out = cmd.capture([ldd, str(module)], timeout=60, check=False, env=env)
+        argv = [ldd, str(module)]
+        if subject is not None and inside:
+            argv = subject.command(argv, {})
+        out = cmd.capture(argv, timeout=60, check=False, env=env)
     except (CommandError, OSError):
         return f"{module.name} is shipped but was not loaded"
+    if inside and "No such file" in out:
+        return None  # not shipped in the image
     missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
     if not missing:
         return None

@@ -395,3 +395,23 @@ def _single_top(tf: tarfile.TarFile) -> str:
         if any(n.startswith(top + "/") for n in names):
             return top
     return ""
+
+
+# What a copy of the tree for building elsewhere (an emitted wheel project, an image's build
+# context) leaves out: top-level directories a build does not read (src/models and
+# tools/mtmd/models are sources and stay), and model files
+TREE_EXCLUDES = ("models", "docs", "examples", "tests", "media", "gguf-py", "grammars",
+                 "prompts", "benches", ".github", ".devops")
+
+
+def copy_build_tree(source_dir: Path, dest: Path) -> None:
+    """Copy the llama.cpp tree without what no build reads (TREE_EXCLUDES, *.gguf)."""
+    top = str(source_dir)
+
+    def leave_out(directory: str, names: list[str]) -> set[str]:
+        dropped = {n for n in names if n.endswith(".gguf")}
+        if directory == top:
+            dropped |= set(TREE_EXCLUDES).intersection(names)
+        return dropped
+
+    shutil.copytree(source_dir, dest, symlinks=True, ignore=leave_out)

@@ -30,13 +30,9 @@ from buildtool.detect.cpu import spellings
 from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
 from buildtool.resolve import ResolvedTarget
-from buildtool.vendor import Lock
+from buildtool.vendor import Lock, copy_build_tree
 
 TEMPLATE = Path("recipes") / "wheel"
-# What an emitted project leaves out of its llama.cpp copy: top-level directories a build
-# does not read (src/models and tools/mtmd/models are sources and stay), and model files
-TREE_EXCLUDES = ("models", "docs", "examples", "tests", "media", "gguf-py", "grammars",
-                 "prompts", "benches", ".github", ".devops")
 # Definitions that only make sense on this machine: an emitted project lets its build
 # environment find these (the CMake project's default tree, the container's toolchain)
 HOST_ONLY = ("LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM", "CMAKE_C_COMPILER_LAUNCHER",
@@ -197,15 +193,7 @@ def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path,
     if emit:
         for name in CMAKE_PROJECT_FILES:
             shutil.copy2(plan.project_dir / name, dest / name)
-        top = str(plan.source_dir)
-
-        def leave_out(directory: str, names: list[str]) -> set[str]:
-            dropped = {n for n in names if n.endswith(".gguf")}
-            if directory == top:
-                dropped |= set(TREE_EXCLUDES).intersection(names)
-            return dropped
-
-        shutil.copytree(plan.source_dir, dest / "llama.cpp", symlinks=True, ignore=leave_out)
+        copy_build_tree(plan.source_dir, dest / "llama.cpp")
         tool = dest / "_buildtool"
         tool.mkdir()
         for name in ("pyproject.toml", "README.md"):

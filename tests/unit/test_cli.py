@@ -127,13 +127,26 @@ def test_emit_refuses_a_host_tuned_wheel_project(tmp_path: Path,
 
 
 def test_artifact_kinds_that_cannot_be_built_are_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The matrix's default kinds drive `build`; a kind buildtool cannot make is refused."""
+    from buildtool import build as build_mod
+    from buildtool import engine
+    from buildtool.errors import UsageError
     from tests.unit.helpers import copy_project
 
     root = copy_project(tmp_path)
     matrix = root / "build_matrix.yaml"
     matrix.write_text(matrix.read_text().replace("artifacts: [tarball]", "artifacts: [image]"))
+    monkeypatch.setattr(engine.cmd, "which", lambda name, path=None: None)
+    monkeypatch.delenv("BUILDTOOL_ENGINE", raising=False)
     code = _main("--matrix", str(matrix), "build", "--target", "cpu")
-    assert code == ExitCode.USAGE
-    assert "cannot build image artifacts; buildable: tarball, wheel" in capsys.readouterr().err
+    assert code == ExitCode.TOOLCHAIN  # an image by default, and no engine here
+    assert "no container engine found" in capsys.readouterr().err
     assert not (root / "build").exists() and not (root / "dist").exists()
+    from tests.unit.test_resolve import res
+
+    with pytest.raises(UsageError, match="cannot build deb artifacts; buildable: tarball, "
+                                         "wheel, image"):
+        build_mod.artifact_kinds(res("cpu", None, probe=False),  # type: ignore[arg-type]
+                                 build_mod.BuildOptions(target="cpu", artifacts=("deb",)))

@@ -110,3 +110,12 @@ def test_workflows_validate_against_the_github_schema() -> None:
 def test_ci_workflow_runs_the_ci_script() -> None:
     wf = _workflow("ci.yml")
     assert any(s.get("run") == "bash .ci/run" for s in wf["jobs"]["tests"]["steps"])
+
+
+def test_images_are_built_in_one_bake_call_from_buildtools_bake_file() -> None:
+    job = _workflow("build.yml")["jobs"]["images"]
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert any("buildtool bake --out build/bake" in r for r in runs)
+    bake = next(s for s in job["steps"] if "docker buildx bake" in s.get("run", ""))
+    assert bake["working-directory"] == "build/bake"
+    assert any("buildtool smoke" in r and ".oci.tar" in r for r in runs)
