@@ -109,36 +109,44 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
 
 def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
-    rt = session.resolve(options.target, options.overrides)
-    _refuse_host_policy(rt, "a wheel project")
-    source = vendor.current(session.lock, session.vendor_dir)
-    if source is None:
-        source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
-                                    progress=session.reporter.info)
-    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    plan, source = _portable_plan(session, options, "a wheel project")
     inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
                                                               files={}))
     return wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
 
 
-def _refuse_host_policy(rt: ResolvedTarget, what: str) -> None:
+def _portable_plan(session: Session, options: BuildOptions, what: str, *,
+                   image_only: bool = False) -> tuple[BuildPlan, vendor.Materialized]:
+    """The plan of something built elsewhere (``what``): refused for a host-tuned target."""
+    rt = session.resolve(options.target, options.overrides)
+    if image_only:
+        image.require_image(rt)
     if rt.cpu_policy == "host":
         raise UsageError(f"target {rt.name}: CPU policy 'host' means this machine's CPU; "
                          f"{what} built elsewhere needs a portable one",
                          hint="add --cpu all-variants (or a named level such as x86-64-v3)")
+    source = _source(session, options.source)
+    return plan_for(session, rt, options, tree_sha256=source.tree_sha256), source
+
+
+def _source(session: Session, local: Path | None) -> vendor.Materialized:
+    """The vendored tree, fetched (or taken from ``local``) and verified if not there yet."""
+    source = vendor.current(session.lock, session.vendor_dir)
+    if source is None:
+        session.reporter.step(f"fetching llama.cpp {session.lock.version} "
+                              f"({session.lock.short_commit})")
+        source = vendor.materialize(session.lock, session.vendor_dir, local=local,
+                                    progress=session.reporter.info)
+        session.reporter.info(f"source: {source.source} (tree sha256 "
+                              f"{source.tree_sha256[:16]}…)")
+    return source
 
 
 def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
     defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
-    rt = session.resolve(options.target, options.overrides)
-    image.require_image(rt)
-    _refuse_host_policy(rt, "an image build context")
-    source = vendor.current(session.lock, session.vendor_dir)
-    if source is None:
-        source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
-                                    progress=session.reporter.info)
-    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    plan, source = _portable_plan(session, options, "an image build context", image_only=True)
+    rt = plan.target
     args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
     inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
                                                               files={}),
@@ -172,11 +180,7 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
         resolved.append(rt)
     if not resolved:
         raise UsageError("no target has a container image")
-    source = vendor.current(session.lock, session.vendor_dir)
-    if source is None:
-        session.reporter.step(f"fetching llama.cpp {session.lock.version}")
-        source = vendor.materialize(session.lock, session.vendor_dir,
-                                    progress=session.reporter.info)
+    source = _source(session, None)
     items: list[tuple[BuildPlan, dict[str, str]]] = []
     contexts = []
     for rt in resolved:
@@ -219,12 +223,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     if any(k != "image" for k in kinds):
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
     eng = engine.choose(options.engine) if "image" in kinds else None
-    source = vendor.current(session.lock, session.vendor_dir)
-    if source is None:
-        rep.step(f"fetching llama.cpp {session.lock.version} ({session.lock.short_commit})")
-        source = vendor.materialize(session.lock, session.vendor_dir, local=options.source,
-                                    progress=rep.info)
-        rep.info(f"source: {source.source} (tree sha256 {source.tree_sha256[:16]}…)")
+    source = _source(session, options.source)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
     fresh = options.fresh  # delete the build directory once: the artifact kinds share it
     timings["prepare"] = time.monotonic() - t0
@@ -387,9 +386,14 @@ def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
     log = plan.build_dir / "buildtool-image.log"
     log.write_text("")
     rep.group(f"image {rt.name}")
+
+    def progress(line: str) -> None:  # ninja's [n/N] inside the build stage, not "[1/2] STEP"
+        if "STEP " not in line:
+            rep.ninja_line(line)
+
     cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
                       tags=tag_list, args=args, no_cache=options.fresh),
-            log=log, echo=rep.command, on_line=rep.ninja_line,
+            log=log, echo=rep.command, on_line=progress,
             what=f"image build ({eng.name}) failed", error_type=BuildError)
     rep.endgroup()
     timings["image"] = time.monotonic() - t

@@ -76,7 +76,7 @@ def run(
     log_fh: IO[str] | None = None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        log_fh = log.open("a", encoding="utf-8")
+        log_fh = log.open("a", encoding="utf-8", buffering=1)  # line by line: tail -f works
         log_fh.write(f"$ {format_argv(args)}\n")
     try:
         proc = subprocess.Popen(

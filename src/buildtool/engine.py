@@ -160,12 +160,12 @@ class Engine:
             return [self.path, "run", *opts, container, "--", program, *args]
         if workdir:
             opts += ["--workdir", workdir]
-        return [self.path, "run", "--rm", "--pull", "never", "--no-healthcheck", *opts,
+        return [self.path, "run", "--rm", "--pull=never", "--no-healthcheck", *opts,
                 *devices, "--entrypoint", program, image, *args]
 
     def create(self, image: str, devices: Sequence[str] = ()) -> list[str]:
         """buildah only: a working container of ``image`` (its name is printed)."""
-        return [self.path, "from", "--pull", "never", "--quiet", *devices, image]
+        return [self.path, "from", "--pull=never", "--quiet", *devices, image]
 
     def remove(self, container: str) -> list[str]:
         return [self.path, "rm", container]

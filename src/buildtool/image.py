@@ -154,8 +154,8 @@ def image_manifest(plan: BuildPlan, base: Mapping[str, Any], args: Mapping[str, 
     out["image"] = {"tags": list(tag_list), "dockerfile": f"{DOCKER_DIR}/{rt.dockerfile}",
                     "dockerfile_sha256": hashlib.sha256(
                         dockerfile(root, rt).read_bytes()).hexdigest(),
-                    "build_args": dict(args), "build_image": rt.build_image,
-                    "runtime_image": rt.runtime_image,
+                    "build_args": dict(args), "build_image": args.get("BUILD_IMAGE"),
+                    "runtime_image": args.get("RUNTIME_IMAGE"),
                     "platform": OCI_PLATFORMS.get(rt.platform, rt.platform),
                     "programs_dir": PROGRAMS_DIR}
     out.pop("files", None)

@@ -132,14 +132,14 @@ def test_run_commands_per_engine() -> None:
     argv = _engine("podman").run("img:1", "/opt/llama.cpp/llama-bench", ["-m", "/tmp/w/m"],
                                  mounts=[(work, "/tmp/w")], env={"A": "1"},
                                  devices=["--device", "/dev/dri"], workdir="/tmp/w")
-    assert argv[:6] == ["/usr/bin/podman", "run", "--rm", "--pull", "never", "--no-healthcheck"]
+    assert argv[:5] == ["/usr/bin/podman", "run", "--rm", "--pull=never", "--no-healthcheck"]
     assert argv[-4:] == ["/opt/llama.cpp/llama-bench", "img:1", "-m", "/tmp/w/m"]
     assert _pairs(argv, "--volume") == ["/tmp/w:/tmp/w"] and _pairs(argv, "--env") == ["A=1"]
     assert _pairs(argv, "--entrypoint") == ["/opt/llama.cpp/llama-bench"]
     assert _pairs(argv, "--device") == ["/dev/dri"]
     buildah = _engine("buildah")
     assert buildah.create("img:1", ["--device", "/dev/kfd"])[1:] == [
-        "from", "--pull", "never", "--quiet", "--device", "/dev/kfd", "img:1"]
+        "from", "--pull=never", "--quiet", "--device", "/dev/kfd", "img:1"]
     argv = buildah.run("img:1", "ldd", ["/x"], mounts=[(work, "/tmp/w")], container="c1")
     assert argv == ["/usr/bin/buildah", "run", "--volume", "/tmp/w:/tmp/w", "c1", "--",
                     "ldd", "/x"]
