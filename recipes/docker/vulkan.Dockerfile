@@ -12,7 +12,7 @@ FROM ${BUILD_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ cmake ninja-build ccache glslc libvulkan-dev \
+ && apt-get install -y --no-install-recommends g++ cmake ninja-build ccache glslc libvulkan-dev spirv-headers \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 ARG BUILDTOOL_TARGET=vulkan
 COPY CMakeLists.txt ship.cmake /src/
