@@ -42,6 +42,13 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def slow(session: nox.Session) -> None:
+    """Integration tests too long for CI on 2 cores: the vulkan image (about 30 minutes)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/integration", "-m", "slow", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def generate_schema(session: nox.Session) -> None:
     """Regenerate schema/*.schema.json from buildtool.model."""
     session.install("-e", ".")

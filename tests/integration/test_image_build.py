@@ -152,3 +152,26 @@ def test_emit_writes_a_context_and_bake_file(work: Path) -> None:
     assert 'set(GGML_CPU_ALL_VARIANTS "ON"' in defines
     doc = hcl2.loads((dest / "docker-bake.hcl").read_text())
     assert [k.strip('"') for block in doc["target"] for k in block] == ["cpu"]
+
+
+@pytest.mark.slow
+def test_vulkan_image_runs_on_mesa_inside_its_container(engine_env: dict[str, str],
+                                                        work: Path) -> None:
+    """The vulkan image on a Debian 13 base (Vulkan headers >= 1.4): Mesa's lavapipe in the
+    runtime stage is a Vulkan device even without a GPU. About 30 minutes on 2 cores."""
+    base = "localhost/debian:trixie-minbase"
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "local-base-image.sh"), "trixie",
+                           base], env={**os.environ, **engine_env}, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    proc = buildtool("build", "--target", "vulkan", "--cpu", "host", "--artifact", "image",
+                     "--dist", str(work / "vulkan-image-dist"), "--build-arg",
+                     f"BUILD_IMAGE={base}", "--build-arg", f"RUNTIME_IMAGE={base}", "--json",
+                     env=engine_env, timeout=5400)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    (made,) = json.loads(proc.stdout)["artifacts"]
+    smoke = made["smoke"]
+    assert smoke["verdict"] == "pass" and not smoke["waived"], smoke
+    assert all(t["backends"] == "Vulkan" for t in smoke["tests"])
+    assert all("llvmpipe" in str(t["gpu_info"]) for t in smoke["tests"])
+    assert all(t["n_gpu_layers"] == 99 for t in smoke["tests"])
