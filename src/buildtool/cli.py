@@ -329,11 +329,10 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     subject: Path | str
     if path.exists():
         subject = path.resolve()
-    elif ":" in artifact or ("/" in artifact and not artifact.startswith((".", "/"))):
-        subject = artifact  # an image reference
+    elif artifact.startswith((".", "/")) or artifact.endswith((".tar.gz", ".whl", ".tar")):
+        raise click.BadParameter(f"no such file: {artifact}", param_hint="ARTIFACT")
     else:
-        raise click.BadParameter(f"'{artifact}' is neither a file nor an image reference",
-                                 param_hint="ARTIFACT")
+        subject = artifact  # an image reference (localhost/llama.cpp:cpu-b11312)
     result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine_name=engine,

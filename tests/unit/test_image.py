@@ -526,3 +526,22 @@ def test_emit_refuses_a_host_tuned_image_context(tmp_path: Path,
     assert "an image build context built elsewhere needs a portable one" in \
         capsys.readouterr().err
     assert not dest.exists()
+
+
+def test_smoke_tells_a_missing_file_from_an_image_reference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from buildtool import cli
+
+    for missing in ("dist/llama.cpp-b1-cpu.tar.gz", "./x.whl", "/tmp/none.oci.tar"):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["smoke", missing])
+        assert exc.value.code == ExitCode.USAGE
+        assert f"no such file: {missing}" in capsys.readouterr().err
+    # anything else is an image reference, run by a container engine (none here)
+    monkeypatch.setattr(engine.cmd, "which", lambda name, path=None: None)
+    monkeypatch.delenv("BUILDTOOL_ENGINE", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["smoke", "localhost/llama.cpp:cpu-b11312"])
+    assert exc.value.code == ExitCode.TOOLCHAIN
+    assert "no container engine found" in capsys.readouterr().err
