@@ -64,11 +64,6 @@ def require_image(rt: ResolvedTarget) -> None:
                          "Linux images")
 
 
-def oci_platforms(rt: ResolvedTarget) -> list[str]:
-    """The OCI platforms of the target's Linux platforms (each is its own image build)."""
-    return [OCI_PLATFORMS[p] for p in rt.platforms if p in OCI_PLATFORMS]
-
-
 def tag_name(rt: ResolvedTarget) -> str:
     """``cpu-b11312``, ``cpu-host-x86-64-v4-b11312``, ``cublas12-b11312-r1``."""
     name = f"{rt.name}-{rt.variant}" if rt.variant else rt.name
