@@ -142,17 +142,23 @@ def _source(session: Session, local: Path | None) -> vendor.Materialized:
     return source
 
 
+def _context_target(session: Session, plan: BuildPlan, source: vendor.Materialized,
+                    build_args: tuple[tuple[str, str], ...]) -> tuple[image.ContextTarget,
+                                                                      dict[str, str]]:
+    """The target's entry in an image build context (its manifest) and its build arguments."""
+    args = image.build_args(plan, session.lock, overrides=dict(build_args))
+    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
+                                                              files={}),
+                                 args, image.tags(plan.target), session.root)
+    return image.ContextTarget(plan=plan, manifest=inner), args
+
+
 def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
     defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
     plan, source = _portable_plan(session, options, "an image build context", image_only=True)
-    rt = plan.target
-    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
-    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                              files={}),
-                                 args, image.tags(rt), session.root)
-    image.render_context([image.ContextTarget(plan=plan, manifest=inner)], dest,
-                         root=session.root)
+    entry, args = _context_target(session, plan, source, options.build_args)
+    image.render_context([entry], dest, root=session.root)
     (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
                                                           lock=session.lock))
     return dest
@@ -186,11 +192,8 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     for rt in resolved:
         plan = make_plan(rt, root=session.root, source_dir=session.vendor_dir,
                          tree_sha256=source.tree_sha256)
-        args = image.build_args(plan, session.lock, overrides=dict(build_args))
-        inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                                  files={}),
-                                     args, image.tags(rt), session.root)
-        contexts.append(image.ContextTarget(plan=plan, manifest=inner))
+        entry, args = _context_target(session, plan, source, build_args)
+        contexts.append(entry)
         items.append((plan, args))
     session.reporter.step(f"writing the build context for {len(items)} images into {out}")
     image.render_context(contexts, out, root=session.root)
@@ -237,9 +240,10 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         return outcome
 
     for kind in kinds:
-        made = _cached(session, plan, kind, options)
+        key = _key(session, plan, kind, options)
+        made = _cached(session, plan, kind, key, options)
         if made is None and kind == "image" and eng is not None:
-            made = _image(session, plan, source, options, timings, eng)
+            made = _image(session, plan, source, options, timings, eng, key)
         elif made is None:
             _fresh_start(plan, fresh)
             fresh = False
@@ -247,7 +251,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
                                                                timings)
         outcome.artifacts.append(made)
         if options.smoke:
-            _smoke(session, made, rt, options, timings)
+            _smoke(session, made, rt, options, timings, eng)
     timings["total"] = time.monotonic() - t0
     return outcome
 
@@ -257,10 +261,8 @@ def _fresh_start(plan: BuildPlan, fresh: bool) -> None:
         shutil.rmtree(plan.build_dir)
 
 
-def _cached(session: Session, plan: BuildPlan, kind: str,
+def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
             options: BuildOptions) -> ArtifactOutcome | None:
-    key = record_key(plan, kind, root=session.root, lock=session.lock,
-                     build_args=options.build_args)
     existing = None if options.force else package.lookup(plan.dist_dir, key)
     if existing is None:
         return None
@@ -271,13 +273,16 @@ def _cached(session: Session, plan: BuildPlan, kind: str,
                            manifest=package.read_json(package.sidecar(existing, "manifest")))
 
 
-def record_key(plan: BuildPlan, kind: str, *, root: Path | None = None,
-               lock: vendor.Lock | None = None,
-               build_args: tuple[tuple[str, str], ...] = ()) -> str:
-    """The key under which a finished artifact of this kind is recorded in dist/."""
-    if kind == "image" and root is not None and lock is not None:
-        return image.image_key(plan, root, image.build_args(plan, lock,
-                                                            overrides=dict(build_args)))
+def _key(session: Session, plan: BuildPlan, kind: str, options: BuildOptions) -> str:
+    if kind != "image":
+        return record_key(plan, kind)
+    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
+    return image.image_key(plan, session.root, args)
+
+
+def record_key(plan: BuildPlan, kind: str) -> str:
+    """The key a tarball or wheel is recorded under in dist/ (an image's is image.image_key:
+    its Dockerfile and build arguments count too)."""
     return plan.key if kind == "tarball" else f"{plan.key}-{kind}"
 
 
@@ -368,21 +373,18 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
 
 def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
            options: BuildOptions, timings: dict[str, float],
-           eng: engine.Engine) -> ArtifactOutcome:
+           eng: engine.Engine, key: str) -> ArtifactOutcome:
     rep = session.reporter
     rt = plan.target
     t = time.monotonic()
-    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
-    key = image.image_key(plan, session.root, args)
+    entry, args = _context_target(session, plan, source, options.build_args)
+    inner = entry.manifest
     tag_list = image.tags(rt)
     rep.step(f"image {tag_list[0]} with {eng.describe()}")
     rep.info(f"bases: {args['BUILD_IMAGE']} (build), {args['RUNTIME_IMAGE']} (runtime)")
-    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                              files={}),
-                                 args, tag_list, session.root)
     plan.build_dir.mkdir(parents=True, exist_ok=True)
-    context = image.render_context([image.ContextTarget(plan=plan, manifest=inner)],
-                                   plan.build_dir / "image-context", root=session.root)
+    context = image.render_context([entry], plan.build_dir / "image-context",
+                                   root=session.root)
     log = plan.build_dir / "buildtool-image.log"
     log.write_text("")
     rep.group(f"image {rt.name}")
@@ -425,7 +427,8 @@ def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
 
 
 def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
-           options: BuildOptions, timings: dict[str, float]) -> None:
+           options: BuildOptions, timings: dict[str, float],
+           eng: engine.Engine | None = None) -> None:
     previous = smoke.stored(made.path) if made.cached else None
     reusable = previous is not None and previous.get("verdict") == "pass" and \
         options.model is None and (options.allow_cpu_fallback or not previous.get("waived"))
@@ -436,20 +439,20 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
     t = time.monotonic()
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
                                 allow_cpu_fallback=options.allow_cpu_fallback,
-                                engine_name=options.engine)
+                                engine=eng or options.engine)
     key = "smoke" if made.kind == "tarball" else f"smoke_{made.kind}"
     timings[key] = time.monotonic() - t
 
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
                    model: Path | None, *, allow_cpu_fallback: bool = False,
-                   engine_name: str | None = None) -> dict[str, Any]:
+                   engine: engine.Engine | str | None = None) -> dict[str, Any]:
     rep = session.reporter
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
                              n_prompt=rt.smoke.n_prompt, n_gen=rt.smoke.n_gen,
                              repetitions=rt.smoke.repetitions,
-                             allow_cpu_fallback=allow_cpu_fallback, engine_name=engine_name,
+                             allow_cpu_fallback=allow_cpu_fallback, engine=engine,
                              note=rep.info)
     data = result.to_json()
     for line in smoke.table(data).splitlines():

@@ -10,7 +10,9 @@ from typing import Any
 import click
 
 from buildtool import __version__
+from buildtool.engine import ENGINES
 from buildtool.errors import BuildtoolError, ExitCode, ToolchainError
+from buildtool.image import CACHE_KINDS
 from buildtool.model import CPU_POLICIES
 from buildtool.paths import find_root
 from buildtool.progress import Reporter
@@ -217,7 +219,7 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               help="With --artifact wheel: write the self-contained wheel project (for "
                    "cibuildwheel or another machine); with --artifact image: the Dockerfile, "
                    "build context and a docker-bake.hcl. Into this directory; build nothing.")
-@click.option("--engine", type=click.Choice(["docker", "podman", "buildah"]), default=None,
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="Images: the container engine (default: $BUILDTOOL_ENGINE, else docker "
                    "with buildx and a daemon, podman, buildah — the first usable).")
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
@@ -307,7 +309,7 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--allow-cpu-fallback", is_flag=True,
               help="Pass a GPU artifact that ran on the CPU (recorded as a waived check).")
-@click.option("--engine", type=click.Choice(["docker", "podman", "buildah"]), default=None,
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="Images: the container engine that runs it (default: the first usable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
@@ -335,7 +337,7 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
         subject = artifact  # an image reference (localhost/llama.cpp:cpu-b11312)
     result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
-                             allow_cpu_fallback=allow_cpu_fallback, engine_name=engine,
+                             allow_cpu_fallback=allow_cpu_fallback, engine=engine,
                              note=_session(ctx).reporter.info)
     data = result.to_json()
     if as_json:
@@ -353,7 +355,7 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               default=Path("build/bake"), show_default=True,
               help="Directory for docker-bake.hcl and the shared build context.")
-@click.option("--cache", type=click.Choice(["gha", "registry", "local", "none"]),
+@click.option("--cache", type=click.Choice(CACHE_KINDS),
               default="gha", show_default=True,
               help="BuildKit cache: GitHub Actions cache, ${REGISTRY}/llama.cpp:buildcache-*, "
                    "a local directory (${CACHE_DIR}), or none.")

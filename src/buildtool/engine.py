@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,11 +70,18 @@ def examine(name: str, path: str | None, probe: Probe) -> Candidate:
     return Candidate(name=name, path=path, usable=True, detail=version)
 
 
+def _candidates(names: Sequence[str], which: Callable[[str], str | None] | None,
+                probe: Probe | None) -> Iterator[Candidate]:
+    """The engines ``names``, examined one at a time (a caller may stop at the first)."""
+    find = which or cmd.which
+    for name in names:
+        yield examine(name, find(name), probe or run_probe)
+
+
 def detect(which: Callable[[str], str | None] | None = None,
            probe: Probe | None = None) -> list[Candidate]:
     """Every engine, in order of preference, and whether it can be used here."""
-    find = which or cmd.which
-    return [examine(name, find(name), probe or run_probe) for name in ENGINES]
+    return list(_candidates(ENGINES, which, probe))
 
 
 def choose(requested: str | None = None, *, env: Mapping[str, str] | None = None,
@@ -87,12 +94,11 @@ def choose(requested: str | None = None, *, env: Mapping[str, str] | None = None
     if wanted is not None and wanted not in ENGINES:
         raise UsageError(f"unknown container engine '{wanted}'",
                          hint="one of: " + ", ".join(ENGINES))
-    names = (wanted,) if wanted else ENGINES
-    find = which or cmd.which
-    found = [examine(name, find(name), probe or run_probe) for name in names]
-    for c in found:
+    found: list[Candidate] = []
+    for c in _candidates((wanted,) if wanted else ENGINES, which, probe):
         if c.usable and c.path is not None:
             return Engine(name=c.name, path=c.path, version=c.detail)
+        found.append(c)
     why = "; ".join(f"{c.name}: {c.detail}" for c in found)
     if wanted:
         raise ToolchainError(f"container engine {wanted} cannot be used here ({why})",

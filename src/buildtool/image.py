@@ -113,11 +113,14 @@ def dockerfile(root: Path, rt: ResolvedTarget) -> Path:
     return root / DOCKER_DIR / str(rt.dockerfile)
 
 
+def dockerfile_sha256(root: Path, rt: ResolvedTarget) -> str:
+    return hashlib.sha256(dockerfile(root, rt).read_bytes()).hexdigest()
+
+
 def image_key(plan: BuildPlan, root: Path, args: Mapping[str, str]) -> str:
     """What determines the image: the build key, the Dockerfile, the build arguments."""
     payload = {"build": plan.key, "kind": "image",
-               "dockerfile": hashlib.sha256(dockerfile(root, plan.target).read_bytes())
-               .hexdigest(),
+               "dockerfile": dockerfile_sha256(root, plan.target),
                "args": {k: v for k, v in sorted(args.items()) if k not in VOLATILE_ARGS}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -147,8 +150,7 @@ def image_manifest(plan: BuildPlan, base: Mapping[str, Any], args: Mapping[str, 
     rt = plan.target
     out = {**base, "kind": "image", "artifact": plan.artifact_name}
     out["image"] = {"tags": list(tag_list), "dockerfile": f"{DOCKER_DIR}/{rt.dockerfile}",
-                    "dockerfile_sha256": hashlib.sha256(
-                        dockerfile(root, rt).read_bytes()).hexdigest(),
+                    "dockerfile_sha256": dockerfile_sha256(root, rt),
                     "build_args": dict(args), "build_image": args.get("BUILD_IMAGE"),
                     "runtime_image": args.get("RUNTIME_IMAGE"),
                     "platform": OCI_PLATFORMS.get(rt.platform, rt.platform),

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd
+from buildtool import engine as engines
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, HostIncompatibleError, SmokeError
 from buildtool.package import read_json, sidecar, write_json
 from buildtool.synthetic import cached_model
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
-PROGRAMS_DIR = "/opt/llama.cpp"  # in buildtool's images (recipes/docker)
 # llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
 BACKEND_MODULES = {"CUDA": "libggml-cuda.so", "ROCm": "libggml-hip.so",
                    "Vulkan": "libggml-vulkan.so", "SYCL": "libggml-sycl.so",
@@ -272,15 +272,16 @@ def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
                    lib_dir=Path(info["bin_dir"]), env=with_library_dirs(info.get("library_dirs")))
 
 
-def from_image(artifact: Path | str, work: Path, host: CpuInfo, engine_name: str | None,
-               note: Callable[[str], None]) -> Subject:
+def from_image(artifact: Path | str, work: Path, host: CpuInfo,
+               engine: engines.Engine | str | None, note: Callable[[str], None]) -> Subject:
     """Load an OCI archive into the engine (or take an image reference as it is) and run its
     programs inside containers of it: as the image's own user, with the work directory
-    mounted at the same path and the GPU devices its backend needs."""
-    from buildtool import engine as engines
+    mounted at the same path and the GPU devices its backend needs. ``engine``: one already
+    chosen, or the name to choose (None: the first usable)."""
     from buildtool import oci
+    from buildtool.image import PROGRAMS_DIR
 
-    eng = engines.choose(engine_name)
+    eng = engine if isinstance(engine, engines.Engine) else engines.choose(engine)
     if isinstance(artifact, Path):
         info = oci.inspect(artifact)
         try:
@@ -352,7 +353,7 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
               n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
               threads: int | None = None, env: Mapping[str, str] | None = None,
               store: bool = True, allow_cpu_fallback: bool = False,
-              engine_name: str | None = None,
+              engine: engines.Engine | str | None = None,
               note: Callable[[str], None] | None = None) -> SmokeResult:
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
     or, as a string, an image reference); the same verdict for all."""
@@ -360,7 +361,7 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     subject: Subject | None = None
     try:
         if is_image(artifact):
-            subject = from_image(artifact, work, host, engine_name, note or (lambda _: None))
+            subject = from_image(artifact, work, host, engine, note or (lambda _: None))
         elif isinstance(artifact, Path) and artifact.suffix == ".whl":
             subject = from_wheel(artifact, work, host)
         else:
