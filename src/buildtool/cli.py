@@ -300,6 +300,11 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
             session.reporter.step(f"done: {made.path}" + (" (cached)" if made.cached else ""))
 
 
+def _reporter(ctx: click.Context) -> Reporter:
+    """Messages for commands that need no repository (a lab machine, a release host)."""
+    return Reporter(quiet=ctx.ensure_object(dict).get("quiet", False))
+
+
 @cli.command(name="smoke")
 @click.argument("artifact")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -338,7 +343,7 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
-                             note=_session(ctx).reporter.info)
+                             note=_reporter(ctx).info)
     data = result.to_json()
     if as_json:
         emit_json(data)
@@ -347,6 +352,186 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     if not result.passed:
         raise SmokeError(f"smoke test failed for {path.name}: "
                          + "; ".join(c.name for c in result.failures()))
+
+
+@cli.command(name="publish")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--tag", default=None, help="Release tag (default: the llama.cpp build, b11312).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Release directory to write (default: DIRECTORY/release-TAG).")
+@click.option("--allow", "allow", multiple=True, metavar="ARTIFACT=REASON",
+              help="Ship an artifact that fails the gate, recording why (file name or glob; "
+                   "repeatable).")
+@click.option("--github", "github_repo", default=None, metavar="OWNER/REPO",
+              help="Create/update the GitHub release TAG and upload every file as an asset "
+                   "(token: GITHUB_TOKEN or GH_TOKEN).")
+@click.option("--github-api", default=None, metavar="URL",
+              help="GitHub API root (default: $GITHUB_API_URL or https://api.github.com).")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Add the wheels to the PEP 503 index in this directory "
+                                 "(files/ + simple/<target>/), for a web server to serve.")
+@click.option("--registry", default=None, metavar="HOST[:PORT][/NS] | oci:DIR",
+              help="Push each image under its tags (skopeo; else podman/docker).")
+@click.option("--dry-run", is_flag=True,
+              help="Verify and show what would be written and uploaded; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def publish_cmd(ctx: click.Context, directory: Path, tag: str | None, out: Path | None,
+                allow: tuple[str, ...], github_repo: str | None, github_api: str | None,
+                index_dir: Path | None, registry: str | None, dry_run: bool,
+                as_json: bool) -> None:
+    """Verify DIRECTORY's artifacts, write a release and upload it.
+
+    Every artifact (tarball, wheel, OCI archive) needs its manifest, matching checksums and a
+    passing smoke result for its own bytes — for a GPU target, one that ran on a GPU of its
+    backend. Any failure refuses the whole release (exit code 11) and names every offender.
+    The release directory gets SHA256SUMS, RELEASE_NOTES.md, provenance.intoto.jsonl (SLSA
+    v1) and sbom.cdx.json (CycloneDX 1.6). Publishing the same release again uploads nothing
+    new."""
+    import os
+    import shutil
+    import tempfile
+
+    from buildtool import publish, release
+
+    rep = _reporter(ctx)
+    allowed = release.parse_allow(allow)
+    token = publish.github_token() if github_repo and not dry_run else ""
+    rep.step(f"verifying the artifacts in {directory}")
+    verification = release.verify(directory, allow=allowed)
+    if verification.blocking:
+        if as_json:
+            emit_json({"refused": True, "problems": [p.to_json() for p in
+                                                     verification.blocking]})
+        raise release.refusal(verification)
+    for name, why in verification.allowed.items():
+        rep.warn(f"{name} ships by exception: {why}")
+    tag = tag or release.default_tag(verification)
+    dest = out or directory / f"release-{tag}"
+    scratch = Path(tempfile.mkdtemp(prefix="buildtool-release-")) if dry_run else None
+    try:
+        where = scratch / dest.name if scratch else dest
+        rec = release.write(verification, where, tag)
+        rep.info(f"{'would write' if dry_run else 'wrote'} {dest} "
+                 f"({len(verification.artifacts)} artifacts)")
+        files = release.files(where)
+        actions: list[publish.Action] = []
+        if github_repo:
+            rep.step(f"GitHub release {github_repo}@{tag}")
+            gh = publish.GitHub(github_repo, token, github_api or os.environ.get(
+                "GITHUB_API_URL") or "https://api.github.com")
+            actions += gh.publish(tag, (where / release.NOTES).read_text(), files,
+                                  dry_run=dry_run, note=rep.info)
+        if index_dir:
+            rep.step(f"wheel index {index_dir}")
+            actions += publish.publish_index([f for f in files if f.suffix == ".whl"],
+                                             index_dir, dry_run=dry_run, note=rep.info)
+        if registry:
+            rep.step(f"images to {registry}")
+            images = [(f, release.load(f).manifest or {}) for f in files
+                      if f.name.endswith(".oci.tar")]
+            actions += publish.publish_images(images, registry, dry_run=dry_run,
+                                              note=rep.info)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if as_json:
+        emit_json({"refused": False, "dry_run": dry_run, "tag": tag, "release_dir": str(dest),
+                   "artifacts": rec["artifacts"], "exceptions": rec["exceptions"],
+                   "actions": [a.to_json() for a in actions]})
+        return
+    for a in actions:
+        click.echo(f"{a.destination:<9} {a.action:<22} {a.item}")
+    click.echo(f"release {tag}: {len(verification.artifacts)} artifacts"
+               + (" (dry run: nothing written or uploaded)" if dry_run else f" in {dest}"))
+
+
+@cli.group(name="lab")
+def lab_group() -> None:
+    """Validate artifacts on lab machines and report across them."""
+
+
+@lab_group.command(name="run")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Result file (default: lab-results/<hostname>.json).")
+@click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="A real GGUF model (default: the synthetic one).")
+@click.option("-p", "--n-prompt", default="64,256", show_default=True,
+              help="Prompt sizes (comma-separated).")
+@click.option("-n", "--n-gen", default="16,64", show_default=True,
+              help="Generation sizes (comma-separated).")
+@click.option("-r", "--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(min=1), default=None,
+              help="Threads (default: all cores).")
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
+              help="Container engine for images (default: the first usable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result document on stdout.")
+@click.pass_context
+def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path | None,
+            n_prompt: str, n_gen: str, repetitions: int, threads: int | None,
+            engine: str | None, as_json: bool) -> None:
+    """Smoke-test and benchmark every artifact in DIRECTORY that fits this host.
+
+    Artifacts for other hardware are recorded as skipped with the reason; one that fails
+    does not stop the run. Exit code 8 when any artifact failed or could not run."""
+    from buildtool import lab
+    from buildtool.detect.host import detect_cpu
+    from buildtool.errors import SmokeError
+
+    try:
+        settings = lab.Settings(n_prompt=lab.sizes(n_prompt), n_gen=lab.sizes(n_gen),
+                                repetitions=repetitions, model=model, threads=threads)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    rep = _reporter(ctx)
+    dest = out or lab.default_out()
+    rep.step(f"lab run on {directory} → {dest}")
+    doc = lab.run(directory, dest, cpu=detect_cpu(), settings=settings, engine=engine,
+                  note=rep.info)
+    totals = lab.counts(doc)
+    if as_json:
+        emit_json(doc)
+    else:
+        for r in doc["results"]:
+            click.echo(f"{r['status']:<8} {r['artifact']}"
+                       + (f"  ({r['reason']})" if r.get("reason") else ""))
+        click.echo(f"{dest}: " + ", ".join(f"{n} {s}" for s, n in totals.items()))
+    if totals["fail"] or totals["error"]:
+        raise SmokeError(f"{totals['fail'] + totals['error']} artifact(s) failed on this host",
+                         hint=f"details: {dest}")
+
+
+@lab_group.command(name="report")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("lab-report.html"), show_default=True, help="The HTML page.")
+@click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write a Markdown summary (append it to $GITHUB_STEP_SUMMARY in CI).")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged grid as JSON.")
+def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
+               as_json: bool) -> None:
+    """Merge lab result FILES from many hosts into one HTML page (grid, plots, hosts)."""
+    from buildtool import lab
+    from buildtool import lab_report as report
+    from buildtool.package import atomic_path
+
+    merged = report.merge(lab.load_results(files))
+    with atomic_path(out) as tmp:
+        tmp.write_text(report.render_html(merged))
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(report.render_markdown(merged))
+    if as_json:
+        emit_json({"hosts": sorted(merged.results), "html": str(out),
+                   "markdown": str(markdown) if markdown else None,
+                   "grid": [{"target": t, "kind": k, "hosts": {
+                       h: report.cell_status(merged.cell(h, t, k)) for h in merged.results}}
+                       for t, k in merged.rows()]})
+        return
+    click.echo(f"{out}: {len(merged.results)} host(s), {len(merged.rows())} row(s); "
+               + ", ".join(f"{n} {s}" for s, n in sorted(report.summary_counts(merged).items())))
 
 
 @cli.command(name="bake")

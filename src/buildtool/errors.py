@@ -24,6 +24,8 @@ class ExitCode(IntEnum):
     SMOKE = 8
     HOST_INCOMPATIBLE = 9
     AUDIT = 10
+    RELEASE_REFUSED = 11
+    PUBLISH = 12
     INTERRUPTED = 130
 
 
@@ -118,3 +120,9 @@ class HostIncompatibleError(BuildtoolError):
     """The artifact needs something (a CPU feature, a GPU) this host lacks."""
 
     exit_code = ExitCode.HOST_INCOMPATIBLE
+
+
+class PublishError(BuildtoolError):
+    """An upload destination refused or failed (GitHub API, index, registry)."""
+
+    exit_code = ExitCode.PUBLISH

@@ -21,7 +21,8 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, HostIncompatibleError, SmokeError
 from buildtool.package import read_json, sidecar, write_json
 from buildtool.synthetic import cached_model
+from buildtool.vendor import sha256_file
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
 # llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
@@ -61,6 +63,7 @@ class SmokeResult:
     command: tuple[str, ...]
     duration_s: float
     model: str
+    artifact_sha256: str | None = None  # the file that ran (a release proves it is the same)
     ran_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> dict[str, Any]:
@@ -71,7 +74,8 @@ class SmokeResult:
                        for c in self.checks],
             "waived": [c.name for c in self.checks if c.waived],
             "tests": list(self.tests), "command": list(self.command),
-            "duration_s": round(self.duration_s, 2), "model": self.model, "ran_at": self.ran_at,
+            "duration_s": round(self.duration_s, 2), "model": self.model,
+            "artifact_sha256": self.artifact_sha256, "ran_at": self.ran_at,
         }
 
     def failures(self) -> list[Check]:
@@ -349,14 +353,11 @@ def is_image(artifact: Path | str) -> bool:
     return isinstance(artifact, str) or artifact.name.endswith(".oci.tar")
 
 
-def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
-              n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
-              threads: int | None = None, env: Mapping[str, str] | None = None,
-              store: bool = True, allow_cpu_fallback: bool = False,
-              engine: engines.Engine | str | None = None,
-              note: Callable[[str], None] | None = None) -> SmokeResult:
-    """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
-    or, as a string, an image reference); the same verdict for all."""
+@contextmanager
+def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str | None = None,
+           note: Callable[[str], None] | None = None) -> Iterator[tuple[Subject, Path]]:
+    """The artifact made runnable (unpacked, installed into a venv, or loaded as an image)
+    in a scratch directory, both removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
     subject: Subject | None = None
     try:
@@ -366,80 +367,130 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
             subject = from_wheel(artifact, work, host)
         else:
             subject = from_tarball(Path(artifact), work, host)
-        manifest = subject.manifest
-        model_path = model or cached_model()
-        if subject.stage_models:  # the container sees the work directory only
-            staged = work / model_path.name
-            shutil.copyfile(model_path, staged)
-            staged.chmod(0o644)
-            model_path = staged
-        gpu = bool(manifest.get("gpu"))
-        # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
-        inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
-        run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
-        models = [model_path]
-        quantized = None
-        if model is None and subject.quantize is not None:
-            # the artifact's own llama-quantize makes a Q4_0 copy: proves the tool and runs
-            # the quantized kernels, which an F32 model never reaches
-            q4 = work / "synthetic-Q4_0.gguf"
-            try:
-                cmd.capture(subject.command([str(subject.quantize), str(model_path), str(q4),
-                                             "Q4_0"], inside), cwd=work, env=run_env,
-                            timeout=600)
-            except CommandError as exc:
-                raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
-                                 "    " + "\n    ".join(exc.tail)) from exc
-            models.append(q4)
-            quantized = "Q4_0"
-        argv = [str(subject.bench), *(a for m in models for a in ("-m", str(m))),
-                "-p", str(n_prompt), "-n", str(n_gen),
-                "-r", str(repetitions), "-o", "json", "-ngl", "99" if gpu else "0",
-                "-t", str(threads or max(1, os.cpu_count() or 1))]
-        argv = subject.command(argv, inside)
-        # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
-        started = time.monotonic()
-        try:
-            out = cmd.capture(argv, cwd=work, env=run_env, timeout=900)
-        except CommandError as exc:
-            raise SmokeError(f"llama-bench failed ({describe_exit(exc.returncode)}):\n    "
-                             + "\n    ".join(exc.tail[-8:]), hint=SIGILL_HINT
-                             if exc.returncode in (-4, 132) else None) from exc
-        duration = time.monotonic() - started
-        try:
-            records = json.loads(out[out.index("["):])
-        except ValueError as exc:
-            raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
-        unloadable = None
-        if gpu and manifest.get("backend", "") not in backend_names(records):
-            unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""),
-                                        subject.env, subject=subject)
-        checks = verdict(records, backend=manifest.get("backend", ""),
-                         family=manifest.get("family", ""), gpu=gpu,
-                         allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
-                         quantized=quantized)
-        tests = tuple({
-            "test": _test_kind(r), "model_type": r.get("model_type"),
-            "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
-            "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
-            "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
-            "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
-        } for r in records)
-        name = artifact if isinstance(artifact, str) else artifact.name
-        result = SmokeResult(
-            artifact=name if subject.kind in ("wheel", "image") else
-            manifest.get("artifact", name),
-            target=manifest.get("target", ""), kind=subject.kind,
-            passed=all(c.ok for c in checks), checks=checks, tests=tests,
-            command=tuple(argv), duration_s=duration,
-            model=str(model_path) if model else f"synthetic:{model_path.name}")
+        yield subject, work
     finally:
         if subject is not None and subject.close is not None:
             subject.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_model(subject: Subject, work: Path, model: Path) -> Path:
+    """Where the subject's programs see ``model`` (a container sees the work directory only)."""
+    if not subject.stage_models:
+        return model
+    staged = work / model.name
+    if not staged.exists():
+        shutil.copyfile(model, staged)
+        staged.chmod(0o644)
+    return staged
+
+
+def bench(subject: Subject, work: Path, models: list[Path], *, n_prompt: str, n_gen: str,
+          repetitions: int, threads: int | None = None,
+          env: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run the subject's llama-bench (``n_prompt``/``n_gen``: llama-bench's comma lists) and
+    return its JSON records and the command that ran."""
+    manifest = subject.manifest
+    inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
+    run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
+    argv = [str(subject.bench), *(a for m in models for a in ("-m", str(m))),
+            "-p", n_prompt, "-n", n_gen,
+            "-r", str(repetitions), "-o", "json", "-ngl", "99" if manifest.get("gpu") else "0",
+            "-t", str(threads or max(1, os.cpu_count() or 1))]
+    argv = subject.command(argv, inside)
+    # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
+    try:
+        out = cmd.capture(argv, cwd=work, env=run_env, timeout=1800)
+    except CommandError as exc:
+        raise SmokeError(f"llama-bench failed ({describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:]), hint=SIGILL_HINT
+                         if exc.returncode in (-4, 132) else None) from exc
+    try:
+        records = json.loads(out[out.index("["):])
+    except ValueError as exc:
+        raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
+    return records, argv
+
+
+def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
+              n_prompt: int = 32, n_gen: int = 16, repetitions: int = 2,
+              threads: int | None = None, env: Mapping[str, str] | None = None,
+              store: bool = True, allow_cpu_fallback: bool = False,
+              engine: engines.Engine | str | None = None,
+              note: Callable[[str], None] | None = None) -> SmokeResult:
+    """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
+    or, as a string, an image reference); the same verdict for all."""
+    with opened(artifact, host=host, engine=engine, note=note) as (subject, work):
+        result = smoke_subject(subject, work, artifact, model=model, n_prompt=n_prompt,
+                               n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
+                               allow_cpu_fallback=allow_cpu_fallback)
     if store and isinstance(artifact, Path) and artifact.is_file():
         save(artifact, result)
     return result
+
+
+def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
+                  model: Path | None = None, n_prompt: int = 32, n_gen: int = 16,
+                  repetitions: int = 2, threads: int | None = None,
+                  env: Mapping[str, str] | None = None,
+                  allow_cpu_fallback: bool = False) -> SmokeResult:
+    """The smoke verdict on an opened subject."""
+    manifest = subject.manifest
+    model_path = stage_model(subject, work, model or cached_model())
+    gpu = bool(manifest.get("gpu"))
+    # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
+    inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
+    run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
+    models = [model_path]
+    quantized = None
+    if model is None and subject.quantize is not None:
+        # the artifact's own llama-quantize makes a Q4_0 copy: proves the tool and runs
+        # the quantized kernels, which an F32 model never reaches
+        q4 = work / "synthetic-Q4_0.gguf"
+        try:
+            cmd.capture(subject.command([str(subject.quantize), str(model_path), str(q4),
+                                         "Q4_0"], inside), cwd=work, env=run_env,
+                        timeout=600)
+        except CommandError as exc:
+            raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
+                             "    " + "\n    ".join(exc.tail)) from exc
+        models.append(q4)
+        quantized = "Q4_0"
+    started = time.monotonic()
+    records, argv = bench(subject, work, models, n_prompt=str(n_prompt), n_gen=str(n_gen),
+                          repetitions=repetitions, threads=threads, env=env)
+    duration = time.monotonic() - started
+    unloadable = None
+    if gpu and manifest.get("backend", "") not in backend_names(records):
+        unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""),
+                                    subject.env, subject=subject)
+    checks = verdict(records, backend=manifest.get("backend", ""),
+                     family=manifest.get("family", ""), gpu=gpu,
+                     allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
+                     quantized=quantized)
+    name = artifact if isinstance(artifact, str) else artifact.name
+    return SmokeResult(
+        artifact=name if subject.kind in ("wheel", "image") else
+        manifest.get("artifact", name),
+        target=manifest.get("target", ""), kind=subject.kind,
+        passed=all(c.ok for c in checks), checks=checks, tests=tuple(summary(records)),
+        command=tuple(argv), duration_s=duration,
+        model=str(model_path) if model else f"synthetic:{model_path.name}",
+        artifact_sha256=sha256_file(artifact) if isinstance(artifact, Path)
+        and artifact.is_file() else None)
+
+
+def summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What is kept of llama-bench's records."""
+    return [{
+        "test": _test_kind(r), "model_type": r.get("model_type"),
+        "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
+        "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
+        "n_prompt": r.get("n_prompt"), "n_gen": r.get("n_gen"), "n_threads": r.get("n_threads"),
+        "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
+        "samples_ts": r.get("samples_ts"),
+        "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
+    } for r in records]
 
 
 SIGILL_HINT = ("a CPU feature the build enabled is not usable on this host: build for a lower "
