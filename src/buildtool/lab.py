@@ -89,7 +89,7 @@ def vulkan_icds(root: Path = Path("/")) -> list[str]:
     names = set()
     for d in ("usr/share/vulkan/icd.d", "etc/vulkan/icd.d"):
         for path in (root / d).glob("*.json"):
-            names.add(path.stem.removesuffix("_icd").split(".")[0])
+            names.add(path.name.split(".")[0].removesuffix("_icd"))
     return sorted(names)
 
 
