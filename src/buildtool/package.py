@@ -178,7 +178,9 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def sidecar(artifact: Path, kind: str) -> Path:
-    base = artifact.name.removesuffix(".tar.gz").removesuffix(".whl").removesuffix(".oci.tar")
+    """``<name>.<kind>.json`` beside an artifact. An image keeps its ``.oci``
+    (``X.oci.manifest.json``): the tarball and the image of one build share their name."""
+    base = artifact.name.removesuffix(".tar.gz").removesuffix(".whl").removesuffix(".tar")
     return artifact.with_name(f"{base}.{kind}.json")
 
 

@@ -13,6 +13,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from buildtool.package import sidecar
+
 COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 
 
@@ -59,11 +61,10 @@ def smoke_result(artifact: Path, target: str, *, backend: str = "CPU", gpu_info:
 
 
 def _sidecars(path: Path, manifest: dict[str, Any], smoke: dict[str, Any] | None) -> None:
-    stem = path.name.removesuffix(".tar.gz").removesuffix(".whl").removesuffix(".oci.tar")
     manifest = {**manifest, "artifact_file": path.name, "artifact_sha256": file_sha(path)}
-    (path.parent / f"{stem}.manifest.json").write_text(json.dumps(manifest))
+    sidecar(path, "manifest").write_text(json.dumps(manifest))
     if smoke is not None:
-        (path.parent / f"{stem}.smoke.json").write_text(json.dumps(smoke))
+        sidecar(path, "smoke").write_text(json.dumps(smoke))
     sums = path.parent / "SHA256SUMS"
     lines = [ln for ln in (sums.read_text().splitlines() if sums.exists() else [])
              if not ln.endswith(f"  {path.name}")]
@@ -122,8 +123,9 @@ def wheel(dist: Path, target: str = "cpu") -> Path:
     return path
 
 
-def oci_archive(dist: Path, target: str = "cpu", *, tags: tuple[str, ...] = ()) -> Path:
-    name = f"llama.cpp-b11312-{target}-linux-x86_64-image"
+def oci_archive(dist: Path, target: str = "cpu", *, tags: tuple[str, ...] = (),
+                name: str | None = None) -> Path:
+    name = name or f"llama.cpp-b11312-{target}-linux-x86_64-image"
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as lt:
         data = b"\x7fELF bench"
@@ -163,8 +165,7 @@ def oci_archive(dist: Path, target: str = "cpu", *, tags: tuple[str, ...] = ()) 
 
 
 def rewrite_sidecar(path: Path, kind: str, **changes: Any) -> None:
-    stem = path.name.removesuffix(".tar.gz").removesuffix(".whl").removesuffix(".oci.tar")
-    side = path.parent / f"{stem}.{kind}.json"
+    side = sidecar(path, kind)
     data = json.loads(side.read_text())
     data.update(changes)
     side.write_text(json.dumps(data))

@@ -427,3 +427,19 @@ def test_registry_destinations_and_commands(tmp_path: Path) -> None:
         ["docker", "push", "ghcr.io/lab/llama.cpp:cpu"]]
     with pytest.raises(publish.PublishError, match="cannot write an OCI layout"):
         publish.publish_images([], "oci:/x", dry_run=False, note=print, tool="docker")
+
+
+def test_a_tarball_and_an_image_of_one_build_keep_their_own_sidecars(tmp_path: Path,
+                                                                     capsys: pytest.
+                                                                     CaptureFixture[str]) -> None:
+    """Both are named after the build (llama.cpp-b11312-cpu-linux-x86_64): their manifests
+    and smoke results must not overwrite each other in one directory."""
+    data.tarball(tmp_path, "cpu")
+    data.oci_archive(tmp_path, "cpu", name="llama.cpp-b11312-cpu-linux-x86_64")
+    sides = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert sides == ["llama.cpp-b11312-cpu-linux-x86_64.manifest.json",
+                     "llama.cpp-b11312-cpu-linux-x86_64.oci.manifest.json",
+                     "llama.cpp-b11312-cpu-linux-x86_64.oci.smoke.json",
+                     "llama.cpp-b11312-cpu-linux-x86_64.smoke.json"]
+    code, _, err = run(capsys, "publish", str(tmp_path), "--out", str(tmp_path / "rel"))
+    assert code == 0, err

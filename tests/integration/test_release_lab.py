@@ -1,0 +1,303 @@
+"""Release and lab, for real, on the artifacts the other integration modules built (the cpu
+tarball, wheel and image; cached builds when those modules ran first — this module runs
+last): `buildtool publish` to a recording GitHub API stand-in, a PEP 503 index served over
+HTTP and installed from with pip, a local registry (Debian's docker-registry on loopback)
+and an OCI layout, twice; `buildtool lab run` on this machine, one artifact broken and one
+for other hardware; `buildtool lab report` opened in headless chromium and screenshotted."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildtool.errors import ExitCode
+from buildtool.package import sidecar
+from tests.integration.conftest import BASE, buildtool
+from tests.standins import fake_github
+
+GREEN, RED, ORANGE = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E), (0xBC, 0x4C, 0x00)
+
+
+def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800, **kw)
+
+
+def _build(work: Path, env: dict[str, str], *extra: str, dist: str = "dist") -> Path:
+    proc = buildtool("build", "--target", "cpu", "--dist", str(work / dist), "--build-root",
+                     str(work / "build"), "--json", *extra, env=env, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    outcome = json.loads(proc.stdout)
+    made = outcome.get("artifacts") or [outcome]
+    return Path(made[0]["artifact"])
+
+
+def _sidecars(artifact: Path) -> list[Path]:
+    return [sidecar(artifact, k) for k in ("manifest", "smoke")]
+
+
+@pytest.fixture(scope="module")
+def artifacts(work: Path, engine_env: dict[str, str]) -> dict[str, Path]:
+    """The three cpu artifacts with their sidecars, gathered into one directory."""
+    made = {
+        "tarball": _build(work, engine_env),
+        "wheel": _build(work, engine_env, "--artifact", "wheel"),
+        "image": _build(work, engine_env, "--artifact", "image", "--build-arg",
+                        f"BUILD_IMAGE={BASE}", "--build-arg", f"RUNTIME_IMAGE={BASE}",
+                        dist="image-dist"),
+    }
+    src = work / "release-src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    out = {}
+    for kind, path in made.items():
+        for f in [path, *_sidecars(path)]:
+            assert f.is_file(), f"{f} is missing"
+            os.link(f, src / f.name)
+        out[kind] = src / path.name
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry (distribution 2.8) on loopback."""
+    exe = shutil.which("docker-registry")
+    assert exe, "docker-registry is needed (.ci/run installs it with apt-get)"
+    root = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: "
+        f"{root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([exe, "serve", str(root / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def http_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A directory served over HTTP on loopback (what a web server does for an index)."""
+    root = tmp_path_factory.mktemp("served")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[method-assign,assignment]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str,
+                                       http_dir: tuple[Path, str], work: Path,
+                                       engine_env: dict[str, str]) -> None:
+    src = artifacts["tarball"].parent
+    served, url = http_dir
+    index = served / "llama"
+    with fake_github() as (api, gh):
+        env = {**engine_env, "GITHUB_TOKEN": gh.token}
+        argv = ["publish", str(src), "--github", gh.repo, "--github-api", api,
+                "--index", str(index), "--registry", f"{registry}/lab", "--json"]
+        first = buildtool(*argv, env=env, timeout=1800)
+        assert first.returncode == 0, first.stderr[-4000:]
+        doc = json.loads(first.stdout)
+        rel = src / "release-b11312"
+        names = sorted(p.name for p in rel.iterdir())
+        # GitHub: one release, every file of the release directory as an asset, same bytes
+        (release_,) = gh.releases.values()
+        assert release_["body"] == (rel / "RELEASE_NOTES.md").read_text()
+        assert sorted(a["name"] for a in gh.assets.values()) == names
+        assert all(a["data"] == (rel / a["name"]).read_bytes() for a in gh.assets.values())
+        assert gh.token not in first.stdout + first.stderr
+        # registry: both tags, with the archive's manifest digest
+        manifest = json.loads(_sidecars(artifacts["image"])[0].read_text())
+        digest = manifest["image"]["manifest_digest"]
+        for tag in ("cpu-b11312", "cpu"):
+            got = _run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                        f"docker://{registry}/lab/llama.cpp:{tag}"])
+            assert got.returncode == 0 and got.stdout.strip() == digest, got.stderr
+        pushed = [a for a in doc["actions"] if a["destination"] == "registry"]
+        assert [a["action"] for a in pushed] == ["pushed", "pushed"]
+
+        # the same release again: nothing uploaded, pushed, added, duplicated or lost
+        writes = len(gh.writes())
+        before = {p.relative_to(served): p.read_bytes() for p in served.rglob("*") if p.is_file()}
+        second = buildtool(*argv, env=env, timeout=1800)
+        assert second.returncode == 0, second.stderr[-4000:]
+        assert {a["action"] for a in json.loads(second.stdout)["actions"]} == {"unchanged"}
+        assert len(gh.writes()) == writes
+        assert sorted(a["name"] for a in gh.assets.values()) == names
+        after = {p.relative_to(served): p.read_bytes() for p in served.rglob("*") if p.is_file()}
+        assert after == before
+
+    # the index, served over HTTP, installs with real pip into a fresh environment
+    venv = work / "index-venv"
+    assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
+    wheel = artifacts["wheel"]
+    project = wheel.name.split("-")[0].replace("_", "-")
+    # only our index: no pip configuration, no cache, no other index
+    pip_env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
+    got = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-v",
+                "--disable-pip-version-check", "--index-url", f"{url}/llama/simple/cpu/",
+                project], env=pip_env)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert f"{url}/llama/files/{wheel.name}" in got.stdout  # fetched over HTTP
+    module = project.replace("-", "_")
+    info = json.loads(_run([str(venv / "bin" / "python"), "-m", module, "--json"],
+                           cwd=work).stdout)
+    assert info["target"] == "cpu" and info["version"] in wheel.name
+
+    # an OCI layout as the destination (skopeo), and a dry run that pushes nothing
+    layout = work / "oci-layout"
+    proc = buildtool("publish", str(src), "--registry", f"oci:{layout}", env=engine_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = _run(["skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:cpu-b11312"])
+    assert got.stdout.strip() == digest, got.stderr
+    dry = buildtool("publish", str(src), "--registry", f"oci:{work / 'never'}", "--dry-run",
+                    env=engine_env)
+    assert dry.returncode == 0 and not (work / "never").exists()
+
+
+def test_publish_refuses_an_artifact_whose_smoke_result_is_gone(artifacts: dict[str, Path],
+                                                                work: Path) -> None:
+    other = work / "release-src-broken"
+    shutil.rmtree(other, ignore_errors=True)
+    shutil.copytree(artifacts["tarball"].parent, other, ignore=shutil.ignore_patterns(
+        "release-*"), copy_function=os.link)
+    (other / _sidecars(artifacts["wheel"])[1].name).unlink()
+    # the manifest keeps a copy of the smoke result: remove that too
+    side = other / _sidecars(artifacts["wheel"])[0].name
+    manifest = json.loads(side.read_text())
+    manifest.pop("smoke", None)
+    side.unlink()
+    side.write_text(json.dumps(manifest))
+    proc = buildtool("publish", str(other))
+    assert proc.returncode == ExitCode.RELEASE_REFUSED
+    assert f"{artifacts['wheel'].name}\n    [smoke-missing]" in proc.stderr
+    assert not list(other.glob("release-*"))
+
+
+def _broken_copy(tarball: Path, dest: Path) -> Path:
+    """The tarball under another name, its llama-bench replaced by a program that fails."""
+    stage = dest / "stage"
+    with tarfile.open(tarball) as tf:
+        tf.extractall(stage, filter="data")
+    (top,) = stage.iterdir()
+    new = top.with_name(top.name.replace("-cpu-", "-cpu-broken-"))
+    top.rename(new)
+    bench = new / "llama-bench"
+    bench.unlink()
+    bench.write_text("#!/bin/sh\necho 'ggml: illegal hardware state' >&2\nexit 3\n")
+    bench.chmod(0o755)
+    out = dest / f"{new.name}.tar.gz"
+    with tarfile.open(out, "w:gz") as tf:
+        tf.add(new, arcname=new.name)
+    manifest = json.loads(_sidecars(tarball)[0].read_text())
+    manifest.update(artifact=new.name, artifact_file=out.name)
+    (dest / f"{new.name}.manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(stage)
+    return out
+
+
+def _foreign_copy(tarball: Path, dest: Path) -> Path:
+    """The tarball, described as built for arm64 (this host cannot run it)."""
+    name = tarball.name.replace("x86_64", "aarch64")
+    out = dest / name
+    os.link(tarball, out)
+    manifest = json.loads(_sidecars(tarball)[0].read_text())
+    manifest.update(platform="linux-aarch64", artifact_file=name)
+    (dest / name.replace(".tar.gz", ".manifest.json")).write_text(json.dumps(manifest))
+    return out
+
+
+def test_lab_run_and_report_in_a_browser(artifacts: dict[str, Path], work: Path,
+                                         engine_env: dict[str, str]) -> None:
+    from PIL import Image
+
+    lab_dir = work / "lab-artifacts"
+    shutil.rmtree(lab_dir, ignore_errors=True)
+    lab_dir.mkdir()
+    for path in artifacts.values():
+        for f in [path, *_sidecars(path)]:
+            os.link(f, lab_dir / f.name)
+    broken = _broken_copy(artifacts["tarball"], lab_dir)
+    foreign = _foreign_copy(artifacts["tarball"], lab_dir)
+    result = work / "lab" / "this-host.json"
+    proc = buildtool("lab", "run", str(lab_dir), "--out", str(result), "-p", "32,64",
+                     "-n", "8,16", "-r", "2", env=engine_env, timeout=2400)
+    assert proc.returncode == ExitCode.SMOKE, proc.stderr[-4000:]  # one failed; all reported
+    doc = json.loads(result.read_text())
+    by_name = {r["artifact"]: r for r in doc["results"]}
+    assert len(by_name) == 5
+    for kind in ("tarball", "wheel", "image"):
+        entry = by_name[artifacts[kind].name]
+        assert entry["status"] == "pass", entry
+        assert entry["kind"] == kind and entry["smoke"]["verdict"] == "pass"
+        tests = sorted({b["test"] for b in entry["bench"]})
+        assert tests == ["pp32", "pp64", "tg16", "tg8"]
+        assert all(b["avg_ts"] > 0 and len(b["samples_ts"]) == 2 for b in entry["bench"])
+    assert by_name[broken.name]["status"] == "error"
+    assert "exit code 3" in by_name[broken.name]["detail"]
+    assert by_name[foreign.name]["status"] == "skipped"
+    assert "aarch64" in by_name[foreign.name]["reason"]
+    host = doc["host"]
+    assert host["cpu"]["features"] and host["os"] and host["kernel"]
+    assert "podman" in host["engines"]
+
+    # a second host (a GPU box) from its result file: merged into one page
+    other = work / "lab" / "gpu-box.json"
+    gpu_doc = {**doc, "host": {**doc["host"], "id": "gpu-box", "hostname": "gpu-box",
+                               "gpus": [{"vendor": "NVIDIA", "name": "NVIDIA L4",
+                                         "driver": "580.95.05"}]},
+               "results": [{**by_name[artifacts["tarball"].name], "status": "fail",
+                            "reason": "backend is CPU only: backends: CPU, CUDA"}]}
+    other.write_text(json.dumps(gpu_doc))
+    page, summary = work / "lab" / "report.html", work / "lab" / "summary.md"
+    proc = buildtool("lab", "report", str(result), str(other), "--out", str(page),
+                     "--markdown", str(summary))
+    assert proc.returncode == 0, proc.stderr
+    assert "❌ fail" in summary.read_text() and "⚠️ error" in summary.read_text()
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is needed (.ci/run installs it with apt-get)"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--window-size=1400,1600"]
+    dom = _run([*flags, "--dump-dom", page.as_uri()])
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-host="gpu-box"' in dom.stdout and 'data-status="error"' in dom.stdout
+    shot = work / "lab" / "report.png"
+    got = _run([*flags, f"--screenshot={shot}", page.as_uri()])
+    assert got.returncode == 0 and shot.is_file(), got.stderr[-2000:]
+    with Image.open(shot) as img:
+        assert img.size == (1400, 1600)
+        colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=1 << 20) or []}
+    # the grid really rendered: pass, fail and error cells are on screen in their colours
+    assert {GREEN, RED, ORANGE} <= colours
