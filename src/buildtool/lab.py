@@ -274,7 +274,10 @@ def run_one(path: Path, manifest: dict[str, Any], host: Mapping[str, Any], cpu: 
             entry["reason"] = "; ".join(f"{c.name}: {c.detail}" for c in result.failures())
     except BuildtoolError as exc:
         entry["status"] = "error"
-        entry["reason"] = exc.message.splitlines()[0] if exc.message else type(exc).__name__
+        lines = [ln.strip() for ln in exc.message.splitlines() if ln.strip()]
+        # "llama-bench failed (exit code 3):" + its first line of output
+        entry["reason"] = " ".join(lines[:2] if lines and lines[0].endswith(":") else
+                                   lines[:1]) or type(exc).__name__
         entry["detail"] = str(exc)
     except Exception as exc:  # one broken artifact must not end the lab run
         entry["status"] = "error"

@@ -63,6 +63,15 @@ def cell_status(entries: list[dict[str, Any]]) -> str:
     return min((str(e.get("status")) for e in entries), key=lambda s: STATUS_ORDER.get(s, 9))
 
 
+def tally(entries: list[dict[str, Any]]) -> str:
+    """``2 artifacts: 1 pass, 1 error``."""
+    counts: dict[str, int] = defaultdict(int)
+    for e in entries:
+        counts[str(e.get("status"))] += 1
+    return f"{len(entries)} artifacts: " + ", ".join(
+        f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: STATUS_ORDER.get(x[0], 9)))
+
+
 def best(entries: Iterable[Mapping[str, Any]], prefix: str) -> float | None:
     values = [float(b.get("avg_ts") or 0) for e in entries for b in e.get("bench") or []
               if str(b.get("test", "")).startswith(prefix)]
@@ -194,6 +203,8 @@ def render_html(m: Merged) -> str:
                            f"<small>{_e(_device(entries))}</small>")
             elif entries and entries[0].get("reason"):
                 figures = f"<small>{_e(str(entries[0]['reason'])[:60])}</small>"
+            if len(entries) > 1:  # e.g. two CPU variants of one target: the worst shows
+                figures = f"<small>{_e(tally(entries))}</small>" + figures
             cells.append(f'<td class="cell {status}" data-host="{_e(h)}" '
                          f'data-target="{_e(target)}" data-status="{status}" '
                          f'title="{_e(tip)}">{status}{figures}</td>')
@@ -254,6 +265,8 @@ def render_markdown(m: Merged) -> str:
             text = f"{SYMBOLS[status]} {status}" if status != "missing" else "— missing"
             if status in ("pass", "fail"):
                 text += f" (pp {_fmt(best(entries, 'pp'))} / tg {_fmt(best(entries, 'tg'))} t/s)"
+            if len(entries) > 1:
+                text += f" [{tally(entries)}]"
             cells.append(text)
         lines.append(f"| {target} | {kind} | " + " | ".join(cells) + " |")
     problems = [(h, r) for h in hosts for r in m.results[h].values()

@@ -425,8 +425,23 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
                                allow_cpu_fallback=allow_cpu_fallback)
     if store and isinstance(artifact, Path) and artifact.is_file():
+        if subject.kind == "image" and not sidecar(artifact, "manifest").is_file():
+            adopt_image(artifact, subject.manifest, result.artifact_sha256)
         save(artifact, result)
     return result
+
+
+def adopt_image(archive: Path, inner: Mapping[str, Any], digest: str | None) -> None:
+    """An archive built elsewhere (``docker buildx bake``) has no manifest beside it: write
+    one from the manifest the image carries, the archive's sha256 and what the archive says
+    of itself, so that it can be released like one `buildtool build` made."""
+    from buildtool import oci
+
+    info = oci.inspect(archive)
+    write_json(sidecar(archive, "manifest"), {
+        **inner, "artifact_file": archive.name, "artifact_sha256": digest,
+        "image": {**dict(inner.get("image") or {}), **info.to_json()},
+        "adopted": "manifest written by `buildtool smoke` from the image's own"})
 
 
 def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,

@@ -140,7 +140,8 @@ def test_a_run_keeps_going_and_records_every_artifact(tmp_path: Path,
     assert by_name[bad.name]["status"] == "fail"
     assert by_name[bad.name]["reason"] == "tokens/s > 0: 0.0"
     assert by_name[broken.name]["status"] == "error"
-    assert "killed by signal 11" in by_name[broken.name]["reason"]
+    assert by_name[broken.name]["reason"] == \
+        "llama-bench failed (killed by signal 11): Segmentation fault"
     cuda = by_name["llama.cpp-b11312-cublas12-linux-x86_64.tar.gz"]
     assert cuda["status"] == "skipped" and cuda["reason"] == "no NVIDIA GPU"
     assert lab.counts(doc) == {"pass": 1, "fail": 1, "error": 1, "skipped": 1}
@@ -195,6 +196,8 @@ def lab_files(tmp_path: Path) -> list[Path]:
             gpus=[{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "driver": "580.95.05"}]),
         "cpu-2": result_doc("cpu-2", "2026-11-21T09:00:00+00:00", [
             entry(CPU_TGZ, "cpu", "tarball", "pass", pp=300, tg=30),
+            entry(CPU_TGZ.replace("-cpu-", "-cpu-x86-64-v4-"), "cpu", "tarball", "skipped",
+                  reason="needs CPU features this host lacks: avx512f"),
             entry(CUDA_TGZ, "cublas12", "tarball", "skipped", reason="no NVIDIA GPU"),
             entry(VULKAN_TGZ, "vulkan", "tarball", "error",
                   reason="llama-bench failed (killed by signal 11)")]),
@@ -265,8 +268,9 @@ def test_report_for_several_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "killed by signal 11" in page and "9,000.0" in page
     md = md_out.read_text()
     assert "| target | kind | cpu-2 | gpu-1 |" in md
-    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s) | ❌ fail (pp 1.0 / tg 0.5 t/s) |" \
-        in md
+    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s) [2 artifacts: 1 pass, 1 skipped]"\
+        " | ❌ fail (pp 1.0 / tg 0.5 t/s) |" in md
+    assert "2 artifacts: 1 pass, 1 skipped" in page
     assert "| vulkan | tarball | ⚠️ error | — missing |" in md
     assert "- **cpu-2** `llama.cpp-b11312-vulkan-linux-x86_64.tar.gz`: error" in md
 

@@ -119,3 +119,17 @@ def test_images_are_built_in_one_bake_call_from_buildtools_bake_file() -> None:
     bake = next(s for s in job["steps"] if "docker buildx bake" in s.get("run", ""))
     assert bake["working-directory"] == "build/bake"
     assert any("buildtool smoke" in r and ".oci.tar" in r for r in runs)
+
+
+def test_releases_go_through_the_gate_and_labs_report() -> None:
+    job = _workflow("build.yml")["jobs"]["release"]
+    assert set(job["needs"]) == {"build", "wheel-index", "images"}
+    publish = next(s for s in job["steps"] if "buildtool publish" in s.get("run", ""))
+    assert "--github" in publish["run"] and "--registry" in publish["run"]
+    assert publish["env"] == {"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"}  # env, not argv
+    assert "--allow" not in publish["run"]  # exceptions are a person's decision
+    lab = _workflow("lab.yml")["jobs"]
+    runs = [s.get("run", "") for s in lab["run"]["steps"]]
+    assert any("buildtool lab run artifacts" in r for r in runs)
+    report = [s.get("run", "") for s in lab["report"]["steps"]]
+    assert any("buildtool lab report" in r and "GITHUB_STEP_SUMMARY" in r for r in report)
