@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
-import tempfile
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from urllib.parse import quote
 
 from buildtool.errors import BuildtoolError, ExitCode
 from buildtool.naming import normalize
+from buildtool.package import atomic_dir
 from buildtool.vendor import sha256_file
 from buildtool.wheel import WheelError, WheelName, read_manifest
 
@@ -115,10 +114,8 @@ def write(directory: Path, out: Path) -> list[TargetIndex]:
     by_target: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for e in entries:
         by_target[e.target][normalize(e.name.distribution)].append(e)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     written = []
-    try:
+    with atomic_dir(out) as tmp:
         for target, projects in sorted(by_target.items()):
             root = tmp / target
             root.mkdir()
@@ -138,16 +135,4 @@ def write(directory: Path, out: Path) -> list[TargetIndex]:
             f'<a href="{quote(t.target)}/">{html.escape(t.target)}</a>: pip install '
             f'--index-url {html.escape(t.url)} {html.escape(" ".join(t.projects))}'
             for t in written]))
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return written

@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -50,7 +49,7 @@ from typing import Any
 
 from buildtool import __version__
 from buildtool.errors import BuildtoolError, ExitCode, UsageError
-from buildtool.package import read_json, sidecar
+from buildtool.package import atomic_dir, read_json, sidecar
 from buildtool.vendor import sha256_file
 
 ARTIFACT_SUFFIXES = (".tar.gz", ".whl", ".oci.tar")
@@ -600,9 +599,7 @@ def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
         raise UsageError(f"two artifacts share a file name: {', '.join(dupes)}",
                          hint="publish one of each; keep the other out of the directory")
     rec = record(v, tag)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         for a in v.artifacts:
             _place(a.path, tmp / a.name)
             for extra in a.sidecars():
@@ -616,18 +613,6 @@ def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
             for a in sorted(v.artifacts, key=lambda a: a.name)))
         (tmp / SBOM).write_text(sbom(v, tag, sums))
         (tmp / RELEASE_RECORD).write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
-        for path in [tmp, *tmp.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return rec
 
 
