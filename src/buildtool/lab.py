@@ -38,7 +38,7 @@ from typing import Any
 
 from buildtool import __version__, cmd
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import BuildtoolError, CommandError, ToolchainError
+from buildtool.errors import BuildtoolError, CommandError, ToolchainError, UsageError
 from buildtool.package import read_json, sidecar, write_json
 
 SCHEMA = "buildtool-lab/1"
@@ -294,7 +294,8 @@ def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
 
     paths = release.find(directory)
     if not paths:
-        raise BuildtoolError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}")
+        raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
+                         hint="download a build's artifacts into it first")
     facts = dict(host or host_facts(cpu))
     eng = None
     if any(p.name.endswith(".oci.tar") for p in paths) and facts.get("engines"):

@@ -52,7 +52,6 @@ from buildtool.errors import BuildtoolError, ExitCode, UsageError
 from buildtool.package import atomic_dir, read_json, sidecar
 from buildtool.vendor import sha256_file
 
-ARTIFACT_SUFFIXES = (".tar.gz", ".whl", ".oci.tar")
 RELEASE_RECORD = "release.json"
 PROVENANCE = "provenance.intoto.jsonl"
 SBOM = "sbom.cdx.json"
@@ -345,8 +344,7 @@ def verify(directory: Path, *, allow: Mapping[str, str] | None = None) -> Verifi
                         and a.manifest.get("llama_cpp", {}).get("commit") != first)
     allowed: dict[str, str] = {}
     for pattern, why in (allow or {}).items():
-        hits = [a.name for a in artifacts if fnmatch.fnmatch(a.name, pattern)
-                or a.name.startswith(pattern)]
+        hits = [a.name for a in artifacts if fnmatch.fnmatchcase(a.name, pattern)]
         if not hits:
             raise UsageError(f"--allow {pattern!r} matches no artifact under {directory}",
                              hint="name an artifact file (or a glob): "

@@ -304,6 +304,9 @@ def test_report_names_a_bad_file(tmp_path: Path, content: str, message: str,
     assert not out.exists()
 
 
-def test_lab_run_checks_its_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lab_run_checks_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "lab", "run", str(tmp_path), "-p", "64,x")
     assert code == ExitCode.USAGE and "comma-separated list" in err
+    code, _, err = run(capsys, "lab", "run", str(tmp_path), "--out", str(tmp_path / "r.json"))
+    assert code == ExitCode.USAGE and "no artifacts" in err
+    assert not (tmp_path / "r.json").exists()

@@ -140,6 +140,10 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
 }
 
 
+def test_every_reason_has_a_case() -> None:
+    assert {reason for reason, _ in CASES.values()} == set(release.REASONS)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_reason_refuses_the_whole_release(case: str, dist: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
