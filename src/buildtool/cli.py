@@ -428,8 +428,8 @@ def publish_cmd(ctx: click.Context, directory: Path, tag: str | None, out: Path 
                                              index_dir, dry_run=dry_run, note=rep.info)
         if registry:
             rep.step(f"images to {registry}")
-            images = [(f, release.load(f).manifest or {}) for f in files
-                      if f.name.endswith(".oci.tar")]
+            images = [(where / a.name, a.manifest or {}) for a in verification.artifacts
+                      if a.kind == "image"]
             actions += publish.publish_images(images, registry, dry_run=dry_run,
                                               note=rep.info)
     finally:

@@ -72,10 +72,13 @@ def tally(entries: list[dict[str, Any]]) -> str:
         f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: STATUS_ORDER.get(x[0], 9)))
 
 
-def best(entries: Iterable[Mapping[str, Any]], prefix: str) -> float | None:
-    values = [float(b.get("avg_ts") or 0) for e in entries for b in e.get("bench") or []
-              if str(b.get("test", "")).startswith(prefix)]
-    return max(values) if values else None
+def cell_figures(entries: Iterable[Mapping[str, Any]]) -> tuple[float | None, float | None, str]:
+    """The fastest prompt and generation tokens/s of a cell's benchmarks, and the device."""
+    from buildtool.release import best_speeds
+
+    top = best_speeds({"tests": [b for e in entries for b in e.get("bench") or []]})
+    pp, tg = (float(top[k]["avg_ts"] or 0) if top[k] else None for k in ("pp", "tg"))
+    return pp, tg, str(top["device"])
 
 
 def _fmt(v: float | None) -> str:
@@ -86,12 +89,6 @@ def _e(text: Any) -> str:
     return html.escape(str(text if text is not None else ""))
 
 
-def _device(entries: Iterable[Mapping[str, Any]]) -> str:
-    for e in entries:
-        for b in e.get("bench") or []:
-            if b.get("gpu_info"):
-                return str(b["gpu_info"])
-    return "CPU"
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,9 +195,9 @@ def render_html(m: Merged) -> str:
                             for e in entries) or "no result from this host"
             figures = ""
             if status in ("pass", "fail"):
-                figures = (f"<small>pp {_fmt(best(entries, 'pp'))} · tg "
-                           f"{_fmt(best(entries, 'tg'))} t/s</small>"
-                           f"<small>{_e(_device(entries))}</small>")
+                pp, tg, device = cell_figures(entries)
+                figures = (f"<small>pp {_fmt(pp)} · tg {_fmt(tg)} t/s</small>"
+                           f"<small>{_e(device)}</small>")
             elif entries and entries[0].get("reason"):
                 figures = f"<small>{_e(str(entries[0]['reason'])[:60])}</small>"
             if len(entries) > 1:  # e.g. two CPU variants of one target: the worst shows
@@ -264,7 +261,8 @@ def render_markdown(m: Merged) -> str:
             status = cell_status(entries)
             text = f"{SYMBOLS[status]} {status}" if status != "missing" else "— missing"
             if status in ("pass", "fail"):
-                text += f" (pp {_fmt(best(entries, 'pp'))} / tg {_fmt(best(entries, 'tg'))} t/s)"
+                pp, tg, _ = cell_figures(entries)
+                text += f" (pp {_fmt(pp)} / tg {_fmt(tg)} t/s)"
             if len(entries) > 1:
                 text += f" [{tally(entries)}]"
             cells.append(text)

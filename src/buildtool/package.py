@@ -24,7 +24,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,17 +206,28 @@ def sidecar(artifact: Path, kind: str) -> Path:
     return artifact.with_name(f"{base}.{kind}.json")
 
 
-def update_sums(dist: Path, name: str, digest: str) -> None:
-    path = dist / "SHA256SUMS"
+def read_sums(directory: Path) -> dict[str, str]:
+    """``directory/SHA256SUMS`` as name → sha256 (empty when there is none)."""
+    path = directory / "SHA256SUMS"
     entries: dict[str, str] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
-            d, _, n = line.partition("  ")
-            if n:
-                entries[n] = d
+            digest, _, name = line.partition("  ")
+            if name:
+                entries[name.lstrip("*")] = digest.strip()
+    return entries
+
+
+def format_sums(entries: Mapping[str, str]) -> str:
+    """name → sha256 in ``sha256sum -c`` format, sorted by name."""
+    return "".join(f"{d}  {n}\n" for n, d in sorted(entries.items()))
+
+
+def update_sums(dist: Path, name: str, digest: str) -> None:
+    entries = read_sums(dist)
     entries[name] = digest
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(entries.items())))
+    with atomic_path(dist / "SHA256SUMS") as tmp:
+        tmp.write_text(format_sums(entries))
 
 
 def index_path(dist: Path, key: str) -> Path:

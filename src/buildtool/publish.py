@@ -38,7 +38,7 @@ from buildtool.vendor import sha256_file
 
 Note = Callable[[str], None]
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN")
-LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,7 +253,7 @@ def destinations(registry: str, tags: list[str], repository: str = "llama.cpp") 
 def insecure(destination: str) -> bool:
     """Plain HTTP for loopback registries (a local stand-in has no certificate)."""
     host = urlsplit(destination.replace("docker://", "//", 1)).hostname or ""
-    return destination.startswith("docker://") and (host in LOOPBACK or host == "::1")
+    return destination.startswith("docker://") and host in LOOPBACK
 
 
 def skopeo_copy(archive: Path, dest: str) -> list[str]:

@@ -49,7 +49,7 @@ from typing import Any
 
 from buildtool import __version__
 from buildtool.errors import BuildtoolError, ExitCode, UsageError
-from buildtool.package import atomic_dir, read_json, sidecar
+from buildtool.package import atomic_dir, format_sums, read_json, read_sums, sidecar
 from buildtool.vendor import sha256_file
 
 RELEASE_RECORD = "release.json"
@@ -160,17 +160,6 @@ def load(path: Path) -> Artifact:
                     manifest=manifest, smoke=smoke)
 
 
-def _sums(directory: Path) -> dict[str, str]:
-    path = directory / SUMS
-    out: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            digest, _, name = line.partition("  ")
-            if name:
-                out[name.lstrip("*")] = digest.strip()
-    return out
-
-
 def _tarball_contents(path: Path, files: Mapping[str, str]) -> list[str]:
     """Files inside a tarball whose sha256 differs from the manifest's ``files``."""
     bad: list[str] = []
@@ -248,10 +237,11 @@ def contents_problems(a: Artifact) -> list[str]:
 def gpu_proof(a: Artifact) -> str | None:
     """Why a GPU artifact's smoke result does not prove it ran on a GPU of its backend."""
     assert a.manifest is not None and a.smoke is not None
+    from buildtool.smoke import backend_names
+
     backend = str(a.manifest.get("backend") or "")
     tests = list(a.smoke.get("tests") or [])
-    on_backend = [t for t in tests if backend in {n.strip() for n in
-                                                  str(t.get("backends") or "").split(",")}]
+    on_backend = [t for t in tests if backend in backend_names([t])]
     if not on_backend:
         return f"no test ran with the {backend} backend"
     devices = sorted({str(t.get("gpu_info") or "").strip() for t in on_backend} - {""})
@@ -330,10 +320,11 @@ def verify(directory: Path, *, allow: Mapping[str, str] | None = None) -> Verifi
         raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
                          hint="build some with `buildtool build`")
     artifacts = [load(p) for p in paths]
+    sums = {d: read_sums(d) for d in {a.path.parent for a in artifacts}}
     problems: list[Problem] = []
     for a in artifacts:
-        problems.extend(check(a, _sums(a.path.parent)))
-    commits = {str(a.manifest.get("llama_cpp", {}).get("commit")): a.name
+        problems.extend(check(a, sums[a.path.parent]))
+    commits = {str(a.manifest.get("llama_cpp", {}).get("commit"))
                for a in artifacts if a.manifest}
     if len(commits) > 1:
         first = sorted(commits)[0]
@@ -602,8 +593,7 @@ def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
             _place(a.path, tmp / a.name)
             for extra in a.sidecars():
                 shutil.copyfile(extra, tmp / extra.name)
-        sums = "".join(f"{a.sha256}  {a.name}\n" for a in sorted(v.artifacts,
-                                                                  key=lambda a: a.name))
+        sums = format_sums({a.name: a.sha256 for a in v.artifacts})
         (tmp / SUMS).write_text(sums)
         (tmp / NOTES).write_text(notes(rec))
         (tmp / PROVENANCE).write_text("".join(
