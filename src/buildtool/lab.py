@@ -23,7 +23,6 @@ fit this host).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform as _platform
@@ -36,9 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__, cmd
+from buildtool import __version__
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import BuildtoolError, CommandError, ToolchainError, UsageError
+from buildtool.errors import BuildtoolError, ToolchainError, UsageError
 from buildtool.package import read_json, sidecar, write_json
 
 SCHEMA = "buildtool-lab/1"
@@ -47,31 +46,6 @@ Note = Callable[[str], None]
 
 # ---------------------------------------------------------------------------------------
 # Host facts
-
-
-@dataclass(frozen=True, kw_only=True)
-class GpuFacts:
-    vendor: str
-    name: str
-    driver: str | None = None
-    memory: str | None = None
-    source: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"vendor": self.vendor, "name": self.name, "driver": self.driver,
-                "memory": self.memory, "source": self.source}
-
-
-def parse_nvidia_smi(text: str) -> list[GpuFacts]:
-    """``nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader``."""
-    out = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) >= 2 and parts[0]:
-            out.append(GpuFacts(vendor="NVIDIA", name=parts[0], driver=parts[1] or None,
-                                memory=parts[2] if len(parts) > 2 and parts[2] else None,
-                                source="nvidia-smi"))
-    return out
 
 
 def parse_os_release(text: str) -> str:
@@ -104,12 +78,6 @@ def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> dict[str, Any]:
     from buildtool import engine as engines
     from buildtool.detect.host import detect_gpus
 
-    gpus: list[GpuFacts] = []
-    if cmd.which("nvidia-smi"):
-        with contextlib.suppress(CommandError, ToolchainError):
-            gpus.extend(parse_nvidia_smi(cmd.capture(
-                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                 "--format=csv,noheader"], timeout=30)))
     drivers = {}
     amd = _read(sys_root / "sys/module/amdgpu/version").strip()
     if amd:
@@ -117,11 +85,7 @@ def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> dict[str, Any]:
     nvidia = _read(sys_root / "proc/driver/nvidia/version").splitlines()
     if nvidia:
         drivers["nvidia"] = nvidia[0].strip()
-    for g in detect_gpus(sys_root):
-        if not (g.vendor == "NVIDIA" and any(x.vendor == "NVIDIA" for x in gpus)):
-            gpus.append(GpuFacts(vendor=g.vendor, name=g.name,
-                                 driver=drivers.get("amdgpu") if g.vendor == "AMD" else None,
-                                 source=g.source))
+    gpus = detect_gpus(sys_root)
     engines_found = [e.name for e in engines.detect() if e.usable]
     return {
         "id": _platform.node() or "unknown-host",

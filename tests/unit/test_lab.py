@@ -16,6 +16,7 @@ import pytest
 from buildtool import cli, lab, smoke
 from buildtool import lab_report as report
 from buildtool.detect.cpu import from_flag_list
+from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import ExitCode, SmokeError
 from tests.unit import release_data as data
 
@@ -35,7 +36,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def test_host_facts_parsers(tmp_path: Path) -> None:
-    gpus = lab.parse_nvidia_smi(NVIDIA_SMI)
+    gpus = parse_nvidia_smi(NVIDIA_SMI)
     assert next(g.to_json() for g in gpus) == {"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3",
                                              "driver": "580.95.05", "memory": "81559 MiB",
                                              "source": "nvidia-smi"}
@@ -48,6 +49,23 @@ def test_host_facts_parsers(tmp_path: Path) -> None:
     for name in ("lvp_icd.x86_64.json", "radeon_icd.x86_64.json", "nvidia_icd.json"):
         (icd / name).write_text("{}")
     assert lab.vulkan_icds(tmp_path) == ["lvp", "nvidia", "radeon"]
+
+
+def test_gpus_from_sysfs_carry_the_amdgpu_driver(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool import cmd
+    from buildtool.detect.host import detect_gpus
+
+    monkeypatch.setattr(cmd, "which", lambda name, **_: None)  # no nvidia-smi here
+    for card, vendor in (("card0", "0x1002"), ("card1", "0x8086")):
+        dev = tmp_path / "sys/class/drm" / card / "device"
+        dev.mkdir(parents=True)
+        (dev / "vendor").write_text(vendor + "\n")
+        (dev / "device").write_text("0x744c\n")
+    (tmp_path / "sys/module/amdgpu").mkdir(parents=True)
+    (tmp_path / "sys/module/amdgpu/version").write_text("6.10.5\n")
+    gpus = [g.to_json() for g in detect_gpus(tmp_path)]
+    assert [(g["vendor"], g["driver"]) for g in gpus] == [("AMD", "6.10.5"), ("Intel", None)]
 
 
 def _host(**kw: Any) -> dict[str, Any]:

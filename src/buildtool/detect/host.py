@@ -26,6 +26,27 @@ class Gpu:
     vendor: str
     name: str
     source: str
+    driver: str | None = None
+    memory: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vendor": self.vendor, "name": self.name, "driver": self.driver,
+                "memory": self.memory, "source": self.source}
+
+
+NVIDIA_SMI = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+              "--format=csv,noheader"]
+
+
+def parse_nvidia_smi(text: str) -> list[Gpu]:
+    """What ``NVIDIA_SMI`` prints: one ``name, driver, memory`` line per GPU."""
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[0]:
+            out.append(Gpu("NVIDIA", parts[0], "nvidia-smi", driver=parts[1] or None,
+                           memory=parts[2] if len(parts) > 2 and parts[2] else None))
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,7 @@ class HostInfo:
                 "ggml_features": list(self.cpu.ggml_features),
                 "features": sorted(self.cpu.features),
             },
-            "gpus": [{"vendor": g.vendor, "name": g.name, "source": g.source} for g in self.gpus],
+            "gpus": [g.to_json() for g in self.gpus],
             "toolchains": {
                 name: [{"path": str(p.path), "version": str(p.version) if p.version else None}
                        for p in progs]
@@ -81,6 +102,10 @@ def detect_gpus(sys_root: Path = Path("/")) -> tuple[Gpu, ...]:
     gpus: list[Gpu] = []
     if sys.platform == "darwin" and normalize_arch(_platform.machine()) == "aarch64":
         gpus.append(Gpu("Apple", "Apple silicon GPU", "platform"))
+    try:
+        amdgpu: str | None = (sys_root / "sys/module/amdgpu/version").read_text().strip() or None
+    except OSError:
+        amdgpu = None
     drm = sys_root / "sys/class/drm"
     if drm.is_dir():
         for card in sorted(drm.glob("card[0-9]*")):
@@ -93,14 +118,12 @@ def detect_gpus(sys_root: Path = Path("/")) -> tuple[Gpu, ...]:
                 continue
             vendor = PCI_VENDORS.get(vendor_id)
             if vendor:
-                gpus.append(Gpu(vendor, f"PCI {vendor_id}:{device_id}", str(card)))
+                gpus.append(Gpu(vendor, f"PCI {vendor_id}:{device_id}", str(card),
+                                driver=amdgpu if vendor == "AMD" else None))
     if cmd.which("nvidia-smi"):
         try:
-            out = cmd.capture(["nvidia-smi", "--query-gpu=name,driver_version",
-                               "--format=csv,noheader"], timeout=20)
-            names = [line.strip() for line in out.splitlines() if line.strip()]
-            gpus = [g for g in gpus if g.vendor != "NVIDIA"]
-            gpus.extend(Gpu("NVIDIA", n, "nvidia-smi") for n in names)
+            found = parse_nvidia_smi(cmd.capture(NVIDIA_SMI, timeout=20))
+            gpus = [g for g in gpus if g.vendor != "NVIDIA"] + found
         except (CommandError, ToolchainError):
             pass
     return tuple(gpus)
