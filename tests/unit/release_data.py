@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from buildtool.package import sidecar
+from buildtool.package import sidecar, update_sums
 
 COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 
@@ -65,10 +65,7 @@ def _sidecars(path: Path, manifest: dict[str, Any], smoke: dict[str, Any] | None
     sidecar(path, "manifest").write_text(json.dumps(manifest))
     if smoke is not None:
         sidecar(path, "smoke").write_text(json.dumps(smoke))
-    sums = path.parent / "SHA256SUMS"
-    lines = [ln for ln in (sums.read_text().splitlines() if sums.exists() else [])
-             if not ln.endswith(f"  {path.name}")]
-    sums.write_text("".join(f"{ln}\n" for ln in [*lines, f"{file_sha(path)}  {path.name}"]))
+    update_sums(path.parent, path.name, file_sha(path))
 
 
 def tarball(dist: Path, target: str = "cpu", *, gpu: bool = False, backend: str = "CPU",
