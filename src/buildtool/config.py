@@ -7,9 +7,10 @@ from pathlib import Path
 
 from buildtool.backends import REGISTRY
 from buildtool.errors import ConfigError, UnknownTargetError
+from buildtool.inputs import load_yaml
 from buildtool.model import CommonRecipe, Matrix, Recipe, TargetSpec
 from buildtool.paths import MATRIX_FILE
-from buildtool.schema import Doc, convert, load_yaml, suggest
+from buildtool.schema import convert, suggest
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,16 @@ class Project:
 
 def load_project(root: Path, matrix_path: Path | None = None) -> Project:
     matrix_path = matrix_path or root / MATRIX_FILE
-    if not matrix_path.is_file():
+    if not matrix_path.exists():
         raise ConfigError("build matrix not found", path=matrix_path,
                           hint="run buildtool from the project root, or pass --matrix PATH")
     doc = load_yaml(matrix_path)
     matrix: Matrix = convert(Matrix, doc.data, doc)
     recipes_dir = matrix_path.parent / "recipes"
     common_path = recipes_dir / "common.yaml"
+    if not common_path.is_file():
+        raise ConfigError("recipes/common.yaml not found", path=common_path,
+                          hint="the recipes directory belongs beside build_matrix.yaml")
     common_doc = load_yaml(common_path)
     common: CommonRecipe = convert(CommonRecipe, common_doc.data, common_doc)
     available = sorted(p.stem for p in recipes_dir.glob("*.yaml") if p.stem != "common")
@@ -64,7 +68,6 @@ def load_project(root: Path, matrix_path: Path | None = None) -> Project:
                 f"available recipes: {', '.join(available)}")
         recipes[spec.recipe] = _load_recipe(path)
         paths[spec.recipe] = path
-    _check_names(doc, matrix)
     return Project(root=root, matrix_path=matrix_path, matrix=matrix, recipes=recipes,
                    recipe_paths=paths, common=common, common_path=common_path)
 
@@ -76,11 +79,3 @@ def _load_recipe(path: Path) -> Recipe:
         raise ConfigError(f"family '{recipe.family}' has no backend module", path=path,
                           line=rdoc.line(("family",)))
     return recipe
-
-
-def _check_names(doc: Doc, matrix: Matrix) -> None:
-    for name in matrix.targets:
-        if not name.replace("-", "").replace("_", "").isalnum() or name != name.lower():
-            raise ConfigError(f"target name '{name}' must be lower-case letters, digits, '-'",
-                              path=doc.path, line=doc.line(("targets", name)),
-                              hint="it becomes part of artifact file names")

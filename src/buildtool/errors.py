@@ -26,16 +26,26 @@ class ExitCode(IntEnum):
     AUDIT = 10
     RELEASE_REFUSED = 11
     PUBLISH = 12
+    BAD_DATA = 13
     INTERRUPTED = 130
 
 
 class BuildtoolError(Exception):
+    """``path``/``line``: the file (and line) the error is about; the message starts with
+    them, as compilers write it (``build_matrix.yaml:12: ...``)."""
+
     exit_code: ExitCode = ExitCode.INTERNAL
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, hint: str | None = None,
+                 path: Path | str | None = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+        self.message = where + message
         self.hint = hint
+        self.path = path
+        self.line = line
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
@@ -52,16 +62,13 @@ class ConfigError(BuildtoolError):
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(
-        self, message: str, *, path: Path | str | None = None, line: int | None = None,
-        hint: str | None = None,
-    ) -> None:
-        where = ""
-        if path is not None:
-            where = f"{path}:{line}: " if line is not None else f"{path}: "
-        super().__init__(where + message, hint=hint)
-        self.path = path
-        self.line = line
+
+class DataError(ConfigError):
+    """A data file or artifact buildtool reads but did not get from the user's configuration
+    is malformed or damaged: a manifest, a smoke or lab result, a release record, SHA256SUMS,
+    llama-bench's output, a tarball, wheel or OCI archive that cannot be read."""
+
+    exit_code = ExitCode.BAD_DATA
 
 
 class UnknownTargetError(BuildtoolError):

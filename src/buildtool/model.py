@@ -6,8 +6,40 @@ These dataclasses are the schema of ``build_matrix.yaml`` and ``recipes/*.yaml``
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from buildtool.schema import Match, Range
+
+# What names and values may look like. Each becomes part of a file name, a CMake cache entry,
+# an environment variable or an image reference, so what passes here cannot escape a
+# directory, inject a second CMake definition or cut a command line short.
+_PART = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.+-]+"
+TargetName = Annotated[str, Match(r"[a-z0-9][a-z0-9_-]{0,63}",
+                                  "a name of lower-case letters, digits, '-' and '_'")]
+FileName = Annotated[str, Match(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}",
+                                "a file name (letters, digits, '.', '_', '+', '-'; no '/')")]
+RelativePath = Annotated[str, Match(rf"{_PART}(?:/{_PART})*",
+                                    "a relative path without '..' (letters, digits, '.', '_', "
+                                    "'+', '-', '/')")]
+CMakeName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_.+-]{0,127}",
+                                 "a CMake variable name (letters, digits, '_', '.', '+', '-')")]
+OneLine = Annotated[str, Match(r"[^\n\r]*", "a value on one line")]
+EnvName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+                               "an environment variable name")]
+Version = Annotated[str, Match(r"[0-9]+(?:\.[0-9]+){0,3}", "a version such as 12.4")]
+GpuArch = Annotated[str, Match(r"[A-Za-z0-9_.+-]{1,32}",
+                               "a GPU architecture such as 89-real or gfx1100")]
+FeatureName = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a CPU feature name such as avx2")]
+Glob = Annotated[str, Match(r"[A-Za-z0-9_.+*?\[\]-]{1,255}", "a file name pattern")]
+# image references may use {toolkit} placeholders in recipes
+ImageRef = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._/:@{}-]{0,254}",
+                                "an image reference such as ubuntu:24.04")]
+WheelName = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,99}",
+                                 "a distribution name (letters, digits, '.', '_', '-')")]
+Count = Annotated[int, Range(minimum=1, maximum=1_000_000)]
+Revision = Annotated[int, Range(minimum=0, maximum=1_000_000)]
 
 Platform = Literal["linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64",
                    "windows-x86_64", "windows-arm64"]
@@ -15,7 +47,7 @@ ArtifactKind = Literal["tarball", "wheel", "image"]
 Family = Literal["cpu", "cuda", "hip", "sycl", "vulkan", "metal"]
 CpuPolicy = Literal["host", "all-variants", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4",
                     "armv8.0", "armv8.2", "armv8.6"]
-DefineValue = str | bool | int
+DefineValue = OneLine | bool | int
 
 ALL_PLATFORMS: tuple[Platform, ...] = ("linux-x86_64", "linux-aarch64", "macos-arm64",
                                        "macos-x86_64", "windows-x86_64", "windows-arm64")
@@ -32,9 +64,9 @@ def doc(text: str) -> dict[str, str]:
 class SmokeSpec:
     """llama-bench parameters for the smoke test."""
 
-    n_prompt: int = field(default=32, metadata=doc("prompt tokens (llama-bench -p)"))
-    n_gen: int = field(default=16, metadata=doc("generated tokens (llama-bench -n)"))
-    repetitions: int = field(default=2, metadata=doc("repetitions (llama-bench -r)"))
+    n_prompt: Count = field(default=32, metadata=doc("prompt tokens (llama-bench -p)"))
+    n_gen: Count = field(default=16, metadata=doc("generated tokens (llama-bench -n)"))
+    repetitions: Count = field(default=2, metadata=doc("repetitions (llama-bench -r)"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,13 +75,13 @@ class Defaults:
 
     cpu: CpuPolicy | None = field(default=None, metadata=doc("CPU instruction policy"))
     artifacts: tuple[ArtifactKind, ...] = ("tarball",)
-    build_targets: tuple[str, ...] = field(
+    build_targets: tuple[FileName, ...] = field(
         default=("llama-server", "llama-cli", "llama-bench", "llama-quantize"),
         metadata=doc("CMake targets to build; the artifact ships exactly these and their "
                      "shared libraries"))
-    cmake_defines: dict[str, DefineValue] = field(default_factory=dict)
+    cmake_defines: dict[CMakeName, DefineValue] = field(default_factory=dict)
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
-    revision: int = field(default=0, metadata=doc(
+    revision: Revision = field(default=0, metadata=doc(
         "packaging revision: bump it to republish the same llama.cpp build (a wheel's "
         "version is <llama.cpp build number>.<revision>)"))
 
@@ -58,26 +90,26 @@ class Defaults:
 class TargetSpec:
     """One row of the build matrix: WHAT to build."""
 
-    recipe: str = field(metadata=doc("name of a file recipes/<recipe>.yaml"))
+    recipe: TargetName = field(metadata=doc("name of a file recipes/<recipe>.yaml"))
     description: str = ""
     platforms: tuple[Platform, ...] | None = field(
         default=None, metadata=doc("platforms this target is built for (default: the "
                                    "recipe's)"))
     artifacts: tuple[ArtifactKind, ...] | None = None
     cpu: CpuPolicy | None = None
-    toolkit: str | None = field(default=None, metadata=doc(
+    toolkit: Version | None = field(default=None, metadata=doc(
         "toolkit version the target is built with (CUDA '12.4', ROCm '6.4', ...)"))
-    gpu_archs: tuple[str, ...] | None = field(default=None, metadata=doc(
+    gpu_archs: tuple[GpuArch, ...] | None = field(default=None, metadata=doc(
         "GPU architectures (CUDA compute capabilities such as '89', AMD gfx names)"))
-    build_targets: tuple[str, ...] | None = None
-    cmake_defines: dict[str, DefineValue] = field(default_factory=dict, metadata=doc(
+    build_targets: tuple[FileName, ...] | None = None
+    cmake_defines: dict[CMakeName, DefineValue] = field(default_factory=dict, metadata=doc(
         "extra -D definitions; they override the recipe's"))
-    runner: str | None = field(default=None, metadata=doc("CI runner label for this target"))
-    container: str | None = field(default=None, metadata=doc(
+    runner: OneLine | None = field(default=None, metadata=doc("CI runner label for this target"))
+    container: ImageRef | None = field(default=None, metadata=doc(
         "CI build container image (default: the recipe's docker build-image)"))
-    revision: int | None = field(default=None, metadata=doc(
+    revision: Revision | None = field(default=None, metadata=doc(
         "packaging revision of this target (default: defaults.revision)"))
-    wheel_requires: tuple[str, ...] | None = field(default=None, metadata=doc(
+    wheel_requires: tuple[OneLine, ...] | None = field(default=None, metadata=doc(
         "the wheel's dependencies, instead of the recipe's wheel-requires"))
     docker: DockerImages | None = field(default=None, metadata=doc(
         "base images of this target's container image, instead of the recipe's"))
@@ -88,9 +120,9 @@ class DockerImages:
     """Base images of a target's container image (build arguments BUILD_IMAGE and
     RUNTIME_IMAGE); either may be left to the recipe."""
 
-    build_image: str | None = field(default=None, metadata=doc(
+    build_image: ImageRef | None = field(default=None, metadata=doc(
         "the build stage's base: it holds the toolchain"))
-    runtime_image: str | None = field(default=None, metadata=doc(
+    runtime_image: ImageRef | None = field(default=None, metadata=doc(
         "the runtime stage's base: what the image ships on"))
 
 
@@ -99,30 +131,41 @@ class Matrix:
     """build_matrix.yaml: the declarative list of targets."""
 
     version: Literal[1]
-    lock: str = field(default="vendor/llama.cpp.lock.json",
-                      metadata=doc("path of the llama.cpp pin, relative to this file"))
+    lock: RelativePath = field(default="vendor/llama.cpp.lock.json",
+                               metadata=doc("path of the llama.cpp pin, relative to this file "
+                                            "and inside its directory"))
     defaults: Defaults = field(default_factory=Defaults)
-    targets: dict[str, TargetSpec]
+    targets: dict[TargetName, TargetSpec]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ToolRequirement:
     """A program the recipe needs, with a PEP 440 version range and how to get it."""
 
-    tool: str
-    version: str = ""
+    tool: TargetName
+    version: OneLine = ""
     install: str = ""
+
+    def __post_init__(self) -> None:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        sample = re.sub(r"\{toolkit[a-z_]*\}", "1", self.version)
+        try:
+            SpecifierSet(sample)
+        except InvalidSpecifier:
+            raise ValueError(f"version: {self.version!r} is not a PEP 440 version range "
+                             "such as '>=3.18' or '==12.*'") from None
 
 
 @dataclass(frozen=True, kw_only=True)
 class DockerSpec:
     """The recipe's container image: its Dockerfile in recipes/docker and base images."""
 
-    dockerfile: str = field(metadata=doc(
+    dockerfile: FileName = field(metadata=doc(
         "file name in recipes/docker (one Dockerfile per backend family)"))
-    build_image: str = field(metadata=doc(
+    build_image: ImageRef = field(metadata=doc(
         "the build stage's base image (holds the toolchain); may use {toolkit}"))
-    runtime_image: str = field(metadata=doc(
+    runtime_image: ImageRef = field(metadata=doc(
         "the runtime stage's base image; may use {toolkit}"))
 
 
@@ -138,24 +181,24 @@ class Recipe:
         "the smoke test must offload layers to a GPU device of this backend"))
     platforms: tuple[Platform, ...]
     cpu: CpuPolicy | None = None
-    toolkit: str | None = None
-    gpu_archs: tuple[str, ...] = ()
-    cmake_defines: dict[str, DefineValue] = field(default_factory=dict)
+    toolkit: Version | None = None
+    gpu_archs: tuple[GpuArch, ...] = ()
+    cmake_defines: dict[CMakeName, DefineValue] = field(default_factory=dict)
     requires: tuple[ToolRequirement, ...] = ()
-    smoke_env: dict[str, str] = field(default_factory=dict, metadata=doc(
+    smoke_env: dict[EnvName, str] = field(default_factory=dict, metadata=doc(
         "environment for llama-bench during the smoke test"))
     docker: DockerSpec | None = None
-    wheel_name: str = field(default="llama-cpp-bin-{family}", metadata=doc(
+    wheel_name: WheelName = field(default="llama-cpp-bin-{family}", metadata=doc(
         "the wheel's distribution name, one per target (cupy-cuda12x style); may use "
         "{family}, {toolkit}, {toolkit_major}"))
-    wheel_requires: tuple[str, ...] = field(default=(), metadata=doc(
+    wheel_requires: tuple[OneLine, ...] = field(default=(), metadata=doc(
         "the wheel's dependencies (e.g. NVIDIA's runtime wheels); may use {toolkit_major}"))
     wheel_before_all: str = field(default="", metadata=doc(
         "cibuildwheel before-all: installs the toolchain in the manylinux container; may "
         "use {toolkit}, {toolkit_major}, {toolkit_dashed} (12-4)"))
-    wheel_environment: dict[str, str] = field(default_factory=dict, metadata=doc(
+    wheel_environment: dict[EnvName, OneLine] = field(default_factory=dict, metadata=doc(
         "cibuildwheel environment (where that toolchain is); same placeholders"))
-    wheel_exclude: tuple[str, ...] = field(default=(), metadata=doc(
+    wheel_exclude: tuple[Glob, ...] = field(default=(), metadata=doc(
         "libraries (sonames, fnmatch patterns) a wheel must not bundle: the user's driver "
         "or a dependency in wheel-requires provides them"))
 
@@ -164,9 +207,9 @@ class Recipe:
 class AuditAllow:
     """Instructions the ISA audit accepts in one place, because the code checks CPUID first."""
 
-    file: str = field(metadata=doc("glob on the shipped file name"))
-    symbol: str = field(metadata=doc("glob on the (mangled) function name"))
-    features: tuple[str, ...]
+    file: Glob = field(metadata=doc("glob on the shipped file name"))
+    symbol: OneLine = field(metadata=doc("glob on the (mangled) function name"))
+    features: tuple[FeatureName, ...]
     reason: str = field(metadata=doc("why it is safe: where the runtime check is"))
 
 
@@ -174,9 +217,10 @@ class AuditAllow:
 class AvoidCpuFeatures:
     """CPU features the pinned llama.cpp must not be built for: a known upstream defect."""
 
-    features: tuple[str, ...] = field(metadata=doc("detection's feature names, e.g. amx_int8"))
+    features: tuple[FeatureName, ...] = field(metadata=doc(
+        "detection's feature names, e.g. amx_int8"))
     reason: str = field(metadata=doc("what goes wrong, with the upstream report"))
-    variants: tuple[str, ...] = field(default=(), metadata=doc(
+    variants: tuple[FeatureName, ...] = field(default=(), metadata=doc(
         "GGML_CPU_ALL_VARIANTS libraries (libggml-cpu-<name>.so) left out of artifacts"))
 
 
@@ -184,7 +228,7 @@ class AvoidCpuFeatures:
 class CommonRecipe:
     """recipes/common.yaml: CMake definitions shared by every recipe."""
 
-    cmake_defines: dict[str, DefineValue]
+    cmake_defines: dict[CMakeName, DefineValue]
     requires: tuple[ToolRequirement, ...] = ()
     audit_allow: tuple[AuditAllow, ...] = ()
     avoid_cpu_features: tuple[AvoidCpuFeatures, ...] = ()

@@ -33,27 +33,61 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from buildtool import inputs
 from buildtool.errors import ConfigError, SourceError
+from buildtool.model import EnvName, OneLine, RelativePath, TargetName
 from buildtool.paths import cache_dir
+from buildtool.schema import Match, Range, convert
 
 MARKER = ".buildtool-source.json"
 EXCLUDED_TOP = {".git"}
 CHUNK = 1 << 20
+MAX_DOWNLOAD = 4 << 30  # no source archive of llama.cpp comes near this
 
 Progress = Callable[[str], None]
 
 
+Sha256 = Annotated[str, Match(r"[0-9a-f]{64}", "a sha256 (64 lower-case hex digits)")]
+Commit = Annotated[str, Match(r"[0-9a-f]{40}", "a full git commit (40 lower-case hex digits)")]
+Url = Annotated[str, Match(r"https?://[A-Za-z0-9.\[\]:-]+(?:/[^\s]*)?|file:///[^\s]*",
+                           "an http(s) or file:/// URL")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upstream:
+    """Where the pinned tree comes from."""
+
+    repository: Url
+    commit: Commit
+    build_number: Annotated[int, Range(minimum=0)]
+
+
 @dataclass(frozen=True, kw_only=True)
 class SourceEntry:
-    name: str
+    """One way to get the pinned tree, tried in the lock's order."""
+
+    name: TargetName
     kind: Literal["archive", "local"]
-    url: str | None = None
-    sha256: str | None = None
-    subdir: str = ""
-    path_env: str | None = None
+    url: Url | None = None
+    sha256: Sha256 | None = None
+    subdir: RelativePath | None = None
+    path_env: EnvName | None = None
     note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind == "archive" and not (self.url and self.sha256):
+            raise ValueError(f"source '{self.name}': an archive needs 'url' and 'sha256'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockFile:
+    """vendor/llama.cpp.lock.json: the pinned llama.cpp commit and its verified sources."""
+
+    upstream: Upstream
+    tree_sha256: Sha256
+    sources: tuple[SourceEntry, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,33 +129,16 @@ class Materialized:
 
 
 def load_lock(path: Path) -> Lock:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read lock file: {exc.strerror}", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
-    try:
-        up = data["upstream"]
-        sources = tuple(
-            SourceEntry(name=s["name"], kind=s["kind"], url=s.get("url"), sha256=s.get("sha256"),
-                        subdir=s.get("subdir", ""), path_env=s.get("path-env"),
-                        note=s.get("note", ""))
-            for s in data["sources"]
-        )
-        lock = Lock(path=path, repository=up["repository"], commit=up["commit"],
-                    build_number=int(up["build-number"]), tree_sha256=data["tree-sha256"],
-                    sources=sources)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"malformed lock: {exc!r}", path=path,
-                          hint="see README 'Pinned source' for the lock format") from exc
-    for s in lock.sources:
-        if s.kind not in ("archive", "local"):
-            raise ConfigError(f"source '{s.name}': unknown kind '{s.kind}'", path=path)
-        if s.kind == "archive" and not (s.url and s.sha256):
-            raise ConfigError(f"source '{s.name}': an archive needs 'url' and 'sha256'",
-                              path=path)
-    return lock
+    doc = inputs.load_json(path, limit=inputs.CONFIG_LIMIT, error=ConfigError, keys="kebab",
+                           strict_keys=True)
+    data: LockFile = convert(LockFile, doc.data, doc)
+    if not data.sources:
+        raise ConfigError("sources: the lock names no source", path=path,
+                          hint="see README 'Pinned source' for the lock format")
+    up = data.upstream
+    return Lock(path=path, repository=up.repository, commit=up.commit,
+                build_number=up.build_number, tree_sha256=data.tree_sha256,
+                sources=data.sources)
 
 
 def sha256_file(path: Path) -> str:
@@ -157,15 +174,27 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Marker:
+    """vendor/llama.cpp/.buildtool-source.json: what the tree was made from."""
+
+    source: OneLine
+    archive_sha256: Sha256 | None = None
+    tree_sha256: Sha256
+    commit: Commit
+    fetched_at: OneLine
+
+
 def read_marker(tree: Path) -> Materialized | None:
+    """The tree's marker, or None when it has none or an unreadable one (then the tree is
+    made again)."""
     try:
-        data = json.loads((tree / MARKER).read_text())
-        return Materialized(tree=tree, source=data["source"],
-                            archive_sha256=data.get("archive_sha256"),
-                            tree_sha256=data["tree_sha256"], commit=data["commit"],
-                            fetched_at=data["fetched_at"])
-    except (OSError, ValueError, KeyError):
+        doc = inputs.load_json(tree / MARKER, limit=inputs.CONFIG_LIMIT, error=SourceError)
+        m: Marker = convert(Marker, doc.data, doc)
+    except SourceError:
         return None
+    return Materialized(tree=tree, source=m.source, archive_sha256=m.archive_sha256,
+                        tree_sha256=m.tree_sha256, commit=m.commit, fetched_at=m.fetched_at)
 
 
 def current(lock: Lock, tree: Path) -> Materialized | None:
@@ -181,6 +210,7 @@ def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
     """Make ``dest`` hold the pinned tree, from the first source that works."""
     if not force and (done := current(lock, dest)) is not None:
         return done
+    check_replaceable(dest)
     failures: list[str] = []
     for entry in lock.sources:
         if entry.kind == "local":
@@ -198,7 +228,7 @@ def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
         try:
             archive = _fetch(entry, progress)
             return _install_archive(lock, entry.name, archive, entry.sha256 or "",
-                                    entry.subdir, dest, progress)
+                                    entry.subdir or "", dest, progress)
         except SourceError as exc:
             failures.append(f"{entry.name}: {exc.message}")
     raise SourceError(
@@ -219,6 +249,10 @@ def _fetch(entry: SourceEntry, progress: Progress) -> Path:
             return target
         target.unlink()
     store.mkdir(parents=True, exist_ok=True)
+    if entry.url.startswith("file:"):
+        local = Path(urllib.request.url2pathname(entry.url.removeprefix("file://")))
+        if local.exists() and not local.is_file():
+            raise SourceError(f"download failed: {entry.url} is not a regular file")
     progress(f"downloading {entry.name}: {entry.url}")
     fd, tmp_name = tempfile.mkstemp(dir=store, prefix=".part-")
     tmp = Path(tmp_name)
@@ -226,13 +260,16 @@ def _fetch(entry: SourceEntry, progress: Progress) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, \
                 urllib.request.urlopen(entry.url, timeout=60) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
+            length = str(resp.headers.get("Content-Length") or "")
+            total = int(length) if length.isdigit() else 0
             done = 0
             last = -1
             while chunk := resp.read(CHUNK):
                 out.write(chunk)
                 h.update(chunk)
                 done += len(chunk)
+                if done > MAX_DOWNLOAD:
+                    raise SourceError(f"download larger than {MAX_DOWNLOAD >> 30} GiB: refused")
                 if total and (pct := done * 10 // total) != last:
                     last = pct
                     progress(f"  {done / 1e6:.0f}/{total / 1e6:.0f} MB")
@@ -255,6 +292,10 @@ def _from_local(lock: Lock, entry: SourceEntry, path: Path, dest: Path,
                 progress: Progress) -> Materialized:
     if not path.exists():
         raise SourceError(f"{path} does not exist")
+    if not path.is_dir() and not path.is_file():
+        raise SourceError(f"{path} is neither a directory nor a regular file (an archive)")
+    if path.is_dir() and path.resolve() == dest.resolve():
+        raise SourceError(f"{path} is where the tree is materialized; pass a copy elsewhere")
     if path.is_dir():
         progress(f"verifying local tree {path}")
         digest = tree_digest(path)
@@ -275,11 +316,30 @@ def _from_local(lock: Lock, entry: SourceEntry, path: Path, dest: Path,
     if known is None:
         raise SourceError(f"archive sha256 {digest} matches no source pinned in {lock.path.name}; "
                           "refused")
-    return _install_archive(lock, f"{entry.name}:{path}", path, digest, known.subdir, dest,
-                            progress)
+    return _install_archive(lock, f"{entry.name}:{path}", path, digest, known.subdir or "",
+                            dest, progress)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_replaceable(dest: Path) -> None:
+    """Refuse to replace a directory buildtool did not make (a user's own checkout)."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise SourceError(f"{dest} exists and is not a directory buildtool made",
+                          hint="move it away; buildtool materializes the pinned tree there")
+    if dest.is_dir() and not (dest / MARKER).is_file() and any(dest.iterdir()):
+        raise SourceError(f"{dest} exists and was not made by buildtool (it has no {MARKER}); "
+                          "refusing to replace it",
+                          hint="move it elsewhere and pass it with --source PATH (it is "
+                               "verified against the lock), or delete it")
 
 
 def _tmp_sibling(dest: Path) -> Path:
+    check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
 
@@ -306,6 +366,7 @@ def _finish(lock: Lock, tmp: Path, dest: Path, source: str, archive_sha: str | N
                         commit=lock.commit,
                         fetched_at=datetime.now(UTC).isoformat(timespec="seconds"))
     (tmp / MARKER).write_text(json.dumps(made.to_json(), indent=2) + "\n")
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp made it 0700: the tree is for everyone to read
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         dest.rename(old)

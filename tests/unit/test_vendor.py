@@ -60,8 +60,9 @@ def test_malformed_lock(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         vendor.load_lock(bad)
     assert info.value.line == 1
-    bad.write_text(json.dumps({"upstream": {"repository": "x", "commit": "y",
-                                            "build-number": 1}, "tree-sha256": "z",
+    bad.write_text(json.dumps({"upstream": {"repository": "https://example.invalid/x",
+                                            "commit": "a" * 40, "build-number": 1},
+                               "tree-sha256": "0" * 64,
                                "sources": [{"name": "s", "kind": "archive"}]}))
     with pytest.raises(ConfigError, match="needs 'url' and 'sha256'"):
         vendor.load_lock(bad)
@@ -104,7 +105,7 @@ def test_archive_fetched_verified_and_cached(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "src")
     archive = tmp_path / "up.tar.gz"
     sha = make_archive(archive, tree, "llama.cpp-aaaa")
-    lock = write_lock(tmp_path / "lock.json", tree_sha="unused", sources=[
+    lock = write_lock(tmp_path / "lock.json", tree_sha="0" * 64, sources=[
         {"name": "mirror", "kind": "archive", "url": archive.as_uri(), "sha256": sha,
          "subdir": "llama.cpp-aaaa"}])
     dest = tmp_path / "vendor" / "llama.cpp"
@@ -118,7 +119,7 @@ def test_checksum_mismatch_refused_then_next_source_used(tmp_path: Path) -> None
     tree = make_tree(tmp_path / "src")
     archive = tmp_path / "up.tar.gz"
     sha = make_archive(archive, tree, "top")
-    lock = write_lock(tmp_path / "lock.json", tree_sha="unused", sources=[
+    lock = write_lock(tmp_path / "lock.json", tree_sha="0" * 64, sources=[
         {"name": "tampered", "kind": "archive", "url": archive.as_uri(), "sha256": "f" * 64},
         {"name": "good", "kind": "archive", "url": archive.as_uri(), "sha256": sha}])
     messages: list[str] = []
@@ -129,7 +130,7 @@ def test_checksum_mismatch_refused_then_next_source_used(tmp_path: Path) -> None
 
 
 def test_all_sources_failing_lists_each(tmp_path: Path) -> None:
-    lock = write_lock(tmp_path / "lock.json", tree_sha="x", sources=[
+    lock = write_lock(tmp_path / "lock.json", tree_sha="0" * 64, sources=[
         {"name": "local", "kind": "local", "path-env": "NOPE_ENV"},
         {"name": "gone", "kind": "archive", "url": (tmp_path / "missing.tgz").as_uri(),
          "sha256": "0" * 64}])
@@ -173,7 +174,7 @@ def test_local_archive_must_be_pinned(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "src")
     archive = tmp_path / "some.tar.gz"
     make_archive(archive, tree, "top")
-    lock = write_lock(tmp_path / "lock.json", tree_sha="x", sources=[
+    lock = write_lock(tmp_path / "lock.json", tree_sha="0" * 64, sources=[
         {"name": "local", "kind": "local"}])
     with pytest.raises(SourceError, match="matches no source pinned"):
         vendor.materialize(lock, tmp_path / "out", local=archive)

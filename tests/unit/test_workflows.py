@@ -97,7 +97,7 @@ def test_workflows_validate_against_the_github_schema() -> None:
 
     import jsonschema
 
-    from buildtool.schema import load_yaml
+    from buildtool.inputs import load_yaml
 
     schema_file = importlib.resources.files("check_jsonschema") / "builtin_schemas" / \
         "vendor" / "github-workflows.json"
