@@ -17,10 +17,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from buildtool import cmd
 from buildtool.model import AuditAllow
+from buildtool.records import AuditRecord, FileAuditRecord
 
 # What a feature implies (compilers may use the implied instructions freely).
 IMPLIES: dict[str, tuple[str, ...]] = {
@@ -244,35 +244,33 @@ def _is_elf(path: Path) -> bool:
 
 
 def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variants: bool,
-                platform: str, waivers: tuple[AuditAllow, ...] = ()) -> dict[str, Any]:
+                platform: str, waivers: tuple[AuditAllow, ...] = ()) -> AuditRecord:
     """Audit every shipped ELF file (in parallel); the report goes into the manifest."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
     if not platform.endswith("x86_64"):
-        return {"verdict": "skipped", "reason": f"the audit reads x86-64 code; this is {platform}"}
+        return AuditRecord(verdict="skipped",
+                           reason=f"the audit reads x86-64 code; this is {platform}")
     targets = [p for p in files if not p.is_symlink() and _is_elf(p)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(
             lambda p: audit_file(p, allowed_for(p.name, declared, all_variants), waivers),
             targets))
     bad = [r for r in results if r.violations]
-    return {
-        "verdict": "fail" if bad else "pass",
-        "files": {r.path: {"allowed": sorted(closure(r.allowed) | BASELINE_X86),
-                           "used": sorted(r.used), "violations": r.violations,
-                           "waived": r.waived,
-                           "examples": {f: r.examples[f] for f in r.violations}}
-                  for r in results},
-    }
+    return AuditRecord(
+        verdict="fail" if bad else "pass",
+        files={r.path: FileAuditRecord(
+            allowed=tuple(sorted(closure(r.allowed) | BASELINE_X86)),
+            used=tuple(sorted(r.used)), violations=tuple(r.violations),
+            waived=dict(r.waived), examples={f: r.examples[f] for f in r.violations})
+            for r in results})
 
 
-def violations_message(report: dict[str, Any]) -> str:
-    files = report.get("files", {})
-    assert isinstance(files, dict)
+def violations_message(report: AuditRecord) -> str:
     lines = []
-    for name, entry in files.items():
-        for feature in entry["violations"]:
-            lines.append(f"  {name}: uses {feature} (e.g. `{entry['examples'][feature]}`), "
+    for name, entry in report.files.items():
+        for feature in entry.violations:
+            lines.append(f"  {name}: uses {feature} (e.g. `{entry.examples.get(feature)}`), "
                          "which the artifact does not declare")
     return "\n".join(lines)

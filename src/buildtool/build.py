@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -19,12 +20,14 @@ from buildtool import (
     oci,
     package,
     preflight,
+    records,
     smoke,
     vendor,
     wheel,
 )
-from buildtool.errors import AuditError, BuildError, SmokeError, UsageError
+from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
 from buildtool.plan import BuildPlan, make_plan
+from buildtool.records import AuditRecord, ImageRecord, Manifest, RepairRecord, SmokeRecord
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.session import Session
 from buildtool.vendor import sha256_file
@@ -57,13 +60,13 @@ class BuildOptions:
 class ArtifactOutcome:
     kind: str  # tarball | wheel | image
     path: Path
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     cached: bool = False
-    smoke: dict[str, Any] | None = None
+    smoke: SmokeRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "artifact": str(self.path), "cached": self.cached,
-                "smoke": self.smoke}
+                "smoke": records.to_json(self.smoke) if self.smoke else None}
 
 
 @dataclass(kw_only=True)
@@ -77,7 +80,7 @@ class BuildOutcome:
         return self.artifacts[0].path if self.artifacts else None
 
     @property
-    def manifest(self) -> dict[str, Any] | None:
+    def manifest(self) -> Manifest | None:
         return self.artifacts[0].manifest if self.artifacts else None
 
     def to_json(self) -> dict[str, Any]:
@@ -86,7 +89,8 @@ class BuildOutcome:
             "target": self.plan.target.name, "key": self.plan.key,
             "build_dir": str(self.plan.build_dir),
             "artifact": str(first.path) if first else None,
-            "cached": first.cached if first else False, "smoke": first.smoke if first else None,
+            "cached": first.cached if first else False,
+            "smoke": records.to_json(first.smoke) if first and first.smoke else None,
             "artifacts": [a.to_json() for a in self.artifacts],
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }
@@ -269,8 +273,11 @@ def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
     rep = session.reporter
     rep.step(f"{plan.target.name}: inputs unchanged, {kind} is up to date")
     rep.info(str(existing))
-    return ArtifactOutcome(kind=kind, path=existing, cached=True,
-                           manifest=package.read_json(package.sidecar(existing, "manifest")))
+    try:
+        manifest = records.load(Manifest, package.sidecar(existing, "manifest"))
+    except DataError:
+        return None  # its manifest was damaged: build it again
+    return ArtifactOutcome(kind=kind, path=existing, cached=True, manifest=manifest)
 
 
 def _key(session: Session, plan: BuildPlan, kind: str, options: BuildOptions) -> str:
@@ -287,7 +294,7 @@ def record_key(plan: BuildPlan, kind: str) -> str:
 
 
 def _audit(session: Session, plan: BuildPlan, files: list[Path],
-           timings: dict[str, float]) -> dict[str, Any]:
+           timings: dict[str, float]) -> AuditRecord:
     rt = plan.target
     t = time.monotonic()
     session.reporter.step("ISA audit (objdump)")
@@ -295,15 +302,15 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
                                all_variants=rt.cpu_policy == "all-variants",
                                platform=rt.platform, waivers=session.project.common.audit_allow)
     timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
-    if report["verdict"] == "fail":
+    if report.verdict == "fail":
         raise AuditError(
             f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
             + audit.violations_message(report),
             hint="the artifact would die of SIGILL on CPUs it claims to support; check "
                  "-D overrides and the CPU policy")
-    session.reporter.info(f"audit: {report['verdict']}" + (
-        f" ({len(report.get('files', {}))} files)" if report["verdict"] == "pass" else
-        f": {report.get('reason')}"))
+    session.reporter.info(f"audit: {report.verdict}" + (
+        f" ({len(report.files)} files)" if report.verdict == "pass" else
+        f": {report.reason}"))
     return report
 
 
@@ -315,7 +322,8 @@ def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
     t = time.monotonic()
     rep.step("packaging")
     artifact, manifest = package.package(plan, session.lock, source, audit=report)
-    package.record(plan.dist_dir, plan.key, artifact, manifest["artifact_sha256"])
+    assert manifest.artifact_sha256 is not None
+    package.record(plan.dist_dir, plan.key, artifact, manifest.artifact_sha256)
     timings["package"] = time.monotonic() - t
     rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
     return ArtifactOutcome(kind="tarball", path=artifact, manifest=manifest)
@@ -351,10 +359,10 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
                                              if rt.wheel_exclude else ""))
             final_src, repair_info = wheel.repair(raw, work / "repaired", rt.wheel_exclude,
                                                   log=log, echo=rep.command)
-            rep.info(f"auditwheel show: consistent with {repair_info['tag']}")
+            rep.info(f"auditwheel show: consistent with {repair_info.tag}")
         else:
-            final_src, repair_info = raw, {"tool": None, "note": "repaired by cibuildwheel's "
-                                           "delocate/delvewheel on macOS and Windows"}
+            final_src, repair_info = raw, RepairRecord(
+                note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
         final = plan.dist_dir / final_src.name
         with package.atomic_path(final) as tmp:
             shutil.copyfile(final_src, tmp)
@@ -362,9 +370,9 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     digest = sha256_file(final)
-    manifest = {**inner, "artifact_file": final.name,
-                "artifact_sha256": digest, "isa_audit": report, "repair": repair_info}
-    package.write_json(package.sidecar(final, "manifest"), manifest)
+    manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
+                                   isa_audit=report, repair=repair_info)
+    package.write_json(package.sidecar(final, "manifest"), records.to_json(manifest))
     package.update_sums(plan.dist_dir, final.name, digest)
     package.record(plan.dist_dir, record_key(plan, "wheel"), final, digest)
     rep.info(f"{final} ({final.stat().st_size / 1e6:.1f} MB)")
@@ -415,11 +423,11 @@ def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
             raise oci.OciError(f"{archive.name} holds nothing in {image.PROGRAMS_DIR}")
         report = _audit(session, plan, shipped, timings)
     digest = sha256_file(archive)
-    manifest = {**inner, "artifact_file": archive.name, "artifact_sha256": digest,
-                "isa_audit": report,
-                "image": {**inner["image"], "engine": eng.name, "engine_version": eng.version,
-                          **info.to_json()}}
-    package.write_json(package.sidecar(archive, "manifest"), manifest)
+    built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
+                                engine_version=eng.version)
+    manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
+                                   isa_audit=report, image=info.merged_into(built))
+    package.write_json(package.sidecar(archive, "manifest"), records.to_json(manifest))
     package.update_sums(plan.dist_dir, archive.name, digest)
     package.record(plan.dist_dir, key, archive, digest)
     rep.info(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB, image {info.config_digest[:19]})")
@@ -430,11 +438,11 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
            options: BuildOptions, timings: dict[str, float],
            eng: engine.Engine | None = None) -> None:
     previous = smoke.stored(made.path) if made.cached else None
-    reusable = previous is not None and previous.get("verdict") == "pass" and \
-        options.model is None and (options.allow_cpu_fallback or not previous.get("waived"))
+    reusable = previous is not None and previous.passed and \
+        options.model is None and (options.allow_cpu_fallback or not previous.waived)
     if previous is not None and reusable:
         made.smoke = previous
-        session.reporter.info(f"smoke: passed earlier ({previous.get('ran_at')})")
+        session.reporter.info(f"smoke: passed earlier ({previous.ran_at})")
         return
     t = time.monotonic()
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
@@ -446,7 +454,7 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
                    model: Path | None, *, allow_cpu_fallback: bool = False,
-                   engine: engine.Engine | str | None = None) -> dict[str, Any]:
+                   engine: engine.Engine | str | None = None) -> SmokeRecord:
     rep = session.reporter
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
@@ -454,14 +462,13 @@ def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
                              repetitions=rt.smoke.repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
                              note=rep.info)
-    data = result.to_json()
-    for line in smoke.table(data).splitlines():
+    for line in smoke.table(result).splitlines():
         rep.info(line)
     if not result.passed:
         failed = "; ".join(f"{c.name} ({c.detail})" for c in result.failures())
         raise SmokeError(f"smoke test failed for {artifact.name}: {failed}",
                          hint=f"results: {package.sidecar(artifact, 'smoke')}")
-    return data
+    return result
 
 
 def configure(session: Session, plan: BuildPlan, options: BuildOptions,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,37 @@ from buildtool.paths import find_root
 from buildtool.progress import Reporter
 from buildtool.resolve import Overrides
 from buildtool.session import Session, open_session
+from buildtool.text import for_terminal, redact
+
+# what `smoke` takes for an image in the engine's store (localhost/llama.cpp:cpu-b11312)
+IMAGE_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    """Machine output: JSON escapes control characters itself; credentials are redacted."""
+    click.echo(redact(json.dumps(data, indent=2)))
+
+
+def echo(text: str) -> None:
+    """Human output on stdout: redacted, terminal control characters shown as escapes."""
+    click.echo(for_terminal(text))
+
+
+def regular_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback: an existing path given for reading must be a regular file (not
+    /dev/zero, a FIFO or a directory)."""
+    paths = value if isinstance(value, tuple) else (value,)
+    for path in paths:
+        if path is not None and not Path(path).is_file():
+            raise click.BadParameter(f"{path} is not a regular file", ctx=ctx, param=param)
+    return value
+
+
+def file_or_directory(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and not (Path(value).is_file() or Path(value).is_dir()):
+        raise click.BadParameter(f"{value} is neither a regular file nor a directory",
+                                 ctx=ctx, param=param)
+    return value
 
 
 def _session(ctx: click.Context) -> Session:
@@ -104,17 +132,17 @@ def detect(ctx: click.Context, as_json: bool) -> None:
         emit_json({**host.to_json(), "recommended_target": target, "reason": reason})
         return
     cpu = host.cpu
-    click.echo(f"platform     {host.platform}")
-    click.echo(f"cpu          {cpu.model or 'unknown'} ({cpu.vendor or '?'})")
-    click.echo(f"isa level    {cpu.level or 'unknown'}")
-    click.echo(f"features     {' '.join(cpu.ggml_features) or '(none of interest to ggml)'}")
+    echo(f"platform     {host.platform}")
+    echo(f"cpu          {cpu.model or 'unknown'} ({cpu.vendor or '?'})")
+    echo(f"isa level    {cpu.level or 'unknown'}")
+    echo(f"features     {' '.join(cpu.ggml_features) or '(none of interest to ggml)'}")
     gpus = ", ".join(f"{g.vendor} {g.name}" for g in host.gpus) or "none found"
-    click.echo(f"gpus         {gpus}")
-    click.echo("toolchains")
+    echo(f"gpus         {gpus}")
+    echo("toolchains")
     for name, progs in host.toolchains.items():
         best = progs[0].describe() if progs else "not found"
-        click.echo(f"  {name:<10} {best}")
-    click.echo(f"recommended  {target}  ({reason})")
+        echo(f"  {name:<10} {best}")
+    echo(f"recommended  {target}  ({reason})")
 
 
 @cli.command(name="matrix")
@@ -131,24 +159,24 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
     if as_json:
         fmt = "json"
     if fmt == "github":
-        click.echo(json.dumps(matrix.github_matrix(session), separators=(",", ":")))
+        echo(json.dumps(matrix.github_matrix(session), separators=(",", ":")))
         return
     if fmt == "github-wheels":
-        click.echo(json.dumps(matrix.github_wheel_matrix(session), separators=(",", ":")))
+        echo(json.dumps(matrix.github_wheel_matrix(session), separators=(",", ":")))
         return
     rows = matrix.rows(session)
     if fmt == "json":
         emit_json({"targets": [r.to_json() for r in rows]})
         return
-    click.echo(f"{'TARGET':<10} {'RECIPE':<7} {'BACKEND':<7} {'TOOLKIT':<8} {'CPU':<13} "
+    echo(f"{'TARGET':<10} {'RECIPE':<7} {'BACKEND':<7} {'TOOLKIT':<8} {'CPU':<13} "
                f"{'HERE':<5} WHY NOT")
     for r in rows:
         rt = r.target
         why = r.reasons[0] if r.reasons else ""
-        click.echo(f"{rt.name:<10} {rt.recipe_name:<7} {rt.backend:<7} {rt.toolkit or '-':<8} "
+        echo(f"{rt.name:<10} {rt.recipe_name:<7} {rt.backend:<7} {rt.toolkit or '-':<8} "
                    f"{rt.cpu_policy:<13} {'yes' if r.buildable else 'no':<5} {why}")
         for more in r.reasons[1:]:
-            click.echo(f"{'':<55}{more}")
+            echo(f"{'':<55}{more}")
 
 
 @cli.command()
@@ -176,32 +204,32 @@ def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
 
 def _print_plan(plan: Any, problems: list[Any]) -> None:
     rt = plan.target
-    click.echo(f"target       {rt.name}: {rt.description}")
-    click.echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
+    echo(f"target       {rt.name}: {rt.description}")
+    echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
                f"{rt.backend})")
-    click.echo(f"platform     {rt.platform}")
-    click.echo(f"cpu          {rt.cpu_policy} [{rt.origins.get('cpu', '')}] requires: "
+    echo(f"platform     {rt.platform}")
+    echo(f"cpu          {rt.cpu_policy} [{rt.origins.get('cpu', '')}] requires: "
                f"{' '.join(rt.cpu_features) or '-'}")
     if rt.dropped_variants:
-        click.echo(f"left out     libggml-cpu-{{{','.join(rt.dropped_variants)}}} "
+        echo(f"left out     libggml-cpu-{{{','.join(rt.dropped_variants)}}} "
                    "[recipes/common.yaml avoid-cpu-features (known defect)]")
     if rt.toolkit:
-        click.echo(f"toolkit      {rt.toolkit} [{rt.origins.get('toolkit', '')}]")
+        echo(f"toolkit      {rt.toolkit} [{rt.origins.get('toolkit', '')}]")
     if rt.gpu_archs:
-        click.echo(f"gpu archs    {';'.join(rt.gpu_archs)} [{rt.origins.get('gpu_archs', '')}]")
-    click.echo(f"artifact     {plan.artifact_path}")
-    click.echo("defines")
+        echo(f"gpu archs    {';'.join(rt.gpu_archs)} [{rt.origins.get('gpu_archs', '')}]")
+    echo(f"artifact     {plan.artifact_path}")
+    echo("defines")
     for key, value in rt.defines:
-        click.echo(f"  -D{key}={value}".ljust(52) + f"  [{rt.origins.get('-D' + key, '')}]")
+        echo(f"  -D{key}={value}".ljust(52) + f"  [{rt.origins.get('-D' + key, '')}]")
     if problems:
-        click.echo("preflight    cannot build on this host:")
+        echo("preflight    cannot build on this host:")
         for p in problems:
-            click.echo(f"  - {p.what}\n    fix: {p.fix}")
+            echo(f"  - {p.what}\n    fix: {p.fix}")
     else:
-        click.echo("preflight    ok")
-    click.echo("commands")
+        echo("preflight    ok")
+    echo("commands")
     for line in plan.shell_script().splitlines():
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 @cli.command()
@@ -232,9 +260,11 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel jobs.")
 @click.option("--ccache/--no-ccache", default=True, help="Use ccache when installed.")
 @click.option("--source", type=click.Path(path_type=Path, exists=True), default=None,
+              callback=file_or_directory,
               help="Local llama.cpp tree or archive (verified against the lock).")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="GGUF model for the smoke test (default: synthetic).")
+              default=None, callback=regular_file,
+              help="GGUF model for the smoke test (default: synthetic).")
 @click.option("--dist", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where artifacts go (default: ./dist).")
 @click.option("--build-root", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -273,14 +303,14 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
             context = build_mod.emit_image_context(session, options, emit.resolve())
             session.reporter.step(f"image build context for {target}: {context} (build it "
                                   f"with `docker buildx bake` there)")
-            click.echo(str(context))
+            echo(str(context))
             return
         if artifacts != ("wheel",):
             raise click.UsageError("--emit writes a wheel project or an image build context: "
                                    "use it with --artifact wheel or --artifact image")
         project = build_mod.emit_wheel_project(session, options, emit.resolve())
         session.reporter.step(f"wheel project for {target}: {project}")
-        click.echo(str(project))
+        echo(str(project))
         return
     if dry_run:
         outcome = build_mod.dry_run(session, options)
@@ -308,7 +338,8 @@ def _reporter(ctx: click.Context) -> Reporter:
 @cli.command(name="smoke")
 @click.argument("artifact")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="GGUF model (default: a cached synthetic llama model).")
+              default=None, callback=regular_file,
+              help="GGUF model (default: a cached synthetic llama model).")
 @click.option("-p", "--n-prompt", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("-n", "--n-gen", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("-r", "--repetitions", type=click.IntRange(min=1), default=2, show_default=True)
@@ -316,10 +347,13 @@ def _reporter(ctx: click.Context) -> Reporter:
               help="Pass a GPU artifact that ran on the CPU (recorded as a waived check).")
 @click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="Images: the container engine that runs it (default: the first usable).")
+@click.option("--record/--no-record", default=True,
+              help="Write the result beside the artifact (X.smoke.json; default) or only "
+                   "print it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: int, n_gen: int,
-              repetitions: int, allow_cpu_fallback: bool, engine: str | None,
+              repetitions: int, allow_cpu_fallback: bool, engine: str | None, record: bool,
               as_json: bool) -> None:
     """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure).
 
@@ -328,27 +362,35 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     into a fresh virtual environment and run through its installed entry points; an image
     runs llama-bench inside its container, as its own user, with the GPU devices its backend
     needs (--gpus all, --device /dev/kfd, ...)."""
-    from buildtool import smoke
+    from buildtool import records, smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
+    from buildtool.paths import writable_dir
 
     path = Path(artifact)
     subject: Path | str
     if path.exists():
+        if not (path.is_file() or path.is_dir()):
+            raise click.BadParameter(f"{artifact} is neither a regular file nor a directory",
+                                     param_hint="ARTIFACT")
         subject = path.resolve()
+        if record and path.is_file():
+            writable_dir(subject.parent, "the smoke result beside")
     elif artifact.startswith((".", "/")) or artifact.endswith((".tar.gz", ".whl", ".tar")):
         raise click.BadParameter(f"no such file: {artifact}", param_hint="ARTIFACT")
+    elif not IMAGE_REFERENCE.fullmatch(artifact):
+        raise click.BadParameter(f"{artifact!r} is neither a file nor an image reference",
+                                 param_hint="ARTIFACT")
     else:
         subject = artifact  # an image reference (localhost/llama.cpp:cpu-b11312)
     result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
-                             note=_reporter(ctx).info)
-    data = result.to_json()
+                             store=record, note=_reporter(ctx).info)
     if as_json:
-        emit_json(data)
+        emit_json(records.to_json(result))
     else:
-        click.echo(smoke.table(data))
+        echo(smoke.table(result))
     if not result.passed:
         raise SmokeError(f"smoke test failed for {path.name}: "
                          + "; ".join(c.name for c in result.failures()))
@@ -388,62 +430,26 @@ def publish_cmd(ctx: click.Context, directory: Path, tag: str | None, out: Path 
     The release directory gets SHA256SUMS, RELEASE_NOTES.md, provenance.intoto.jsonl (SLSA
     v1) and sbom.cdx.json (CycloneDX 1.6). Publishing the same release again uploads nothing
     new."""
-    import os
-    import shutil
-    import tempfile
-
     from buildtool import publish, release
 
     rep = _reporter(ctx)
-    allowed = release.parse_allow(allow)
-    token = publish.github_token() if github_repo and not dry_run else ""
-    rep.step(f"verifying the artifacts in {directory}")
-    verification = release.verify(directory, allow=allowed)
-    if verification.blocking:
-        if as_json:
-            emit_json({"refused": True, "problems": [p.to_json() for p in
-                                                     verification.blocking]})
-        raise release.refusal(verification)
-    for name, why in verification.allowed.items():
-        rep.warn(f"{name} ships by exception: {why}")
-    tag = tag or release.default_tag(verification)
-    dest = out or directory / f"release-{tag}"
-    scratch = Path(tempfile.mkdtemp(prefix="buildtool-release-")) if dry_run else None
+    request = publish.Request(directory=directory, tag=tag, out=out,
+                              allow=release.parse_allow(allow), github_repo=github_repo,
+                              github_api=github_api, index_dir=index_dir, registry=registry,
+                              dry_run=dry_run)
     try:
-        where = scratch / dest.name if scratch else dest
-        rec = release.write(verification, where, tag)
-        rep.info(f"{'would write' if dry_run else 'wrote'} {dest} "
-                 f"({len(verification.artifacts)} artifacts)")
-        files = release.files(where)
-        actions: list[publish.Action] = []
-        if github_repo:
-            rep.step(f"GitHub release {github_repo}@{tag}")
-            gh = publish.GitHub(github_repo, token, github_api or os.environ.get(
-                "GITHUB_API_URL") or "https://api.github.com")
-            actions += gh.publish(tag, (where / release.NOTES).read_text(), files,
-                                  dry_run=dry_run, note=rep.info)
-        if index_dir:
-            rep.step(f"wheel index {index_dir}")
-            actions += publish.publish_index([f for f in files if f.suffix == ".whl"],
-                                             index_dir, dry_run=dry_run, note=rep.info)
-        if registry:
-            rep.step(f"images to {registry}")
-            images = [(where / a.name, a.manifest or {}) for a in verification.artifacts
-                      if a.kind == "image"]
-            actions += publish.publish_images(images, registry, dry_run=dry_run,
-                                              note=rep.info)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        outcome = publish.run(request, step=rep.step, info=rep.info, warn=rep.warn)
+    except release.ReleaseRefused as exc:
+        if as_json:
+            emit_json({"refused": True, "problems": [p.to_json() for p in exc.problems]})
+        raise
     if as_json:
-        emit_json({"refused": False, "dry_run": dry_run, "tag": tag, "release_dir": str(dest),
-                   "artifacts": rec["artifacts"], "exceptions": rec["exceptions"],
-                   "actions": [a.to_json() for a in actions]})
+        emit_json(outcome.to_json(dry_run))
         return
-    for a in actions:
-        click.echo(f"{a.destination:<9} {a.action:<22} {a.item}")
-    click.echo(f"release {tag}: {len(verification.artifacts)} artifacts"
-               + (" (dry run: nothing written or uploaded)" if dry_run else f" in {dest}"))
+    for a in outcome.actions:
+        echo(f"{a.destination:<9} {a.action:<22} {a.item}")
+    echo(f"release {outcome.tag}: {len(outcome.verification.artifacts)} artifacts"
+         + (" (dry run: nothing written or uploaded)" if dry_run else f" in {outcome.dest}"))
 
 
 @cli.group(name="lab")
@@ -456,7 +462,8 @@ def lab_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Result file (default: lab-results/<hostname>.json).")
 @click.option("--model", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              default=None, help="A real GGUF model (default: the synthetic one).")
+              default=None, callback=regular_file,
+              help="A real GGUF model (default: the synthetic one).")
 @click.option("-p", "--n-prompt", default="64,256", show_default=True,
               help="Prompt sizes (comma-separated).")
 @click.option("-n", "--n-gen", default="16,64", show_default=True,
@@ -475,9 +482,10 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
 
     Artifacts for other hardware are recorded as skipped with the reason; one that fails
     does not stop the run. Exit code 8 when any artifact failed or could not run."""
-    from buildtool import lab
+    from buildtool import lab, records
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
+    from buildtool.paths import writable_file
 
     try:
         settings = lab.Settings(n_prompt=lab.sizes(n_prompt), n_gen=lab.sizes(n_gen),
@@ -485,25 +493,24 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     rep = _reporter(ctx)
-    dest = out or lab.default_out()
+    dest = writable_file(out or lab.default_out(), "--out")
     rep.step(f"lab run on {directory} → {dest}")
     doc = lab.run(directory, dest, cpu=detect_cpu(), settings=settings, engine=engine,
                   note=rep.info)
     totals = lab.counts(doc)
     if as_json:
-        emit_json(doc)
+        emit_json(records.to_json(doc))
     else:
-        for r in doc["results"]:
-            click.echo(f"{r['status']:<8} {r['artifact']}"
-                       + (f"  ({r['reason']})" if r.get("reason") else ""))
-        click.echo(f"{dest}: " + ", ".join(f"{n} {s}" for s, n in totals.items()))
+        for r in doc.results:
+            echo(f"{r.status.value:<8} {r.artifact}" + (f"  ({r.reason})" if r.reason else ""))
+        echo(f"{dest}: " + ", ".join(f"{n} {s}" for s, n in totals.items()))
     if totals["fail"] or totals["error"]:
         raise SmokeError(f"{totals['fail'] + totals['error']} artifact(s) failed on this host",
                          hint=f"details: {dest}")
 
 
 @lab_group.command(name="report")
-@click.argument("files", nargs=-1, required=True,
+@click.argument("files", nargs=-1, required=True, callback=regular_file,
                 type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               default=Path("lab-report.html"), show_default=True, help="The HTML page.")
@@ -516,7 +523,11 @@ def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
     from buildtool import lab
     from buildtool import lab_report as report
     from buildtool.package import atomic_path
+    from buildtool.paths import writable_file
 
+    writable_file(out, "--out")
+    if markdown is not None:
+        writable_file(markdown, "--markdown")
     merged = report.merge(lab.load_results(files))
     with atomic_path(out) as tmp:
         tmp.write_text(report.render_html(merged))
@@ -530,7 +541,7 @@ def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
                        h: report.cell_status(merged.cell(h, t, k)) for h in merged.results}}
                        for t, k in merged.rows()]})
         return
-    click.echo(f"{out}: {len(merged.results)} host(s), {len(merged.rows())} row(s); "
+    echo(f"{out}: {len(merged.results)} host(s), {len(merged.rows())} row(s); "
                + ", ".join(f"{n} {s}" for s, n in sorted(report.summary_counts(merged).items())))
 
 
@@ -564,11 +575,11 @@ def bake_cmd(ctx: click.Context, targets: tuple[str, ...], out: Path, cache: str
         emit_json(result)
         return
     for name, tag in result["targets"].items():
-        click.echo(f"{name:<10} {tag}")
+        echo(f"{name:<10} {tag}")
     for name, why in result["skipped"].items():
-        click.echo(f"{name:<10} skipped: {why}")
-    click.echo(f"wrote {result['bake_file']}")
-    click.echo(f"build: cd {result['context']} && docker buildx bake")
+        echo(f"{name:<10} skipped: {why}")
+    echo(f"wrote {result['bake_file']}")
+    echo(f"build: cd {result['context']} && docker buildx bake")
 
 
 @cli.command(name="index")
@@ -586,13 +597,13 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
         emit_json({"indexes": [i.to_json() for i in written]})
         return
     for entry in written:
-        click.echo(f"{entry.target:<10} {entry.url}  ({', '.join(entry.projects)}; "
+        echo(f"{entry.target:<10} {entry.url}  ({', '.join(entry.projects)}; "
                    f"{len(entry.wheels)} wheel{'s' if len(entry.wheels) != 1 else ''})")
 
 
 @cli.command(name="vendor")
 @click.option("--source", type=click.Path(path_type=Path, exists=True), default=None,
-              help="Local llama.cpp tree or archive to use first.")
+              callback=file_or_directory, help="Local llama.cpp tree or archive to use first.")
 @click.option("--force", is_flag=True, help="Fetch again even if the tree is present.")
 @click.option("--verify", is_flag=True, help="Re-hash the present tree against its record.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -624,7 +635,7 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
         emit_json({"tree": str(dest), "commit": lock.commit, "version": lock.version,
                    **made.to_json()})
     else:
-        click.echo(f"{dest}: llama.cpp {lock.version} ({lock.short_commit}) from {made.source}"
+        echo(f"{dest}: llama.cpp {lock.version} ({lock.short_commit}) from {made.source}"
                    f", tree sha256 {made.tree_sha256}")
 
 
@@ -647,17 +658,17 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         return
     for name, candidates in uses.items():
         if not candidates:
-            click.echo(f"{name:<14} not found — {toolchain.install_hint(name)}")
+            echo(f"{name:<14} not found — {toolchain.install_hint(name)}")
         for i, use in enumerate(candidates):
             p = use.program
             what = f"({use.unusable})" if use.unusable else \
                 ("→ " + ", ".join(use.enables) if use.enables else "")
-            click.echo(f"{name if i == 0 else '':<14} {p.version or '?'!s:<10} {p.path}  {what}"
+            echo(f"{name if i == 0 else '':<14} {p.version or '?'!s:<10} {p.path}  {what}"
                        .rstrip())
-    click.echo("")
+    echo("")
     for r in rows:
         state = "ok" if r.buildable else "no: " + "; ".join(r.reasons)
-        click.echo(f"{r.target.name:<10} {state}")
+        echo(f"{r.target.name:<10} {state}")
 
 
 @cli.group(name="toolchain")
@@ -699,7 +710,7 @@ def toolchain_install(ctx: click.Context, name: str) -> None:
     reporter = Reporter(quiet=ctx.obj.get("quiet", False))
     reporter.step(f"installing {name}")
     path = installers()[name](reporter.info)
-    click.echo(f"{name}: {path}")
+    echo(f"{name}: {path}")
 
 
 @toolchain_group.command(name="list")
@@ -713,7 +724,7 @@ def toolchain_list(as_json: bool) -> None:
         emit_json({n: str(p) if p else None for n, p in found.items()})
         return
     for name, path in found.items():
-        click.echo(f"{name:<16} {path or 'not installed'}")
+        echo(f"{name:<16} {path or 'not installed'}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -728,9 +739,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        text = for_terminal(exc.format_message())
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(exc.ctx.get_usage(), err=True)
+            click.echo(f"Try '{exc.ctx.command_path} {exc.ctx.help_option_names[0]}' for "
+                       "help.\n", err=True)
+        click.echo(f"Error: {text}", err=True)
         sys.exit(ExitCode.USAGE if exc.exit_code == 2 else exc.exit_code)
     except BuildtoolError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {for_terminal(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
     sys.exit(0)

@@ -17,6 +17,7 @@ toolkit version (CUDA_VERSION, ROCM_VERSION, ONEAPI_VERSION) and GPU architectur
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,8 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from buildtool import records
 from buildtool.errors import UsageError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.records import ImageRecord, Manifest
 from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock, copy_build_tree
 from buildtool.wheel import emitted_defines
@@ -144,26 +147,25 @@ def defines_cmake(plan: BuildPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def image_manifest(plan: BuildPlan, base: Mapping[str, Any], args: Mapping[str, str],
-                   tag_list: Sequence[str], root: Path) -> dict[str, Any]:
-    """The manifest.json the image carries in /opt/llama.cpp."""
+def image_manifest(plan: BuildPlan, base: Manifest, args: Mapping[str, str],
+                   tag_list: Sequence[str], root: Path) -> Manifest:
+    """The manifest.json the image carries in /opt/llama.cpp (no toolchain: this machine's
+    compilers did not build it)."""
     rt = plan.target
-    out = {**base, "kind": "image", "artifact": plan.artifact_name}
-    out["image"] = {"tags": list(tag_list), "dockerfile": f"{DOCKER_DIR}/{rt.dockerfile}",
-                    "dockerfile_sha256": dockerfile_sha256(root, rt),
-                    "build_args": dict(args), "build_image": args.get("BUILD_IMAGE"),
-                    "runtime_image": args.get("RUNTIME_IMAGE"),
-                    "platform": OCI_PLATFORMS.get(rt.platform, rt.platform),
-                    "programs_dir": PROGRAMS_DIR}
-    out.pop("files", None)
-    out.pop("toolchain", None)  # this machine's compilers did not build it
-    return out
+    return dataclasses.replace(
+        base, kind="image", artifact=plan.artifact_name, files=None, toolchain=None,
+        image=ImageRecord(tags=tuple(tag_list), dockerfile=f"{DOCKER_DIR}/{rt.dockerfile}",
+                          dockerfile_sha256=dockerfile_sha256(root, rt),
+                          build_args=dict(args), build_image=args.get("BUILD_IMAGE"),
+                          runtime_image=args.get("RUNTIME_IMAGE"),
+                          platform=OCI_PLATFORMS.get(rt.platform, rt.platform),
+                          programs_dir=PROGRAMS_DIR))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ContextTarget:
     plan: BuildPlan
-    manifest: Mapping[str, Any]
+    manifest: Manifest
 
 
 def render_context(targets: Sequence[ContextTarget], dest: Path, *, root: Path) -> Path:
@@ -184,7 +186,8 @@ def render_context(targets: Sequence[ContextTarget], dest: Path, *, root: Path) 
         tdir = dest / "targets" / rt.name
         tdir.mkdir(parents=True)
         (tdir / "defines.cmake").write_text(defines_cmake(item.plan))
-        (tdir / "manifest.json").write_text(json.dumps(item.manifest, indent=2) + "\n")
+        (tdir / "manifest.json").write_text(json.dumps(records.to_json(item.manifest),
+                                                       indent=2) + "\n")
     (dest / ".dockerignore").write_text("docker-bake.hcl\n*.oci.tar\n")
     return dest
 

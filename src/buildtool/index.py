@@ -7,16 +7,19 @@ name)::
     <out>/<target>/index.html                 PEP 503 root: the projects of this target
     <out>/<target>/<project>/index.html       PEP 503 project page: its wheels
 
-Links are relative (the index works from ``file://`` and from any HTTP server that serves
-the directory) and carry ``#sha256=`` and ``data-requires-python``. The index is written
-into a temporary directory and swapped in, so a reader never sees half of it, and writing
-it twice gives the same files.
+Links are relative and carry ``#sha256=`` and ``data-requires-python``. Every link stays
+inside the directory that is served (``<out>``, or the ``root`` a caller names): a wheel
+that lies elsewhere is copied (hard-linked where possible) next to its project page, so the
+index works from ``file://`` and from any HTTP server that serves that directory alone. The
+index is written into a temporary directory and swapped in — only over an index buildtool
+wrote — so a reader never sees half of it, and writing it twice gives the same files.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.naming import normalize
 from buildtool.package import atomic_dir
 from buildtool.vendor import sha256_file
@@ -81,9 +84,9 @@ def scan(directory: Path, skip: Path | None = None) -> list[Entry]:
         try:
             manifest = read_manifest(path)
             name = WheelName.parse(path.name)
-        except WheelError:
+        except (WheelError, DataError):
             continue
-        entries.append(Entry(path=path, name=name, target=str(manifest["target"]),
+        entries.append(Entry(path=path, name=name, target=manifest.target,
                              sha256=sha256_file(path), requires_python=requires_python(path)))
     return entries
 
@@ -95,18 +98,37 @@ def _page(title: str, links: list[str]) -> str:
             f"    <h1>{html.escape(title)}</h1>\n{body}\n  </body>\n</html>\n")
 
 
-def project_page(project: str, entries: list[Entry], page_dir: Path) -> str:
+def project_page(project: str, entries: list[Entry], page_dir: Path,
+                 served: Path | None = None) -> str:
+    """The PEP 503 page of one project. A wheel outside ``served`` is linked by its name:
+    the caller places a copy beside the page."""
     links = []
     for e in sorted(entries, key=lambda e: e.path.name):
-        href = quote(Path(os.path.relpath(e.path, page_dir)).as_posix()) + f"#sha256={e.sha256}"
+        inside = served is None or e.path.resolve().is_relative_to(served.resolve())
+        rel = Path(os.path.relpath(e.path, page_dir)).as_posix() if inside else e.path.name
+        href = quote(rel) + f"#sha256={e.sha256}"
         attrs = f' data-requires-python="{html.escape(e.requires_python)}"' \
             if e.requires_python else ""
         links.append(f'<a href="{href}"{attrs}>{html.escape(e.path.name)}</a>')
     return _page(f"Links for {project}", links)
 
 
-def write(directory: Path, out: Path) -> list[TargetIndex]:
-    """Write the indexes for the wheels under ``directory`` into ``out`` (replaced)."""
+def _place(wheel: Path, dest: Path) -> None:
+    if dest.exists():
+        if sha256_file(dest) == sha256_file(wheel):
+            return
+        raise UsageError(f"two different wheels are named {wheel.name}",
+                         hint="keep one of them out of the directory")
+    try:
+        os.link(wheel, dest)
+    except OSError:
+        shutil.copyfile(wheel, dest)
+
+
+def write(directory: Path, out: Path, *, root: Path | None = None) -> list[TargetIndex]:
+    """Write the indexes for the wheels under ``directory`` into ``out`` (replaced). ``root``:
+    the directory a web server serves (default ``out``); wheels outside it are copied in."""
+    served = root or out
     entries = scan(directory, skip=out)
     if not entries:
         raise NoWheelsError(f"no buildtool wheels under {directory}",
@@ -115,18 +137,21 @@ def write(directory: Path, out: Path) -> list[TargetIndex]:
     for e in entries:
         by_target[e.target][normalize(e.name.distribution)].append(e)
     written = []
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner="wheel-index") as tmp:
         for target, projects in sorted(by_target.items()):
-            root = tmp / target
-            root.mkdir()
-            (root / "index.html").write_text(_page(f"Simple index: {target}", [
+            target_dir = tmp / target
+            target_dir.mkdir()
+            (target_dir / "index.html").write_text(_page(f"Simple index: {target}", [
                 f'<a href="{quote(p)}/">{html.escape(p)}</a>' for p in sorted(projects)]))
             for project, items in projects.items():
-                page = root / project
+                page = target_dir / project
                 page.mkdir()
                 # links are computed for the final location, not the temporary one
                 (page / "index.html").write_text(project_page(project, items,
-                                                              out / target / project))
+                                                              out / target / project, served))
+                for e in items:
+                    if not e.path.resolve().is_relative_to(served.resolve()):
+                        _place(e.path, page / e.path.name)
             written.append(TargetIndex(target=target, path=out / target,
                                        projects=tuple(sorted(projects)),
                                        wheels=tuple(sorted(e.path.name for items in

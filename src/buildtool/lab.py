@@ -3,44 +3,45 @@
 ``lab run`` detects the host (CPU features, GPUs and their drivers, Vulkan ICDs, container
 engines), finds the artifacts in a directory that fit it, and for each one: the smoke
 verdict, then llama-bench over several prompt and generation sizes with repetitions. A
-failing or broken artifact is recorded and the run goes on; artifacts that cannot run here
-are recorded as skipped with the reason. The result file (``buildtool-lab/1``) is rewritten
-atomically after every artifact, so an interrupted run keeps what it measured.
-
-Result file::
-
-    {"schema": "buildtool-lab/1", "host": {...}, "settings": {...}, "started_at": ...,
-     "finished_at": ..., "buildtool_version": ...,
-     "results": [{"artifact", "kind", "target", "backend", "sha256", "status", "reason",
-                  "smoke": {...} | null, "bench": [{"test", "n_prompt", "n_gen", "avg_ts",
-                  "stddev_ts", "samples_ts", "backends", "gpu_info", "model_type"}],
-                  "duration_s"}]}
-
-``status`` is ``pass`` (smoke passed, benchmark ran), ``fail`` (the smoke verdict failed),
-``error`` (it could not run: install, load or llama-bench failed) or ``skipped`` (does not
-fit this host).
+failing, broken or malformed artifact is recorded and the run goes on; artifacts that cannot
+run here are recorded as skipped with the reason. The result file
+(:class:`buildtool.records.LabResults`, ``buildtool-lab/1``, schema in
+``schema/lab-results.schema.json``) is rewritten atomically after every artifact, so an
+interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import platform as _platform
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__
+from buildtool import __version__, inputs, records
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import BuildtoolError, ToolchainError, UsageError
-from buildtool.package import read_json, sidecar, write_json
+from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
+from buildtool.model import ArtifactKind
+from buildtool.package import sidecar, write_json
+from buildtool.records import (
+    BenchTest,
+    GpuRecord,
+    HostCpu,
+    HostFacts,
+    LabEntry,
+    LabResults,
+    LabSettings,
+    LabStatus,
+    Manifest,
+)
 
-SCHEMA = "buildtool-lab/1"
+SCHEMA = records.LAB_SCHEMA
 Note = Callable[[str], None]
 
 
@@ -50,11 +51,11 @@ Note = Callable[[str], None]
 
 def parse_os_release(text: str) -> str:
     values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return values.get("PRETTY_NAME", values.get("NAME", "")).strip().strip('"')
+    return records.clean(values.get("PRETTY_NAME", values.get("NAME", "")).strip().strip('"'))
 
 
 def parse_meminfo(text: str) -> int | None:
-    m = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.M)
+    m = re.search(r"^MemTotal:\s+(\d{1,15})\s*kB", text, re.M)
     return int(m.group(1)) * 1024 if m else None
 
 
@@ -63,64 +64,65 @@ def vulkan_icds(root: Path = Path("/")) -> list[str]:
     names = set()
     for d in ("usr/share/vulkan/icd.d", "etc/vulkan/icd.d"):
         for path in (root / d).glob("*.json"):
-            names.add(path.name.split(".")[0].removesuffix("_icd"))
+            names.add(records.clean(path.name.split(".")[0].removesuffix("_icd")))
     return sorted(names)
 
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.read(1 << 20)
     except OSError:
         return ""
 
 
-def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> dict[str, Any]:
+def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> HostFacts:
     from buildtool import engine as engines
     from buildtool.detect.host import detect_gpus
 
     drivers = {}
     amd = _read(sys_root / "sys/module/amdgpu/version").strip()
     if amd:
-        drivers["amdgpu"] = amd
+        drivers["amdgpu"] = records.clean(amd)
     nvidia = _read(sys_root / "proc/driver/nvidia/version").splitlines()
     if nvidia:
-        drivers["nvidia"] = nvidia[0].strip()
+        drivers["nvidia"] = records.clean(nvidia[0].strip())
     gpus = detect_gpus(sys_root)
-    engines_found = [e.name for e in engines.detect() if e.usable]
-    return {
-        "id": _platform.node() or "unknown-host",
-        "hostname": _platform.node(),
-        "os": parse_os_release(_read(sys_root / "etc/os-release")) or _platform.system(),
-        "kernel": _platform.release(),
-        "platform": f"{sys.platform}-{cpu.arch}",
-        "cpu": {"model": cpu.model, "vendor": cpu.vendor, "arch": cpu.arch, "level": cpu.level,
-                "cores": os.cpu_count(), "ggml_features": list(cpu.ggml_features),
-                "features": sorted(cpu.features)},
-        "memory_bytes": parse_meminfo(_read(sys_root / "proc/meminfo")),
-        "gpus": [g.to_json() for g in gpus],
-        "drivers": drivers,
-        "vulkan_icds": vulkan_icds(sys_root),
-        "devices": {d: (sys_root / d.lstrip("/")).exists()
-                    for d in ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")},
-        "engines": engines_found,
-        "python": _platform.python_version(),
-    }
+    engines_found = tuple(e.name for e in engines.detect() if e.usable)
+    return HostFacts(
+        id=_platform.node() or "unknown-host", hostname=_platform.node(),
+        os=parse_os_release(_read(sys_root / "etc/os-release")) or _platform.system(),
+        kernel=_platform.release(), platform=f"{sys.platform}-{cpu.arch}",
+        cpu=HostCpu(model=records.clean(cpu.model) if cpu.model else None,
+                    vendor=cpu.vendor, arch=cpu.arch, level=cpu.level,
+                    cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
+                    features=tuple(sorted(cpu.features))),
+        memory_bytes=parse_meminfo(_read(sys_root / "proc/meminfo")),
+        gpus=tuple(GpuRecord(vendor=g.vendor, name=records.clean(g.name),
+                             driver=records.clean(g.driver) if g.driver else None,
+                             memory=records.clean(g.memory) if g.memory else None,
+                             source=g.source) for g in gpus),
+        drivers=drivers, vulkan_icds=tuple(vulkan_icds(sys_root)),
+        devices={d: (sys_root / d.lstrip("/")).exists()
+                 for d in ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")},
+        engines=engines_found, python=_platform.python_version())
 
 
 # ---------------------------------------------------------------------------------------
 # Which artifacts fit
 
 
-def artifact_manifest(path: Path) -> dict[str, Any] | None:
-    manifest = read_json(sidecar(path, "manifest"))
-    if manifest is None and path.suffix == ".whl":
-        from buildtool.wheel import WheelError, read_manifest
+def artifact_manifest(path: Path) -> Manifest | None:
+    """The artifact's manifest (beside it, or a wheel's own); None when it has none. A
+    malformed one is a DataError naming it."""
+    side = sidecar(path, "manifest")
+    if side.exists():
+        return records.load(Manifest, side)
+    if path.suffix == ".whl":
+        from buildtool.wheel import read_manifest
 
-        try:
-            manifest = read_manifest(path)
-        except WheelError:
-            return None
-    return manifest
+        return read_manifest(path)
+    return None
 
 
 def wheel_fits(name: str) -> bool:
@@ -134,10 +136,10 @@ def wheel_fits(name: str) -> bool:
     return any(t in tags for t in sys_tags())
 
 
-def unfit(kind: str, name: str, manifest: Mapping[str, Any], host: Mapping[str, Any],
+def unfit(kind: str, name: str, manifest: Manifest, host: HostFacts,
           cpu: CpuInfo) -> str | None:
     """Why an artifact cannot run on this host, or None when it fits."""
-    plat = str(manifest.get("platform") or "")
+    plat = manifest.platform
     os_name, _, arch = plat.partition("-")
     here = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
                                                                         sys.platform)
@@ -145,26 +147,26 @@ def unfit(kind: str, name: str, manifest: Mapping[str, Any], host: Mapping[str, 
         return f"built for {plat}; this host is {here}"
     if arch and normalize_arch(arch) != cpu.arch:
         return f"built for {arch}; this host is {cpu.arch}"
-    missing = cpu.missing(manifest.get("cpu", {}).get("required_features", []))
+    missing = cpu.missing(list(manifest.cpu.required_features))
     if missing:
         return f"needs CPU features this host lacks: {', '.join(missing)}"
-    family = str(manifest.get("family") or "")
-    devices = host.get("devices", {})
-    gpus = host.get("gpus", [])
+    family = manifest.family
+    devices = host.devices
+    gpus = host.gpus
     if family == "cuda" and not (devices.get("/dev/nvidiactl")
-                                 or any(g["vendor"] == "NVIDIA" for g in gpus)):
+                                 or any(g.vendor == "NVIDIA" for g in gpus)):
         return "no NVIDIA GPU"
     if family == "hip" and not devices.get("/dev/kfd"):
         return "no AMD GPU (/dev/kfd)"
-    if family == "sycl" and not any(g["vendor"] == "Intel" for g in gpus):
+    if family == "sycl" and not any(g.vendor == "Intel" for g in gpus):
         return "no Intel GPU"
-    if family == "vulkan" and not host.get("vulkan_icds"):
+    if family == "vulkan" and not host.vulkan_icds:
         return "no Vulkan driver (ICD)"
     if family == "metal" and here != "macos":
         return "Metal needs macOS"
     if kind == "wheel" and not wheel_fits(name):
         return f"wheel tags do not match this Python ({_platform.python_version()})"
-    if kind == "image" and not host.get("engines"):
+    if kind == "image" and not host.engines:
         return "no container engine (docker, podman or buildah)"
     return None
 
@@ -181,78 +183,95 @@ class Settings:
     model: Path | None = None
     threads: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"n_prompt": list(self.n_prompt), "n_gen": list(self.n_gen),
-                "repetitions": self.repetitions,
-                "model": str(self.model) if self.model else "synthetic",
-                "threads": self.threads}
+    def record(self) -> LabSettings:
+        return LabSettings(n_prompt=self.n_prompt, n_gen=self.n_gen,
+                           repetitions=self.repetitions,
+                           model=str(self.model) if self.model else "synthetic",
+                           threads=self.threads)
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def bench_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    from buildtool.smoke import summary
-
-    keep = ("test", "model_type", "backends", "gpu_info", "n_gpu_layers", "n_prompt", "n_gen",
-            "n_threads", "avg_ts", "stddev_ts", "samples_ts")
-    return [{k: r.get(k) for k in keep} for r in summary(list(records))]
+BENCH_FIELDS = ("test", "model_type", "backends", "gpu_info", "n_gpu_layers", "n_prompt",
+                "n_gen", "n_threads", "avg_ts", "stddev_ts", "samples_ts")
 
 
-def run_one(path: Path, manifest: dict[str, Any], host: Mapping[str, Any], cpu: CpuInfo,
-            settings: Settings, engine: Any, note: Note) -> dict[str, Any]:
-    from buildtool import release, smoke
+def bench_rows(tests: Iterable[BenchTest]) -> tuple[BenchTest, ...]:
+    """What the lab keeps of llama-bench's rows (the smoke result keeps more)."""
+    keep = set(BENCH_FIELDS)
+    return tuple(BenchTest(**{f.name: getattr(t, f.name) for f in dataclasses.fields(t)
+                              if f.name in keep}) for t in tests)
+
+
+def error_reason(exc: BuildtoolError) -> str:
+    lines = [ln.strip() for ln in exc.message.splitlines() if ln.strip()]
+    # "llama-bench failed (exit code 3):" + its first line of output
+    return " ".join(lines[:2] if lines and lines[0].endswith(":") else lines[:1]) \
+        or type(exc).__name__
+
+
+def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
+            cpu: CpuInfo, settings: Settings, engine: Any, note: Note) -> LabEntry:
+    from buildtool import smoke
     from buildtool.synthetic import cached_model
-
-    kind = release.kind_of(path) or "?"
-    entry: dict[str, Any] = {
-        "artifact": path.name, "kind": kind, "target": manifest.get("target"),
-        "backend": manifest.get("backend"), "family": manifest.get("family"),
-        "sha256": None, "status": "skipped", "reason": None, "smoke": None, "bench": [],
-        "duration_s": 0.0}
-    why = unfit(kind, path.name, manifest, host, cpu)
-    if why:
-        entry["reason"] = why
-        return entry
-    started = time.monotonic()
     from buildtool.vendor import sha256_file
 
-    entry["sha256"] = sha256_file(path)
+    entry = LabEntry(artifact=path.name, kind=kind, target=manifest.target,
+                     backend=manifest.backend, family=manifest.family,
+                     status=LabStatus.SKIPPED)
+    why = unfit(kind, path.name, manifest, host, cpu)
+    if why:
+        return dataclasses.replace(entry, reason=why)
+    started = time.monotonic()
+    entry = dataclasses.replace(entry, sha256=sha256_file(path))
     try:
         with smoke.opened(path, host=cpu, engine=engine, note=note) as (subject, work):
             result = smoke.smoke_subject(subject, work, path, model=settings.model,
                                          threads=settings.threads)
-            entry["smoke"] = result.to_json()
+            entry = dataclasses.replace(entry, smoke=result)
             model = smoke.stage_model(subject, work, settings.model or cached_model())
-            records, _ = smoke.bench(subject, work, [model],
-                                     n_prompt=",".join(map(str, settings.n_prompt)),
-                                     n_gen=",".join(map(str, settings.n_gen)),
-                                     repetitions=settings.repetitions,
-                                     threads=settings.threads)
-            entry["bench"] = bench_rows(records)
+            tests, _ = smoke.bench(subject, work, [model],
+                                   n_prompt=",".join(map(str, settings.n_prompt)),
+                                   n_gen=",".join(map(str, settings.n_gen)),
+                                   repetitions=settings.repetitions, threads=settings.threads)
+            entry = dataclasses.replace(entry, bench=bench_rows(tests))
         if result.passed:
-            entry["status"] = "pass"
+            entry = dataclasses.replace(entry, status=LabStatus.PASS)
         else:
-            entry["status"] = "fail"
-            entry["reason"] = "; ".join(f"{c.name}: {c.detail}" for c in result.failures())
+            entry = dataclasses.replace(entry, status=LabStatus.FAIL, reason="; ".join(
+                f"{c.name}: {c.detail}" for c in result.failures()))
     except BuildtoolError as exc:
-        entry["status"] = "error"
-        lines = [ln.strip() for ln in exc.message.splitlines() if ln.strip()]
-        # "llama-bench failed (exit code 3):" + its first line of output
-        entry["reason"] = " ".join(lines[:2] if lines and lines[0].endswith(":") else
-                                   lines[:1]) or type(exc).__name__
-        entry["detail"] = str(exc)
+        entry = dataclasses.replace(entry, status=LabStatus.ERROR, reason=error_reason(exc),
+                                    detail=str(exc))
     except Exception as exc:  # one broken artifact must not end the lab run
-        entry["status"] = "error"
-        entry["reason"] = f"{type(exc).__name__}: {exc}"
-    entry["duration_s"] = round(time.monotonic() - started, 1)
-    return entry
+        entry = dataclasses.replace(entry, status=LabStatus.ERROR,
+                                    reason=f"{type(exc).__name__}: {exc}")
+    return dataclasses.replace(entry, duration_s=round(time.monotonic() - started, 1))
+
+
+def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engine: Any,
+            note: Note) -> LabEntry:
+    """One artifact's entry: a missing or malformed manifest is recorded, not raised."""
+    from buildtool import release
+
+    kind = release.kind_of(path)
+    assert kind is not None
+    try:
+        manifest = artifact_manifest(path)
+    except DataError as exc:
+        return LabEntry(artifact=path.name, kind=kind, status=LabStatus.ERROR,
+                        reason=error_reason(exc), detail=str(exc))
+    if manifest is None:
+        return LabEntry(artifact=path.name, kind=kind, status=LabStatus.SKIPPED,
+                        reason="no buildtool manifest")
+    return run_one(path, kind, manifest, host, cpu, settings, engine, note)
 
 
 def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
         engine: str | None = None, note: Note = lambda _: None,
-        host: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        host: HostFacts | None = None) -> LabResults:
     from buildtool import engine as engines
     from buildtool import release
 
@@ -260,39 +279,31 @@ def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
     if not paths:
         raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
                          hint="download a build's artifacts into it first")
-    facts = dict(host or host_facts(cpu))
+    facts = host or host_facts(cpu)
     eng = None
-    if any(p.name.endswith(".oci.tar") for p in paths) and facts.get("engines"):
+    if any(p.name.endswith(".oci.tar") for p in paths) and facts.engines:
         try:
             eng = engines.choose(engine)
         except ToolchainError as exc:
-            facts["engines"] = []
+            facts = dataclasses.replace(facts, engines=())
             note(f"images will be skipped: {exc.message}")
-    doc: dict[str, Any] = {"schema": SCHEMA, "buildtool_version": __version__,
-                           "host": facts, "settings": settings.to_json(),
-                           "started_at": now(), "finished_at": None, "results": []}
+    doc = LabResults(buildtool_version=__version__, host=facts, settings=settings.record(),
+                     started_at=now())
     for i, path in enumerate(paths, 1):
-        manifest = artifact_manifest(path)
         note(f"[{i}/{len(paths)}] {path.name}")
-        entry: dict[str, Any]
-        if manifest is None:
-            entry = {"artifact": path.name, "kind": release.kind_of(path), "target": None,
-                     "status": "skipped", "reason": "no buildtool manifest", "smoke": None,
-                     "bench": [], "duration_s": 0.0}
-        else:
-            entry = run_one(path, manifest, facts, cpu, settings, eng, note)
-        note(f"    {entry['status']}" + (f": {entry['reason']}" if entry.get("reason") else ""))
-        doc["results"].append(entry)
-        write_json(out, doc)
-    doc["finished_at"] = now()
-    write_json(out, doc)
+        entry = examine(path, facts, cpu, settings, eng, note)
+        note(f"    {entry.status.value}" + (f": {entry.reason}" if entry.reason else ""))
+        doc = dataclasses.replace(doc, results=(*doc.results, entry))
+        write_json(out, records.to_json(doc))
+    doc = dataclasses.replace(doc, finished_at=now())
+    write_json(out, records.to_json(doc))
     return doc
 
 
-def counts(doc: Mapping[str, Any]) -> dict[str, int]:
-    out = {"pass": 0, "fail": 0, "error": 0, "skipped": 0}
-    for r in doc["results"]:
-        out[r["status"]] = out.get(r["status"], 0) + 1
+def counts(doc: LabResults) -> dict[str, int]:
+    out = {s.value: 0 for s in LabStatus}
+    for r in doc.results:
+        out[r.status.value] += 1
     return out
 
 
@@ -305,30 +316,20 @@ def sizes(text: str) -> tuple[int, ...]:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         values = ()
-    if not values or min(values) < 1:
-        raise ValueError(f"{text!r} is not a comma-separated list of positive sizes")
+    if not values or min(values) < 1 or max(values) > 1_000_000:
+        raise ValueError(f"{text!r} is not a comma-separated list of sizes from 1 to 1000000")
     return values
 
 
-def load_results(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Read result files; a file that is not one names itself and what is wrong."""
-    from buildtool.errors import ConfigError
-
+def load_results(paths: Iterable[Path]) -> list[LabResults]:
+    """Read result files; a file that is not one names itself and what is wrong (DataError,
+    exit code 13)."""
     docs = []
     for path in paths:
-        try:
-            doc = json.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror}", path=path) from exc
-        except ValueError as exc:
-            raise ConfigError(f"not JSON ({exc})", path=path,
-                              hint="pass files written by `buildtool lab run`") from exc
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            found = doc.get("schema") if isinstance(doc, dict) else None
-            raise ConfigError(f"not a lab result (schema {found!r}, expected {SCHEMA!r})",
-                              path=path,
-                              hint="pass files written by `buildtool lab run`")
-        if not isinstance(doc.get("host"), dict) or not isinstance(doc.get("results"), list):
-            raise ConfigError("a lab result needs 'host' and 'results'", path=path)
-        docs.append(doc)
+        data = inputs.load_json(path, limit=inputs.RECORD_LIMIT, error=DataError).data
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else None
+            raise DataError(f"not a lab result (schema {found!r:.60}, expected {SCHEMA!r})",
+                            path=path, hint="pass files written by `buildtool lab run`")
+        docs.append(records.from_data(LabResults, data, path))
     return docs

@@ -7,15 +7,22 @@ a pass, not as a failure.
 
 The page has no scripts and loads nothing: CSS and the plots (SVG) are inline, so it can be
 attached to a CI run, mailed, or opened from disk.
+
+Every value from a result file is escaped where it is written (HTML: :func:`html.escape`,
+attributes quoted; Markdown: :func:`buildtool.text.md`): a result file cannot inject markup
+or scripts into the page, or break the summary's table.
 """
 
 from __future__ import annotations
 
 import html
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from buildtool.records import HostFacts, LabEntry, LabResults, LabSettings, LabStatus
+from buildtool.text import md, md_code, redact
 
 STATUS_ORDER = {"fail": 0, "error": 1, "pass": 2, "skipped": 3}
 COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#bc4c00", "skipped": "#8c959f",
@@ -25,60 +32,67 @@ HOST_COLORS = ("#0969da", "#8250df", "#bf3989", "#1a7f37", "#9a6700", "#cf222e",
                "#0550ae")
 
 
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    started_at: str
+    finished_at: str | None
+    settings: LabSettings
+    buildtool_version: str
+
+
 @dataclass(kw_only=True)
 class Merged:
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → host facts
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → newest run's meta
-    results: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # id → file →
+    hosts: dict[str, HostFacts] = field(default_factory=dict)  # id → the newest host facts
+    runs: dict[str, Run] = field(default_factory=dict)  # id → the newest run
+    results: dict[str, dict[str, LabEntry]] = field(default_factory=dict)  # id → file → entry
 
     def rows(self) -> list[tuple[str, str]]:
         """(target, kind) pairs seen anywhere, sorted."""
-        return sorted({(str(r.get("target") or "?"), str(r.get("kind") or "?"))
+        return sorted({(r.target or "?", r.kind or "?")
                        for per_host in self.results.values() for r in per_host.values()})
 
-    def cell(self, host: str, target: str, kind: str) -> list[dict[str, Any]]:
+    def cell(self, host: str, target: str, kind: str) -> list[LabEntry]:
         return [r for r in self.results.get(host, {}).values()
-                if str(r.get("target") or "?") == target and str(r.get("kind") or "?") == kind]
+                if (r.target or "?") == target and (r.kind or "?") == kind]
 
 
-def merge(docs: Iterable[Mapping[str, Any]]) -> Merged:
+def merge(docs: Iterable[LabResults]) -> Merged:
     m = Merged()
-    for doc in sorted(docs, key=lambda d: str(d.get("started_at") or "")):
-        host = dict(doc["host"])
-        hid = str(host.get("id") or host.get("hostname") or "unknown-host")
-        m.hosts[hid] = host  # the newest facts
-        m.runs[hid] = {"started_at": doc.get("started_at"), "finished_at": doc.get("finished_at"),
-                       "settings": doc.get("settings"),
-                       "buildtool_version": doc.get("buildtool_version")}
+    for doc in sorted(docs, key=lambda d: d.started_at):
+        hid = doc.host.id or doc.host.hostname or "unknown-host"
+        m.hosts[hid] = doc.host  # the newest facts
+        m.runs[hid] = Run(started_at=doc.started_at, finished_at=doc.finished_at,
+                          settings=doc.settings, buildtool_version=doc.buildtool_version)
         per_host = m.results.setdefault(hid, {})
-        for r in doc["results"]:
-            per_host[str(r.get("artifact"))] = dict(r)
+        for r in doc.results:
+            per_host[r.artifact] = r
     return m
 
 
-def cell_status(entries: list[dict[str, Any]]) -> str:
+def cell_status(entries: list[LabEntry]) -> str:
     """One word for a grid cell: the worst of its entries that ran, else skipped/missing."""
     if not entries:
         return "missing"
-    return min((str(e.get("status")) for e in entries), key=lambda s: STATUS_ORDER.get(s, 9))
+    return min((e.status.value for e in entries), key=lambda s: STATUS_ORDER.get(s, 9))
 
 
-def tally(entries: list[dict[str, Any]]) -> str:
+def tally(entries: list[LabEntry]) -> str:
     """``2 artifacts: 1 pass, 1 error``."""
     counts: dict[str, int] = defaultdict(int)
     for e in entries:
-        counts[str(e.get("status"))] += 1
+        counts[e.status.value] += 1
     return f"{len(entries)} artifacts: " + ", ".join(
         f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: STATUS_ORDER.get(x[0], 9)))
 
 
-def cell_figures(entries: Iterable[Mapping[str, Any]]) -> tuple[float | None, float | None, str]:
+def cell_figures(entries: Iterable[LabEntry]) -> tuple[float | None, float | None, str]:
     """The fastest prompt and generation tokens/s of a cell's benchmarks, and the device."""
     from buildtool.release import best_speeds
 
-    top = best_speeds({"tests": [b for e in entries for b in e.get("bench") or []]})
-    pp, tg = (float(top[k]["avg_ts"] or 0) if top[k] else None for k in ("pp", "tg"))
-    return pp, tg, str(top["device"])
+    top = best_speeds(b for e in entries for b in e.bench)
+    pp = (top.pp.avg_ts or 0.0) if top.pp else None
+    tg = (top.tg.avg_ts or 0.0) if top.tg else None
+    return pp, tg, top.device
 
 
 def _fmt(v: float | None) -> str:
@@ -86,7 +100,8 @@ def _fmt(v: float | None) -> str:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text if text is not None else ""))
+    """HTML text or a quoted attribute value."""
+    return html.escape(redact(str(text if text is not None else "")), quote=True)
 
 
 
@@ -132,15 +147,14 @@ def target_charts(m: Merged, target: str) -> str:
     for prefix, what in (("pp", "prompt processing"), ("tg", "generation")):
         bars = []
         for h in hosts:
-            for r in sorted(m.results[h].values(), key=lambda r: str(r.get("artifact"))):
-                if str(r.get("target") or "?") != target:
+            for r in sorted(m.results[h].values(), key=lambda r: r.artifact):
+                if (r.target or "?") != target:
                     continue
-                for b in r.get("bench") or []:
-                    if str(b.get("test", "")).startswith(prefix) and b.get("avg_ts"):
-                        model = str(b.get("model_type") or "").split()[-1:] or [""]
-                        bars.append((f"{h} · {r.get('kind')} · {b['test']} {model[0]}",
-                                     float(b["avg_ts"]), float(b.get("stddev_ts") or 0),
-                                     colour[h]))
+                for b in r.bench:
+                    if b.test.startswith(prefix) and b.avg_ts:
+                        model = (b.model_type or "").split()[-1:] or [""]
+                        bars.append((f"{h} · {r.kind} · {b.test} {model[0]}",
+                                     b.avg_ts, b.stddev_ts or 0.0, colour[h]))
         if bars:
             out.append(bar_chart(f"{target}: {what} (tokens/s, mean ± sd)", bars))
     return "".join(out)
@@ -171,7 +185,7 @@ def render_html(m: Merged) -> str:
     total = dict.fromkeys(STATUS_ORDER, 0)
     for per_host in m.results.values():
         for r in per_host.values():
-            total[str(r.get("status"))] = total.get(str(r.get("status")), 0) + 1
+            total[r.status.value] += 1
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            "<title>buildtool lab report</title>", f"<style>{CSS}</style></head><body>",
@@ -190,30 +204,30 @@ def render_html(m: Merged) -> str:
         for h in hosts:
             entries = m.cell(h, target, kind)
             status = cell_status(entries)
-            tip = "; ".join(f"{e.get('artifact')}: {e.get('status')}"
-                            + (f" ({e.get('reason')})" if e.get("reason") else "")
+            tip = "; ".join(f"{e.artifact}: {e.status.value}"
+                            + (f" ({e.reason})" if e.reason else "")
                             for e in entries) or "no result from this host"
             figures = ""
             if status in ("pass", "fail"):
                 pp, tg, device = cell_figures(entries)
                 figures = (f"<small>pp {_fmt(pp)} · tg {_fmt(tg)} t/s</small>"
                            f"<small>{_e(device)}</small>")
-            elif entries and entries[0].get("reason"):
-                figures = f"<small>{_e(str(entries[0]['reason'])[:60])}</small>"
+            elif entries and entries[0].reason:
+                figures = f"<small>{_e(entries[0].reason[:60])}</small>"
             if len(entries) > 1:  # e.g. two CPU variants of one target: the worst shows
                 figures = f"<small>{_e(tally(entries))}</small>" + figures
-            cells.append(f'<td class="cell {status}" data-host="{_e(h)}" '
-                         f'data-target="{_e(target)}" data-status="{status}" '
-                         f'title="{_e(tip)}">{status}{figures}</td>')
+            cells.append(f'<td class="cell {_e(status)}" data-host="{_e(h)}" '
+                         f'data-target="{_e(target)}" data-status="{_e(status)}" '
+                         f'title="{_e(tip)}">{_e(status)}{figures}</td>')
         out.append(f"<tr><th>{_e(target)}</th><td>{_e(kind)}</td>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
     problems = [(h, r) for h in hosts for r in m.results[h].values()
-                if r.get("status") in ("fail", "error")]
+                if r.status in (LabStatus.FAIL, LabStatus.ERROR)]
     if problems:
         out.append('<h2 id="failures">Failures</h2><table><thead><tr><th>host</th>'
                    "<th>artifact</th><th>status</th><th>reason</th></tr></thead><tbody>")
-        out.extend(f"<tr><td>{_e(h)}</td><td><code>{_e(r.get('artifact'))}</code></td>"
-                   f"<td>{_e(r.get('status'))}</td><td>{_e(r.get('reason'))}</td></tr>"
+        out.extend(f"<tr><td>{_e(h)}</td><td><code>{_e(r.artifact)}</code></td>"
+                   f"<td>{_e(r.status.value)}</td><td>{_e(r.reason)}</td></tr>"
                    for h, r in problems)
         out.append("</tbody></table>")
     out.append('<h2 id="speed">Tokens per second</h2>')
@@ -227,32 +241,32 @@ def render_html(m: Merged) -> str:
                "<th>engines</th><th>run</th></tr></thead><tbody>")
     for h in hosts:
         f = m.hosts[h]
-        cpu = f.get("cpu") or {}
-        mem = f.get("memory_bytes")
-        gpus = "<br>".join(f"{_e(g.get('name'))}" + (f" ({_e(g.get('driver'))})"
-                                                     if g.get("driver") else "")
-                           for g in f.get("gpus") or []) or "none"
+        cpu = f.cpu
+        mem = f.memory_bytes
+        gpus = "<br>".join(_e(g.name) + (f" ({_e(g.driver)})" if g.driver else "")
+                           for g in f.gpus) or "none"
         run = m.runs[h]
-        settings = run.get("settings") or {}
+        settings = run.settings
         out.append(
-            f"<tr><td>{_e(h)}</td><td>{_e(f.get('os'))}<br>{_e(f.get('kernel'))}</td>"
-            f"<td>{_e(cpu.get('model'))}<br>{_e(cpu.get('arch'))} {_e(cpu.get('level') or '')}, "
-            f"{_e(cpu.get('cores'))} cores<details><summary>features</summary><code>"
-            f"{_e(' '.join(cpu.get('ggml_features') or []))}</code></details></td>"
-            f"<td>{'' if not mem else f'{int(mem) / 2**30:.1f} GiB'}</td><td>{gpus}</td>"
-            f"<td>{_e(', '.join(f.get('vulkan_icds') or []) or 'none')}</td>"
-            f"<td>{_e(', '.join(f.get('engines') or []) or 'none')}</td>"
-            f"<td>{_e(run.get('started_at'))}<br>pp {_e(settings.get('n_prompt'))}, tg "
-            f"{_e(settings.get('n_gen'))}, x{_e(settings.get('repetitions'))}, model "
-            f"{_e(settings.get('model'))}</td></tr>")
+            f"<tr><td>{_e(h)}</td><td>{_e(f.os)}<br>{_e(f.kernel)}</td>"
+            f"<td>{_e(cpu.model)}<br>{_e(cpu.arch)} {_e(cpu.level or '')}, "
+            f"{_e(cpu.cores)} cores<details><summary>features</summary><code>"
+            f"{_e(' '.join(cpu.ggml_features))}</code></details></td>"
+            f"<td>{'' if not mem else f'{mem / 2**30:.1f} GiB'}</td><td>{gpus}</td>"
+            f"<td>{_e(', '.join(f.vulkan_icds) or 'none')}</td>"
+            f"<td>{_e(', '.join(f.engines) or 'none')}</td>"
+            f"<td>{_e(run.started_at)}<br>pp {_e(list(settings.n_prompt))}, tg "
+            f"{_e(list(settings.n_gen))}, x{_e(settings.repetitions)}, model "
+            f"{_e(settings.model)}</td></tr>")
     out.append("</tbody></table></body></html>")
     return "\n".join(out) + "\n"
 
 
 def render_markdown(m: Merged) -> str:
+    """A summary for a CI job summary; every value from a result file is escaped."""
     hosts = sorted(m.results)
     lines = ["## buildtool lab report", "",
-             "| target | kind | " + " | ".join(hosts) + " |",
+             "| target | kind | " + " | ".join(md(h) for h in hosts) + " |",
              "|---|---|" + "---|" * len(hosts)]
     for target, kind in m.rows():
         cells = []
@@ -264,23 +278,23 @@ def render_markdown(m: Merged) -> str:
                 pp, tg, _ = cell_figures(entries)
                 text += f" (pp {_fmt(pp)} / tg {_fmt(tg)} t/s)"
             if len(entries) > 1:
-                text += f" [{tally(entries)}]"
+                text += f" \\[{tally(entries)}\\]"
             cells.append(text)
-        lines.append(f"| {target} | {kind} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(target)} | {md(kind)} | " + " | ".join(cells) + " |")
     problems = [(h, r) for h in hosts for r in m.results[h].values()
-                if r.get("status") in ("fail", "error")]
+                if r.status in (LabStatus.FAIL, LabStatus.ERROR)]
     if problems:
         lines += ["", "### Failures", ""]
-        lines.extend(f"- **{h}** `{r.get('artifact')}`: {r.get('status')} — "
-                     f"{str(r.get('reason') or '').replace(chr(10), ' ')}" for h, r in problems)
+        lines.extend(f"- **{md(h)}** {md_code(r.artifact)}: {r.status.value} — "
+                     f"{md(r.reason or '')}" for h, r in problems)
     lines += ["", "### Hosts", ""]
     for h in hosts:
         f = m.hosts[h]
-        cpu = f.get("cpu") or {}
-        gpus = ", ".join(f"{g.get('name')}" + (f" ({g.get('driver')})" if g.get("driver")
-                                               else "") for g in f.get("gpus") or []) or "none"
-        lines.append(f"- **{h}**: {f.get('os')}, {cpu.get('model')} ({cpu.get('level') or '?'},"
-                     f" {cpu.get('cores')} cores); GPUs: {gpus}")
+        cpu = f.cpu
+        gpus = ", ".join(md(g.name) + (f" ({md(g.driver)})" if g.driver else "")
+                         for g in f.gpus) or "none"
+        lines.append(f"- **{md(h)}**: {md(f.os)}, {md(cpu.model)} ({md(cpu.level or '?')},"
+                     f" {cpu.cores} cores); GPUs: {gpus}")
     return "\n".join(lines) + "\n"
 
 

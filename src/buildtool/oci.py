@@ -7,22 +7,69 @@ directory holds (for the ISA audit of the shipped binaries).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
-import json
 import posixpath
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from buildtool.errors import BuildtoolError, ExitCode
+from buildtool import records
+from buildtool.errors import DataError
+from buildtool.records import ImageRecord
+from buildtool.schema import Match, Range
+
+R = TypeVar("R")
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
 
-class OciError(BuildtoolError):
-    exit_code = ExitCode.BUILD
+class OciError(DataError):
+    """An OCI archive that cannot be read (exit code 13: damaged data)."""
+
+
+Digest = Annotated[str, Match(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}",
+                              "a digest such as sha256:<64 hex digits>")]
+JSON_LIMIT = 16 << 20  # index, manifests and configs are a few KiB
+
+
+@dataclass(frozen=True, kw_only=True)
+class Descriptor:
+    media_type: str = field(default="", metadata={"key": "mediaType"})
+    digest: Digest
+    size: Annotated[int, Range(minimum=0)] = 0
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Index:
+    """index.json, or a nested index (docker save, multi-platform)."""
+
+    manifests: tuple[Descriptor, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageManifest:
+    config: Descriptor
+    layers: tuple[Descriptor, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerConfig:
+    labels: dict[str, str] | None = field(default=None, metadata={"key": "Labels"})
+    entrypoint: tuple[str, ...] | None = field(default=None, metadata={"key": "Entrypoint"})
+    user: str | None = field(default=None, metadata={"key": "User"})
+    exposed_ports: dict[str, Any] | None = field(default=None,
+                                                 metadata={"key": "ExposedPorts"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageConfig:
+    architecture: str = ""
+    os: str = ""
+    config: ContainerConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +77,7 @@ class ImageInfo:
     ref: str | None
     manifest_digest: str
     config_digest: str  # the image ID podman, buildah and docker show
-    config: dict[str, Any]  # the image config's "config" (Labels, Entrypoint, User, ...)
+    config: ContainerConfig  # the image config's "config" (Labels, Entrypoint, User, ...)
     architecture: str
     os: str
     layers: tuple[tuple[str, str], ...]  # (media type, digest), base first
@@ -38,69 +85,90 @@ class ImageInfo:
 
     @property
     def labels(self) -> dict[str, str]:
-        return dict(self.config.get("Labels") or {})
+        return dict(self.config.labels or {})
 
     def to_json(self) -> dict[str, Any]:
         return {"ref": self.ref, "manifest_digest": self.manifest_digest,
                 "id": self.config_digest, "architecture": self.architecture, "os": self.os,
                 "layers": len(self.layers), "size": self.size, "labels": self.labels,
-                "entrypoint": self.config.get("Entrypoint"), "user": self.config.get("User"),
-                "exposed_ports": sorted(self.config.get("ExposedPorts") or {})}
+                "entrypoint": list(self.config.entrypoint) if self.config.entrypoint
+                is not None else None, "user": self.config.user,
+                "exposed_ports": sorted(self.config.exposed_ports or {})}
+
+    def merged_into(self, image: ImageRecord | None) -> ImageRecord:
+        """A manifest's image section with what this archive says of itself."""
+        base = image or ImageRecord()
+        return dataclasses.replace(
+            base, ref=self.ref, manifest_digest=self.manifest_digest, id=self.config_digest,
+            architecture=self.architecture, os=self.os, layers=len(self.layers),
+            size=self.size, labels=self.labels,
+            entrypoint=self.config.entrypoint, user=self.config.user,
+            exposed_ports=tuple(sorted(self.config.exposed_ports or {})))
 
 
-def _blob(tf: tarfile.TarFile, digest: str) -> bytes:
-    algo, _, hexdigest = digest.partition(":")
-    for name in (f"blobs/{algo}/{hexdigest}", f"./blobs/{algo}/{hexdigest}"):
-        try:
-            member = tf.getmember(name)
-        except KeyError:
-            continue
-        handle = tf.extractfile(member)
-        if handle is not None:
-            return handle.read()
-    raise OciError(f"blob {digest} is missing from the archive")
-
-
-def _json(tf: tarfile.TarFile, name: str) -> Any:
+def _member(tf: tarfile.TarFile, name: str) -> tarfile.TarInfo | None:
     for candidate in (name, f"./{name}"):
         try:
-            handle = tf.extractfile(candidate)
+            return tf.getmember(candidate)
         except KeyError:
             continue
-        if handle is not None:
-            return json.loads(handle.read())
-    raise OciError(f"no {name}: not an OCI image layout")
+    return None
 
 
-def _manifest(tf: tarfile.TarFile) -> tuple[dict[str, Any], str, str | None]:
-    index = _json(tf, "index.json")
-    entries = index.get("manifests") or []
-    if not entries:
+def _read(tf: tarfile.TarFile, name: str, what: str, limit: int | None) -> bytes:
+    member = _member(tf, name)
+    handle = tf.extractfile(member) if member is not None and member.isfile() else None
+    if member is None or handle is None:
+        raise OciError(f"{what} is missing from the archive")
+    if limit is not None and member.size > limit:
+        raise OciError(f"{what} is too large ({member.size} bytes)")
+    return handle.read()
+
+
+def _blob(tf: tarfile.TarFile, digest: str, limit: int | None = None) -> bytes:
+    algo, _, hexdigest = digest.partition(":")
+    return _read(tf, f"blobs/{algo}/{hexdigest}", f"blob {digest}", limit)
+
+
+def _record(tp: type[R], raw: bytes, where: str) -> R:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OciError(f"{where}: not UTF-8") from None
+    return records.from_text(tp, text, where, error=OciError)
+
+
+def _manifest(tf: tarfile.TarFile) -> tuple[ImageManifest, str, str | None]:
+    index = _record(Index, _read(tf, "index.json", "index.json (not an OCI image layout)",
+                                 JSON_LIMIT), "index.json")
+    if not index.manifests:
         raise OciError("index.json lists no image")
-    entry = entries[0]
-    data = json.loads(_blob(tf, entry["digest"]))
-    if "manifests" in data:  # a nested index (docker save, multi-platform): take the first
-        entry = data["manifests"][0]
-        data = json.loads(_blob(tf, entry["digest"]))
-    ref = (entries[0].get("annotations") or {}).get(REF_NAME) or \
-        (entry.get("annotations") or {}).get(REF_NAME)
-    return data, entry["digest"], ref
+    entry = index.manifests[0]
+    raw = _blob(tf, entry.digest, JSON_LIMIT)
+    nested = _record(Index, raw, f"blob {entry.digest}")
+    if nested.manifests:  # a nested index (docker save, multi-platform): take the first
+        entry = nested.manifests[0]
+        raw = _blob(tf, entry.digest, JSON_LIMIT)
+    manifest = _record(ImageManifest, raw, f"manifest {entry.digest}")
+    ref = index.manifests[0].annotations.get(REF_NAME) or entry.annotations.get(REF_NAME)
+    return manifest, entry.digest, ref
 
 
 def inspect(archive: Path) -> ImageInfo:
     try:
         with tarfile.open(archive) as tf:
             manifest, digest, ref = _manifest(tf)
-            config = json.loads(_blob(tf, manifest["config"]["digest"]))
-    except (OSError, tarfile.TarError, ValueError, KeyError) as exc:
-        raise OciError(f"{archive} is not a readable OCI archive: {exc}") from exc
-    layers = tuple((layer["mediaType"], layer["digest"]) for layer in manifest["layers"])
-    size = sum(int(x.get("size", 0)) for x in manifest["layers"]) + \
-        int(manifest["config"].get("size", 0))
-    return ImageInfo(ref=ref, manifest_digest=digest, config_digest=manifest["config"]["digest"],
-                     config=config.get("config") or {},
-                     architecture=config.get("architecture", ""), os=config.get("os", ""),
-                     layers=layers, size=size)
+            config = _record(ImageConfig, _blob(tf, manifest.config.digest, JSON_LIMIT),
+                             f"config {manifest.config.digest}")
+    except OciError as exc:
+        raise OciError(f"{archive} is not a readable OCI archive: {exc.message}") from None
+    except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+        raise OciError(f"{archive} is not a readable OCI archive: {exc}") from None
+    layers = tuple((layer.media_type, layer.digest) for layer in manifest.layers)
+    size = sum(x.size for x in manifest.layers) + manifest.config.size
+    return ImageInfo(ref=ref, manifest_digest=digest, config_digest=manifest.config.digest,
+                     config=config.config or ContainerConfig(),
+                     architecture=config.architecture, os=config.os, layers=layers, size=size)
 
 
 def _layer_tar(blob: bytes, media_type: str) -> tarfile.TarFile:
@@ -120,8 +188,8 @@ def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
     try:
         with tarfile.open(archive) as tf:
             manifest, _, _ = _manifest(tf)
-            for layer in manifest["layers"]:
-                with _layer_tar(_blob(tf, layer["digest"]), layer["mediaType"]) as lt:
+            for layer in manifest.layers:
+                with _layer_tar(_blob(tf, layer.digest), layer.media_type) as lt:
                     for member in lt.getmembers():
                         path = PurePosixPath(posixpath.normpath(member.name.lstrip("./") or "."))
                         if prefix not in (path, *path.parents):
@@ -138,7 +206,7 @@ def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
                             handle = lt.extractfile(member)
                             files[rel] = handle.read() if handle else b""
                             modes[rel] = member.mode
-    except (OSError, tarfile.TarError, ValueError, KeyError) as exc:
+    except (OSError, tarfile.TarError, EOFError, ValueError, KeyError) as exc:
         raise OciError(f"cannot read {archive}: {exc}") from exc
     out = []
     for rel, data in sorted(files.items()):

@@ -17,22 +17,29 @@ names and renamed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform as _platform
+import re
 import shutil
 import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from buildtool import __version__
-from buildtool.errors import BuildtoolError, ExitCode
+from buildtool import __version__, inputs, records
+from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
+from buildtool.model import FileName
 from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.plan import BuildPlan
+from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
+from buildtool.schema import Match
 from buildtool.vendor import Lock, Materialized, sha256_file
 
 MANIFEST_SCHEMA = 1
@@ -77,13 +84,51 @@ def atomic_path(final: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+OWNER_MARKER = ".buildtool-owner"
+
+
+def check_owned(final: Path, owner: str) -> None:
+    """A directory buildtool is about to replace as a whole must be one it wrote for the same
+    purpose (its :data:`OWNER_MARKER` says ``owner``), or empty, or absent: a user's
+    ``--out ~/Documents`` is refused, not deleted."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise UsageError(f"{final} exists and is not a directory; refusing to replace it",
+                         hint="choose another output directory")
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    marker = final / OWNER_MARKER
+    try:
+        found = marker.read_text().strip() if marker.is_file() else None
+    except OSError:
+        found = None
+    if found != owner:
+        what = f"a {found} directory" if found else "not a directory buildtool wrote"
+        raise UsageError(f"{final} exists and is {what}; refusing to replace it (it would "
+                         f"be deleted as a whole)",
+                         hint="choose another output directory, or empty it yourself")
+
+
+def fresh_dir(dest: Path, owner: str) -> Path:
+    """An empty directory ``dest`` for ``owner`` (replacing only one that buildtool wrote
+    for the same purpose), with its ownership marker."""
+    check_owned(dest, owner)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    (dest / OWNER_MARKER).write_text(owner + "\n")
+    return dest
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, *, owner: str) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` as a
-    whole (files 0644, directories 0755), so a reader never sees half of it."""
+    whole (files 0644, directories 0755), so a reader never sees half of it. Only a
+    directory buildtool wrote for ``owner`` is ever replaced (see :func:`check_owned`)."""
+    check_owned(final, owner)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
+        (tmp / OWNER_MARKER).write_text(owner + "\n")
         yield tmp
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -105,45 +150,44 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
-                   files: dict[str, str], audit: dict[str, Any] | None = None) -> dict[str, Any]:
+                   files: dict[str, str], audit: AuditRecord | None = None) -> Manifest:
     rt = plan.target
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "artifact": plan.artifact_name,
-        "kind": "tarball",
-        "target": rt.name,
-        "description": rt.description,
-        "recipe": rt.recipe_name,
-        "family": rt.family,
-        "backend": rt.backend,
-        "gpu": rt.recipe.gpu,
-        "platform": rt.platform,
-        "llama_cpp": {
-            "repository": lock.repository, "commit": lock.commit, "version": lock.version,
-            "source": source.source, "source_sha256": source.archive_sha256,
-            "tree_sha256": source.tree_sha256,
-        },
-        "cpu": {"policy": rt.cpu_policy, "level": rt.cpu_level,
-                "required_features": list(rt.cpu_features),
-                "avoided_features": sorted({f for a in rt.avoided for f in a.features}),
-                "dropped_variants": list(rt.dropped_variants)},
-        "toolkit": rt.toolkit,
-        "gpu_archs": list(rt.gpu_archs),
-        "cmake_defines": dict(rt.defines),
-        "build_targets": list(rt.build_targets),
-        "smoke_env": dict(rt.recipe.smoke_env),
-        "toolchain": plan.toolchain,
-        "files": files,
-        "isa_audit": audit,
-        "buildtool_version": __version__,
-        "build_key": plan.key,
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "build_host": {"platform": rt.host_platform, "machine": _platform.node()},
-    }
+    return Manifest(
+        artifact=plan.artifact_name, kind="tarball", target=rt.name,
+        description=rt.description, recipe=rt.recipe_name, family=rt.family,
+        backend=rt.backend, gpu=rt.recipe.gpu, platform=rt.platform,  # type: ignore[arg-type]
+        llama_cpp=SourceRecord(repository=lock.repository, commit=lock.commit,
+                               version=lock.version, source=source.source,
+                               source_sha256=source.archive_sha256,
+                               tree_sha256=source.tree_sha256),
+        cpu=CpuClaim(policy=rt.cpu_policy, level=rt.cpu_level,
+                     required_features=rt.cpu_features,
+                     avoided_features=tuple(sorted({f for a in rt.avoided
+                                                    for f in a.features})),
+                     dropped_variants=rt.dropped_variants),
+        toolkit=rt.toolkit, gpu_archs=rt.gpu_archs, cmake_defines=dict(rt.defines),
+        build_targets=rt.build_targets, smoke_env=dict(rt.recipe.smoke_env),
+        toolchain={name: Tool(path=t["path"], version=t["version"])
+                   for name, t in plan.toolchain.items()},
+        files=files, isa_audit=audit, buildtool_version=__version__, build_key=plan.key,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_host=BuildHost(platform=rt.host_platform, machine=_platform.node(),
+                             builder=builder_uri()))
+
+
+def builder_uri(env: Mapping[str, str] | None = None) -> str:
+    """A URI for the build platform: GitHub's runner URIs in GitHub Actions (as GitHub's own
+    build provenance names them), else this host."""
+    env = os.environ if env is None else env
+    if env.get("GITHUB_ACTIONS") == "true":
+        kind = "self-hosted" if env.get("RUNNER_ENVIRONMENT") == "self-hosted" \
+            else "github-hosted"
+        return f"https://github.com/actions/runner/{kind}"
+    return "urn:buildtool:host:" + quote(_platform.node() or "unknown", safe="")
 
 
 def package(plan: BuildPlan, lock: Lock, source: Materialized,
-            audit: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+            audit: AuditRecord | None = None) -> tuple[Path, Manifest]:
     """Stage, checksum and tar the artifact; return its path and manifest."""
     name = plan.artifact_name
     plan.dist_dir.mkdir(parents=True, exist_ok=True)
@@ -169,13 +213,14 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized,
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)
         manifest = build_manifest(plan, lock, source, files, audit)
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (stage / "manifest.json").write_text(json.dumps(records.to_json(manifest), indent=2)
+                                             + "\n")
         final = plan.artifact_path
         with atomic_path(final) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tf:
             tf.add(stage, arcname=name, filter=_normalize)
         digest = sha256_file(final)
-        outer = {**manifest, "artifact_file": final.name, "artifact_sha256": digest}
-        write_json(sidecar(final, "manifest"), outer)
+        outer = dataclasses.replace(manifest, artifact_file=final.name, artifact_sha256=digest)
+        write_json(sidecar(final, "manifest"), records.to_json(outer))
         update_sums(plan.dist_dir, final.name, digest)
         return final, outer
     finally:
@@ -190,15 +235,6 @@ def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object written by :func:`write_json`, or None if missing or unreadable."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def sidecar(artifact: Path, kind: str) -> Path:
     """``<name>.<kind>.json`` beside an artifact. An image keeps its ``.oci``
     (``X.oci.manifest.json``): the tarball and the image of one build share their name."""
@@ -206,15 +242,26 @@ def sidecar(artifact: Path, kind: str) -> Path:
     return artifact.with_name(f"{base}.{kind}.json")
 
 
+_SUMS_LINE = re.compile(r"([0-9a-f]{64}) [ *]([A-Za-z0-9_+-][A-Za-z0-9_.+-]*)")
+
+
 def read_sums(directory: Path) -> dict[str, str]:
-    """``directory/SHA256SUMS`` as name → sha256 (empty when there is none)."""
+    """``directory/SHA256SUMS`` as name → sha256 (empty when there is none). A line that is
+    not ``<sha256>  <file name>`` is a DataError naming the line."""
     path = directory / "SHA256SUMS"
     entries: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            digest, _, name = line.partition("  ")
-            if name:
-                entries[name.lstrip("*")] = digest.strip()
+    if not path.exists():
+        return entries
+    text = inputs.read_text(path, limit=inputs.RECORD_LIMIT, error=DataError)
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _SUMS_LINE.fullmatch(line.strip())
+        if m is None:
+            raise DataError("not a '<sha256>  <file name>' line", path=path, line=number,
+                            hint="SHA256SUMS lists the files of its own directory as "
+                                 "`sha256sum` writes them")
+        entries[m.group(2)] = m.group(1)
     return entries
 
 
@@ -234,16 +281,30 @@ def index_path(dist: Path, key: str) -> Path:
     return dist / ".buildtool" / "index" / f"{key}.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class IndexEntry:
+    """dist/.buildtool/index/<key>.json: the artifact built from the inputs of that key."""
+
+    artifact: FileName
+    sha256: Annotated[str, Match(r"[0-9a-f]{64}", "a sha256")]
+
+
 def record(dist: Path, key: str, artifact: Path, digest: str) -> None:
-    write_json(index_path(dist, key), {"artifact": artifact.name, "sha256": digest})
+    write_json(index_path(dist, key), records.to_json(IndexEntry(artifact=artifact.name,
+                                                                  sha256=digest)))
 
 
 def lookup(dist: Path, key: str) -> Path | None:
-    """A finished artifact built from exactly these inputs, if it is still intact."""
-    entry = read_json(index_path(dist, key))
-    if entry is None:
+    """A finished artifact built from exactly these inputs, if it is still intact (an entry
+    that cannot be read means: build it again)."""
+    path = index_path(dist, key)
+    if not path.exists():
         return None
-    artifact = dist / str(entry.get("artifact", ""))
-    if not artifact.is_file() or sha256_file(artifact) != entry.get("sha256"):
+    try:
+        entry = records.load(IndexEntry, path)
+    except DataError:
+        return None
+    artifact = dist / entry.artifact
+    if not artifact.is_file() or sha256_file(artifact) != entry.sha256:
         return None
     return artifact

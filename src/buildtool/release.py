@@ -6,12 +6,14 @@
 =====================  ============================================================
 reason                 what failed
 =====================  ============================================================
-``manifest-missing``   no ``<artifact>.manifest.json`` beside it (or unreadable)
+``manifest-missing``   no ``<artifact>.manifest.json`` beside it
+``manifest-invalid``   the manifest beside it cannot be read or has the wrong shape
 ``manifest-mismatch``  the manifest describes another file
 ``checksum-mismatch``  the file's sha256 differs from its manifest or SHA256SUMS, or
                        a file inside it (tarball files, wheel RECORD, OCI blobs)
                        differs from what its manifest/index records
 ``smoke-missing``      no smoke result recorded
+``smoke-invalid``      the smoke result beside it cannot be read or has the wrong shape
 ``smoke-failed``       the recorded smoke verdict is not "pass"
 ``smoke-stale``        the smoke result is for another file (its sha256) or target
 ``smoke-waived``       a check was waived (``--allow-cpu-fallback``)
@@ -43,14 +45,32 @@ import uuid
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from buildtool import __version__
-from buildtool.errors import BuildtoolError, ExitCode, UsageError
-from buildtool.package import atomic_dir, format_sums, read_json, read_sums, sidecar
+from buildtool import __version__, records
+from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
+from buildtool.model import ArtifactKind
+from buildtool.package import atomic_dir, format_sums, read_sums, sidecar
+from buildtool.paths import source_date_epoch
+from buildtool.records import (
+    BenchTest,
+    Manifest,
+    ProblemRecord,
+    ReleaseArtifact,
+    ReleaseException,
+    ReleaseRecord,
+    ReleaseSmoke,
+    SmokeRecord,
+    SourceRecord,
+    Speed,
+)
+from buildtool.text import md, md_code, md_url
 from buildtool.vendor import sha256_file
+
+R = TypeVar("R")
 
 RELEASE_RECORD = "release.json"
 PROVENANCE = "provenance.intoto.jsonl"
@@ -62,8 +82,9 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/buildtool/buildtool/blob/main/README.md#build-v1"
 # llama-bench's gpu_info for devices that are CPUs under a GPU API
 SOFTWARE_DEVICES = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
-REASONS = ("manifest-missing", "manifest-mismatch", "checksum-mismatch", "smoke-missing",
-           "smoke-failed", "smoke-stale", "smoke-waived", "gpu-not-proven", "mixed-source")
+REASONS = ("manifest-missing", "manifest-invalid", "manifest-mismatch", "checksum-mismatch",
+           "smoke-missing", "smoke-invalid", "smoke-failed", "smoke-stale", "smoke-waived",
+           "gpu-not-proven", "mixed-source")
 
 
 class ReleaseRefused(BuildtoolError):
@@ -87,11 +108,12 @@ class Problem:
 @dataclass(frozen=True, kw_only=True)
 class Artifact:
     path: Path
-    kind: str
+    kind: ArtifactKind
     sha256: str
     size: int
-    manifest: dict[str, Any] | None
-    smoke: dict[str, Any] | None
+    manifest: Manifest | None
+    smoke: SmokeRecord | None
+    unreadable: dict[str, str] = field(default_factory=dict)  # sidecar kind → why
 
     @property
     def name(self) -> str:
@@ -99,7 +121,7 @@ class Artifact:
 
     @property
     def target(self) -> str:
-        return str((self.manifest or {}).get("target") or "?")
+        return self.manifest.target if self.manifest else "?"
 
     def sidecars(self) -> list[Path]:
         return [p for p in (sidecar(self.path, "manifest"), sidecar(self.path, "smoke"))
@@ -117,13 +139,15 @@ class Verification:
         return [p for p in self.problems if p.artifact not in self.allowed]
 
     @property
-    def exceptions(self) -> list[dict[str, Any]]:
-        return [{"artifact": name, "reason": why,
-                 "problems": [p.to_json() for p in self.problems if p.artifact == name]}
-                for name, why in sorted(self.allowed.items())]
+    def exceptions(self) -> tuple[ReleaseException, ...]:
+        return tuple(ReleaseException(
+            artifact=name, reason=why,
+            problems=tuple(ProblemRecord(artifact=p.artifact, reason=p.reason, detail=p.detail)
+                           for p in self.problems if p.artifact == name))
+            for name, why in sorted(self.allowed.items()))
 
 
-def kind_of(path: Path) -> str | None:
+def kind_of(path: Path) -> ArtifactKind | None:
     name = path.name
     if name.endswith(".oci.tar"):
         return "image"
@@ -149,15 +173,27 @@ def find(directory: Path) -> list[Path]:
     return found
 
 
+def _sidecar(path: Path, which: str, tp: type[R], unreadable: dict[str, str]) -> R | None:
+    side = sidecar(path, which)
+    if not side.exists():
+        return None
+    try:
+        return records.load(tp, side)
+    except DataError as exc:
+        unreadable[which] = exc.message
+        return None
+
+
 def load(path: Path) -> Artifact:
     kind = kind_of(path)
     assert kind is not None
-    smoke = read_json(sidecar(path, "smoke"))
-    manifest = read_json(sidecar(path, "manifest"))
-    if smoke is None and manifest is not None and isinstance(manifest.get("smoke"), dict):
-        smoke = manifest["smoke"]
+    unreadable: dict[str, str] = {}
+    manifest = _sidecar(path, "manifest", Manifest, unreadable)
+    smoke = _sidecar(path, "smoke", SmokeRecord, unreadable)
+    if smoke is None and "smoke" not in unreadable and manifest is not None:
+        smoke = manifest.smoke
     return Artifact(path=path, kind=kind, sha256=sha256_file(path), size=path.stat().st_size,
-                    manifest=manifest, smoke=smoke)
+                    manifest=manifest, smoke=smoke, unreadable=unreadable)
 
 
 def _tarball_contents(path: Path, files: Mapping[str, str]) -> list[str]:
@@ -213,7 +249,11 @@ def _image_contents(path: Path) -> list[str]:
             name = member.name.removeprefix("./")
             if not member.isfile() or not name.startswith("blobs/"):
                 continue
-            _, algo, hexdigest = name.split("/", 2)
+            parts = name.split("/")
+            if len(parts) != 3:
+                bad.append(name)
+                continue
+            _, algo, hexdigest = parts
             handle = tf.extractfile(member)
             h = hashlib.new(algo)
             while handle is not None and (chunk := handle.read(1 << 20)):
@@ -226,11 +266,12 @@ def _image_contents(path: Path) -> list[str]:
 def contents_problems(a: Artifact) -> list[str]:
     try:
         if a.kind == "tarball":
-            return _tarball_contents(a.path, dict((a.manifest or {}).get("files") or {}))
+            return _tarball_contents(a.path, dict(a.manifest.files or {}) if a.manifest else {})
         if a.kind == "wheel":
             return _wheel_contents(a.path)
         return _image_contents(a.path)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, ValueError) as exc:
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError,
+            NotImplementedError) as exc:
         return [f"unreadable: {exc}"]
 
 
@@ -239,18 +280,17 @@ def gpu_proof(a: Artifact) -> str | None:
     assert a.manifest is not None and a.smoke is not None
     from buildtool.smoke import backend_names
 
-    backend = str(a.manifest.get("backend") or "")
-    tests = list(a.smoke.get("tests") or [])
-    on_backend = [t for t in tests if backend in backend_names([t])]
+    backend = a.manifest.backend
+    on_backend = [t for t in a.smoke.tests if backend in backend_names([t])]
     if not on_backend:
         return f"no test ran with the {backend} backend"
-    devices = sorted({str(t.get("gpu_info") or "").strip() for t in on_backend} - {""})
+    devices = sorted({(t.gpu_info or "").strip() for t in on_backend} - {""})
     if not devices:
         return f"no {backend} device: the smoke test ran on the CPU"
     software = [d for d in devices if any(s in d.lower() for s in SOFTWARE_DEVICES)]
     if software:
         return f"ran on {', '.join(software)}, a software renderer, not a GPU"
-    if any(int(t.get("n_gpu_layers") or 0) <= 0 for t in on_backend):
+    if any((t.n_gpu_layers or 0) <= 0 for t in on_backend):
         return "no layers were offloaded to the GPU"
     return None
 
@@ -259,17 +299,17 @@ def check(a: Artifact, sums: Mapping[str, str]) -> list[Problem]:
     def problem(reason: str, detail: str) -> Problem:
         return Problem(artifact=a.name, reason=reason, detail=detail)
 
+    if "manifest" in a.unreadable:
+        return [problem("manifest-invalid", a.unreadable["manifest"])]
     if a.manifest is None:
-        return [problem("manifest-missing",
-                        f"{sidecar(a.path, 'manifest').name} is missing or unreadable")]
+        return [problem("manifest-missing", f"{sidecar(a.path, 'manifest').name} is missing")]
     out: list[Problem] = []
     m = a.manifest
-    if m.get("artifact_file") != a.name:
-        out.append(problem("manifest-mismatch",
-                           f"the manifest describes {m.get('artifact_file')!r}"))
-    if m.get("artifact_sha256") != a.sha256:
+    if m.artifact_file != a.name:
+        out.append(problem("manifest-mismatch", f"the manifest describes {m.artifact_file!r}"))
+    if m.artifact_sha256 != a.sha256:
         out.append(problem("checksum-mismatch", f"sha256 {a.sha256} but the manifest records "
-                           f"{m.get('artifact_sha256')}"))
+                           f"{m.artifact_sha256}"))
     listed = sums.get(a.name)
     if listed is not None and listed != a.sha256:
         out.append(problem("checksum-mismatch",
@@ -279,23 +319,26 @@ def check(a: Artifact, sums: Mapping[str, str]) -> list[Problem]:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         out.append(problem("checksum-mismatch", f"contents differ from their record: {shown}"))
     s = a.smoke
+    if "smoke" in a.unreadable:
+        out.append(problem("smoke-invalid", a.unreadable["smoke"]))
+        return out
     if s is None:
         out.append(problem("smoke-missing", "no smoke result: run `buildtool smoke "
                            f"{a.path}` on a machine that has its hardware"))
         return out
-    if s.get("verdict") != "pass":
-        failed = [c["name"] for c in s.get("checks", []) if not c.get("ok")]
-        out.append(problem("smoke-failed", f"smoke verdict {s.get('verdict')!r}"
+    if not s.passed:
+        failed = [c.name for c in s.failures()]
+        out.append(problem("smoke-failed", f"smoke verdict {s.verdict.value!r}"
                            + (f" ({', '.join(failed)})" if failed else "")))
-    if s.get("artifact_sha256") != a.sha256:
+    if s.artifact_sha256 != a.sha256:
         out.append(problem("smoke-stale", "the smoke result is for another file (sha256 "
-                           f"{s.get('artifact_sha256') or 'not recorded'})"))
-    if s.get("target") != m.get("target"):
+                           f"{s.artifact_sha256 or 'not recorded'})"))
+    if s.target != m.target:
         out.append(problem("smoke-stale", f"the smoke result is for target "
-                           f"{s.get('target')!r}, the artifact is {m.get('target')!r}"))
-    if s.get("waived"):
-        out.append(problem("smoke-waived", f"waived checks: {', '.join(s['waived'])}"))
-    if m.get("gpu"):
+                           f"{s.target!r}, the artifact is {m.target!r}"))
+    if s.waived:
+        out.append(problem("smoke-waived", f"waived checks: {', '.join(s.waived)}"))
+    if m.gpu:
         why = gpu_proof(a)
         if why:
             out.append(problem("gpu-not-proven", why))
@@ -320,19 +363,25 @@ def verify(directory: Path, *, allow: Mapping[str, str] | None = None) -> Verifi
         raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
                          hint="build some with `buildtool build`")
     artifacts = [load(p) for p in paths]
-    sums = {d: read_sums(d) for d in {a.path.parent for a in artifacts}}
+    sums: dict[Path, dict[str, str]] = {}
     problems: list[Problem] = []
+    for d in sorted({a.path.parent for a in artifacts}):
+        try:
+            sums[d] = read_sums(d)
+        except DataError as exc:
+            sums[d] = {}
+            problems.extend(Problem(artifact=a.name, reason="checksum-mismatch",
+                                    detail=exc.message) for a in artifacts if a.path.parent == d)
     for a in artifacts:
         problems.extend(check(a, sums[a.path.parent]))
-    commits = {str(a.manifest.get("llama_cpp", {}).get("commit"))
-               for a in artifacts if a.manifest}
+    commits = {a.manifest.llama_cpp.commit for a in artifacts if a.manifest}
     if len(commits) > 1:
         first = sorted(commits)[0]
         problems.extend(Problem(artifact=a.name, reason="mixed-source",
-                                detail=f"llama.cpp {a.manifest['llama_cpp'].get('commit')}; "
+                                detail=f"llama.cpp {a.manifest.llama_cpp.commit}; "
                                        f"others are from {first}")
                         for a in artifacts if a.manifest
-                        and a.manifest.get("llama_cpp", {}).get("commit") != first)
+                        and a.manifest.llama_cpp.commit != first)
     allowed: dict[str, str] = {}
     for pattern, why in (allow or {}).items():
         hits = [a.name for a in artifacts if fnmatch.fnmatchcase(a.name, pattern)]
@@ -361,39 +410,43 @@ def refusal(v: Verification) -> ReleaseRefused:
 # The release directory
 
 
-def _source(v: Verification) -> dict[str, Any]:
-    for a in v.artifacts:
-        if a.manifest and a.manifest.get("llama_cpp"):
-            return dict(a.manifest["llama_cpp"])
-    return {}
+def _source(v: Verification) -> SourceRecord | None:
+    return next((a.manifest.llama_cpp for a in v.artifacts if a.manifest), None)
 
 
 def default_tag(v: Verification) -> str:
-    return str(_source(v).get("version") or "release")
+    source = _source(v)
+    return source.version if source else "release"
 
 
 def released_at(v: Verification) -> str:
-    """The newest build time among the artifacts (not now: a second run writes the same)."""
-    times = sorted(str(a.manifest.get("built_at")) for a in v.artifacts
-                   if a.manifest and a.manifest.get("built_at"))
-    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
-        return datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), UTC) \
-            .isoformat(timespec="seconds")
+    """The newest build time among the artifacts (not now: a second run writes the same),
+    or SOURCE_DATE_EPOCH."""
+    epoch = source_date_epoch()
+    if epoch is not None:
+        return epoch.isoformat(timespec="seconds")
+    times = sorted(a.manifest.built_at for a in v.artifacts if a.manifest)
     return times[-1] if times else "1970-01-01T00:00:00+00:00"
 
 
-def best_speeds(smoke: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The fastest prompt and generation figures of a smoke result, with the device."""
-    tests = list((smoke or {}).get("tests") or [])
+@dataclass(frozen=True, kw_only=True)
+class Best:
+    pp: Speed | None
+    tg: Speed | None
+    device: str
 
-    def top(prefix: str) -> dict[str, Any] | None:
-        runs = [t for t in tests if str(t.get("test", "")).startswith(prefix)]
-        return max(runs, key=lambda t: float(t.get("avg_ts") or 0), default=None)
 
-    pp, tg = top("pp"), top("tg")
-    device = next((str(t.get("gpu_info")) for t in tests if t.get("gpu_info")), "CPU")
-    return {"pp": pp and {"test": pp["test"], "avg_ts": pp.get("avg_ts")},
-            "tg": tg and {"test": tg["test"], "avg_ts": tg.get("avg_ts")}, "device": device}
+def best_speeds(tests: Iterable[BenchTest]) -> Best:
+    """The fastest prompt and generation figures of benchmark rows, with the device."""
+    rows = list(tests)
+
+    def top(prefix: str) -> Speed | None:
+        runs = [t for t in rows if t.test.startswith(prefix)]
+        best = max(runs, key=lambda t: t.avg_ts or 0.0, default=None)
+        return Speed(test=best.test, avg_ts=best.avg_ts) if best else None
+
+    device = next((t.gpu_info for t in rows if t.gpu_info), "CPU")
+    return Best(pp=top("pp"), tg=top("tg"), device=device)
 
 
 def human_size(n: int) -> str:
@@ -405,52 +458,58 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def record(v: Verification, tag: str) -> dict[str, Any]:
-    return {
-        "schema": 1, "tag": tag, "released_at": released_at(v),
-        "buildtool_version": __version__, "llama_cpp": _source(v),
-        "artifacts": [{
-            "file": a.name, "kind": a.kind, "target": a.target, "size": a.size,
-            "sha256": a.sha256, "platform": (a.manifest or {}).get("platform"),
-            "smoke": {"verdict": (a.smoke or {}).get("verdict"),
-                      "ran_at": (a.smoke or {}).get("ran_at"), **best_speeds(a.smoke)},
-            "tags": list((a.manifest or {}).get("image", {}).get("tags") or [])
-            if a.kind == "image" else [],
-        } for a in v.artifacts],
-        "exceptions": v.exceptions,
-    }
+def _release_smoke(smoke: SmokeRecord | None) -> ReleaseSmoke:
+    best = best_speeds(smoke.tests if smoke else ())
+    return ReleaseSmoke(verdict=smoke.verdict if smoke else None,
+                        ran_at=smoke.ran_at if smoke else None, pp=best.pp, tg=best.tg,
+                        device=best.device)
 
 
-def notes(rec: Mapping[str, Any]) -> str:
-    src = rec["llama_cpp"]
-    lines = [f"# llama.cpp {rec['tag']}", "",
-             f"Built from [ggml-org/llama.cpp@{str(src.get('commit', ''))[:9]}]"
-             f"({src.get('repository', 'https://github.com/ggml-org/llama.cpp')}/tree/"
-             f"{src.get('commit', '')}) ({src.get('version', '?')}; source sha256 "
-             f"`{src.get('source_sha256', '?')}`) by buildtool {rec['buildtool_version']}. "
-             "Every artifact below passed its smoke test (llama-bench on the hardware of its "
-             "backend) unless listed under exceptions.", "",
+def record(v: Verification, tag: str) -> ReleaseRecord:
+    return ReleaseRecord(
+        tag=tag, released_at=released_at(v), buildtool_version=__version__,
+        llama_cpp=_source(v),
+        artifacts=tuple(ReleaseArtifact(
+            file=a.name, kind=a.kind, target=a.target, size=a.size, sha256=a.sha256,
+            platform=a.manifest.platform if a.manifest else None,
+            smoke=_release_smoke(a.smoke),
+            tags=a.manifest.image.tags if a.kind == "image" and a.manifest and a.manifest.image
+            else ()) for a in v.artifacts),
+        exceptions=v.exceptions)
+
+
+def notes(rec: ReleaseRecord) -> str:
+    """RELEASE_NOTES.md; every value that came from an artifact or its records is escaped."""
+    src = rec.llama_cpp
+    commit = src.commit if src else ""
+    repo = src.repository if src else "https://github.com/ggml-org/llama.cpp"
+    lines = [f"# llama.cpp {md(rec.tag)}", "",
+             f"Built from [ggml-org/llama.cpp@{md(commit[:9])}]"
+             f"(<{md_url(repo)}/tree/{md_url(commit)}>) ({md(src.version if src else '?')}; "
+             f"source sha256 {md_code(str(src.source_sha256 if src else '?'))}) by buildtool "
+             f"{md(rec.buildtool_version)}. Every artifact below passed its smoke test "
+             "(llama-bench on the hardware of its backend) unless listed under exceptions.", "",
              "| Target | Artifact | Kind | Size | Smoke | Prompt t/s | Generation t/s | Device |",
              "|---|---|---|---:|---|---:|---:|---|"]
 
-    def speed(x: Mapping[str, Any] | None) -> str:
-        return f"{float(x['avg_ts']):.1f} ({x['test']})" if x and x.get("avg_ts") else "-"
+    def speed(x: Speed | None) -> str:
+        return f"{x.avg_ts:.1f} ({md(x.test)})" if x and x.avg_ts else "-"
 
-    for a in sorted(rec["artifacts"], key=lambda a: (a["target"], a["kind"], a["file"])):
-        s = a["smoke"]
-        lines.append(f"| {a['target']} | `{a['file']}` | {a['kind']} | {human_size(a['size'])} "
-                     f"| {s.get('verdict') or 'none'} | {speed(s.get('pp'))} | "
-                     f"{speed(s.get('tg'))} | {str(s.get('device')).replace('|', '/')} |")
-    if rec["exceptions"]:
+    for a in sorted(rec.artifacts, key=lambda a: (a.target, a.kind, a.file)):
+        s = a.smoke
+        lines.append(f"| {md(a.target)} | {md_code(a.file)} | {a.kind} | {human_size(a.size)} "
+                     f"| {s.verdict.value if s.verdict else 'none'} | {speed(s.pp)} | "
+                     f"{speed(s.tg)} | {md(s.device)} |")
+    if rec.exceptions:
         lines += ["", "## Exceptions", "",
                   "These artifacts ship without the proof the release gate asks for:", ""]
-        for e in rec["exceptions"]:
-            lines.append(f"- `{e['artifact']}`: {e['reason']}")
-            lines.extend(f"  - [{p['reason']}] {p['detail']}" for p in e["problems"])
-    images = [a for a in rec["artifacts"] if a["tags"]]
+        for e in rec.exceptions:
+            lines.append(f"- {md_code(e.artifact)}: {md(e.reason)}")
+            lines.extend(f"  - [{p.reason}] {md(p.detail)}" for p in e.problems)
+    images = [a for a in rec.artifacts if a.tags]
     if images:
         lines += ["", "## Images", ""]
-        lines.extend(f"- `{a['file']}`: {', '.join(f'`{t}`' for t in a['tags'])}"
+        lines.extend(f"- {md_code(a.file)}: {', '.join(md_code(t) for t in a.tags)}"
                      for a in images)
     lines += ["", "## Verify", "", "```sh", "sha256sum -c SHA256SUMS", "```", "",
               f"`{PROVENANCE}` holds an in-toto statement (SLSA provenance v1) per artifact; "
@@ -458,43 +517,46 @@ def notes(rec: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def builder_id(m: Manifest) -> str:
+    """SLSA's builder.id is a URI: the one the build recorded, else one naming its host."""
+    if m.build_host.builder:
+        return m.build_host.builder
+    return "urn:buildtool:host:" + quote(m.build_host.machine or "unknown", safe="")
+
+
 def statement(a: Artifact, exception: str | None) -> dict[str, Any]:
-    m = a.manifest or {}
-    src = dict(m.get("llama_cpp") or {})
-    repo = str(src.get("repository") or "https://github.com/ggml-org/llama.cpp")
-    deps: list[dict[str, Any]] = [{"uri": f"git+{repo}@{src.get('commit')}",
-                                   "digest": {"gitCommit": src.get("commit")}}]
-    if src.get("source_sha256"):
-        deps.append({"uri": f"buildtool-source:{src.get('source')}",
-                     "digest": {"sha256": src["source_sha256"]},
-                     "annotations": {"tree_sha256": src.get("tree_sha256")}})
-    toolchain = {name: {"version": t.get("version")} for name, t in
-                 (m.get("toolchain") or {}).items() if isinstance(t, dict)}
+    m = a.manifest
+    assert m is not None  # the gate lets no artifact without a manifest through
+    src = m.llama_cpp
+    deps: list[dict[str, Any]] = [{"uri": f"git+{src.repository}@{src.commit}",
+                                   "digest": {"gitCommit": src.commit}}]
+    if src.source_sha256:
+        deps.append({"uri": f"buildtool-source:{src.source}",
+                     "digest": {"sha256": src.source_sha256},
+                     "annotations": {"tree_sha256": src.tree_sha256}})
+    smoke = records.to_json(_release_smoke(a.smoke))
     predicate: dict[str, Any] = {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
-            "externalParameters": {"target": m.get("target"), "kind": a.kind,
-                                   "platform": m.get("platform"), "cpu": m.get("cpu"),
-                                   "toolkit": m.get("toolkit"), "gpu_archs": m.get("gpu_archs")},
-            "internalParameters": {"recipe": m.get("recipe"),
-                                   "cmake_defines": m.get("cmake_defines"),
-                                   "build_key": m.get("build_key")},
+            "externalParameters": {"target": m.target, "kind": a.kind,
+                                   "platform": m.platform, "cpu": records.to_json(m.cpu),
+                                   "toolkit": m.toolkit, "gpu_archs": list(m.gpu_archs)},
+            "internalParameters": {"recipe": m.recipe, "cmake_defines": m.cmake_defines,
+                                   "build_key": m.build_key},
             "resolvedDependencies": deps,
         },
         "runDetails": {
-            "builder": {"id": f"buildtool/{m.get('buildtool_version')}@"
-                              f"{(m.get('build_host') or {}).get('machine', 'unknown')}",
-                        "version": {"buildtool": m.get("buildtool_version"), **{
-                            k: str(v["version"]) for k, v in toolchain.items()}}},
-            "metadata": {"invocationId": m.get("build_key"), "finishedOn": m.get("built_at")},
+            "builder": {"id": builder_id(m),
+                        "version": {"buildtool": m.buildtool_version, **{
+                            k: str(t.version) for k, t in (m.toolchain or {}).items()
+                            if t.version}}},
+            "metadata": {"invocationId": m.build_key, "finishedOn": m.built_at},
             "byproducts": [{"name": "smoke", "annotations": {
-                "verdict": (a.smoke or {}).get("verdict"), "ran_at": (a.smoke or {}).get("ran_at"),
-                **best_speeds(a.smoke)}}],
+                k: v for k, v in smoke.items() if v is not None}}],
         },
     }
-    if m.get("image"):
-        predicate["buildDefinition"]["externalParameters"]["build_args"] = \
-            m["image"].get("build_args")
+    if m.image is not None:
+        predicate["buildDefinition"]["externalParameters"]["build_args"] = m.image.build_args
     if exception:
         predicate["runDetails"]["byproducts"].append({"name": "release-exception",
                                                       "annotations": {"reason": exception}})
@@ -526,40 +588,40 @@ def sbom(v: Verification, tag: str, sums_text: str) -> str:
     root = Component(name="llama.cpp", version=tag, type=ComponentType.APPLICATION,
                      bom_ref=f"release:{tag}", description="buildtool release of llama.cpp")
     bom.metadata.component = root
-    repo = str(src.get("repository") or "https://github.com/ggml-org/llama.cpp")
+    repo = src.repository if src else "https://github.com/ggml-org/llama.cpp"
     source = Component(
-        name="llama.cpp-source", version=str(src.get("commit") or "unknown"),
+        name="llama.cpp-source", version=src.commit if src else "unknown",
         type=ComponentType.LIBRARY, bom_ref="source", licenses=[],
-        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=str(src["source_sha256"]))]
-        if src.get("source_sha256") else [],
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=src.source_sha256)]
+        if src and src.source_sha256 else [],
         external_references=[ExternalReference(type=ExternalReferenceType.VCS,
                                                url=XsUri(repo))],
-        properties=[Property(name="buildtool:version", value=str(src.get("version"))),
-                    Property(name="buildtool:source", value=str(src.get("source")))])
+        properties=[Property(name="buildtool:version", value=src.version if src else "?"),
+                    Property(name="buildtool:source", value=src.source if src else "?")])
     bom.components.add(source)
     tools: dict[str, Component] = {}
     files = []
     for a in v.artifacts:
-        m = a.manifest or {}
+        m = a.manifest
         used = []
-        for name, t in sorted((m.get("toolchain") or {}).items()):
-            if not isinstance(t, dict) or not t.get("version"):
+        for name, t in sorted((m.toolchain or {}).items() if m else ()):
+            if not t.version:
                 continue
-            ref = f"tool:{name}@{t['version']}"
+            ref = f"tool:{name}@{t.version}"
             if ref not in tools:
-                tools[ref] = Component(name=name, version=str(t["version"]),
+                tools[ref] = Component(name=name, version=t.version,
                                        type=ComponentType.APPLICATION, bom_ref=ref)
                 bom.components.add(tools[ref])
             used.append(tools[ref])
         comp = Component(
             name=a.name, type=ComponentType.FILE, bom_ref=f"artifact:{a.name}",
-            version=str(src.get("version") or tag),
+            version=src.version if src else tag,
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=a.sha256)],
             properties=[Property(name="buildtool:target", value=a.target),
                         Property(name="buildtool:kind", value=a.kind),
-                        Property(name="buildtool:platform", value=str(m.get("platform"))),
+                        Property(name="buildtool:platform", value=str(m.platform if m else None)),
                         Property(name="buildtool:smoke",
-                                 value=str((a.smoke or {}).get("verdict")))])
+                                 value=a.smoke.verdict.value if a.smoke else "None")])
         bom.components.add(comp)
         bom.register_dependency(comp, [source, *used])
         files.append(comp)
@@ -578,8 +640,9 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
-    """Write the release directory ``out`` (replaced as a whole); return its record."""
+def write(v: Verification, out: Path, tag: str) -> ReleaseRecord:
+    """Write the release directory ``out`` (replaced as a whole, and only if it is one that
+    buildtool wrote); return its record."""
     if v.blocking:
         raise refusal(v)
     names = [a.name for a in v.artifacts]
@@ -588,7 +651,7 @@ def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
         raise UsageError(f"two artifacts share a file name: {', '.join(dupes)}",
                          hint="publish one of each; keep the other out of the directory")
     rec = record(v, tag)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owner="release") as tmp:
         for a in v.artifacts:
             _place(a.path, tmp / a.name)
             for extra in a.sidecars():
@@ -600,12 +663,15 @@ def write(v: Verification, out: Path, tag: str) -> dict[str, Any]:
             json.dumps(statement(a, v.allowed.get(a.name)), sort_keys=True) + "\n"
             for a in sorted(v.artifacts, key=lambda a: a.name)))
         (tmp / SBOM).write_text(sbom(v, tag, sums))
-        (tmp / RELEASE_RECORD).write_text(json.dumps(rec, indent=2, sort_keys=True) + "\n")
+        (tmp / RELEASE_RECORD).write_text(json.dumps(records.to_json(rec), indent=2,
+                                                     sort_keys=True) + "\n")
     return rec
 
 
 def files(out: Path) -> list[Path]:
-    """What a release directory holds, in upload order (artifacts last: the notes first)."""
+    """What a release directory holds, in upload order (artifacts last: the notes first);
+    hidden files (buildtool's ownership marker) are not part of a release."""
     meta = [out / n for n in (NOTES, SUMS, PROVENANCE, SBOM, RELEASE_RECORD)]
-    rest = sorted(p for p in out.iterdir() if p.is_file() and p not in meta)
+    rest = sorted(p for p in out.iterdir() if p.is_file() and p not in meta
+                  and not p.name.startswith("."))
     return [p for p in meta if p.is_file()] + rest

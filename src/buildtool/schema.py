@@ -10,7 +10,9 @@ Types understood: dataclasses, ``str``, ``int``, ``float``, ``bool``, ``Literal`
 subclasses, ``tuple[X, ...]``, ``dict[str, X]``, ``X | None`` and unions, and
 ``Annotated[X, Match(...)]`` / ``Annotated[X, Range(...)]`` for what a value must look like
 (a name that becomes part of a file name, a CMake value without a newline, a count ≥ 0).
-Every string refuses NUL and terminal control characters; every integer stays within 64 bits.
+Strings in configuration refuse NUL and terminal control characters (records may carry them:
+they are neutralized where text is printed, see :mod:`buildtool.text`); every integer stays
+within 64 bits.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ Constraint = Match | Range
 
 def field_key(field_name: str, doc_keys: str = "kebab") -> str:
     return field_name.replace("_", "-") if doc_keys == "kebab" else field_name
+
+
+def _key(f: dataclasses.Field[Any], doc_keys: str) -> str:
+    """A field's key in documents: ``metadata={"key": ...}`` for formats buildtool does not
+    own (OCI's ``mediaType``), else the field name in the document's spelling."""
+    return str(f.metadata.get("key") or field_key(f.name, doc_keys))
 
 
 def yaml_key(field_name: str) -> str:
@@ -195,7 +203,7 @@ def convert(tp: Any, value: Any, doc: Doc, key: PathKey = ()) -> Any:
                   "quote the value if it should be text, e.g. \"12.4\"" if doc.lenient
                   else None)
         text = str(value)
-        bad = CONTROL.search(text)
+        bad = CONTROL.search(text) if doc.lenient else None  # configuration is typed by hand
         if bad:
             _fail(doc, key, f"control character {bad.group()!r} in {_shown(text)}")
         return text
@@ -216,7 +224,7 @@ def _convert_dataclass(cls: type[Any], value: Any, doc: Doc, key: PathKey) -> An
     if not isinstance(value, dict):
         _fail(doc, key, f"expected a mapping, got {type(value).__name__}")
     hints = _hints(cls)
-    fields = {field_key(f.name, doc.keys): f for f in dataclasses.fields(cls) if f.init}
+    fields = {_key(f, doc.keys): f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for k, v in value.items():
         if k not in fields:
@@ -240,9 +248,13 @@ def _convert_dataclass(cls: type[Any], value: Any, doc: Doc, key: PathKey) -> An
 
 
 def to_data(value: Any) -> Any:
-    """A record (dataclasses, enums, tuples) as plain JSON data, fields in their order."""
+    """A record (dataclasses, enums, tuples) as plain JSON data, fields in their order; a
+    field with ``metadata={"omit_none": True}`` is left out while it is None (sections only
+    some artifact kinds have)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {_key(f, "snake"): to_data(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, list | tuple):
@@ -298,9 +310,9 @@ def json_schema(tp: Any, keys: str = "kebab", *, lenient: bool = True) -> dict[s
             sub = json_schema(hints[f.name], keys, lenient=lenient)
             if f.metadata.get("doc"):
                 sub = {"description": f.metadata["doc"], **sub}
-            props[field_key(f.name, keys)] = sub
+            props[_key(f, keys)] = sub
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                required.append(field_key(f.name, keys))
+                required.append(_key(f, keys))
         # configuration: unknown keys are errors; records: fields added later are ignored
         obj: dict[str, Any] = {"type": "object", "additionalProperties": not lenient,
                                "properties": props}

@@ -14,25 +14,26 @@ Verdict (all must hold):
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from buildtool import cmd
+from buildtool import cmd, inputs, records
 from buildtool import engine as engines
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import CommandError, HostIncompatibleError, SmokeError
-from buildtool.package import read_json, sidecar, write_json
+from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
+from buildtool.model import ArtifactKind
+from buildtool.package import sidecar, write_json
+from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
 from buildtool.synthetic import cached_model
 from buildtool.vendor import sha256_file
 
@@ -43,65 +44,33 @@ BACKEND_MODULES = {"CUDA": "libggml-cuda.so", "ROCm": "libggml-hip.so",
                    "MTL": "libggml-metal.so"}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    waived: bool = False  # failed, but explicitly allowed (--allow-cpu-fallback)
+Check = CheckRecord
 
 
-@dataclass(frozen=True, kw_only=True)
-class SmokeResult:
-    artifact: str
-    target: str
-    passed: bool
-    kind: str = "tarball"  # "wheel": installed into a fresh venv, run by its entry points;
-    # "image": run inside the container
-    checks: tuple[Check, ...]
-    tests: tuple[dict[str, Any], ...]
-    command: tuple[str, ...]
-    duration_s: float
-    model: str
-    artifact_sha256: str | None = None  # the file that ran (a release proves it is the same)
-    ran_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact, "target": self.target, "kind": self.kind,
-            "verdict": "pass" if self.passed else "fail",
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "waived": c.waived}
-                       for c in self.checks],
-            "waived": [c.name for c in self.checks if c.waived],
-            "tests": list(self.tests), "command": list(self.command),
-            "duration_s": round(self.duration_s, 2), "model": self.model,
-            "artifact_sha256": self.artifact_sha256, "ran_at": self.ran_at,
-        }
-
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def check_host(manifest: Mapping[str, Any], host: CpuInfo) -> None:
-    required = manifest.get("cpu", {}).get("required_features", [])
-    platform = manifest.get("platform", "")
-    arch = normalize_arch(platform.split("-", 1)[1]) if "-" in platform else host.arch
+def check_host(manifest: Manifest, host: CpuInfo) -> None:
+    required = list(manifest.cpu.required_features)
+    platform = manifest.platform
+    arch = normalize_arch(platform.split("-", 1)[1])
     if arch != host.arch:
         raise HostIncompatibleError(
-            f"artifact {manifest.get('artifact')} is built for {platform}; this host is "
+            f"artifact {manifest.artifact} is built for {platform}; this host is "
             f"{host.arch}")
     missing = host.missing(required)
     if missing:
         raise HostIncompatibleError(
-            f"artifact {manifest.get('artifact')} needs CPU features this host lacks: "
+            f"artifact {manifest.artifact} needs CPU features this host lacks: "
             f"{', '.join(missing)} (host CPU: {host.model or 'unknown'})",
             hint="use an artifact built with `--cpu all-variants` or a lower x86-64 level, "
                  "or run it on a CPU that has these features")
 
 
-def _test_kind(rec: Mapping[str, Any]) -> str:
-    n_prompt = int(rec.get("n_prompt") or 0)
-    n_gen = int(rec.get("n_gen") or 0)
+def _test_kind(rec: BenchTest) -> str:
+    n_prompt = rec.n_prompt or 0
+    n_gen = rec.n_gen or 0
     if n_prompt > 0 and n_gen == 0:
         return f"pp{n_prompt}"
     if n_gen > 0 and n_prompt == 0:
@@ -109,13 +78,26 @@ def _test_kind(rec: Mapping[str, Any]) -> str:
     return f"pp{n_prompt}+tg{n_gen}"
 
 
-def backend_names(records: list[dict[str, Any]]) -> set[str]:
+def backend_names(tests: Iterable[BenchTest]) -> set[str]:
     """The backends llama-bench reported across its records ("CPU", "CUDA", ...)."""
-    return {n.strip() for r in records for n in str(r.get("backends", "")).split(",")
-            if n.strip()}
+    return {n.strip() for r in tests for n in (r.backends or "").split(",") if n.strip()}
 
 
-def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
+def parse_bench(out: str) -> list[BenchTest]:
+    """llama-bench's ``-o json`` output (after whatever it logged first): a JSON array of
+    objects; fields it does not have are None, fields of the wrong type are refused."""
+    start = out.find("[")
+    if start < 0:
+        raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:])
+    where = "llama-bench output"
+    data = records.cleaned(inputs.parse_json(out[start:], where, error=SmokeError))
+    if not isinstance(data, list):
+        raise SmokeError(f"{where}: expected a JSON array")
+    tests = records.from_data(tuple[BenchTest, ...], data, where, error=SmokeError)
+    return [dataclasses.replace(t, test=_test_kind(t)) for t in tests]
+
+
+def verdict(records: list[BenchTest], *, backend: str, family: str,
             gpu: bool, allow_cpu_fallback: bool = False,
             unloadable: str | None = None, quantized: str | None = None) -> tuple[Check, ...]:
     """Checks on llama-bench's JSON records (tolerant of missing/extra fields).
@@ -135,11 +117,11 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
     checks.append(Check(name="generation test ran", ok=bool(tg),
                         detail=", ".join(kinds) or "no tests in output"))
     if quantized:
-        types = sorted({str(r.get("model_type") or "?") for r in records})
+        types = sorted({r.model_type or "?" for r in records})
         checks.append(Check(name=f"{quantized} model ran",
-                            ok=any(quantized in str(r.get("model_type") or "") for r in records),
+                            ok=any(quantized in (r.model_type or "") for r in records),
                             detail=", ".join(types) or "no tests in output"))
-    speeds = [float(r.get("avg_ts") or 0.0) for r in records]
+    speeds = [r.avg_ts or 0.0 for r in records]
     checks.append(Check(name="tokens/s > 0", ok=bool(records) and all(s > 0 for s in speeds),
                         detail=", ".join(f"{s:.1f}" for s in speeds) or "none"))
     names = backend_names(records)
@@ -158,8 +140,8 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
                               detail=detail + " (allowed by --allow-cpu-fallback)")
     checks.append(backend_check)
     if gpu:
-        gpu_info = {str(r.get("gpu_info") or "").strip() for r in records} - {""}
-        layers = [int(r.get("n_gpu_layers") or 0) for r in records]
+        gpu_info = {(r.gpu_info or "").strip() for r in records} - {""}
+        layers = [r.n_gpu_layers or 0 for r in records]
         shown = ", ".join(sorted(gpu_info)) or "empty (no GPU device: ran on the CPU)"
         gpu_checks = [
             Check(name=f"ran on a {backend} device", ok=bool(gpu_info),
@@ -176,27 +158,29 @@ def verdict(records: list[dict[str, Any]], *, backend: str, family: str,
     return tuple(checks)
 
 
-def unpack(artifact: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
+def unpack(artifact: Path, dest: Path) -> tuple[Path, Manifest]:
     """Unpack a tarball (or accept an unpacked directory); return its dir and manifest."""
     if artifact.is_dir():
         root = artifact
     else:
+        if not artifact.is_file():
+            raise DataError(f"{artifact} is not a regular file")
         try:
             with tarfile.open(artifact) as tf:
                 tf.extractall(dest, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise SmokeError(f"cannot unpack {artifact}: {exc}") from exc
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise DataError(f"cannot unpack {artifact}: {exc}",
+                            hint="the file is damaged or not a tarball: download or build it "
+                                 "again") from None
         tops = [p for p in dest.iterdir() if p.is_dir()]
         if len(tops) != 1:
-            raise SmokeError(f"{artifact} is not a buildtool tarball (expected one top "
-                             "directory)")
+            raise DataError(f"{artifact} is not a buildtool tarball (expected one top "
+                            "directory)")
         root = tops[0]
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SmokeError(f"{artifact} has no readable manifest.json",
-                         hint="only artifacts made by `buildtool build` can be smoke-tested") \
-            from exc
+    if not (root / "manifest.json").exists():
+        raise DataError(f"{artifact} has no manifest.json",
+                        hint="only artifacts made by `buildtool build` can be smoke-tested")
+    manifest = records.load(Manifest, root / "manifest.json")
     return root, manifest
 
 
@@ -204,8 +188,8 @@ def unpack(artifact: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
 class Subject:
     """What a smoke test runs: an unpacked tarball, or a wheel installed into a venv."""
 
-    kind: str
-    manifest: dict[str, Any]
+    kind: ArtifactKind
+    manifest: Manifest
     bench: Path
     quantize: Path | None
     lib_dir: Path  # where the backend modules lie (for why_unloadable)
@@ -239,12 +223,24 @@ def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
     return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*dirs, *([old] if old else [])])}
 
 
+@dataclass(frozen=True, kw_only=True)
+class InstalledWheel:
+    """What ``python -m <module> --json`` says of an installed buildtool wheel."""
+
+    target: str
+    bin_dir: str
+    library_dirs: tuple[str, ...] = ()
+
+
 def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
     """Install the wheel into a fresh virtual environment; the smoke test then runs its
     console scripts (the installed entry points), not the files inside the wheel."""
     from buildtool.wheel import read_manifest
 
     manifest = read_manifest(artifact)
+    if manifest.wheel is None:
+        raise DataError(f"{artifact.name}: its manifest has no 'wheel' section")
+    module = manifest.wheel.module
     check_host(manifest, host)  # before installing anything
     venv = work / "venv"
     try:
@@ -253,19 +249,16 @@ def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
         python = scripts / ("python.exe" if os.name == "nt" else "python")
         cmd.capture([str(python), "-m", "pip", "install", "--disable-pip-version-check",
                      "--no-input", "--quiet", str(artifact)], timeout=1800)
-        module = manifest["wheel"]["module"]
-        info = json.loads(cmd.capture([str(python), "-m", module, "--json"], cwd=work,
-                                      timeout=120))
+        out = cmd.capture([str(python), "-m", module, "--json"], cwd=work, timeout=120)
     except CommandError as exc:
         raise SmokeError(f"cannot install {artifact.name} into a fresh virtual environment "
                          f"({describe_exit(exc.returncode)}):\n    "
                          + "\n    ".join(exc.tail[-8:])) from exc
-    except ValueError as exc:
-        raise SmokeError(f"`python -m {manifest['wheel']['module']} --json` printed no JSON") \
-            from exc
-    if info.get("target") != manifest.get("target"):
-        raise SmokeError(f"the installed package says target {info.get('target')!r}, the "
-                         f"wheel's manifest {manifest.get('target')!r}")
+    info = records.from_text(InstalledWheel, out, f"`python -m {module} --json`",
+                             error=SmokeError)
+    if info.target != manifest.target:
+        raise SmokeError(f"the installed package says target {info.target!r}, the "
+                         f"wheel's manifest {manifest.target!r}")
     suffix = ".exe" if os.name == "nt" else ""
     bench = scripts / f"llama-bench{suffix}"
     if not bench.exists():
@@ -273,7 +266,7 @@ def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
     quantize = scripts / f"llama-quantize{suffix}"
     return Subject(kind="wheel", manifest=manifest, bench=bench,
                    quantize=quantize if quantize.exists() else None,
-                   lib_dir=Path(info["bin_dir"]), env=with_library_dirs(info.get("library_dirs")))
+                   lib_dir=Path(info.bin_dir), env=with_library_dirs(list(info.library_dirs)))
 
 
 def from_image(artifact: Path | str, work: Path, host: CpuInfo,
@@ -320,22 +313,19 @@ def from_image(artifact: Path | str, work: Path, host: CpuInfo,
     try:
         start([])
         raw = cmd.capture(wrap(["cat", f"{PROGRAMS_DIR}/manifest.json"], {}), timeout=600)
-        manifest = json.loads(raw)
     except CommandError as exc:
         stop()
         raise SmokeError(f"cannot run {ref} with {eng.name} ({describe_exit(exc.returncode)}):"
-                         "\n    " + "\n    ".join(exc.tail[-8:])) from exc
-    except ValueError as exc:
-        stop()
-        raise SmokeError(f"{ref} has no buildtool manifest at {PROGRAMS_DIR}/manifest.json",
-                         hint="only images made by `buildtool build --artifact image` "
-                              "qualify") from exc
+                         "\n    " + "\n    ".join(exc.tail[-8:]),
+                         hint=f"only images made by `buildtool build --artifact image` "
+                              f"qualify (they carry {PROGRAMS_DIR}/manifest.json)") from exc
     try:
+        manifest = records.from_text(Manifest, raw, f"{ref}:{PROGRAMS_DIR}/manifest.json")
         check_host(manifest, host)
-        flags, absent = eng.gpu_flags(str(manifest.get("family", "")))
-        if absent and manifest.get("gpu"):
+        flags, absent = eng.gpu_flags(manifest.family)
+        if absent and manifest.gpu:
             note(f"this host has no {', '.join(absent)}: the container gets no "
-                 f"{manifest.get('backend')} device")
+                 f"{manifest.backend} device")
         if flags:
             devices.extend(flags)
             start(devices)
@@ -387,15 +377,15 @@ def stage_model(subject: Subject, work: Path, model: Path) -> Path:
 
 def bench(subject: Subject, work: Path, models: list[Path], *, n_prompt: str, n_gen: str,
           repetitions: int, threads: int | None = None,
-          env: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+          env: Mapping[str, str] | None = None) -> tuple[list[BenchTest], list[str]]:
     """Run the subject's llama-bench (``n_prompt``/``n_gen``: llama-bench's comma lists) and
     return its JSON records and the command that ran."""
     manifest = subject.manifest
-    inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
-    run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
+    inside = {**manifest.smoke_env, **(env or {})}
+    run_env = {**manifest.smoke_env, **os.environ, **(env or {})}
     argv = [str(subject.bench), *(a for m in models for a in ("-m", str(m))),
             "-p", n_prompt, "-n", n_gen,
-            "-r", str(repetitions), "-o", "json", "-ngl", "99" if manifest.get("gpu") else "0",
+            "-r", str(repetitions), "-o", "json", "-ngl", "99" if manifest.gpu else "0",
             "-t", str(threads or max(1, os.cpu_count() or 1))]
     argv = subject.command(argv, inside)
     # Run from an unrelated directory: proves the binaries find their libraries by RPATH.
@@ -405,11 +395,7 @@ def bench(subject: Subject, work: Path, models: list[Path], *, n_prompt: str, n_
         raise SmokeError(f"llama-bench failed ({describe_exit(exc.returncode)}):\n    "
                          + "\n    ".join(exc.tail[-8:]), hint=SIGILL_HINT
                          if exc.returncode in (-4, 132) else None) from exc
-    try:
-        records = json.loads(out[out.index("["):])
-    except ValueError as exc:
-        raise SmokeError("llama-bench printed no JSON array:\n" + out[-2000:]) from exc
-    return records, argv
+    return parse_bench(out), argv
 
 
 def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
@@ -417,7 +403,7 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
               threads: int | None = None, env: Mapping[str, str] | None = None,
               store: bool = True, allow_cpu_fallback: bool = False,
               engine: engines.Engine | str | None = None,
-              note: Callable[[str], None] | None = None) -> SmokeResult:
+              note: Callable[[str], None] | None = None) -> SmokeRecord:
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
     or, as a string, an image reference); the same verdict for all."""
     with opened(artifact, host=host, engine=engine, note=note) as (subject, work):
@@ -431,31 +417,31 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     return result
 
 
-def adopt_image(archive: Path, inner: Mapping[str, Any], digest: str | None) -> None:
+def adopt_image(archive: Path, inner: Manifest, digest: str | None) -> None:
     """An archive built elsewhere (``docker buildx bake``) has no manifest beside it: write
     one from the manifest the image carries, the archive's sha256 and what the archive says
     of itself, so that it can be released like one `buildtool build` made."""
     from buildtool import oci
 
     info = oci.inspect(archive)
-    write_json(sidecar(archive, "manifest"), {
-        **inner, "artifact_file": archive.name, "artifact_sha256": digest,
-        "image": {**dict(inner.get("image") or {}), **info.to_json()},
-        "adopted": "manifest written by `buildtool smoke` from the image's own"})
+    write_json(sidecar(archive, "manifest"), records.to_json(dataclasses.replace(
+        inner, artifact_file=archive.name, artifact_sha256=digest,
+        image=info.merged_into(inner.image),
+        adopted="manifest written by `buildtool smoke` from the image's own")))
 
 
 def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
                   model: Path | None = None, n_prompt: int = 32, n_gen: int = 16,
                   repetitions: int = 2, threads: int | None = None,
                   env: Mapping[str, str] | None = None,
-                  allow_cpu_fallback: bool = False) -> SmokeResult:
+                  allow_cpu_fallback: bool = False) -> SmokeRecord:
     """The smoke verdict on an opened subject."""
     manifest = subject.manifest
     model_path = stage_model(subject, work, model or cached_model())
-    gpu = bool(manifest.get("gpu"))
+    gpu = manifest.gpu
     # The recipe's smoke environment (from the manifest) unless the caller's says otherwise
-    inside = {**dict(manifest.get("smoke_env") or {}), **(env or {})}
-    run_env = {**dict(manifest.get("smoke_env") or {}), **os.environ, **(env or {})}
+    inside = {**manifest.smoke_env, **(env or {})}
+    run_env = {**manifest.smoke_env, **os.environ, **(env or {})}
     models = [model_path]
     quantized = None
     if model is None and subject.quantize is not None:
@@ -472,40 +458,26 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
         models.append(q4)
         quantized = "Q4_0"
     started = time.monotonic()
-    records, argv = bench(subject, work, models, n_prompt=str(n_prompt), n_gen=str(n_gen),
-                          repetitions=repetitions, threads=threads, env=env)
+    tests, argv = bench(subject, work, models, n_prompt=str(n_prompt), n_gen=str(n_gen),
+                        repetitions=repetitions, threads=threads, env=env)
     duration = time.monotonic() - started
     unloadable = None
-    if gpu and manifest.get("backend", "") not in backend_names(records):
-        unloadable = why_unloadable(subject.lib_dir, manifest.get("backend", ""),
-                                    subject.env, subject=subject)
-    checks = verdict(records, backend=manifest.get("backend", ""),
-                     family=manifest.get("family", ""), gpu=gpu,
+    if gpu and manifest.backend not in backend_names(tests):
+        unloadable = why_unloadable(subject.lib_dir, manifest.backend, subject.env,
+                                    subject=subject)
+    checks = verdict(tests, backend=manifest.backend, family=manifest.family, gpu=gpu,
                      allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
                      quantized=quantized)
     name = artifact if isinstance(artifact, str) else artifact.name
-    return SmokeResult(
-        artifact=name if subject.kind in ("wheel", "image") else
-        manifest.get("artifact", name),
-        target=manifest.get("target", ""), kind=subject.kind,
-        passed=all(c.ok for c in checks), checks=checks, tests=tuple(summary(records)),
-        command=tuple(argv), duration_s=duration,
+    return SmokeRecord(
+        artifact=name if subject.kind in ("wheel", "image") else manifest.artifact,
+        target=manifest.target, kind=subject.kind,
+        verdict=Verdict.PASS if all(c.ok for c in checks) else Verdict.FAIL,
+        checks=checks, waived=tuple(c.name for c in checks if c.waived), tests=tuple(tests),
+        command=tuple(argv), duration_s=round(duration, 2),
         model=str(model_path) if model else f"synthetic:{model_path.name}",
         artifact_sha256=sha256_file(artifact) if isinstance(artifact, Path)
-        and artifact.is_file() else None)
-
-
-def summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What is kept of llama-bench's records."""
-    return [{
-        "test": _test_kind(r), "model_type": r.get("model_type"),
-        "backends": r.get("backends"), "gpu_info": r.get("gpu_info"),
-        "cpu_info": r.get("cpu_info"), "n_gpu_layers": r.get("n_gpu_layers"),
-        "n_prompt": r.get("n_prompt"), "n_gen": r.get("n_gen"), "n_threads": r.get("n_threads"),
-        "avg_ts": r.get("avg_ts"), "stddev_ts": r.get("stddev_ts"),
-        "samples_ts": r.get("samples_ts"),
-        "build_commit": r.get("build_commit"), "build_number": r.get("build_number"),
-    } for r in records]
+        and artifact.is_file() else None, ran_at=now())
 
 
 SIGILL_HINT = ("a CPU feature the build enabled is not usable on this host: build for a lower "
@@ -554,30 +526,37 @@ def why_unloadable(root: Path, backend: str, env: Mapping[str, str] | None = Non
            "(the GPU driver or runtime libraries are not installed here)"
 
 
-def save(artifact: Path, result: SmokeResult) -> None:
-    write_json(sidecar(artifact, "smoke"), result.to_json())
+def save(artifact: Path, result: SmokeRecord) -> None:
+    """The verdict beside the artifact (``X.smoke.json``) and in its outer manifest."""
+    write_json(sidecar(artifact, "smoke"), records.to_json(result))
     manifest_path = sidecar(artifact, "manifest")
     if manifest_path.is_file():
-        outer = json.loads(manifest_path.read_text())
-        outer["smoke"] = result.to_json()
-        write_json(manifest_path, outer)
+        outer = records.load(Manifest, manifest_path)
+        write_json(manifest_path, records.to_json(dataclasses.replace(outer, smoke=result)))
 
 
-def stored(artifact: Path) -> dict[str, Any] | None:
-    return read_json(sidecar(artifact, "smoke"))
+def stored(artifact: Path) -> SmokeRecord | None:
+    """The smoke result recorded beside the artifact (None: none, or an unreadable one)."""
+    path = sidecar(artifact, "smoke")
+    if not path.exists():
+        return None
+    try:
+        return records.load(SmokeRecord, path)
+    except DataError:
+        return None
 
 
-def table(result: Mapping[str, Any]) -> str:
-    lines = [f"smoke {result['artifact']}",
+def table(result: SmokeRecord) -> str:
+    lines = [f"smoke {result.artifact}",
              f"  {'test':<10} {'model':<8} {'backends':<14} {'device':<28} {'t/s':>16}"]
-    for t in result["tests"]:
-        ts = f"{float(t.get('avg_ts') or 0):.1f} ± {float(t.get('stddev_ts') or 0):.1f}"
-        device = (t.get("gpu_info") or "CPU")[:28]
-        model = str(t.get("model_type") or "").split()[-1:] or ["?"]
-        lines.append(f"  {t['test']:<10} {model[0]:<8} {t.get('backends')!s:<14} {device:<28} "
+    for t in result.tests:
+        ts = f"{t.avg_ts or 0:.1f} ± {t.stddev_ts or 0:.1f}"
+        device = (t.gpu_info or "CPU")[:28]
+        model = (t.model_type or "").split()[-1:] or ["?"]
+        lines.append(f"  {t.test:<10} {model[0]:<8} {t.backends!s:<14} {device:<28} "
                      f"{ts:>16}")
-    for c in result["checks"]:
-        state = "WAIVED" if c.get("waived") else "ok" if c["ok"] else "FAIL"
-        lines.append(f"  [{state}] {c['name']}: {c['detail']}")
-    lines.append(f"  verdict: {str(result['verdict']).upper()}")
+    for c in result.checks:
+        state = "WAIVED" if c.waived else "ok" if c.ok else "FAIL"
+        lines.append(f"  [{state}] {c.name}: {c.detail}")
+    lines.append(f"  verdict: {result.verdict.value.upper()}")
     return "\n".join(lines)

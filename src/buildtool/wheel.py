@@ -12,6 +12,7 @@ symbols allow, leaving out what the user's driver (or a dependency) provides.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import cmd, naming
+from buildtool import cmd, inputs, naming, records
 from buildtool.detect.cpu import spellings
-from buildtool.errors import BuildError, BuildtoolError, ExitCode, ToolchainError
+from buildtool.errors import BuildError, BuildtoolError, DataError, ExitCode, ToolchainError
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.records import Manifest, RepairRecord, WheelRecord
 from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock, copy_build_tree
 
@@ -71,16 +73,16 @@ def linux_flags(features: tuple[str, ...]) -> dict[str, list[str]]:
     return {f: spellings(f) for f in features}
 
 
-def wheel_manifest(plan: BuildPlan, base: Mapping[str, Any]) -> dict[str, Any]:
+def wheel_manifest(plan: BuildPlan, base: Manifest) -> Manifest:
     """The package's manifest.json: the tarball's manifest fields plus what the wheel is."""
     rt = plan.target
-    out = {**base, "kind": "wheel", "artifact": naming.wheel_stem(rt)}
-    out["cpu"] = {**base["cpu"], "linux_flags": linux_flags(rt.cpu_features)}
-    out["wheel"] = {"distribution": naming.distribution(rt), "version": naming.version(rt),
-                    "module": naming.module(rt), "requires": list(rt.wheel_requires),
-                    "exclude": list(rt.wheel_exclude)}
-    out.pop("files", None)
-    return out
+    return dataclasses.replace(
+        base, kind="wheel", artifact=naming.wheel_stem(rt), files=None,
+        cpu=dataclasses.replace(base.cpu, linux_flags={
+            f: tuple(v) for f, v in linux_flags(rt.cpu_features).items()}),
+        wheel=WheelRecord(distribution=naming.distribution(rt), version=naming.version(rt),
+                          module=naming.module(rt), requires=rt.wheel_requires,
+                          exclude=rt.wheel_exclude))
 
 
 def _toml(value: Any) -> str:
@@ -161,7 +163,7 @@ def ci_archs(rt: ResolvedTarget, os_name: str) -> list[str]:
     return [CI_ARCHS[p] for p in rt.platforms if p.startswith(os_name + "-") and p in CI_ARCHS]
 
 
-def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path, *,
+def render(plan: BuildPlan, lock: Lock, manifest: Manifest, dest: Path, *,
            root: Path, emit: bool = False) -> Path:
     """Write the target's wheel project, with ``manifest`` (see wheel_manifest) as its
     package's manifest.json, into ``dest`` (replaced if present).
@@ -189,7 +191,7 @@ def render(plan: BuildPlan, lock: Lock, manifest: Mapping[str, Any], dest: Path,
     pkg = dest / naming.module(plan.target)
     shutil.copytree(template / "package", pkg,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (pkg / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (pkg / "manifest.json").write_text(json.dumps(records.to_json(manifest), indent=2) + "\n")
     if emit:
         for name in CMAKE_PROJECT_FILES:
             shutil.copy2(plan.project_dir / name, dest / name)
@@ -268,19 +270,31 @@ def unpacked(wheel: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_manifest(wheel: Path) -> dict[str, Any]:
-    """The manifest.json a buildtool wheel carries in its package."""
+MANIFEST_LIMIT = 16 << 20
+
+
+def read_manifest(wheel: Path) -> Manifest:
+    """The manifest.json a buildtool wheel carries in its package (DataError, exit code 13,
+    when the wheel cannot be read or carries none)."""
+    if not wheel.is_file():
+        raise DataError(f"{wheel} is not a regular file")
     try:
         with zipfile.ZipFile(wheel) as zf:
-            names = [n for n in zf.namelist() if re.fullmatch(r"[^/]+/manifest\.json", n)]
-            for name in names:
-                data = json.loads(zf.read(name))
+            for info in zf.infolist():
+                if not re.fullmatch(r"[^/]+/manifest\.json", info.filename):
+                    continue
+                where = f"{wheel.name}:{info.filename}"
+                if info.file_size > MANIFEST_LIMIT:
+                    raise DataError(f"{where} is too large")
+                text = inputs.decode(zf.read(info), where, error=DataError)
+                data = inputs.parse_json(text, where, error=DataError)
                 if isinstance(data, dict) and data.get("kind") == "wheel":
-                    return data
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise WheelError(f"cannot read {wheel}: {exc}") from exc
-    raise WheelError(f"{wheel.name} has no buildtool manifest",
-                     hint="only wheels made by `buildtool build --artifact wheel` qualify")
+                    return records.from_data(Manifest, data, where)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise DataError(f"cannot read {wheel}: {exc}",
+                        hint="the file is damaged or not a wheel") from None
+    raise DataError(f"{wheel.name} has no buildtool manifest",
+                    hint="only wheels made by `buildtool build --artifact wheel` qualify")
 
 
 def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, str],
@@ -297,7 +311,7 @@ def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, st
 
 
 def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
-           echo: Any) -> tuple[Path, dict[str, Any]]:
+           echo: Any) -> tuple[Path, RepairRecord]:
     """auditwheel repair + show; the repaired wheel and what auditwheel said."""
     require_modules("auditwheel")
     out.mkdir(parents=True, exist_ok=True)
@@ -313,5 +327,5 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
                         timeout=600)
     tag = parse_show(shown)
     check_tag(repaired[0], tag)
-    return repaired[0], {"tool": "auditwheel", "tag": tag, "excluded": list(exclude),
-                         "show": " ".join(shown.split())}
+    return repaired[0], RepairRecord(tool="auditwheel", tag=tag, excluded=exclude,
+                                     show=" ".join(shown.split()))

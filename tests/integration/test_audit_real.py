@@ -37,10 +37,8 @@ def test_planted_avx512_in_a_v3_library_is_caught(planted_lib: Path) -> None:
 def test_report_for_the_manifest(planted_lib: Path) -> None:
     report = audit_files([planted_lib], declared=tuple(level_features("x86-64-v3")),
                          all_variants=False, platform="linux-x86_64")
-    assert report["verdict"] == "fail"
-    files = report["files"]
-    assert isinstance(files, dict)
-    assert files["libggml-cpu.so"]["violations"] == ["avx512f"]
+    assert report.verdict == "fail"
+    assert report.files["libggml-cpu.so"].violations == ("avx512f",)
     v4 = audit_files([planted_lib], declared=tuple(level_features("x86-64-v4")),
                      all_variants=False, platform="linux-x86_64")
-    assert v4["verdict"] == "pass"
+    assert v4.verdict == "pass"

@@ -131,7 +131,7 @@ def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str
         assert first.returncode == 0, first.stderr[-4000:]
         doc = json.loads(first.stdout)
         rel = src / "release-b11312"
-        names = sorted(p.name for p in rel.iterdir())
+        names = sorted(p.name for p in rel.iterdir() if not p.name.startswith("."))
         # GitHub: one release, every file of the release directory as an asset, same bytes
         (release_,) = gh.releases.values()
         assert release_["body"] == (rel / "RELEASE_NOTES.md").read_text()

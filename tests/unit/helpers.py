@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+from buildtool import records
+from buildtool.records import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,3 +31,18 @@ def fake_cuda_tree(root: Path, *, lacking: tuple[str, ...] = ()) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
     return root
+
+
+def manifest_data(target: str = "cpu", **changes: Any) -> dict[str, Any]:
+    """A complete manifest as JSON data (what `buildtool build` writes) with ``changes``."""
+    from tests.unit.release_data import base_manifest
+
+    data = {**base_manifest(target), "kind": "tarball",
+            "artifact": f"llama.cpp-b11312-{target}-linux-x86_64"}
+    data.update(changes)
+    return data
+
+
+def manifest(target: str = "cpu", **changes: Any) -> Manifest:
+    """A typed manifest, read the way buildtool reads one."""
+    return records.from_data(Manifest, manifest_data(target, **changes), "test manifest")

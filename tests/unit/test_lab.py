@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from buildtool import cli, lab, smoke
+from buildtool import cli, lab, records, smoke
 from buildtool import lab_report as report
 from buildtool.detect.cpu import from_flag_list
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import ExitCode, SmokeError
+from buildtool.records import BenchTest, HostFacts, Manifest, SmokeRecord, Verdict
 from tests.unit import release_data as data
+from tests.unit.helpers import manifest
 
 NVIDIA_SMI = ("NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB\n"
               "NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB\n")
@@ -68,25 +70,32 @@ def test_gpus_from_sysfs_carry_the_amdgpu_driver(tmp_path: Path,
     assert [(g["vendor"], g["driver"]) for g in gpus] == [("AMD", "6.10.5"), ("Intel", None)]
 
 
-def _host(**kw: Any) -> dict[str, Any]:
-    return {"gpus": [], "vulkan_icds": [], "engines": [],
+def _host(**kw: Any) -> HostFacts:
+    data = {"id": "h1", "cpu": {"arch": "x86_64"}, "gpus": [], "vulkan_icds": [],
+            "engines": [],
             "devices": {"/dev/nvidiactl": False, "/dev/kfd": False, "/dev/dri": False}, **kw}
+    return records.from_data(HostFacts, data, "test host")
+
+
+def _m(**changes: Any) -> Manifest:
+    return manifest(**changes)
 
 
 @pytest.mark.parametrize(("kind", "manifest", "host", "cpu", "why"), [
-    ("tarball", {"platform": "linux-aarch64"}, _host(), ZEN4, "built for aarch64"),
-    ("tarball", {"platform": "macos-aarch64"}, _host(), ZEN4, "built for macos-aarch64"),
-    ("tarball", {"platform": "linux-x86_64", "cpu": {"required_features": ["avx2", "fma"]}},
+    ("tarball", _m(platform="linux-aarch64"), _host(), ZEN4, "built for aarch64"),
+    ("tarball", _m(platform="macos-arm64"), _host(), ZEN4, "built for macos-arm64"),
+    ("tarball", _m(platform="linux-x86_64",
+                   cpu={"policy": "x86-64-v3", "required_features": ["avx2", "fma"]}),
      _host(), OLD, "needs CPU features this host lacks: avx2, fma"),
-    ("tarball", {"platform": "linux-x86_64", "family": "cuda"}, _host(), ZEN4, "no NVIDIA GPU"),
-    ("tarball", {"platform": "linux-x86_64", "family": "hip"}, _host(), ZEN4, "no AMD GPU"),
-    ("tarball", {"platform": "linux-x86_64", "family": "vulkan"}, _host(), ZEN4,
+    ("tarball", _m(platform="linux-x86_64", family="cuda"), _host(), ZEN4, "no NVIDIA GPU"),
+    ("tarball", _m(platform="linux-x86_64", family="hip"), _host(), ZEN4, "no AMD GPU"),
+    ("tarball", _m(platform="linux-x86_64", family="vulkan"), _host(), ZEN4,
      "no Vulkan driver"),
-    ("image", {"platform": "linux-x86_64"}, _host(), ZEN4, "no container engine"),
-    ("wheel", {"platform": "linux-x86_64"}, _host(), ZEN4, "wheel tags do not match"),
+    ("image", _m(platform="linux-x86_64"), _host(), ZEN4, "no container engine"),
+    ("wheel", _m(platform="linux-x86_64"), _host(), ZEN4, "wheel tags do not match"),
 ])
-def test_artifacts_that_do_not_fit_say_why(kind: str, manifest: dict[str, Any],
-                                           host: dict[str, Any], cpu: Any, why: str) -> None:
+def test_artifacts_that_do_not_fit_say_why(kind: str, manifest: Manifest,
+                                           host: HostFacts, cpu: Any, why: str) -> None:
     name = "x-1.0-cp27-cp27mu-manylinux1_x86_64.whl" if kind == "wheel" else "x.tar.gz"
     reason = lab.unfit(kind, name, manifest, host, cpu)
     assert reason is not None and why in reason
@@ -94,14 +103,14 @@ def test_artifacts_that_do_not_fit_say_why(kind: str, manifest: dict[str, Any],
 
 def test_artifacts_that_fit() -> None:
     nvidia = _host(gpus=[{"vendor": "NVIDIA", "name": "H100", "driver": "580"}])
-    cuda = {"platform": "linux-x86_64", "family": "cuda",
-            "cpu": {"required_features": ["avx2"]}}
+    cuda = _m(platform="linux-x86_64", family="cuda",
+              cpu={"policy": "all-variants", "required_features": ["avx2"]})
     assert lab.unfit("tarball", "x.tar.gz", cuda, nvidia, ZEN4) is None
-    assert lab.unfit("tarball", "x.tar.gz", {"platform": "linux-x86_64", "family": "vulkan"},
+    assert lab.unfit("tarball", "x.tar.gz", _m(platform="linux-x86_64", family="vulkan"),
                      _host(vulkan_icds=["lvp"]), ZEN4) is None
-    assert lab.unfit("image", "x.oci.tar", {"platform": "linux-x86_64"},
+    assert lab.unfit("image", "x.oci.tar", _m(platform="linux-x86_64"),
                      _host(engines=["podman"]), ZEN4) is None
-    assert lab.unfit("wheel", "x-1.0-py3-none-any.whl", {"platform": "linux-x86_64"},
+    assert lab.unfit("wheel", "x-1.0-py3-none-any.whl", _m(platform="linux-x86_64"),
                      _host(), ZEN4) is None
 
 
@@ -125,45 +134,45 @@ def test_a_run_keeps_going_and_records_every_artifact(tmp_path: Path,
             seen.append(len(json.loads(out.read_text())["results"]))
         yield path, tmp_path
 
-    def smoke_subject(subject: Path, work: Path, artifact: Path, **_: Any) -> smoke.SmokeResult:
+    def smoke_subject(subject: Path, work: Path, artifact: Path, **_: Any) -> SmokeRecord:
         passed = subject != bad
         checks = (smoke.Check(name="tokens/s > 0", ok=passed, detail="0.0"),)
-        return smoke.SmokeResult(artifact=artifact.name, target="cpu", passed=passed,
-                                 checks=checks, tests=(), command=(), duration_s=0.1,
-                                 model="synthetic:x")
+        return SmokeRecord(artifact=artifact.name, target="cpu",
+                           verdict=Verdict.PASS if passed else Verdict.FAIL, checks=checks,
+                           duration_s=0.1, model="synthetic:x")
 
     def bench(subject: Path, work: Path, models: list[Path], **kw: Any
-              ) -> tuple[list[dict[str, Any]], list[str]]:
+              ) -> tuple[list[BenchTest], list[str]]:
         if subject == broken:
             raise SmokeError("llama-bench failed (killed by signal 11):\n    Segmentation fault")
         assert kw["n_prompt"] == "64,512" and kw["n_gen"] == "16" and kw["repetitions"] == 4
-        return [{"n_prompt": p, "n_gen": g, "avg_ts": 100.0 + p, "stddev_ts": 2.0,
-                 "samples_ts": [99.0, 101.0], "backends": "CPU", "gpu_info": "",
-                 "model_type": "llama ?B all F32"} for p, g in ((64, 0), (512, 0), (0, 16))], []
+        return smoke.parse_bench(json.dumps([
+            {"n_prompt": p, "n_gen": g, "avg_ts": 100.0 + p, "stddev_ts": 2.0,
+             "samples_ts": [99.0, 101.0], "backends": "CPU", "gpu_info": "",
+             "model_type": "llama ?B all F32"} for p, g in ((64, 0), (512, 0), (0, 16))])), []
 
     monkeypatch.setattr(smoke, "opened", opened)
     monkeypatch.setattr(smoke, "smoke_subject", smoke_subject)
     monkeypatch.setattr(smoke, "bench", bench)
     monkeypatch.setattr(smoke, "stage_model", lambda subject, work, model: model)
     monkeypatch.setattr("buildtool.synthetic.cached_model", lambda: tmp_path / "m.gguf")
-    host = {"id": "h1", **_host()}
-    doc = lab.run(dist, out, cpu=ZEN4, host=host, note=lambda _: None,
+    doc = lab.run(dist, out, cpu=ZEN4, host=_host(), note=lambda _: None,
                   settings=lab.Settings(n_prompt=(64, 512), n_gen=(16,), repetitions=4))
-    assert json.loads(out.read_text()) == doc
+    assert lab.load_results([out]) == [doc]
     assert seen == [1, 2]  # rewritten after each artifact (the 4th is not run)
-    by_name = {r["artifact"]: r for r in doc["results"]}
-    assert by_name[good.name]["status"] == "pass"
-    assert [b["test"] for b in by_name[good.name]["bench"]] == ["pp64", "pp512", "tg16"]
-    assert by_name[good.name]["sha256"] == data.file_sha(good)
-    assert by_name[bad.name]["status"] == "fail"
-    assert by_name[bad.name]["reason"] == "tokens/s > 0: 0.0"
-    assert by_name[broken.name]["status"] == "error"
-    assert by_name[broken.name]["reason"] == \
+    by_name = {r.artifact: r for r in doc.results}
+    assert by_name[good.name].status == "pass"
+    assert [b.test for b in by_name[good.name].bench] == ["pp64", "pp512", "tg16"]
+    assert by_name[good.name].sha256 == data.file_sha(good)
+    assert by_name[bad.name].status == "fail"
+    assert by_name[bad.name].reason == "tokens/s > 0: 0.0"
+    assert by_name[broken.name].status == "error"
+    assert by_name[broken.name].reason == \
         "llama-bench failed (killed by signal 11): Segmentation fault"
     cuda = by_name["llama.cpp-b11312-cublas12-linux-x86_64.tar.gz"]
-    assert cuda["status"] == "skipped" and cuda["reason"] == "no NVIDIA GPU"
+    assert cuda.status == "skipped" and cuda.reason == "no NVIDIA GPU"
     assert lab.counts(doc) == {"pass": 1, "fail": 1, "error": 1, "skipped": 1}
-    assert doc["finished_at"] and doc["settings"]["n_prompt"] == [64, 512]
+    assert doc.finished_at and doc.settings.n_prompt == (64, 512)
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,9 +262,9 @@ def test_merge_keeps_the_newest_per_artifact_and_shows_missing(tmp_path: Path) -
     merged = report.merge(lab.load_results(lab_files(tmp_path)))
     assert sorted(merged.results) == ["cpu-2", "gpu-1"]
     gpu1 = merged.results["gpu-1"]
-    assert gpu1[CPU_TGZ]["status"] == "fail"  # the newer run wins
-    assert gpu1[CPU_WHL]["status"] == "pass"  # kept from the older run
-    assert merged.hosts["gpu-1"]["gpus"][0]["driver"] == "580.95.05"  # newest facts
+    assert gpu1[CPU_TGZ].status == "fail"  # the newer run wins
+    assert gpu1[CPU_WHL].status == "pass"  # kept from the older run
+    assert merged.hosts["gpu-1"].gpus[0].driver == "580.95.05"  # newest facts
     assert merged.rows() == [("cpu", "tarball"), ("cpu", "wheel"), ("cublas12", "tarball"),
                              ("vulkan", "tarball")]
     status = {(t, k, h): report.cell_status(merged.cell(h, t, k))
@@ -286,8 +295,8 @@ def test_report_for_several_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "killed by signal 11" in page and "9,000.0" in page
     md = md_out.read_text()
     assert "| target | kind | cpu-2 | gpu-1 |" in md
-    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s) [2 artifacts: 1 pass, 1 skipped]"\
-        " | ❌ fail (pp 1.0 / tg 0.5 t/s) |" in md
+    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s) \\[2 artifacts: 1 pass, 1 "\
+        "skipped\\] | ❌ fail (pp 1.0 / tg 0.5 t/s) |" in md
     assert "2 artifacts: 1 pass, 1 skipped" in page
     assert "| vulkan | tarball | ⚠️ error | — missing |" in md
     assert "- **cpu-2** `llama.cpp-b11312-vulkan-linux-x86_64.tar.gz`: error" in md
@@ -306,9 +315,9 @@ def test_report_for_one_host(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "not JSON"),
+    ("{not json", "invalid JSON"),
     ('{"schema": "other/1"}', "not a lab result (schema 'other/1'"),
-    (f'{{"schema": "{lab.SCHEMA}"}}', "needs 'host' and 'results'"),
+    (f'{{"schema": "{lab.SCHEMA}"}}', "missing required key 'buildtool_version'"),
 ])
 def test_report_names_a_bad_file(tmp_path: Path, content: str, message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,7 +326,7 @@ def test_report_names_a_bad_file(tmp_path: Path, content: str, message: str,
     out = tmp_path / "r.html"
     code, _, err = run(capsys, "lab", "report", str(lab_files(tmp_path)[0]), str(bad),
                        "--out", str(out))
-    assert code == ExitCode.CONFIG
+    assert code == ExitCode.BAD_DATA
     assert f"{bad}:" in err and message in err
     assert not out.exists()
 

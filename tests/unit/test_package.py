@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import package
+from buildtool import package, records
 from buildtool.config import load_project
 from buildtool.detect.cpu import parse_proc_cpuinfo
 from buildtool.plan import make_plan
+from buildtool.records import Manifest
 from buildtool.resolve import resolve
 from buildtool.vendor import Materialized, load_lock
 from tests.unit.helpers import ROOT
@@ -29,7 +30,7 @@ def plan(tmp_path: Path, data: Path, fake_tools: object):  # type: ignore[no-unt
     src = tmp_path / "src"
     src.mkdir()
     (src / "LICENSE").write_text("MIT License\n")
-    p = make_plan(rt, root=tmp_path, source_dir=src, tree_sha256="t" * 64, use_ccache=False)
+    p = make_plan(rt, root=tmp_path, source_dir=src, tree_sha256="7" * 64, use_ccache=False)
     bin_dir = p.build_dir / "bin"
     bin_dir.mkdir(parents=True)
     for exe in rt.build_targets:
@@ -43,7 +44,7 @@ def plan(tmp_path: Path, data: Path, fake_tools: object):  # type: ignore[no-unt
 
 
 SOURCE = Materialized(tree=Path("/x"), source="pypi-sdist", archive_sha256="a" * 64,
-                      tree_sha256="t" * 64, commit=LOCK.commit, fetched_at="2026-11-21T00:00:00")
+                      tree_sha256="7" * 64, commit=LOCK.commit, fetched_at="2026-11-21T00:00:00")
 
 
 def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-untyped-def]
@@ -71,10 +72,10 @@ def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-unty
     assert manifest["files"]["llama-bench"] == hashlib.sha256(bench).hexdigest()
     assert f"{hashlib.sha256(bench).hexdigest()}  llama-bench" in sums.splitlines()
     assert manifest["files"]["libllama.so"] == "symlink:libllama.so.0"
-    assert outer["artifact_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
-    assert json.loads(package.sidecar(artifact, "manifest").read_text()) == outer
+    assert outer.artifact_sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert records.load(Manifest, package.sidecar(artifact, "manifest")) == outer
     assert (plan.dist_dir / "SHA256SUMS").read_text() == \
-        f"{outer['artifact_sha256']}  {artifact.name}\n"
+        f"{outer.artifact_sha256}  {artifact.name}\n"
     assert sorted(p.name for p in plan.dist_dir.iterdir()) == sorted([
         "SHA256SUMS", artifact.name, package.sidecar(artifact, "manifest").name])
 
@@ -99,7 +100,8 @@ def test_interrupt_while_writing_leaves_no_artifact(plan, monkeypatch) -> None: 
 def test_index_lookup_checks_integrity(plan) -> None:  # type: ignore[no-untyped-def]
     artifact, outer = package.package(plan, LOCK, SOURCE)
     assert package.lookup(plan.dist_dir, plan.key) is None
-    package.record(plan.dist_dir, plan.key, artifact, outer["artifact_sha256"])
+    assert outer.artifact_sha256 is not None
+    package.record(plan.dist_dir, plan.key, artifact, outer.artifact_sha256)
     assert package.lookup(plan.dist_dir, plan.key) == artifact
     assert package.lookup(plan.dist_dir, "0" * 64) is None
     artifact.write_bytes(b"corrupted")

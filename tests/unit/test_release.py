@@ -19,6 +19,7 @@ from buildtool import cli, publish, release
 from buildtool.errors import ExitCode
 from tests.standins import fake_github
 from tests.unit import release_data as data
+from tests.unit.helpers import manifest
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -106,6 +107,10 @@ def _side(p: Path, kind: str) -> Path:
 
 CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "manifest missing": ("manifest-missing", lambda d: _side(_cpu(d), "manifest").unlink()),
+    "manifest of the wrong shape": ("manifest-invalid", lambda d: data.rewrite_sidecar(
+        _cpu(d), "manifest", cpu=None)),
+    "manifest that is not JSON": ("manifest-invalid", lambda d: _side(_cpu(d), "manifest")
+                                  .write_bytes(b"\xff{")),
     "manifest of another file": ("manifest-mismatch", lambda d: data.rewrite_sidecar(
         _cpu(d), "manifest", artifact_file="other.tar.gz")),
     "artifact bytes changed": ("checksum-mismatch", lambda d: _tamper_bytes(_cpu(d))),
@@ -118,6 +123,12 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "an OCI blob differs from its digest": ("checksum-mismatch", lambda d: _bad_oci_blob(
         next(d.glob("*.oci.tar")))),
     "no smoke result": ("smoke-missing", lambda d: _side(_cpu(d), "smoke").unlink()),
+    "smoke result of the wrong shape": ("smoke-invalid", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", checks=["ok", "ok"])),
+    "smoke result with an unknown verdict": ("smoke-invalid", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", verdict="maybe")),
+    "SHA256SUMS that is not one": ("checksum-mismatch", lambda d: (d / "SHA256SUMS")
+                                   .write_text("garbage line\n")),
     "smoke failed": ("smoke-failed", lambda d: data.rewrite_sidecar(_cpu(d), "smoke",
                                                                     verdict="fail")),
     "smoke of other bytes": ("smoke-stale", lambda d: data.rewrite_sidecar(
@@ -136,7 +147,8 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "GPU target with nothing offloaded": ("gpu-not-proven", lambda d: data.tarball(
         d, "cublas12", gpu=True, backend="CUDA", family="cuda", gpu_info="NVIDIA L4", ngl=0)),
     "two llama.cpp commits": ("mixed-source", lambda d: data.rewrite_sidecar(
-        _cpu(d), "manifest", llama_cpp={"commit": "1" * 40, "version": "b99999"})),
+        _cpu(d), "manifest", llama_cpp={"commit": "1" * 40, "version": "b99999",
+                                        "repository": "https://github.com/ggml-org/llama.cpp"})),
 }
 
 
@@ -238,7 +250,7 @@ def test_release_directory_contents(dist: Path, tmp_path: Path,
         assert definition["resolvedDependencies"][1]["digest"] == {"sha256": "8" * 64}
         assert definition["internalParameters"]["cmake_defines"]["CMAKE_BUILD_TYPE"] == "Release"
         builder = s["predicate"]["runDetails"]["builder"]
-        assert builder["id"] == "buildtool/0.1.0@ci-runner-7"
+        assert builder["id"] == "urn:buildtool:host:ci-runner-7"  # SLSA: a URI
         assert builder["version"] == {"buildtool": "0.1.0", "cmake": "3.31.6", "cc": "12.2.0"}
     # SBOM: valid CycloneDX 1.6 with every artifact and its hash, depending on the source
     text = (out / release.SBOM).read_text()
@@ -310,7 +322,7 @@ def test_github_release_is_created_then_left_alone(dist: Path,
         (rel,) = gh.releases.values()
         assert rel["tag_name"] == "b11312" and rel["body"].startswith("# llama.cpp b11312")
         released = dist / "release-b11312"
-        names = sorted(p.name for p in released.iterdir())
+        names = sorted(p.name for p in released.iterdir() if not p.name.startswith("."))
         assets = {a["name"]: a for a in gh.assets.values()}
         assert sorted(assets) == names
         assert all(a["data"] == (released / n).read_bytes() for n, a in assets.items())
@@ -367,7 +379,7 @@ def test_github_retries_a_broken_upload(dist: Path, monkeypatch: pytest.MonkeyPa
         assert by_action["SHA256SUMS"] == "replaced"
         assert by_action[release.NOTES] == "unchanged"  # uploaded by the first attempt
         names = [a["name"] for a in gh.assets.values()]
-        assert len(names) == len(set(names)) == len(list((dist / "release-b11312").iterdir()))
+        assert len(names) == len(set(names)) == len(release.files(dist / "release-b11312"))
         assert all(a["state"] == "uploaded" for a in gh.assets.values())
 
 
@@ -416,8 +428,8 @@ def test_registry_destinations_and_commands(tmp_path: Path) -> None:
         "docker://ghcr.io/lab/llama.cpp:cpu-b11312", "docker://ghcr.io/lab/llama.cpp:cpu"]
     assert publish.destinations(f"oci:{tmp_path}/layout", tags[:1]) == [
         f"oci:{tmp_path}/layout:cpu-b11312"]
-    assert publish.image_tags({"image": {"tags": ["localhost:5000/llama.cpp:cpu-b1",
-                                                  "localhost/llama.cpp:cpu"]}}) == \
+    assert publish.image_tags(manifest(image={"tags": [
+        "localhost:5000/llama.cpp:cpu-b1", "localhost/llama.cpp:cpu", "x:../../etc"]})) == \
         ["cpu-b1", "cpu"]
     local = "docker://127.0.0.1:5000/lab/llama.cpp:cpu"
     assert publish.skopeo_copy(Path("/a.oci.tar"), local) == [

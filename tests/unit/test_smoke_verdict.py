@@ -10,7 +10,16 @@ import pytest
 
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.errors import HostIncompatibleError
-from buildtool.smoke import check_host, describe_exit, table, verdict, why_unloadable
+from buildtool.records import BenchTest, CheckRecord, SmokeRecord, Verdict
+from buildtool.smoke import (
+    check_host,
+    describe_exit,
+    parse_bench,
+    table,
+    verdict,
+    why_unloadable,
+)
+from tests.unit.helpers import manifest
 
 
 def _captured(data: Path, name: str) -> list[dict[str, Any]]:
@@ -35,9 +44,14 @@ def failing(checks: tuple[Any, ...]) -> list[str]:
     return [c.name for c in checks if not c.ok]
 
 
+def bench(recs: list[dict[str, Any]]) -> list[BenchTest]:
+    """The records as the smoke reads llama-bench's output."""
+    return parse_bench("llama-bench log line\n" + json.dumps(recs))
+
+
 def test_real_cpu_output_passes(data: Path) -> None:
     recs = records(data)
-    checks = verdict(recs, backend="CPU", family="cpu", gpu=False)
+    checks = verdict(bench(recs), backend="CPU", family="cpu", gpu=False)
     assert failing(checks) == []
     assert [c.name for c in checks] == ["prompt test ran", "generation test ran",
                                         "tokens/s > 0", "backend is CPU only"]
@@ -45,54 +59,56 @@ def test_real_cpu_output_passes(data: Path) -> None:
 
 def test_missing_generation_test_fails(data: Path) -> None:
     recs = [r for r in records(data) if int(r["n_gen"]) == 0]
-    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == [
+    assert failing(verdict(bench(recs), backend="CPU", family="cpu", gpu=False)) == [
         "generation test ran"]
 
 
 def test_zero_speed_fails(data: Path) -> None:
     recs = records(data)
     recs[0]["avg_ts"] = 0.0
-    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == ["tokens/s > 0"]
+    assert failing(verdict(bench(recs), backend="CPU", family="cpu", gpu=False)) == ["tokens/s > 0"]
 
 
 def test_empty_output_fails_everything() -> None:
-    assert len(failing(verdict([], backend="CPU", family="cpu", gpu=False))) == 4
+    assert len(failing(verdict(bench([]), backend="CPU", family="cpu", gpu=False))) == 4
 
 
 def test_gpu_backend_compiled_in_but_ran_on_cpu_fails(data: Path) -> None:
     """A CUDA build on a host without a GPU still says backends=CUDA: gpu_info decides."""
     recs = as_run(records(data), backends="CUDA", gpu_info="", n_gpu_layers=99)
-    fails = failing(verdict(recs, backend="CUDA", family="cuda", gpu=True))
+    fails = failing(verdict(bench(recs), backend="CUDA", family="cuda", gpu=True))
     assert fails == ["ran on a CUDA device"]
     for r in recs:
         r["gpu_info"] = "NVIDIA H100 80GB HBM3"
-    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True)) == []
+    assert failing(verdict(bench(recs), backend="CUDA", family="cuda", gpu=True)) == []
 
 
 def test_wrong_backend_fails(data: Path) -> None:
     recs = records(data)
-    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=False)) == [
+    assert failing(verdict(bench(recs), backend="Vulkan", family="vulkan", gpu=False)) == [
         "backend is Vulkan"]
     for r in recs:
         r["backends"] = "Vulkan"
     # a cpu target that silently carries a GPU backend is not a cpu artifact
-    assert failing(verdict(recs, backend="CPU", family="cpu", gpu=False)) == [
+    assert failing(verdict(bench(recs), backend="CPU", family="cpu", gpu=False)) == [
         "backend is CPU only"]
 
 
 def test_table_shows_tests_and_verdict(data: Path) -> None:
     recs = records(data)
-    checks = verdict(recs, backend="CPU", family="cpu", gpu=False)
-    text = table({"artifact": "a.tar.gz", "verdict": "pass",
-                  "tests": [{"test": "pp32", "backends": "CPU", "gpu_info": "",
-                             "avg_ts": 512.25, "stddev_ts": 3.0}],
-                  "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]})
+    checks = verdict(bench(recs), backend="CPU", family="cpu", gpu=False)
+    text = table(SmokeRecord(
+        artifact="a.tar.gz", target="cpu", verdict=Verdict.PASS,
+        tests=(BenchTest(test="pp32", backends="CPU", gpu_info="", avg_ts=512.25,
+                         stddev_ts=3.0),),
+        checks=tuple(CheckRecord(name=c.name, ok=c.ok, detail=c.detail) for c in checks)))
     assert "pp32" in text and "512.2 ± 3.0" in text and "verdict: PASS" in text
 
 
-MANIFEST = {"artifact": "llama.cpp-b11312-cpu-host-x86-64-v4-linux-x86_64",
-            "platform": "linux-x86_64",
-            "cpu": {"required_features": ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f"]}}
+MANIFEST = manifest(artifact="llama.cpp-b11312-cpu-host-x86-64-v4-linux-x86_64",
+                    platform="linux-x86_64",
+                    cpu={"policy": "host", "required_features": ["sse4_2", "avx", "avx2", "fma",
+                                                                  "f16c", "avx512f"]})
 
 
 def test_host_without_avx512_is_refused_naming_the_feature(data: Path) -> None:
@@ -132,9 +148,10 @@ def test_linux_host_without_avx_is_refused(data: Path) -> None:
 
 def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
     recs = as_run(records(data), backends="Vulkan", gpu_info="", n_gpu_layers=0)
-    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
+    assert failing(verdict(bench(recs), backend="Vulkan", family="vulkan", gpu=True)) == [
         "ran on a Vulkan device", "layers offloaded"]
-    checks = verdict(recs, backend="Vulkan", family="vulkan", gpu=True, allow_cpu_fallback=True)
+    checks = verdict(bench(recs), backend="Vulkan", family="vulkan", gpu=True,
+                     allow_cpu_fallback=True)
     assert failing(checks) == []
     assert [c.name for c in checks if c.waived] == ["ran on a Vulkan device", "layers offloaded"]
     assert all("--allow-cpu-fallback" in c.detail for c in checks if c.waived)
@@ -142,14 +159,14 @@ def test_cpu_fallback_only_passes_when_explicitly_allowed(data: Path) -> None:
 
 def test_real_vulkan_run_on_lavapipe_passes(data: Path) -> None:
     recs = _captured(data, "vulkan-lavapipe.json")
-    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == []
+    assert failing(verdict(bench(recs), backend="Vulkan", family="vulkan", gpu=True)) == []
 
 
 def test_real_vulkan_build_without_a_device_fails(data: Path) -> None:
     """Captured: the same artifact with the device hidden. backends still says Vulkan."""
     recs = _captured(data, "vulkan-no-device.json")
     assert {r["backends"] for r in recs} == {"Vulkan"}
-    assert failing(verdict(recs, backend="Vulkan", family="vulkan", gpu=True)) == [
+    assert failing(verdict(bench(recs), backend="Vulkan", family="vulkan", gpu=True)) == [
         "ran on a Vulkan device"]
 
 
@@ -158,13 +175,13 @@ def test_cuda_module_that_cannot_load_is_waived_only_with_its_reason(data: Path)
     libggml-cuda.so does not load, so backends lists only the CPU."""
     recs = _captured(data, "cuda-dl-no-driver.json")
     assert {r["backends"] for r in recs} == {"CPU"}
-    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True)) == [
+    assert failing(verdict(bench(recs), backend="CUDA", family="cuda", gpu=True)) == [
         "backend is CUDA", "ran on a CUDA device"]
     # without knowing why the module is missing, the fallback does not cover it
-    assert failing(verdict(recs, backend="CUDA", family="cuda", gpu=True,
+    assert failing(verdict(bench(recs), backend="CUDA", family="cuda", gpu=True,
                            allow_cpu_fallback=True)) == ["backend is CUDA"]
     reason = "libggml-cuda.so is shipped but cannot load here: libcuda.so.1 not found"
-    checks = verdict(recs, backend="CUDA", family="cuda", gpu=True, allow_cpu_fallback=True,
+    checks = verdict(bench(recs), backend="CUDA", family="cuda", gpu=True, allow_cpu_fallback=True,
                      unloadable=reason)
     assert failing(checks) == []
     waived = {c.name: c.detail for c in checks if c.waived}
@@ -179,12 +196,12 @@ def test_why_unloadable_needs_the_module(tmp_path: Path) -> None:
 
 def test_quantized_model_must_have_run(data: Path) -> None:
     f32 = records(data)
-    assert failing(verdict(f32, backend="CPU", family="cpu", gpu=False, quantized="Q4_0")) == [
-        "Q4_0 model ran"]
+    assert failing(verdict(bench(f32), backend="CPU", family="cpu", gpu=False,
+                           quantized="Q4_0")) == ["Q4_0 model ran"]
     q4 = records(data)
     for r in q4:
         r["model_type"] = "llama ?B Q4_0"
-    checks = verdict([*f32, *q4], backend="CPU", family="cpu", gpu=False, quantized="Q4_0")
+    checks = verdict(bench([*f32, *q4]), backend="CPU", family="cpu", gpu=False, quantized="Q4_0")
     assert failing(checks) == []
     assert "llama ?B Q4_0" in next(c.detail for c in checks if c.name == "Q4_0 model ran")
 
@@ -193,3 +210,25 @@ def test_sigill_is_explained() -> None:
     assert "illegal instruction" in describe_exit(-4)
     assert "illegal instruction" in describe_exit(132)
     assert describe_exit(-9) == "killed by signal 9" and describe_exit(3) == "exit code 3"
+
+
+@pytest.mark.parametrize(("output", "fragment"), [
+    ("no json at all", "printed no JSON array"),
+    ("[1, 2, 3]", "llama-bench output: [0]: expected a mapping, got int"),
+    ('[{"n_prompt": "many"}]', "[0].n_prompt: expected an integer"),
+    ('[{"avg_ts": 1e400}]', "number out of range"),
+    ('[{"avg_ts": NaN}]', "NaN is not a JSON number"),
+    ('[{"samples_ts": 5}]', "[0].samples_ts: expected a list"),
+    ('[{"n_prompt": -5}]', "must be at least 0"),
+])
+def test_junk_llama_bench_output_is_a_smoke_failure(output: str, fragment: str) -> None:
+    from buildtool.errors import SmokeError
+
+    with pytest.raises(SmokeError) as info:
+        parse_bench("log\n" + output)
+    assert fragment in info.value.message and info.value.exit_code == 8
+
+
+def test_control_characters_from_llama_bench_are_neutralized() -> None:
+    (t,) = parse_bench('[{"gpu_info": "evil\\u001b[2Jdevice", "n_prompt": 32, "n_gen": 0}]')
+    assert t.gpu_info == "evil\ufffd[2Jdevice" and t.test == "pp32"

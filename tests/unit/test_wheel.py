@@ -21,7 +21,7 @@ from buildtool.plan import make_plan
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.toolchain import Program
 from buildtool.vendor import Materialized
-from tests.unit.helpers import ROOT, fake_cuda_tree
+from tests.unit.helpers import ROOT, fake_cuda_tree, manifest_data
 from tests.unit.test_resolve import LOCK, host, res
 
 
@@ -273,7 +273,9 @@ def _fake_wheel(dest: Path, dist: str, version: str, target: str,
     module = dist.replace("-", "_")
     path = dest / f"{module}-{version}-py3-none-{plat}.whl"
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(f"{module}/manifest.json", json.dumps({"kind": "wheel", "target": target}))
+        zf.writestr(f"{module}/manifest.json", json.dumps(manifest_data(
+            target, kind="wheel", artifact=path.name.removesuffix(".whl"),
+            wheel={"module": module})))
         zf.writestr(f"{module}-{version}.dist-info/METADATA",
                     f"Metadata-Version: 2.4\nName: {dist}\nVersion: {version}\n"
                     "Requires-Python: >=3.9\n\nbody\n")
@@ -305,8 +307,10 @@ def test_index_one_per_target_pep503(tmp_path: Path) -> None:
                        r'data-requires-python="&gt;=3.9">', page)
     assert len(links) == 2
     for href, digest in links:
+        # every link stays inside the served directory: the wheels lie beside their page
         target = (page_dir / unquote(href)).resolve()
-        assert target in (cpu.resolve(), cpu_tuned.resolve())
+        assert target.parent == page_dir.resolve() and "/" not in unquote(href)
+        assert target.name in (cpu.name, cpu_tuned.name)
         assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
     assert "%2Bhost.x86.64.v4" in page  # '+' of the local version is escaped in the URL
     assert (out / "cublas12" / "llama-cpp-bin-cuda12x" / "index.html").is_file()
