@@ -36,6 +36,10 @@ class GitHubState:
     calls: list[Call] = field(default_factory=list)
     next_id: int = 1
     fail_upload_of: str | None = None  # answer 500 to this asset's upload once
+    # hostile behaviours, for the security tests
+    echo_credentials: bool = False  # error messages repeat the Authorization header
+    redirect_to: str | None = None  # GET requests answered with a 302 to this base URL
+    upload_base: str | None = None  # release upload URLs point at this base URL
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -61,7 +65,8 @@ def _handler(state: GitHubState, base: list[str]) -> type[BaseHTTPRequestHandler
             self.wfile.write(raw)
 
         def _release_json(self, rel: dict[str, Any]) -> dict[str, Any]:
-            return {**rel, "upload_url": f"{base[0]}/uploads{prefix}/releases/{rel['id']}"
+            uploads = state.upload_base or base[0]
+            return {**rel, "upload_url": f"{uploads}/uploads{prefix}/releases/{rel['id']}"
                     "/assets{?name,label}",
                     "html_url": f"https://github.com/{state.repo}/releases/tag/{rel['tag_name']}"}
 
@@ -73,8 +78,18 @@ def _handler(state: GitHubState, base: list[str]) -> type[BaseHTTPRequestHandler
             body = self.rfile.read(length) if length else b""
             url = urlsplit(self.path)
             state.calls.append(Call(self.command, self.path, dict(self.headers.items()), body))
+            if state.redirect_to and self.command == "GET":
+                self.send_response(302)
+                self.send_header("Location", state.redirect_to + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if self.headers.get("Authorization") != f"Bearer {state.token}":
                 return self._send(401, {"message": "Bad credentials"})
+            if state.echo_credentials:
+                return self._send(403, {"message": "Resource not accessible by integration "
+                                        f"(credentials: {self.headers.get('Authorization')})"
+                                        "\x1b[2J\x1b[31mEVIL"})
             path = url.path
             m = self.command
             if path.startswith("/uploads" + prefix + "/releases/") and m == "POST":
@@ -152,6 +167,44 @@ def fake_github(repo: str = "lab/llama-builds", token: str = "ghp_" + "s3cr3t" *
     thread.start()
     try:
         yield base[0], state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+
+
+@contextmanager
+def recording_server(host: str = "127.0.0.2") -> Iterator[tuple[str, Recorder]]:
+    """Another host on loopback (Linux routes all of 127.0.0.0/8 to lo) that records every
+    request and answers 404: where a credential must never arrive."""
+    rec = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            rec.calls.append(Call(self.command, self.path, dict(self.headers.items()), body))
+            raw = b'{"message": "Not Found"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}", rec
     finally:
         server.shutdown()
         server.server_close()

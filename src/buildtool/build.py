@@ -26,6 +26,7 @@ from buildtool import (
     wheel,
 )
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
+from buildtool.paths import check_cache, writable_dir
 from buildtool.plan import BuildPlan, make_plan
 from buildtool.records import AuditRecord, ImageRecord, Manifest, RepairRecord, SmokeRecord
 from buildtool.resolve import Overrides, ResolvedTarget
@@ -113,10 +114,13 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
 
 def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
+    writable_dir(dest, "--emit")
+    package.check_owned(dest, wheel.EMITTED)
     plan, source = _portable_plan(session, options, "a wheel project")
     inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
                                                               files={}))
-    return wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
+    project = wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
+    return package.mark_owned(project, wheel.EMITTED)
 
 
 def _portable_plan(session: Session, options: BuildOptions, what: str, *,
@@ -160,9 +164,12 @@ def _context_target(session: Session, plan: BuildPlan, source: vendor.Materializ
 def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
     defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
+    writable_dir(dest, "--emit")
+    package.check_owned(dest, image.CONTEXT)
     plan, source = _portable_plan(session, options, "an image build context", image_only=True)
     entry, args = _context_target(session, plan, source, options.build_args)
     image.render_context([entry], dest, root=session.root)
+    package.mark_owned(dest, image.CONTEXT)
     (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
                                                           lock=session.lock))
     return dest
@@ -173,6 +180,8 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
          build_args: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Write ``out``/docker-bake.hcl and the build context shared by the targets' images."""
     image.cache_settings(cache, "check")  # an unknown cache kind fails before any work
+    writable_dir(out, "--out")
+    package.check_owned(out, image.CONTEXT)
     wanted = names or tuple(session.project.matrix.targets)
     resolved: list[ResolvedTarget] = []
     skipped: dict[str, str] = {}
@@ -201,6 +210,7 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
         items.append((plan, args))
     session.reporter.step(f"writing the build context for {len(items)} images into {out}")
     image.render_context(contexts, out, root=session.root)
+    package.mark_owned(out, image.CONTEXT)
     bake_path = out / "docker-bake.hcl"
     bake_path.write_text(image.bake_file(items, cache=cache, lock=session.lock))
     return {"bake_file": str(bake_path), "context": str(out), "cache": cache,
@@ -221,12 +231,25 @@ def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[str, ...]
     return tuple(dict.fromkeys(kinds))
 
 
+def check_outputs(session: Session, options: BuildOptions) -> None:
+    """Every place a build writes, checked before any long work: the dist and build
+    directories, the cache (source archives, the synthetic model) and, when the pinned tree
+    is not there yet, vendor/."""
+    writable_dir(options.dist or session.root / "dist", "--dist")
+    writable_dir(options.build_root or session.root / "build", "--build-root")
+    check_cache()
+    if vendor.current(session.lock, session.vendor_dir) is None:
+        writable_dir(session.vendor_dir, "the llama.cpp tree")
+        vendor.check_replaceable(session.vendor_dir)
+
+
 def build(session: Session, options: BuildOptions) -> BuildOutcome:
     rep = session.reporter
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     rt = session.resolve(options.target, options.overrides)
     kinds = artifact_kinds(rt, options)
+    check_outputs(session, options)
     if any(k != "image" for k in kinds):
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
     eng = engine.choose(options.engine) if "image" in kinds else None

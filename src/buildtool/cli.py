@@ -12,12 +12,13 @@ import click
 
 from buildtool import __version__
 from buildtool.engine import ENGINES
-from buildtool.errors import BuildtoolError, ExitCode, ToolchainError
+from buildtool.errors import BuildtoolError, ExitCode, ToolchainError, UsageError
 from buildtool.image import CACHE_KINDS
-from buildtool.model import CPU_POLICIES
+from buildtool.model import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
 from buildtool.paths import find_root
 from buildtool.progress import Reporter
 from buildtool.resolve import Overrides
+from buildtool.schema import check_value
 from buildtool.session import Session, open_session
 from buildtool.text import for_terminal, redact
 
@@ -63,26 +64,42 @@ def _session(ctx: click.Context) -> Session:
     return session
 
 
-def _key_values(values: tuple[str, ...], option: str) -> tuple[tuple[str, str], ...]:
+def _key_values(values: tuple[str, ...], option: str, key_type: Any = EnvName
+                ) -> tuple[tuple[str, str], ...]:
+    """NAME=VALUE pairs; names and values checked by the model's grammar (a CMake value or a
+    build argument on one line: CMake would cut a newline off and keep the rest)."""
     out = []
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint=option)
+        check_value(key_type, key, option, error=UsageError)
+        check_value(OneLine, value, option, name=key, error=UsageError)
         out.append((key, value))
     return tuple(out)
 
 
 def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((k.removeprefix("-D"), v) for k, v in _key_values(values, "-D"))
+    items = tuple(v.removeprefix("-D") for v in values)
+    for item in items:
+        key = item.partition("=")[0]
+        if ":" in key:
+            raise UsageError(f"-D {key}: give NAME=VALUE without a :TYPE",
+                             hint="CMake takes the type from the project's definition")
+    return _key_values(items, "-D", CMakeName)
 
 
 def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
                defines: tuple[str, ...]) -> Overrides:
-    return Overrides(cpu=cpu, toolkit=toolkit,
-                     gpu_archs=tuple(a for a in gpu_archs.replace(",", ";").split(";") if a)
-                     if gpu_archs else None,
-                     defines=_parse_defines(defines))
+    archs = tuple(a for a in gpu_archs.replace(",", ";").split(";") if a) \
+        if gpu_archs else None
+    return Overrides(
+        cpu=cpu,
+        toolkit=check_value(Version, toolkit, "--toolkit", error=UsageError)
+        if toolkit is not None else None,
+        gpu_archs=check_value(tuple[GpuArch, ...], archs, "--gpu-archs", error=UsageError)
+        if archs is not None else None,
+        defines=_parse_defines(defines))
 
 
 target_options = [
@@ -365,7 +382,8 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     from buildtool import records, smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
-    from buildtool.paths import writable_dir
+    from buildtool.package import sidecar
+    from buildtool.paths import writable_file
 
     path = Path(artifact)
     subject: Path | str
@@ -374,8 +392,9 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
             raise click.BadParameter(f"{artifact} is neither a regular file nor a directory",
                                      param_hint="ARTIFACT")
         subject = path.resolve()
-        if record and path.is_file():
-            writable_dir(subject.parent, "the smoke result beside")
+        if record and path.is_file():  # the verdict must not be lost after the run
+            for kind in ("smoke", "manifest"):
+                writable_file(sidecar(subject, kind), "the smoke result")
     elif artifact.startswith((".", "/")) or artifact.endswith((".tar.gz", ".whl", ".tar")):
         raise click.BadParameter(f"no such file: {artifact}", param_hint="ARTIFACT")
     elif not IMAGE_REFERENCE.fullmatch(artifact):

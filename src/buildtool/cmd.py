@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from buildtool.errors import CommandError, ToolchainError
+from buildtool.text import redact
 
 TAIL_LINES = 40
 
@@ -90,7 +91,7 @@ def run(
                 line = raw.rstrip("\n")
                 tail.append(line)
                 if log_fh is not None:
-                    log_fh.write(raw)
+                    log_fh.write(redact(raw))
                 if on_line is not None:
                     on_line(line)
             rc = proc.wait()

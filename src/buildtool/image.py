@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 
 from buildtool import records
 from buildtool.errors import UsageError
+from buildtool.paths import source_date_epoch
 from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
 from buildtool.records import ImageRecord, Manifest
 from buildtool.resolve import ResolvedTarget
@@ -88,9 +88,7 @@ def archive_name(plan: BuildPlan) -> str:
 
 def created_at() -> str:
     """RFC 3339; SOURCE_DATE_EPOCH when set (reproducible builds)."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else \
-        datetime.now(UTC)
+    when = source_date_epoch() or datetime.now(UTC)
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -188,13 +186,20 @@ def render_context(targets: Sequence[ContextTarget], dest: Path, *, root: Path) 
         (tdir / "defines.cmake").write_text(defines_cmake(item.plan))
         (tdir / "manifest.json").write_text(json.dumps(records.to_json(item.manifest),
                                                        indent=2) + "\n")
-    (dest / ".dockerignore").write_text("docker-bake.hcl\n*.oci.tar\n")
+    # what buildx writes beside the bake file is no part of the context; older buildx
+    # versions do not create the output directory themselves
+    (dest / ".dockerignore").write_text(f"docker-bake.hcl\n*.oci.tar\n{OUTPUT_DIR}/\n.cache/\n"
+                                        ".buildtool-owner\n")
+    (dest / OUTPUT_DIR).mkdir()
     return dest
 
 
 # ------------------------------------------------------------------------------ bake
 
 CACHE_KINDS = ("gha", "registry", "local", "none")
+CONTEXT = "image-build-context"  # what a directory `bake --out` / `--emit` writes holds
+OUTPUT_DIR = "images"  # the bake file's default OUTPUT_DIR, beside it
+CACHE_DIR = ".cache/buildx"
 
 
 def _hcl(value: Any) -> str:
@@ -241,8 +246,8 @@ def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: st
         "# Written by `buildtool bake`; build them all with `docker buildx bake` in this",
         "# directory (REGISTRY, OUTPUT_DIR and CACHE_DIR can be set in the environment).", "",
         'variable "REGISTRY" {\n  default = "localhost"\n}',
-        'variable "OUTPUT_DIR" {\n  default = "images"\n}',
-        'variable "CACHE_DIR" {\n  default = ".cache/buildx"\n}', "",
+        f'variable "OUTPUT_DIR" {{\n  default = "{OUTPUT_DIR}"\n}}',
+        f'variable "CACHE_DIR" {{\n  default = "{CACHE_DIR}"\n}}', "",
         'group "default" {\n  targets = ' + _hcl(names) + "\n}",
     ]
     for plan, args in items:

@@ -294,7 +294,7 @@ def render_markdown(m: Merged) -> str:
         gpus = ", ".join(md(g.name) + (f" ({md(g.driver)})" if g.driver else "")
                          for g in f.gpus) or "none"
         lines.append(f"- **{md(h)}**: {md(f.os)}, {md(cpu.model)} ({md(cpu.level or '?')},"
-                     f" {cpu.cores} cores); GPUs: {gpus}")
+                     f" {cpu.cores or '?'} cores); GPUs: {gpus}")
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,7 @@ from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.plan import BuildPlan
 from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
 from buildtool.schema import Match
+from buildtool.text import redact
 from buildtool.vendor import Lock, Materialized, sha256_file
 
 MANIFEST_SCHEMA = 1
@@ -108,13 +109,8 @@ def check_owned(final: Path, owner: str) -> None:
                          hint="choose another output directory, or empty it yourself")
 
 
-def fresh_dir(dest: Path, owner: str) -> Path:
-    """An empty directory ``dest`` for ``owner`` (replacing only one that buildtool wrote
-    for the same purpose), with its ownership marker."""
-    check_owned(dest, owner)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+def mark_owned(dest: Path, owner: str) -> Path:
+    """Record that buildtool wrote ``dest`` for ``owner`` (so a later run may replace it)."""
     (dest / OWNER_MARKER).write_text(owner + "\n")
     return dest
 
@@ -145,8 +141,9 @@ def atomic_dir(final: Path, *, owner: str) -> Iterator[Path]:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Atomically; a registered credential never reaches the file."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(redact(json.dumps(data, indent=2, sort_keys=False)) + "\n")
 
 
 def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,

@@ -125,7 +125,9 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
     if ccache is not None:
         launch = str(ccache.path)
         langs = ["C", "CXX"] + (["CUDA"] if rt.family == "cuda" else [])
-        defines += [(f"CMAKE_{lang}_COMPILER_LAUNCHER", launch) for lang in langs]
+        # a launcher the user defined (-D, the matrix) wins: -D has the highest precedence
+        defines += [(f"CMAKE_{lang}_COMPILER_LAUNCHER", launch) for lang in langs
+                    if rt.define(f"CMAKE_{lang}_COMPILER_LAUNCHER") is None]
         # Share hits between build directories: paths under the project become relative.
         env.setdefault("CCACHE_BASEDIR", str(root))
         env.setdefault("CCACHE_NOHASHDIR", "1")

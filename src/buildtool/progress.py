@@ -8,6 +8,8 @@ import sys
 import time
 from typing import TextIO
 
+from buildtool.text import for_terminal
+
 NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)$")
 
 
@@ -30,7 +32,7 @@ class Reporter:
         if self._bar_open:
             self.stream.write("\n")
             self._bar_open = False
-        self.stream.write(text + "\n")
+        self.stream.write(for_terminal(text) + "\n")  # no credential, no escape sequence
         self.stream.flush()
 
     def step(self, text: str) -> None:
@@ -63,7 +65,8 @@ class Reporter:
             width = 30
             filled = width * done // total
             cols = 100
-            text = f"\r    [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}"
+            text = f"\r    [{'#' * filled}{'.' * (width - filled)}] {done}/{total} " \
+                + for_terminal(label)
             self.stream.write(text[:cols].ljust(cols))
             self.stream.flush()
             self._bar_open = True

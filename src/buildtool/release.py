@@ -67,7 +67,7 @@ from buildtool.records import (
     SourceRecord,
     Speed,
 )
-from buildtool.text import md, md_code, md_url
+from buildtool.text import md, md_code, md_url, redact
 from buildtool.vendor import sha256_file
 
 R = TypeVar("R")
@@ -658,13 +658,14 @@ def write(v: Verification, out: Path, tag: str) -> ReleaseRecord:
                 shutil.copyfile(extra, tmp / extra.name)
         sums = format_sums({a.name: a.sha256 for a in v.artifacts})
         (tmp / SUMS).write_text(sums)
-        (tmp / NOTES).write_text(notes(rec))
-        (tmp / PROVENANCE).write_text("".join(
+        # redact: no registered credential reaches a file, whatever an artifact's records say
+        (tmp / NOTES).write_text(redact(notes(rec)))
+        (tmp / PROVENANCE).write_text(redact("".join(
             json.dumps(statement(a, v.allowed.get(a.name)), sort_keys=True) + "\n"
-            for a in sorted(v.artifacts, key=lambda a: a.name)))
-        (tmp / SBOM).write_text(sbom(v, tag, sums))
-        (tmp / RELEASE_RECORD).write_text(json.dumps(records.to_json(rec), indent=2,
-                                                     sort_keys=True) + "\n")
+            for a in sorted(v.artifacts, key=lambda a: a.name))))
+        (tmp / SBOM).write_text(redact(sbom(v, tag, sums)))
+        (tmp / RELEASE_RECORD).write_text(redact(json.dumps(records.to_json(rec), indent=2,
+                                                            sort_keys=True)) + "\n")
     return rec
 
 

@@ -27,8 +27,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from buildtool.errors import BuildtoolError
-from buildtool.inputs import MAX_INT, Doc, PathKey
+from buildtool.errors import BuildtoolError, ConfigError
+from buildtool.inputs import MAX_INT, Doc, ErrorFactory, PathKey
 
 # C0 controls but tab and newline, and DEL: no text buildtool reads needs them, and they can
 # rewrite a terminal (ESC) or cut an argument short (NUL)
@@ -108,11 +108,20 @@ def _where(key: PathKey) -> str:
     out = ""
     for k in key:
         out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
-    return out or "(top level)"
+    return out
 
 
 def _fail(doc: Doc, key: PathKey, message: str, hint: str | None = None) -> typing.NoReturn:
-    raise doc.fail(f"{_where(key)}: {message}", line=doc.line(key), hint=hint)
+    raise doc.fail(f"{_where(key)}: {message}" if key else message, line=doc.line(key),
+                   hint=hint)
+
+
+def check_value(tp: Any, value: Any, where: str, *, name: str | None = None,
+                error: ErrorFactory = ConfigError) -> Any:
+    """One value from outside a file (a command-line option, an environment variable)
+    checked against a type of the model: ``--toolkit: '12.4;x': expected a version``."""
+    doc = Doc(path=where, data=value, lenient=False, error=error)
+    return convert(tp, value, doc, (name,) if name else ())
 
 
 def _shown(value: Any) -> str:

@@ -177,11 +177,13 @@ def unpack(artifact: Path, dest: Path) -> tuple[Path, Manifest]:
             raise DataError(f"{artifact} is not a buildtool tarball (expected one top "
                             "directory)")
         root = tops[0]
-    if not (root / "manifest.json").exists():
+    inner = root / "manifest.json"
+    if not inner.exists():
         raise DataError(f"{artifact} has no manifest.json",
                         hint="only artifacts made by `buildtool build` can be smoke-tested")
-    manifest = records.load(Manifest, root / "manifest.json")
-    return root, manifest
+    where = f"{artifact}:{inner.relative_to(dest) if inner.is_relative_to(dest) else inner}"
+    text = inputs.read_text(inner, limit=inputs.RECORD_LIMIT, error=DataError)
+    return root, records.from_text(Manifest, text, where)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,7 +24,7 @@ MIN_SECRET = 8  # shorter values would redact ordinary words
 MASK = "***"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\*_{}\[\]()#+!|~])")
 
 
 def register_secret(value: str) -> None:
@@ -58,8 +58,11 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def md(text: object) -> str:
-    """Inline Markdown text: no table breaks, links, emphasis, inline HTML or headings."""
+    """Inline Markdown text: no table breaks, links, emphasis, inline HTML or headings
+    (``<``, ``>``, ``&`` and backticks become entities, the rest is backslash-escaped)."""
     flat = " ".join(_CONTROL.sub(" ", redact(str(text))).split())
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
+        .replace("`", "&#96;")
     return _MD_SPECIAL.sub(r"\\\1", flat)
 
 

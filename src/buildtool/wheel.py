@@ -35,6 +35,7 @@ from buildtool.resolve import ResolvedTarget
 from buildtool.vendor import Lock, copy_build_tree
 
 TEMPLATE = Path("recipes") / "wheel"
+EMITTED = "wheel-project"  # what a directory `--emit` writes holds
 # Definitions that only make sense on this machine: an emitted project lets its build
 # environment find these (the CMake project's default tree, the container's toolchain)
 HOST_ONLY = ("LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM", "CMAKE_C_COMPILER_LAUNCHER",

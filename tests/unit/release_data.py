@@ -166,3 +166,8 @@ def rewrite_sidecar(path: Path, kind: str, **changes: Any) -> None:
     data = json.loads(side.read_text())
     data.update(changes)
     side.write_text(json.dumps(data))
+
+
+def sidecar_path(dist: Path, kind: str, target: str = "cpu") -> Path:
+    """The manifest or smoke sidecar of the tarball :func:`tarball` made for ``target``."""
+    return sidecar(dist / f"llama.cpp-b11312-{target}-linux-x86_64.tar.gz", kind)
