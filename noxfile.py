@@ -35,6 +35,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Every reader under hypothesis's long, random profile (thousands of generated and
+    mutated inputs each; the default test run uses a bounded, derandomized one)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit/test_fuzz.py", "-p", "no:cacheprovider", *session.posargs,
+                env={"HYPOTHESIS_PROFILE": "fuzz"})
+
+
+@nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Real build + smoke of the cpu target from the vendored tree (minutes)."""
     session.install("-e", ".[test]")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -378,9 +379,9 @@ def _finish(lock: Lock, tmp: Path, dest: Path, source: str, archive_sha: str | N
 
 
 def _strip(name: str, prefix: str) -> str | None:
-    if name.startswith("/") or ".." in Path(name).parts:
+    if name.startswith("/") or ".." in Path(name).parts or "\0" in name:
         raise SourceError(f"unsafe path in archive refused: {name}")
-    name = name.removeprefix("./")
+    name = posixpath.normpath(name.removeprefix("./")) if name.strip("./") else ""
     if prefix:
         if not name.startswith(prefix.rstrip("/") + "/"):
             return None
@@ -389,6 +390,20 @@ def _strip(name: str, prefix: str) -> str | None:
     if not name or top in EXCLUDED_TOP:
         return None
     return name
+
+
+def _check_link(rel: str, linkname: str) -> None:
+    """A symbolic link in a source tree may only point inside it (judged on the normalized
+    names: tarfile's own filter is fooled by a trailing slash in older Pythons)."""
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), linkname))
+    if linkname.startswith("/") or target == ".." or target.startswith("../"):
+        raise SourceError(f"unsafe symbolic link in archive refused: {rel} -> {linkname}")
+
+
+def _through_link(dest: Path, rel: str) -> bool:
+    """Whether ``rel`` would be written through a symbolic link extracted earlier."""
+    parts = rel.split("/")[:-1]
+    return any((dest / Path(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
 
 
 def unzip(archive: Path, dest: Path, *, refuse: Callable[[str], Exception],
@@ -433,6 +448,11 @@ def extract(archive: Path, dest: Path, subdir: str = "") -> None:
                 if rel is None:
                     continue
                 changes: dict[str, Any] = {"name": rel}
+                if _through_link(dest, rel):
+                    raise SourceError(f"archive member {member.name} lies below a symbolic "
+                                      "link: refused")
+                if member.issym():
+                    _check_link(rel, member.linkname)
                 if member.islnk():
                     link = _strip(member.linkname, subdir)
                     if link is None:
@@ -442,7 +462,8 @@ def extract(archive: Path, dest: Path, subdir: str = "") -> None:
                     tf.extract(member.replace(**changes), dest, filter="data")
                 except tarfile.FilterError as exc:
                     raise SourceError(f"unsafe member in archive refused: {exc}") from exc
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, KeyError, ValueError) as exc:
+        # KeyError: a hard link to a member that is not in the archive (or to itself)
         if isinstance(exc, tarfile.FilterError):
             raise SourceError(f"unsafe member in archive refused: {exc}") from exc
         raise SourceError(f"cannot read archive {archive}: {exc}") from exc

@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -152,6 +153,19 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
 }
 
 
+def _in_toto_accepts(statement: dict[str, Any]) -> None:
+    """The in-toto attestation framework's own bindings parse and validate the statement, and
+    its predicate parses as SLSA provenance v1 (field names, types, RFC 3339 times)."""
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1.statement import Statement
+    from in_toto_attestation.v1.statement_pb2 import Statement as StatementProto
+
+    proto = json_format.ParseDict(statement, StatementProto())
+    Statement.copy_from_pb(proto).validate()
+    json_format.ParseDict(statement["predicate"], provenance_pb2.Provenance())
+
+
 def test_every_reason_has_a_case() -> None:
     assert {reason for reason, _ in CASES.values()} == set(release.REASONS)
 
@@ -251,6 +265,8 @@ def test_release_directory_contents(dist: Path, tmp_path: Path,
         assert definition["internalParameters"]["cmake_defines"]["CMAKE_BUILD_TYPE"] == "Release"
         builder = s["predicate"]["runDetails"]["builder"]
         assert builder["id"] == "urn:buildtool:host:ci-runner-7"  # SLSA: a URI
+        assert urlsplit(builder["id"]).scheme
+        _in_toto_accepts(s)
         assert builder["version"] == {"buildtool": "0.1.0", "cmake": "3.31.6", "cc": "12.2.0"}
     # SBOM: valid CycloneDX 1.6 with every artifact and its hash, depending on the source
     text = (out / release.SBOM).read_text()

@@ -3,6 +3,7 @@ source of truth for the CMake definitions), the package template's API, the inde
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import json
@@ -340,3 +341,45 @@ def test_smoke_checks_a_wheels_modules_with_its_runtime_wheels(
     assert env is not None
     assert env["LD_LIBRARY_PATH"] == "/site/nvidia/cublas/lib:/site/nvidia/cuda_runtime/lib:/opt/x"
     assert with_library_dirs([]) is None and with_library_dirs(None) is None
+
+
+def test_check_wheel_contents_is_configured_for_binary_wheels(
+        tmp_path: Path, data: Path, fake_tools: object) -> None:
+    """The layout `buildtool build --artifact wheel` makes (programs and libraries in
+    <module>/bin, auditwheel's <module>.libs) trips exactly W004, W009 and W010 — and with the
+    repository's configuration (pyproject.toml, also in the wheel template) nothing."""
+    from check_wheel_contents.checker import NO_CONFIG, WheelChecker
+    from check_wheel_contents.contents import WheelContents
+
+    module = "llama_cpp_bin_cpu"
+    path = tmp_path / f"{module}-11312.0-py3-none-manylinux_2_35_x86_64.whl"
+    files = {f"{module}/__init__.py": b"x = 1\n", f"{module}/__main__.py": b"y = 2\n",
+             f"{module}/_launch.py": b"z = 3\n", f"{module}/manifest.json": b"{}",
+             **{f"{module}/bin/{name}": f"\x7fELF {name}".encode() for name in (
+                 "llama-bench", "llama-server", "libggml-base.so", "libggml-cpu-haswell.so",
+                 "libllama.so")},
+             f"{module}.libs/libgomp-a34b3233.so.1.0.0": b"\x7fELF gomp"}
+    info = f"{module}-11312.0.dist-info"
+    rows = []
+    with zipfile.ZipFile(path, "w") as zf:
+        for rel, content in files.items():
+            zf.writestr(rel, content)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=")
+            rows.append(f"{rel},sha256={digest.decode()},{len(content)}")
+        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: llama-cpp-bin-cpu\n"
+                    "Version: 11312.0\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: "
+                    "false\nTag: py3-none-manylinux_2_35_x86_64\n")
+        rows += [f"{info}/METADATA,,", f"{info}/WHEEL,,", f"{info}/RECORD,,"]
+        zf.writestr(f"{info}/RECORD", "\n".join(rows) + "\n")
+    contents = WheelContents.from_wheel(path)
+    bare = WheelChecker()
+    bare.configure_options(configpath=NO_CONFIG)
+    assert sorted(f.check.name for f in bare.check_contents(contents)) == ["W004", "W009",
+                                                                          "W010"]
+    emitted, _ = _render(res("cpu", host(data), overrides=Overrides(cpu="x86-64-v3")), tmp_path,
+                         emit=True)
+    for config in (ROOT / "pyproject.toml", emitted / "pyproject.toml"):
+        checker = WheelChecker()
+        checker.configure_options(configpath=str(config))
+        assert checker.check_contents(contents) == [], config
