@@ -388,7 +388,7 @@ def test_source_extraction_stays_inside(tmp_path_factory: pytest.TempPathFactory
     assert outside == []
     for p in dest.rglob("*"):
         if p.is_symlink():  # realpath: a link to itself is a loop, not an escape
-            target = os.path.realpath(p.parent / os.readlink(p))
+            target = os.path.realpath(p.parent / p.readlink())
             assert Path(target).is_relative_to(dest.resolve())
         elif p.is_file():
             assert not p.stat().st_mode & 0o6000  # no setuid/setgid
