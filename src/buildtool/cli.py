@@ -15,7 +15,7 @@ from buildtool.engine import ENGINES
 from buildtool.errors import BuildtoolError, ExitCode, ToolchainError, UsageError
 from buildtool.image import CACHE_KINDS
 from buildtool.model import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
-from buildtool.paths import find_root
+from buildtool.paths import check_cache, find_root
 from buildtool.progress import Reporter
 from buildtool.resolve import Overrides
 from buildtool.schema import check_value
@@ -402,6 +402,8 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
                                  param_hint="ARTIFACT")
     else:
         subject = artifact  # an image reference (localhost/llama.cpp:cpu-b11312)
+    if model is None:
+        check_cache()  # the synthetic model is written there
     result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
@@ -513,6 +515,8 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
         raise click.BadParameter(str(exc)) from exc
     rep = _reporter(ctx)
     dest = writable_file(out or lab.default_out(), "--out")
+    if model is None:
+        check_cache()  # the synthetic model is written there
     rep.step(f"lab run on {directory} → {dest}")
     doc = lab.run(directory, dest, cpu=detect_cpu(), settings=settings, engine=engine,
                   note=rep.info)
@@ -610,8 +614,11 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
     """Write PEP 503 simple indexes for the buildtool wheels in DIRECTORY, one per target
     (whl/cpu/, whl/cublas12/, ...): pip install --index-url file://.../whl/cpu/ NAME."""
     from buildtool import index
+    from buildtool.paths import writable_dir
 
-    written = index.write(directory.resolve(), (out or directory / "whl").resolve())
+    dest = (out or directory / "whl").resolve()
+    writable_dir(dest, "--out")
+    written = index.write(directory.resolve(), dest)
     if as_json:
         emit_json({"indexes": [i.to_json() for i in written]})
         return
@@ -632,10 +639,14 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
     """Materialize vendor/llama.cpp from the pinned sources (verified), or check it."""
     from buildtool import vendor
     from buildtool.errors import SourceError
+    from buildtool.paths import writable_dir
 
     session = _session(ctx)
     lock = session.lock
     dest = session.vendor_dir
+    if not verify:
+        writable_dir(dest, "the llama.cpp tree")
+        check_cache()  # downloaded archives are kept there
     if verify:
         marker = vendor.current(lock, dest)
         if marker is None:
@@ -726,6 +737,7 @@ def toolchain_install(ctx: click.Context, name: str) -> None:
     from buildtool.provision import installers
 
     name = _installable(ctx, name)
+    check_cache()  # toolchains are assembled there
     reporter = Reporter(quiet=ctx.obj.get("quiet", False))
     reporter.step(f"installing {name}")
     path = installers()[name](reporter.info)

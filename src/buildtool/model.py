@@ -25,7 +25,8 @@ RelativePath = Annotated[str, Match(rf"{_PART}(?:/{_PART})*",
                                     "'+', '-', '/')")]
 CMakeName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_.+-]{0,127}",
                                  "a CMake variable name (letters, digits, '_', '.', '+', '-')")]
-OneLine = Annotated[str, Match(r"[^\n\r]*", "a value on one line")]
+OneLine = Annotated[str, Match(r"[^\x00-\x08\x0a-\x1f\x7f]*",
+                               "a value on one line (no control characters)")]
 EnvName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
                                "an environment variable name")]
 Version = Annotated[str, Match(r"[0-9]+(?:\.[0-9]+){0,3}", "a version such as 12.4")]

@@ -36,6 +36,7 @@ from urllib.parse import quote
 from buildtool import __version__, inputs, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.model import FileName
+from buildtool.paths import writable_dir
 from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.plan import BuildPlan
 from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
@@ -70,10 +71,20 @@ def collect(plan: BuildPlan) -> list[Path]:
     return files
 
 
+def make_parent(final: Path) -> None:
+    """Create the directory ``final`` goes into; a path below a regular file or an
+    unwritable directory is a usage error naming it, not a traceback."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        writable_dir(final.parent, "output")  # says which ancestor is in the way
+        raise UsageError(f"cannot create {final.parent}: {exc.strerror or exc}") from None
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename onto it only on success."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(final)
     fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -121,7 +132,7 @@ def atomic_dir(final: Path, *, owner: str) -> Iterator[Path]:
     whole (files 0644, directories 0755), so a reader never sees half of it. Only a
     directory buildtool wrote for ``owner`` is ever replaced (see :func:`check_owned`)."""
     check_owned(final, owner)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(final)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
         (tmp / OWNER_MARKER).write_text(owner + "\n")

@@ -1,15 +1,21 @@
 """The cpu wheel for real: built through the scikit-build-core template (in the build tree the
-tarball test used, when it ran first), repaired by auditwheel, installed into fresh virtual
-environments from a file:// PEP 503 index, and smoke-tested through its entry points."""
+tarball test used, when it ran first), repaired by auditwheel, checked by check-wheel-contents,
+installed into fresh virtual environments from a PEP 503 index served over HTTP, and
+smoke-tested through its entry points."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,21 +96,50 @@ def test_auditwheel_show_agrees_and_the_contents_are_what_ships(
     assert "llama_cpp_bin_cpu/manifest.json" in names
 
 
+def test_check_wheel_contents_passes_with_the_projects_configuration(
+        built: dict[str, object]) -> None:
+    """The real wheel, checked by check-wheel-contents with pyproject.toml's configuration
+    (run from the repository root, where it is read)."""
+    from tests.conftest import ROOT
+
+    whl = _wheel(built)
+    checked = _run([sys.executable, "-m", "check_wheel_contents", str(whl)], cwd=ROOT)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip().endswith(f"{whl}: OK")
+
+
+@contextlib.contextmanager
+def served(directory: Path) -> Iterator[str]:
+    """``directory`` alone over HTTP on loopback, as a web server would publish an index."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_pip_installs_it_from_the_index_and_it_runs(built: dict[str, object],
                                                     tmp_path: Path) -> None:
     whl = _wheel(built)
     dist = Path(str(built["dist"]))
-    proc = buildtool("index", str(dist), "--json")
+    out = tmp_path / "index"
+    proc = buildtool("index", str(dist), "--out", str(out), "--json")
     assert proc.returncode == 0, proc.stderr
     (entry,) = json.loads(proc.stdout)["indexes"]
     assert entry["target"] == "cpu" and entry["projects"] == ["llama-cpp-bin-cpu"]
     venv = tmp_path / "venv"
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     py = venv / "bin" / "python"
-    # only our index: no pip configuration, no cache, no other index
+    # only our index, served over HTTP from its own directory (a link that leaves it would
+    # be a 404): no pip configuration, no cache, no other index
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
-    pip = _run([str(py), "-m", "pip", "install", "--disable-pip-version-check",
-                "--index-url", entry["url"], "llama-cpp-bin-cpu"], env=env)
+    with served(out) as url:
+        pip = _run([str(py), "-m", "pip", "install", "--disable-pip-version-check",
+                    "--index-url", f"{url}/cpu/", "llama-cpp-bin-cpu"], env=env)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert whl.name in pip.stdout or "llama-cpp-bin-cpu" in pip.stdout
     info = _run([str(py), "-m", "llama_cpp_bin_cpu", "--json"], cwd=tmp_path)

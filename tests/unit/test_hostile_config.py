@@ -213,3 +213,62 @@ def test_lock_json_edge_cases(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match="invalid JSON"):
         vendor.load_lock(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Values from the command line and the environment
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from buildtool import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--matrix", str(ROOT / "build_matrix.yaml"), *args])
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["-D", "LLAMA_X=a\nb"], "-D: LLAMA_X: 'a\\nb': expected a value on one line"),
+    (["-D", "A B=1"], "expected a CMake variable name"),
+    (["-D", "GGML_AVX:BOOL=ON"], "without a :TYPE"),
+    (["-D", "X=\x00"], "expected a value on one line"),
+    (["--toolkit", "12.4;rm -rf /"], "--toolkit: '12.4;rm -rf /': expected a version"),
+    (["--gpu-archs", "89;../x"], "--gpu-archs: [1]: '../x': expected a GPU architecture"),
+])
+def test_command_line_values_are_checked(capsys: pytest.CaptureFixture[str], args: list[str],
+                                         fragment: str) -> None:
+    code, err = _cli(capsys, "plan", "--target", "cpu", *args)
+    assert code == ExitCode.USAGE and fragment in err, err
+
+
+def test_a_build_arg_on_two_lines_is_refused(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    code, err = _cli(capsys, "bake", "--out", str(tmp_path / "b"), "--build-arg",
+                     "BUILD_IMAGE=x\nRUN evil")
+    assert code == ExitCode.USAGE and "expected a value on one line" in err
+
+
+def test_a_launcher_given_with_d_wins_over_ccache(fake_tools: dict[str, list[object]]) -> None:
+    """README: -D has the highest precedence — also over the ccache launcher buildtool adds."""
+    from buildtool.plan import make_plan
+    from buildtool.resolve import Overrides
+    from buildtool.toolchain import Program
+    from tests.unit.test_resolve import host, res
+
+    fake_tools["ccache"] = [Program("ccache", Path("/usr/bin/ccache"), None)]
+    cpu = host(ROOT / "tests" / "data")
+    plain = make_plan(res("cpu", cpu), root=ROOT, source_dir=ROOT, tree_sha256=None)
+    assert "-DCMAKE_C_COMPILER_LAUNCHER=/usr/bin/ccache" in plain.configure
+    mine = make_plan(res("cpu", cpu, overrides=Overrides(defines=(
+        ("CMAKE_C_COMPILER_LAUNCHER", "/opt/sccache"),))), root=ROOT, source_dir=ROOT,
+        tree_sha256=None)
+    launchers = [a for a in mine.configure if a.startswith("-DCMAKE_C_COMPILER_LAUNCHER=")]
+    assert launchers == ["-DCMAKE_C_COMPILER_LAUNCHER=/opt/sccache"]
+    assert "-DCMAKE_CXX_COMPILER_LAUNCHER=/usr/bin/ccache" in mine.configure
+
+
+def test_unknown_cpu_policy_from_the_environment(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDTOOL_CPU", "x86-64-v9")
+    code, err = _cli(capsys, "plan", "--target", "cpu")
+    assert code == ExitCode.CONFIG and "environment BUILDTOOL_CPU" in err

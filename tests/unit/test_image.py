@@ -339,6 +339,12 @@ def test_context_holds_one_tree_and_a_directory_per_target(
     assert (dest / "llama.cpp/src/models/llama.cpp").is_file()
     assert not (dest / "llama.cpp/models").exists() and not (dest / "llama.cpp/docs").exists()
     assert not list(dest.rglob("*.gguf"))
+    # the bake file's default OUTPUT_DIR exists (older buildx does not create it) and what
+    # buildx writes there is no part of the next build's context
+    assert (dest / image.OUTPUT_DIR).is_dir()
+    assert f"{image.OUTPUT_DIR}/" in (dest / ".dockerignore").read_text().splitlines()
+    assert f'default = "{image.OUTPUT_DIR}"' in image.bake_file(
+        [(items[0].plan, {})], cache="none", lock=LOCK)
     manifest = json.loads((dest / "targets/vulkan/manifest.json").read_text())
     assert manifest["kind"] == "image" and manifest["target"] == "vulkan"
     assert manifest["image"]["build_args"]["BUILD_IMAGE"] == "debian:trixie-slim"

@@ -299,3 +299,58 @@ def test_release_notes_escape_what_artifacts_say(dist: Path, tmp_path: Path,
     notes = (tmp_path / "rel" / "RELEASE_NOTES.md").read_text()
     row = next(ln for ln in notes.splitlines() if "cpu-linux-x86_64.tar.gz" in ln)
     assert row.replace("\\|", "").count("|") == 9 and "<script" not in row
+
+
+@pytest.mark.parametrize("args", [
+    ["publish", "{dist}", "--out", "{blocked}/rel"],
+    ["publish", "{dist}", "--index", "{blocked}/idx", "--dry-run"],
+    ["lab", "run", "{dist}", "--out", "{blocked}/r.json"],
+    ["lab", "report", "{dist}/results.json", "--out", "{blocked}/r.html"],
+    ["lab", "report", "{dist}/results.json", "--out", "{dist}"],
+    ["index", "{dist}", "--out", "{blocked}/whl"],
+])
+def test_every_output_below_a_regular_file_is_a_usage_error(
+        dist: Path, tmp_path: Path, args: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file")
+    (dist / "results.json").write_text("{}")
+    before = _files(tmp_path)
+    code, _, err = run(capsys, *(a.format(dist=dist, blocked=blocked) for a in args))
+    assert code == ExitCode.USAGE, err
+    assert "is not a directory" in err or "is a directory" in err
+    assert _files(tmp_path) == before
+
+
+def test_the_pinned_tree_is_readable_by_everyone(tmp_path: Path) -> None:
+    """mkdtemp makes 0700 directories: the tree renamed into place must not stay that way."""
+    import os
+
+    from buildtool import vendor
+    from tests.unit.test_vendor import make_tree, write_lock
+
+    tree = make_tree(tmp_path / "src")
+    lock = write_lock(tmp_path / "lock.json", tree_sha=vendor.tree_digest(tree),
+                      sources=[{"name": "local", "kind": "local"}])
+    old = os.umask(0o022)
+    try:
+        dest = tmp_path / "vendor" / "llama.cpp"
+        vendor.materialize(lock, dest, local=tree)
+    finally:
+        os.umask(old)
+    assert dest.stat().st_mode & 0o777 == 0o755
+
+
+def test_the_vendor_tree_of_a_user_is_not_replaced(tmp_path: Path) -> None:
+    from buildtool import vendor
+    from buildtool.errors import SourceError
+    from tests.unit.test_vendor import make_tree, write_lock
+
+    tree = make_tree(tmp_path / "src")
+    lock = write_lock(tmp_path / "lock.json", tree_sha=vendor.tree_digest(tree),
+                      sources=[{"name": "local", "kind": "local"}])
+    mine = make_tree(tmp_path / "vendor" / "llama.cpp")
+    (mine / "my-patch.diff").write_text("work in progress")
+    with pytest.raises(SourceError, match="was not made by buildtool"):
+        vendor.materialize(lock, mine, local=tree)
+    assert (mine / "my-patch.diff").read_text() == "work in progress"
