@@ -36,8 +36,8 @@ from urllib.parse import quote
 from buildtool import __version__, inputs, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.model import FileName
-from buildtool.paths import writable_dir
 from buildtool.naming import LIB_PATTERNS, left_out_files
+from buildtool.paths import writable_dir
 from buildtool.plan import BuildPlan
 from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
 from buildtool.schema import Match
