@@ -24,9 +24,11 @@ from typing import Any
 
 import pytest
 
+from buildtool import records
 from buildtool.errors import ExitCode
 from buildtool.package import sidecar
 from buildtool.publish import image_tags
+from buildtool.records import Manifest
 from tests.integration.conftest import BASE, buildtool
 from tests.standins import fake_github
 
@@ -139,8 +141,9 @@ def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str
         assert all(a["data"] == (rel / a["name"]).read_bytes() for a in gh.assets.values())
         assert gh.token not in first.stdout + first.stderr
         # registry: both tags, with the archive's manifest digest
-        manifest = json.loads(_sidecars(artifacts["image"])[0].read_text())
-        digest = manifest["image"]["manifest_digest"]
+        manifest = records.load(Manifest, _sidecars(artifacts["image"])[0])
+        assert manifest.image is not None
+        digest = manifest.image.manifest_digest
         tags = image_tags(manifest)
         assert tags and all(t.startswith("cpu") and "/" not in t for t in tags)
         for tag in tags:

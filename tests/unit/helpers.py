@@ -46,3 +46,16 @@ def manifest_data(target: str = "cpu", **changes: Any) -> dict[str, Any]:
 def manifest(target: str = "cpu", **changes: Any) -> Manifest:
     """A typed manifest, read the way buildtool reads one."""
     return records.from_data(Manifest, manifest_data(target, **changes), "test manifest")
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``buildtool ARGS`` in-process through cli.main (exit code as the shell sees it),
+    with what it printed on stdout and stderr."""
+    import pytest
+
+    from buildtool import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(args))
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err

@@ -10,23 +10,19 @@ from typing import Any
 
 import pytest
 
-from buildtool import cli, lab, records
+from buildtool import lab, records
 from buildtool.detect.cpu import from_flag_list
 from buildtool.errors import ExitCode
 from buildtool.package import sidecar
 from buildtool.records import HostFacts
 from tests.unit import release_data as data
-from tests.unit.helpers import ROOT
+from tests.unit.helpers import ROOT, run_cli
 
 ZEN4 = from_flag_list(["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"], arch="x86_64",
                       model="AMD EPYC")
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+run = run_cli
 
 
 @pytest.fixture(autouse=True)

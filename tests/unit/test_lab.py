@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from buildtool import cli, lab, records, smoke
+from buildtool import lab, records, smoke
 from buildtool import lab_report as report
 from buildtool.detect.cpu import from_flag_list
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import ExitCode, SmokeError
 from buildtool.records import BenchTest, HostFacts, Manifest, SmokeRecord, Verdict
 from tests.unit import release_data as data
-from tests.unit.helpers import manifest
+from tests.unit.helpers import manifest, run_cli
 
 NVIDIA_SMI = ("NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB\n"
               "NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB\n")
@@ -30,11 +30,7 @@ ZEN4 = from_flag_list(["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f"
 OLD = from_flag_list(["sse4_2", "avx"], arch="x86_64", model="Intel Xeon E5-2670")
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+run = run_cli
 
 
 def test_host_facts_parsers(tmp_path: Path) -> None:

@@ -16,18 +16,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from buildtool import cli, publish, release
+from buildtool import publish, release
 from buildtool.errors import ExitCode
 from tests.standins import fake_github
 from tests.unit import release_data as data
-from tests.unit.helpers import manifest
+from tests.unit.helpers import manifest, run_cli
 
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+run = run_cli
 
 
 @pytest.fixture

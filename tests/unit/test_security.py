@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import cli
 from buildtool.errors import ExitCode
 from buildtool.text import forget_secrets
 from tests.standins import fake_github, recording_server
 from tests.unit import release_data as data
-from tests.unit.helpers import ROOT
+from tests.unit.helpers import ROOT, run_cli
 
 TOKEN = "ghp_" + "T0pS3cr3t" * 4
 
@@ -34,11 +33,7 @@ def _fresh_secrets() -> Iterator[None]:
     forget_secrets()
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(list(args))
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+run = run_cli
 
 
 @pytest.fixture
