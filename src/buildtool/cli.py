@@ -13,8 +13,8 @@ import click
 from buildtool import __version__
 from buildtool.engine import ENGINES
 from buildtool.errors import BuildtoolError, ExitCode, ToolchainError, UsageError
+from buildtool.grammar import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
 from buildtool.image import CACHE_KINDS
-from buildtool.model import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
 from buildtool.paths import check_cache, find_root
 from buildtool.progress import Reporter
 from buildtool.resolve import Overrides

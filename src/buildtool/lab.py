@@ -27,7 +27,7 @@ from typing import Any
 from buildtool import __version__, inputs, records
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
-from buildtool.model import ArtifactKind
+from buildtool.grammar import ArtifactKind
 from buildtool.package import sidecar, write_json
 from buildtool.records import (
     BenchTest,

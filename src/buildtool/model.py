@@ -8,53 +8,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
-from buildtool.schema import Match, Range
+from buildtool.grammar import (
+    ArtifactKind,
+    CMakeName,
+    Count,
+    CpuPolicy,
+    EnvName,
+    FeatureName,
+    FileName,
+    Glob,
+    GpuArch,
+    ImageRef,
+    OneLine,
+    Platform,
+    RelativePath,
+    Revision,
+    TargetName,
+    Version,
+    WheelName,
+)
 
-# What names and values may look like. Each becomes part of a file name, a CMake cache entry,
-# an environment variable or an image reference, so what passes here cannot escape a
-# directory, inject a second CMake definition or cut a command line short.
-_PART = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.+-]+"
-TargetName = Annotated[str, Match(r"[a-z0-9][a-z0-9_-]{0,63}",
-                                  "a name of lower-case letters, digits, '-' and '_'")]
-FileName = Annotated[str, Match(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}",
-                                "a file name (letters, digits, '.', '_', '+', '-'; no '/')")]
-RelativePath = Annotated[str, Match(rf"{_PART}(?:/{_PART})*",
-                                    "a relative path without '..' (letters, digits, '.', '_', "
-                                    "'+', '-', '/')")]
-CMakeName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_.+-]{0,127}",
-                                 "a CMake variable name (letters, digits, '_', '.', '+', '-')")]
-OneLine = Annotated[str, Match(r"[^\x00-\x08\x0a-\x1f\x7f]*",
-                               "a value on one line (no control characters)")]
-EnvName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
-                               "an environment variable name")]
-Version = Annotated[str, Match(r"[0-9]+(?:\.[0-9]+){0,3}", "a version such as 12.4")]
-GpuArch = Annotated[str, Match(r"[A-Za-z0-9_.+-]{1,32}",
-                               "a GPU architecture such as 89-real or gfx1100")]
-FeatureName = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a CPU feature name such as avx2")]
-Glob = Annotated[str, Match(r"[A-Za-z0-9_.+*?\[\]-]{1,255}", "a file name pattern")]
-# image references may use {toolkit} placeholders in recipes
-ImageRef = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._/:@{}-]{0,254}",
-                                "an image reference such as ubuntu:24.04")]
-WheelName = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,99}",
-                                 "a distribution name (letters, digits, '.', '_', '-')")]
-Count = Annotated[int, Range(minimum=1, maximum=1_000_000)]
-Revision = Annotated[int, Range(minimum=0, maximum=1_000_000)]
-
-Platform = Literal["linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64",
-                   "windows-x86_64", "windows-arm64"]
-ArtifactKind = Literal["tarball", "wheel", "image"]
 Family = Literal["cpu", "cuda", "hip", "sycl", "vulkan", "metal"]
-CpuPolicy = Literal["host", "all-variants", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4",
-                    "armv8.0", "armv8.2", "armv8.6"]
 DefineValue = OneLine | bool | int
-
-ALL_PLATFORMS: tuple[Platform, ...] = ("linux-x86_64", "linux-aarch64", "macos-arm64",
-                                       "macos-x86_64", "windows-x86_64", "windows-arm64")
-CPU_POLICIES: tuple[CpuPolicy, ...] = ("host", "all-variants", "x86-64", "x86-64-v2",
-                                       "x86-64-v3", "x86-64-v4", "armv8.0", "armv8.2",
-                                       "armv8.6")
 
 
 def doc(text: str) -> dict[str, str]:

@@ -35,7 +35,7 @@ from urllib.parse import quote
 
 from buildtool import __version__, inputs, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
-from buildtool.model import FileName
+from buildtool.grammar import FileName
 from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.paths import writable_dir
 from buildtool.plan import BuildPlan

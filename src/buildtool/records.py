@@ -23,7 +23,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 from buildtool import inputs
 from buildtool.errors import BuildtoolError, DataError
-from buildtool.model import (
+from buildtool.grammar import (
     ArtifactKind,
     EnvName,
     FeatureName,

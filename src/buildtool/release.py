@@ -52,7 +52,7 @@ from urllib.parse import quote
 
 from buildtool import __version__, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
-from buildtool.model import ArtifactKind
+from buildtool.grammar import ArtifactKind
 from buildtool.package import atomic_dir, format_sums, read_sums, sidecar
 from buildtool.paths import source_date_epoch
 from buildtool.records import (

@@ -22,15 +22,8 @@ from buildtool.backends.cpu import X86_GGML_OPTIONS, cpu_settings
 from buildtool.config import Project
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
-from buildtool.model import (
-    CPU_POLICIES,
-    ArtifactKind,
-    AvoidCpuFeatures,
-    DefineValue,
-    Recipe,
-    SmokeSpec,
-    ToolRequirement,
-)
+from buildtool.grammar import CPU_POLICIES, ArtifactKind
+from buildtool.model import AvoidCpuFeatures, DefineValue, Recipe, SmokeSpec, ToolRequirement
 from buildtool.schema import suggest
 from buildtool.vendor import Lock
 

@@ -31,7 +31,7 @@ from buildtool import cmd, inputs, records
 from buildtool import engine as engines
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
-from buildtool.model import ArtifactKind
+from buildtool.grammar import ArtifactKind
 from buildtool.package import sidecar, write_json
 from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
 from buildtool.synthetic import cached_model

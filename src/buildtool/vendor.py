@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 from buildtool import inputs
 from buildtool.errors import ConfigError, SourceError
-from buildtool.model import EnvName, OneLine, RelativePath, TargetName
+from buildtool.grammar import EnvName, OneLine, RelativePath, TargetName
 from buildtool.paths import cache_dir
 from buildtool.schema import Match, Range, convert
 
