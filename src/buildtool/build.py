@@ -18,6 +18,7 @@ from buildtool import (
     image,
     naming,
     oci,
+    outputs,
     package,
     preflight,
     records,
@@ -26,12 +27,12 @@ from buildtool import (
     wheel,
 )
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
+from buildtool.inputs import sha256_file
 from buildtool.paths import check_cache, writable_dir
 from buildtool.plan import BuildPlan, make_plan
 from buildtool.records import AuditRecord, ImageRecord, Manifest, RepairRecord, SmokeRecord
 from buildtool.resolve import Overrides, ResolvedTarget
 from buildtool.session import Session
-from buildtool.vendor import sha256_file
 
 BUILDABLE_KINDS = ("tarball", "wheel", "image")
 
@@ -115,12 +116,12 @@ def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
 def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's self-contained wheel project (see wheel.render) into ``dest``."""
     writable_dir(dest, "--emit")
-    package.check_owned(dest, wheel.EMITTED)
+    outputs.check_owned(dest, wheel.EMITTED)
     plan, source = _portable_plan(session, options, "a wheel project")
     inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
                                                               files={}))
     project = wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
-    return package.mark_owned(project, wheel.EMITTED)
+    return outputs.mark_owned(project, wheel.EMITTED)
 
 
 def _portable_plan(session: Session, options: BuildOptions, what: str, *,
@@ -165,11 +166,11 @@ def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> P
     """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
     defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
     writable_dir(dest, "--emit")
-    package.check_owned(dest, image.CONTEXT)
+    outputs.check_owned(dest, image.CONTEXT)
     plan, source = _portable_plan(session, options, "an image build context", image_only=True)
     entry, args = _context_target(session, plan, source, options.build_args)
     image.render_context([entry], dest, root=session.root)
-    package.mark_owned(dest, image.CONTEXT)
+    outputs.mark_owned(dest, image.CONTEXT)
     (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
                                                           lock=session.lock))
     return dest
@@ -181,7 +182,7 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     """Write ``out``/docker-bake.hcl and the build context shared by the targets' images."""
     image.cache_settings(cache, "check")  # an unknown cache kind fails before any work
     writable_dir(out, "--out")
-    package.check_owned(out, image.CONTEXT)
+    outputs.check_owned(out, image.CONTEXT)
     wanted = names or tuple(session.project.matrix.targets)
     resolved: list[ResolvedTarget] = []
     skipped: dict[str, str] = {}
@@ -210,7 +211,7 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
         items.append((plan, args))
     session.reporter.step(f"writing the build context for {len(items)} images into {out}")
     image.render_context(contexts, out, root=session.root)
-    package.mark_owned(out, image.CONTEXT)
+    outputs.mark_owned(out, image.CONTEXT)
     bake_path = out / "docker-bake.hcl"
     bake_path.write_text(image.bake_file(items, cache=cache, lock=session.lock))
     return {"bake_file": str(bake_path), "context": str(out), "cache": cache,
@@ -290,14 +291,14 @@ def _fresh_start(plan: BuildPlan, fresh: bool) -> None:
 
 def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
             options: BuildOptions) -> ArtifactOutcome | None:
-    existing = None if options.force else package.lookup(plan.dist_dir, key)
+    existing = None if options.force else outputs.lookup(plan.dist_dir, key)
     if existing is None:
         return None
     rep = session.reporter
     rep.step(f"{plan.target.name}: inputs unchanged, {kind} is up to date")
     rep.info(str(existing))
     try:
-        manifest = records.load(Manifest, package.sidecar(existing, "manifest"))
+        manifest = records.load(Manifest, outputs.sidecar(existing, "manifest"))
     except DataError:
         return None  # its manifest was damaged: build it again
     return ArtifactOutcome(kind=kind, path=existing, cached=True, manifest=manifest)
@@ -346,7 +347,7 @@ def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
     rep.step("packaging")
     artifact, manifest = package.package(plan, session.lock, source, audit=report)
     assert manifest.artifact_sha256 is not None
-    package.record(plan.dist_dir, plan.key, artifact, manifest.artifact_sha256)
+    outputs.record(plan.dist_dir, plan.key, artifact, manifest.artifact_sha256)
     timings["package"] = time.monotonic() - t
     rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
     return ArtifactOutcome(kind="tarball", path=artifact, manifest=manifest)
@@ -387,7 +388,7 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
             final_src, repair_info = raw, RepairRecord(
                 note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
         final = plan.dist_dir / final_src.name
-        with package.atomic_path(final) as tmp:
+        with outputs.atomic_path(final) as tmp:
             shutil.copyfile(final_src, tmp)
         timings["repair"] = time.monotonic() - t
     finally:
@@ -395,9 +396,9 @@ def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
     digest = sha256_file(final)
     manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
                                    isa_audit=report, repair=repair_info)
-    package.write_json(package.sidecar(final, "manifest"), records.to_json(manifest))
-    package.update_sums(plan.dist_dir, final.name, digest)
-    package.record(plan.dist_dir, record_key(plan, "wheel"), final, digest)
+    outputs.write_json(outputs.sidecar(final, "manifest"), records.to_json(manifest))
+    outputs.update_sums(plan.dist_dir, final.name, digest)
+    outputs.record(plan.dist_dir, record_key(plan, "wheel"), final, digest)
     rep.info(f"{final} ({final.stat().st_size / 1e6:.1f} MB)")
     return ArtifactOutcome(kind="wheel", path=final, manifest=manifest)
 
@@ -433,7 +434,7 @@ def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
     t = time.monotonic()
     archive = plan.dist_dir / image.archive_name(plan)
     rep.step(f"saving {archive.name} (OCI archive)")
-    with package.atomic_path(archive) as tmp:
+    with outputs.atomic_path(archive) as tmp:
         tmp.unlink()  # the engine creates the file
         cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
                 what=f"saving the image ({eng.name}) failed", error_type=BuildError)
@@ -450,9 +451,9 @@ def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
                                 engine_version=eng.version)
     manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
                                    isa_audit=report, image=info.merged_into(built))
-    package.write_json(package.sidecar(archive, "manifest"), records.to_json(manifest))
-    package.update_sums(plan.dist_dir, archive.name, digest)
-    package.record(plan.dist_dir, key, archive, digest)
+    outputs.write_json(outputs.sidecar(archive, "manifest"), records.to_json(manifest))
+    outputs.update_sums(plan.dist_dir, archive.name, digest)
+    outputs.record(plan.dist_dir, key, archive, digest)
     rep.info(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB, image {info.config_digest[:19]})")
     return ArtifactOutcome(kind="image", path=archive, manifest=manifest)
 
@@ -490,7 +491,7 @@ def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
     if not result.passed:
         failed = "; ".join(f"{c.name} ({c.detail})" for c in result.failures())
         raise SmokeError(f"smoke test failed for {artifact.name}: {failed}",
-                         hint=f"results: {package.sidecar(artifact, 'smoke')}")
+                         hint=f"results: {outputs.sidecar(artifact, 'smoke')}")
     return result
 
 

@@ -382,7 +382,7 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     from buildtool import records, smoke
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
-    from buildtool.package import sidecar
+    from buildtool.outputs import sidecar
     from buildtool.paths import writable_file
 
     path = Path(artifact)
@@ -545,7 +545,7 @@ def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
     """Merge lab result FILES from many hosts into one HTML page (grid, plots, hosts)."""
     from buildtool import lab
     from buildtool import lab_report as report
-    from buildtool.package import atomic_path
+    from buildtool.outputs import atomic_path
     from buildtool.paths import writable_file
 
     writable_file(out, "--out")

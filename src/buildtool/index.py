@@ -28,9 +28,9 @@ from typing import Any
 from urllib.parse import quote
 
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
+from buildtool.inputs import sha256_file
 from buildtool.naming import normalize
-from buildtool.package import atomic_dir
-from buildtool.vendor import sha256_file
+from buildtool.outputs import atomic_dir
 from buildtool.wheel import WheelError, WheelName, read_manifest
 
 

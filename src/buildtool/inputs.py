@@ -16,6 +16,7 @@ it into a typed, validated model. What a reader refuses, with a clear error nami
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -271,3 +272,11 @@ def load_json(path: Path, *, limit: int, error: ErrorFactory,
     text = read_text(path, limit=limit, error=error)
     return json_doc(parse_json(text, path, error=error), path, error=error, keys=keys,
                     strict_keys=strict_keys)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

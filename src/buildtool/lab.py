@@ -28,7 +28,7 @@ from buildtool import __version__, inputs, records
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
-from buildtool.package import sidecar, write_json
+from buildtool.outputs import sidecar, write_json
 from buildtool.records import (
     BenchTest,
     GpuRecord,
@@ -215,8 +215,8 @@ def error_reason(exc: BuildtoolError) -> str:
 def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
             cpu: CpuInfo, settings: Settings, engine: Any, note: Note) -> LabEntry:
     from buildtool import smoke
+    from buildtool.inputs import sha256_file
     from buildtool.synthetic import cached_model
-    from buildtool.vendor import sha256_file
 
     entry = LabEntry(artifact=path.name, kind=kind, target=manifest.target,
                      backend=manifest.backend, family=manifest.family,

@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 
 from buildtool import __version__, cmd, inputs, oci, records
 from buildtool.errors import CommandError, PublishError, UsageError
-from buildtool.package import check_owned
+from buildtool.outputs import check_owned
 from buildtool.paths import writable_dir
 from buildtool.records import Manifest, ReleaseRecord
 from buildtool.schema import Match, Range
@@ -45,7 +45,7 @@ from buildtool.text import one_line, register_secret
 
 if TYPE_CHECKING:
     from buildtool.release import Verification
-from buildtool.vendor import sha256_file
+from buildtool.inputs import sha256_file
 
 R = TypeVar("R")
 Note = Callable[[str], None]

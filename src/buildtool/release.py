@@ -53,7 +53,8 @@ from urllib.parse import quote
 from buildtool import __version__, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.grammar import ArtifactKind
-from buildtool.package import atomic_dir, format_sums, read_sums, sidecar
+from buildtool.inputs import sha256_file
+from buildtool.outputs import atomic_dir, format_sums, read_sums, sidecar
 from buildtool.paths import source_date_epoch
 from buildtool.records import (
     BenchTest,
@@ -68,7 +69,6 @@ from buildtool.records import (
     Speed,
 )
 from buildtool.text import md, md_code, md_url, redact
-from buildtool.vendor import sha256_file
 
 R = TypeVar("R")
 

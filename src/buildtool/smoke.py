@@ -32,10 +32,10 @@ from buildtool import engine as engines
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
 from buildtool.grammar import ArtifactKind
-from buildtool.package import sidecar, write_json
+from buildtool.inputs import sha256_file
+from buildtool.outputs import sidecar, write_json
 from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
 from buildtool.synthetic import cached_model
-from buildtool.vendor import sha256_file
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
 # llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time

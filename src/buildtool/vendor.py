@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 from buildtool import inputs
 from buildtool.errors import ConfigError, SourceError
 from buildtool.grammar import EnvName, OneLine, RelativePath, TargetName
+from buildtool.inputs import sha256_file
 from buildtool.paths import cache_dir
 from buildtool.schema import Match, Range, convert
 
@@ -140,14 +141,6 @@ def load_lock(path: Path) -> Lock:
     return Lock(path=path, repository=up.repository, commit=up.commit,
                 build_number=up.build_number, tree_sha256=data.tree_sha256,
                 sources=data.sources)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_digest(root: Path) -> str:

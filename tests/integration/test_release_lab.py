@@ -26,7 +26,7 @@ import pytest
 
 from buildtool import records
 from buildtool.errors import ExitCode
-from buildtool.package import sidecar
+from buildtool.outputs import sidecar
 from buildtool.publish import image_tags
 from buildtool.records import Manifest
 from tests.integration.conftest import BASE, buildtool

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from buildtool.package import sidecar, update_sums
+from buildtool.outputs import sidecar, update_sums
 
 COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 

@@ -33,7 +33,7 @@ from buildtool.config import load_project
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import BuildtoolError, ExitCode
-from buildtool.package import read_sums
+from buildtool.outputs import read_sums
 from buildtool.records import LabResults, Manifest, ReleaseRecord, SmokeRecord
 from tests.unit import release_data as data
 from tests.unit.helpers import ROOT, copy_project, manifest_data

@@ -13,7 +13,7 @@ import pytest
 from buildtool import lab, records
 from buildtool.detect.cpu import from_flag_list
 from buildtool.errors import ExitCode
-from buildtool.package import sidecar
+from buildtool.outputs import sidecar
 from buildtool.records import HostFacts
 from tests.unit import release_data as data
 from tests.unit.helpers import ROOT, run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import package, records
+from buildtool import outputs, package, records
 from buildtool.config import load_project
 from buildtool.detect.cpu import parse_proc_cpuinfo
 from buildtool.plan import make_plan
@@ -73,11 +73,11 @@ def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-unty
     assert f"{hashlib.sha256(bench).hexdigest()}  llama-bench" in sums.splitlines()
     assert manifest["files"]["libllama.so"] == "symlink:libllama.so.0"
     assert outer.artifact_sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest()
-    assert records.load(Manifest, package.sidecar(artifact, "manifest")) == outer
+    assert records.load(Manifest, outputs.sidecar(artifact, "manifest")) == outer
     assert (plan.dist_dir / "SHA256SUMS").read_text() == \
         f"{outer.artifact_sha256}  {artifact.name}\n"
     assert sorted(p.name for p in plan.dist_dir.iterdir()) == sorted([
-        "SHA256SUMS", artifact.name, package.sidecar(artifact, "manifest").name])
+        "SHA256SUMS", artifact.name, outputs.sidecar(artifact, "manifest").name])
 
 
 def test_failure_leaves_no_artifact(plan) -> None:  # type: ignore[no-untyped-def]
@@ -99,18 +99,18 @@ def test_interrupt_while_writing_leaves_no_artifact(plan, monkeypatch) -> None: 
 
 def test_index_lookup_checks_integrity(plan) -> None:  # type: ignore[no-untyped-def]
     artifact, outer = package.package(plan, LOCK, SOURCE)
-    assert package.lookup(plan.dist_dir, plan.key) is None
+    assert outputs.lookup(plan.dist_dir, plan.key) is None
     assert outer.artifact_sha256 is not None
-    package.record(plan.dist_dir, plan.key, artifact, outer.artifact_sha256)
-    assert package.lookup(plan.dist_dir, plan.key) == artifact
-    assert package.lookup(plan.dist_dir, "0" * 64) is None
+    outputs.record(plan.dist_dir, plan.key, artifact, outer.artifact_sha256)
+    assert outputs.lookup(plan.dist_dir, plan.key) == artifact
+    assert outputs.lookup(plan.dist_dir, "0" * 64) is None
     artifact.write_bytes(b"corrupted")
-    assert package.lookup(plan.dist_dir, plan.key) is None
+    assert outputs.lookup(plan.dist_dir, plan.key) is None
 
 
 def test_update_sums_keeps_other_entries(tmp_path: Path) -> None:
-    package.update_sums(tmp_path, "b.tar.gz", "2" * 64)
-    package.update_sums(tmp_path, "a.tar.gz", "1" * 64)
-    package.update_sums(tmp_path, "b.tar.gz", "3" * 64)
+    outputs.update_sums(tmp_path, "b.tar.gz", "2" * 64)
+    outputs.update_sums(tmp_path, "a.tar.gz", "1" * 64)
+    outputs.update_sums(tmp_path, "b.tar.gz", "3" * 64)
     assert (tmp_path / "SHA256SUMS").read_text() == \
         f"{'1' * 64}  a.tar.gz\n{'3' * 64}  b.tar.gz\n"
