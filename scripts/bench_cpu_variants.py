@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from buildtool.paths import cache_dir
-from buildtool.smoke import unpack
-from buildtool.synthetic import ModelParams, cached_model
+from buildtool.verify.smoke import unpack
+from buildtool.verify.synthetic import ModelParams, cached_model
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 0.97

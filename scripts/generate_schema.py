@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from buildtool.model import Matrix, Recipe
+from buildtool.config.model import Matrix, Recipe
 from buildtool.records import SCHEMAS as RECORDS
 from buildtool.schema import json_schema
-from buildtool.vendor import LockFile
+from buildtool.source.vendor import LockFile
 
 # file name → (class, key spelling, configuration?)
 SCHEMAS: dict[str, tuple[type[Any], str, bool]] = {

@@ -11,28 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import (
-    audit,
-    cmd,
-    engine,
-    image,
-    naming,
-    oci,
-    outputs,
-    package,
-    preflight,
-    records,
-    smoke,
-    vendor,
-    wheel,
-)
+from buildtool import cmd, outputs, records
+from buildtool.artifacts import image, oci, wheel
+from buildtool.artifacts import tarball as package
+from buildtool.config import naming, preflight
+from buildtool.config.plan import BuildPlan, make_plan
+from buildtool.config.resolve import Overrides, ResolvedTarget
+from buildtool.config.session import Session
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
 from buildtool.inputs import sha256_file
 from buildtool.paths import check_cache, writable_dir
-from buildtool.plan import BuildPlan, make_plan
 from buildtool.records import AuditRecord, ImageRecord, Manifest, RepairRecord, SmokeRecord
-from buildtool.resolve import Overrides, ResolvedTarget
-from buildtool.session import Session
+from buildtool.source import vendor
+from buildtool.toolchains import engines as engine
+from buildtool.verify import audit, smoke
 
 BUILDABLE_KINDS = ("tarball", "wheel", "image")
 

@@ -11,16 +11,16 @@ from typing import Any
 import click
 
 from buildtool import __version__
-from buildtool.engine import ENGINES
+from buildtool.artifacts.image import CACHE_KINDS
+from buildtool.config.resolve import Overrides
+from buildtool.config.session import Session, open_session
 from buildtool.errors import BuildtoolError, ExitCode, ToolchainError, UsageError
 from buildtool.grammar import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
-from buildtool.image import CACHE_KINDS
 from buildtool.paths import check_cache, find_root
 from buildtool.progress import Reporter
-from buildtool.resolve import Overrides
 from buildtool.schema import check_value
-from buildtool.session import Session, open_session
 from buildtool.text import for_terminal, redact
+from buildtool.toolchains.engines import ENGINES
 
 # what `smoke` takes for an image in the engine's store (localhost/llama.cpp:cpu-b11312)
 IMAGE_REFERENCE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
@@ -138,8 +138,8 @@ def cli(ctx: click.Context, matrix: Path | None, quiet: bool) -> None:
 @click.pass_context
 def detect(ctx: click.Context, as_json: bool) -> None:
     """Show CPU features, ISA level, OS/arch, toolchains, GPUs and the recommended target."""
+    from buildtool.config.matrix import recommend
     from buildtool.detect.host import detect_host
-    from buildtool.matrix import recommend
 
     session = _session(ctx)
     host = detect_host()
@@ -170,7 +170,7 @@ def detect(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
     """List the targets and whether each can be built on this host (and if not, why)."""
-    from buildtool import matrix
+    from buildtool.config import matrix
 
     session = _session(ctx)
     if as_json:
@@ -204,8 +204,8 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
 def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
          gpu_archs: str | None, defines: tuple[str, ...], as_json: bool) -> None:
     """Show the resolved target (with where each value came from) and the exact commands."""
-    from buildtool import preflight
     from buildtool.build import BuildOptions, dry_run
+    from buildtool.config import preflight
 
     session = _session(ctx)
     outcome = dry_run(session, BuildOptions(target=target,
@@ -299,12 +299,12 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
           allow_cpu_fallback: bool, as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
     from buildtool import build as build_mod
-    from buildtool import preflight
+    from buildtool.config import preflight
 
     session = _session(ctx)
     if target is None:
+        from buildtool.config.matrix import recommend
         from buildtool.detect.host import detect_gpus
-        from buildtool.matrix import recommend
 
         target, reason = recommend(session, detect_gpus())
         session.reporter.step(f"no --target given: building '{target}' ({reason})")
@@ -379,11 +379,12 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     into a fresh virtual environment and run through its installed entry points; an image
     runs llama-bench inside its container, as its own user, with the GPU devices its backend
     needs (--gpus all, --device /dev/kfd, ...)."""
-    from buildtool import records, smoke
+    from buildtool import records
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
     from buildtool.outputs import sidecar
     from buildtool.paths import writable_file
+    from buildtool.verify import smoke
 
     path = Path(artifact)
     subject: Path | str
@@ -451,7 +452,8 @@ def publish_cmd(ctx: click.Context, directory: Path, tag: str | None, out: Path 
     The release directory gets SHA256SUMS, RELEASE_NOTES.md, provenance.intoto.jsonl (SLSA
     v1) and sbom.cdx.json (CycloneDX 1.6). Publishing the same release again uploads nothing
     new."""
-    from buildtool import publish, release
+    from buildtool.release import gate as release
+    from buildtool.release import publish
 
     rep = _reporter(ctx)
     request = publish.Request(directory=directory, tag=tag, out=out,
@@ -503,9 +505,10 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
 
     Artifacts for other hardware are recorded as skipped with the reason; one that fails
     does not stop the run. Exit code 8 when any artifact failed or could not run."""
-    from buildtool import lab, records
+    from buildtool import records
     from buildtool.detect.host import detect_cpu
     from buildtool.errors import SmokeError
+    from buildtool.lab import runner as lab
     from buildtool.paths import writable_file
 
     try:
@@ -543,8 +546,8 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
 def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
                as_json: bool) -> None:
     """Merge lab result FILES from many hosts into one HTML page (grid, plots, hosts)."""
-    from buildtool import lab
-    from buildtool import lab_report as report
+    from buildtool.lab import report
+    from buildtool.lab import runner as lab
     from buildtool.outputs import atomic_path
     from buildtool.paths import writable_file
 
@@ -613,8 +616,8 @@ def bake_cmd(ctx: click.Context, targets: tuple[str, ...], out: Path, cache: str
 def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
     """Write PEP 503 simple indexes for the buildtool wheels in DIRECTORY, one per target
     (whl/cpu/, whl/cublas12/, ...): pip install --index-url file://.../whl/cpu/ NAME."""
-    from buildtool import index
     from buildtool.paths import writable_dir
+    from buildtool.release import index
 
     dest = (out or directory / "whl").resolve()
     writable_dir(dest, "--out")
@@ -637,9 +640,9 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
 def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: bool,
                as_json: bool) -> None:
     """Materialize vendor/llama.cpp from the pinned sources (verified), or check it."""
-    from buildtool import vendor
     from buildtool.errors import SourceError
     from buildtool.paths import writable_dir
+    from buildtool.source import vendor
 
     session = _session(ctx)
     lock = session.lock
@@ -674,7 +677,8 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Show the tools found (all candidates, with versions) and which targets they enable."""
-    from buildtool import matrix, toolchain
+    from buildtool.config import matrix
+    from buildtool.toolchains import discovery as toolchain
 
     session = _session(ctx)
     uses = matrix.tool_uses(session)
@@ -708,8 +712,8 @@ def toolchain_group() -> None:
 
 def _installable(ctx: click.Context, name: str) -> str:
     """An installer name, or a target name mapped to the toolchain it needs."""
-    from buildtool.provision import installers
     from buildtool.schema import suggest
+    from buildtool.toolchains.provision import installers
 
     known = installers()
     if name in known:
@@ -734,7 +738,7 @@ def _installable(ctx: click.Context, name: str) -> str:
 def toolchain_install(ctx: click.Context, name: str) -> None:
     """Fetch NAME (vulkan-headers, cuda-13.0, cuda-12.4, cuda-11.8, or a target such as
     cublas12) from package registries into a private prefix; the system is not touched."""
-    from buildtool.provision import installers
+    from buildtool.toolchains.provision import installers
 
     name = _installable(ctx, name)
     check_cache()  # toolchains are assembled there
@@ -748,7 +752,7 @@ def toolchain_install(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def toolchain_list(as_json: bool) -> None:
     """What can be provisioned and what already is."""
-    from buildtool.provision import installed
+    from buildtool.toolchains.provision import installed
 
     found = installed()
     if as_json:

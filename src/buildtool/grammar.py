@@ -2,7 +2,7 @@
 
 Each name becomes part of a file name, a CMake cache entry, an environment variable or an
 image reference, so what passes these grammars cannot escape a directory, inject a second
-CMake definition or cut a command line short. Configuration (:mod:`buildtool.model`), records
+CMake definition or cut a command line short. Configuration (:mod:`buildtool.config.model`), records
 (:mod:`buildtool.records`) and command-line values are all checked against them.
 """
 

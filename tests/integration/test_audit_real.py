@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.audit import audit_file, audit_files
 from buildtool.detect.cpu import level_features
+from buildtool.verify.audit import audit_file, audit_files
 
 SOURCE = r"""
 void planted(void) { __asm__ volatile ("vpaddd %zmm1, %zmm2, %zmm3"); }

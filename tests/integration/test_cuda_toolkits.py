@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import provision, toolchain
+from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains import provision
 from tests.integration.conftest import buildtool
 
 ARCH = "89-real"

@@ -66,7 +66,7 @@ def test_cpu_image_builds_saves_and_passes_the_smoke_test_in_its_container(
 
 
 def test_the_archive_holds_only_the_runtime(built: dict[str, Any], tmp_path: Path) -> None:
-    from buildtool import oci
+    from buildtool.artifacts import oci
 
     archive = Path(built["outcome"]["artifacts"][0]["artifact"])
     files = {p.name for p in oci.extract(archive, "/opt/llama.cpp", tmp_path / "bin")}

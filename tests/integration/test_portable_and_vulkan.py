@@ -11,7 +11,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from buildtool import toolchain
+from buildtool.toolchains import discovery as toolchain
 from tests.integration.conftest import buildtool
 
 

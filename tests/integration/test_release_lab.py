@@ -27,8 +27,8 @@ import pytest
 from buildtool import records
 from buildtool.errors import ExitCode
 from buildtool.outputs import sidecar
-from buildtool.publish import image_tags
 from buildtool.records import Manifest
+from buildtool.release.publish import image_tags
 from tests.integration.conftest import BASE, buildtool
 from tests.standins import fake_github
 

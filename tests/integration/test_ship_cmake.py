@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import toolchain
+from buildtool.toolchains import discovery as toolchain
 from tests.integration.conftest import ROOT
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from buildtool import toolchain
-from buildtool.toolchain import Program
+from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains.discovery import Program
 
 
 class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]

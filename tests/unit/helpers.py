@@ -21,8 +21,8 @@ def copy_project(dest: Path) -> Path:
 
 def fake_cuda_tree(root: Path, *, lacking: tuple[str, ...] = ()) -> Path:
     """A CUDA toolkit on disk with NVIDIA's layout: one file for each part a build needs
-    (buildtool.cuda_toolkit.REQUIRED), except the parts named in ``lacking``."""
-    from buildtool.cuda_toolkit import REQUIRED
+    (buildtool.backends.cuda_toolkit.REQUIRED), except the parts named in ``lacking``."""
+    from buildtool.backends.cuda_toolkit import REQUIRED
 
     for what, options in REQUIRED.items():
         if what in lacking:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildtool.audit import FileAudit, allowed_for, classify, closure, scan
+from buildtool.verify.audit import FileAudit, allowed_for, classify, closure, scan
 
 # objdump -d --no-show-raw-insn lines (binutils 2.40, AT&T syntax)
 DISASM = """
@@ -99,7 +99,7 @@ def test_closure_follows_implications() -> None:
 
 
 def test_waiver_applies_only_to_its_file_symbol_and_feature() -> None:
-    from buildtool.model import AuditAllow
+    from buildtool.config.model import AuditAllow
 
     lines = ["0000000000008b450 <_ZL20ma_dr_flac__decodeP1x>:",
              "   8b4e7:\tlzcnt  %rdx,%rcx",

@@ -21,10 +21,10 @@ ARGS = ["--matrix", str(ROOT / "build_matrix.yaml")]
 def _zen3_host(monkeypatch: pytest.MonkeyPatch, data, fake_tools) -> None:  # type: ignore[no-untyped-def]
     cpu = parse_proc_cpuinfo((data / "cpuinfo" / "linux-x86_64-ryzen9-5950x-zen3.txt")
                              .read_text(), "x86_64")
-    monkeypatch.setattr("buildtool.session.detect_cpu", lambda: cpu)
+    monkeypatch.setattr("buildtool.config.session.detect_cpu", lambda: cpu)
     monkeypatch.setattr(host_mod, "detect_cpu", lambda: cpu)
     monkeypatch.setattr(host_mod, "detect_gpus", lambda sys_root=None: ())
-    monkeypatch.setattr("buildtool.toolchain.host_platform", lambda: "linux-x86_64")
+    monkeypatch.setattr("buildtool.toolchains.discovery.host_platform", lambda: "linux-x86_64")
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -97,7 +97,7 @@ def test_build_without_target_uses_recommendation() -> None:
 
 
 def test_detect_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("buildtool.toolchain.inventory", lambda names=None: {})
+    monkeypatch.setattr("buildtool.toolchains.discovery.inventory", lambda names=None: {})
     code, out = run("detect", "--json")
     assert code == 0
     data = json.loads(out)
@@ -131,8 +131,8 @@ def test_artifact_kinds_that_cannot_be_built_are_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     """The matrix's default kinds drive `build`; a kind buildtool cannot make is refused."""
     from buildtool import build as build_mod
-    from buildtool import engine
     from buildtool.errors import UsageError
+    from buildtool.toolchains import engines as engine
     from tests.unit.helpers import copy_project
 
     root = copy_project(tmp_path)

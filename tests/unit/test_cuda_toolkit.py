@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from buildtool import cli, cuda_toolkit, provision, toolchain
-from buildtool.cuda_toolkit import (
+from buildtool import cli
+from buildtool.backends import cuda_toolkit
+from buildtool.backends.cuda_toolkit import (
     arrange_debian,
     arrange_wheels,
     driver_symbols,
@@ -22,7 +23,9 @@ from buildtool.cuda_toolkit import (
     toolkit_root,
 )
 from buildtool.errors import ToolchainError
-from buildtool.provision import unpack_wheel
+from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains import provision
+from buildtool.toolchains.provision import unpack_wheel
 
 CUDA_H = """
 #define cuDeviceTotalMem                    cuDeviceTotalMem_v2

@@ -10,11 +10,13 @@ import pytest
 from click.testing import CliRunner
 from packaging.version import Version
 
-from buildtool import cli, preflight, toolchain
-from buildtool.config import load_project
-from buildtool.resolve import resolve
-from buildtool.toolchain import Program
-from buildtool.vendor import load_lock
+from buildtool import cli
+from buildtool.config import preflight
+from buildtool.config.project import load_project
+from buildtool.config.resolve import resolve
+from buildtool.source.vendor import load_lock
+from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains.discovery import Program
 from tests.unit.helpers import ROOT, fake_cuda_tree
 
 

@@ -28,13 +28,17 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from buildtool import inputs, lab, oci, records, smoke, vendor, wheel
-from buildtool.config import load_project
+from buildtool import inputs, records
+from buildtool.artifacts import oci, wheel
+from buildtool.config.project import load_project
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import BuildtoolError, ExitCode
+from buildtool.lab import runner as lab
 from buildtool.outputs import read_sums
 from buildtool.records import LabResults, Manifest, ReleaseRecord, SmokeRecord
+from buildtool.source import vendor
+from buildtool.verify import smoke
 from tests.unit import release_data as data
 from tests.unit.helpers import ROOT, copy_project, manifest_data
 

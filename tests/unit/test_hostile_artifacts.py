@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from buildtool import lab, records
+from buildtool import records
 from buildtool.detect.cpu import from_flag_list
 from buildtool.errors import ExitCode
+from buildtool.lab import runner as lab
 from buildtool.outputs import sidecar
 from buildtool.records import HostFacts
 from tests.unit import release_data as data
@@ -44,7 +45,7 @@ def _corrupt(path: Path) -> Path:
 def test_smoke_of_a_damaged_artifact_is_exit_13(tmp_path: Path, make: Any, fragment: str,
                                                 capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("buildtool.engine.choose", lambda *a, **k: _NoEngine())
+    monkeypatch.setattr("buildtool.toolchains.engines.choose", lambda *a, **k: _NoEngine())
     artifact = make(tmp_path)
     code, _, err = run(capsys, "smoke", str(artifact))
     assert code == ExitCode.BAD_DATA, err
@@ -85,7 +86,7 @@ def test_smoke_refuses_before_running_when_its_result_cannot_be_stored(
     side.unlink()
     side.mkdir()
     ran: list[Path] = []
-    monkeypatch.setattr("buildtool.smoke.run_smoke", lambda a, **kw: ran.append(a))
+    monkeypatch.setattr("buildtool.verify.smoke.run_smoke", lambda a, **kw: ran.append(a))
     code, _, err = run(capsys, "smoke", str(artifact))
     assert code == ExitCode.USAGE and f"{side} is a directory" in err and ran == []
 

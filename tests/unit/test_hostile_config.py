@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import vendor
-from buildtool.config import load_project
+from buildtool.config.project import load_project
 from buildtool.errors import ConfigError, ExitCode
 from buildtool.inputs import MAX_NODES, read_bytes
+from buildtool.source import vendor
 from tests.unit.helpers import ROOT, copy_project
 
 MATRIX_HEAD = "version: 1\ntargets:\n  cpu:\n    recipe: cpu\n"
@@ -250,9 +250,9 @@ def test_a_build_arg_on_two_lines_is_refused(capsys: pytest.CaptureFixture[str],
 
 def test_a_launcher_given_with_d_wins_over_ccache(fake_tools: dict[str, list[object]]) -> None:
     """README: -D has the highest precedence — also over the ccache launcher buildtool adds."""
-    from buildtool.plan import make_plan
-    from buildtool.resolve import Overrides
-    from buildtool.toolchain import Program
+    from buildtool.config.plan import make_plan
+    from buildtool.config.resolve import Overrides
+    from buildtool.toolchains.discovery import Program
     from tests.unit.test_resolve import host, res
 
     fake_tools["ccache"] = [Program("ccache", Path("/usr/bin/ccache"), None)]

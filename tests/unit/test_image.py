@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from buildtool import engine, image, oci
+from buildtool.artifacts import image, oci
+from buildtool.artifacts.tarball import build_manifest
+from buildtool.artifacts.wheel import emitted_defines
+from buildtool.config.plan import BuildPlan, make_plan
+from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.errors import ExitCode, ToolchainError, UsageError
-from buildtool.package import build_manifest
-from buildtool.plan import BuildPlan, make_plan
-from buildtool.resolve import Overrides, ResolvedTarget
-from buildtool.toolchain import Program
-from buildtool.wheel import emitted_defines
+from buildtool.toolchains import engines as engine
+from buildtool.toolchains.discovery import Program
 from tests.unit.helpers import ROOT, fake_cuda_tree
 from tests.unit.test_resolve import LOCK, host, res
 from tests.unit.test_wheel import _source
@@ -291,7 +292,7 @@ _REAL_POPEN = subprocess.Popen
 
 
 def test_every_family_with_an_image_has_its_dockerfile() -> None:
-    from buildtool.config import load_project
+    from buildtool.config.project import load_project
 
     project = load_project(ROOT)
     named = {r.docker.dockerfile for r in project.recipes.values() if r.docker}

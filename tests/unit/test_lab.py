@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from buildtool import lab, records, smoke
-from buildtool import lab_report as report
+from buildtool import records
 from buildtool.detect.cpu import from_flag_list
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import ExitCode, SmokeError
+from buildtool.lab import report
+from buildtool.lab import runner as lab
 from buildtool.records import BenchTest, HostFacts, Manifest, SmokeRecord, Verdict
+from buildtool.verify import smoke
 from tests.unit import release_data as data
 from tests.unit.helpers import manifest, run_cli
 
@@ -151,7 +153,7 @@ def test_a_run_keeps_going_and_records_every_artifact(tmp_path: Path,
     monkeypatch.setattr(smoke, "smoke_subject", smoke_subject)
     monkeypatch.setattr(smoke, "bench", bench)
     monkeypatch.setattr(smoke, "stage_model", lambda subject, work, model: model)
-    monkeypatch.setattr("buildtool.synthetic.cached_model", lambda: tmp_path / "m.gguf")
+    monkeypatch.setattr("buildtool.verify.synthetic.cached_model", lambda: tmp_path / "m.gguf")
     doc = lab.run(dist, out, cpu=ZEN4, host=_host(), note=lambda _: None,
                   settings=lab.Settings(n_prompt=(64, 512), n_gen=(16,), repetitions=4))
     assert lab.load_results([out]) == [doc]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from buildtool.cli import main
-from buildtool.config import load_project
+from buildtool.config.project import load_project
 from buildtool.errors import ConfigError, ExitCode, UnknownTargetError
 from tests.unit.helpers import ROOT, copy_project
 

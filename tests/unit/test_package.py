@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import outputs, package, records
-from buildtool.config import load_project
+from buildtool import outputs, records
+from buildtool.artifacts import tarball as package
+from buildtool.config.plan import make_plan
+from buildtool.config.project import load_project
+from buildtool.config.resolve import resolve
 from buildtool.detect.cpu import parse_proc_cpuinfo
-from buildtool.plan import make_plan
 from buildtool.records import Manifest
-from buildtool.resolve import resolve
-from buildtool.vendor import Materialized, load_lock
+from buildtool.source.vendor import Materialized, load_lock
 from tests.unit.helpers import ROOT
 
 LOCK = load_lock(ROOT / "vendor" / "llama.cpp.lock.json")

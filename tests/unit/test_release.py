@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from buildtool import publish, release
 from buildtool.errors import ExitCode
+from buildtool.release import gate as release
+from buildtool.release import publish
 from tests.standins import fake_github
 from tests.unit import release_data as data
 from tests.unit.helpers import manifest, run_cli

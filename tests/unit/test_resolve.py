@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from buildtool import preflight
-from buildtool.config import load_project
+from buildtool.config import preflight
+from buildtool.config.plan import artifact_name, make_plan
+from buildtool.config.project import load_project
+from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
 from buildtool.detect.cpu import CpuInfo, parse_proc_cpuinfo
 from buildtool.errors import ConfigError
-from buildtool.plan import artifact_name, make_plan
-from buildtool.resolve import Overrides, ResolvedTarget, resolve
-from buildtool.toolchain import Program
-from buildtool.vendor import load_lock
+from buildtool.source.vendor import load_lock
+from buildtool.toolchains.discovery import Program
 from tests.unit.helpers import ROOT, fake_cuda_tree
 
 LOCK = load_lock(ROOT / "vendor" / "llama.cpp.lock.json")

@@ -321,7 +321,7 @@ def test_the_pinned_tree_is_readable_by_everyone(tmp_path: Path) -> None:
     """mkdtemp makes 0700 directories: the tree renamed into place must not stay that way."""
     import os
 
-    from buildtool import vendor
+    from buildtool.source import vendor
     from tests.unit.test_vendor import make_tree, write_lock
 
     tree = make_tree(tmp_path / "src")
@@ -337,8 +337,8 @@ def test_the_pinned_tree_is_readable_by_everyone(tmp_path: Path) -> None:
 
 
 def test_the_vendor_tree_of_a_user_is_not_replaced(tmp_path: Path) -> None:
-    from buildtool import vendor
     from buildtool.errors import SourceError
+    from buildtool.source import vendor
     from tests.unit.test_vendor import make_tree, write_lock
 
     tree = make_tree(tmp_path / "src")

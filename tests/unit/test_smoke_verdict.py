@@ -11,7 +11,7 @@ import pytest
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.errors import HostIncompatibleError
 from buildtool.records import BenchTest, CheckRecord, SmokeRecord, Verdict
-from buildtool.smoke import (
+from buildtool.verify.smoke import (
     check_host,
     describe_exit,
     parse_bench,

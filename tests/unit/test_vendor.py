@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import vendor
 from buildtool.errors import ConfigError, SourceError
+from buildtool.source import vendor
 from tests.unit.helpers import ROOT
 
 

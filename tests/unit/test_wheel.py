@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from buildtool import index, naming, wheel
+from buildtool.artifacts import wheel
+from buildtool.artifacts.tarball import build_manifest
+from buildtool.config import naming
+from buildtool.config.plan import make_plan
+from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.errors import ExitCode
-from buildtool.package import build_manifest
-from buildtool.plan import make_plan
-from buildtool.resolve import Overrides, ResolvedTarget
-from buildtool.toolchain import Program
-from buildtool.vendor import Materialized
+from buildtool.release import index
+from buildtool.source.vendor import Materialized
+from buildtool.toolchains.discovery import Program
 from tests.unit.helpers import ROOT, fake_cuda_tree, manifest_data
 from tests.unit.test_resolve import LOCK, host, res
 
@@ -76,8 +78,8 @@ def test_version_is_build_number_revision_and_tuned_builds_say_so(
 
 def test_packaging_revision_comes_from_the_matrix(tmp_path: Path, data: Path,
                                                   fake_tools: object) -> None:
-    from buildtool.config import load_project
-    from buildtool.resolve import resolve
+    from buildtool.config.project import load_project
+    from buildtool.config.resolve import resolve
     from tests.unit.helpers import copy_project
 
     root = copy_project(tmp_path)
@@ -334,7 +336,7 @@ def test_index_without_wheels_is_an_error(tmp_path: Path) -> None:
 
 def test_smoke_checks_a_wheels_modules_with_its_runtime_wheels(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from buildtool.smoke import with_library_dirs
+    from buildtool.verify.smoke import with_library_dirs
 
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x")
     env = with_library_dirs(["/site/nvidia/cublas/lib", "/site/nvidia/cuda_runtime/lib"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from buildtool import toolchain
+from buildtool.toolchains import discovery as toolchain
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from buildtool import toolchain
 from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
-from buildtool.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.toolchains import discovery as toolchain
 
 
 def default_archs(toolkit: str | None) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import cmd, toolchain
+from buildtool import cmd
 from buildtool.detect.cpu import (
     CpuInfo,
     from_flag_list,
@@ -17,6 +17,7 @@ from buildtool.detect.cpu import (
     parse_sysctl,
 )
 from buildtool.errors import CommandError, ToolchainError
+from buildtool.toolchains import discovery as toolchain
 
 PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
 

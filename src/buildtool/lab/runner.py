@@ -77,8 +77,8 @@ def _read(path: Path) -> str:
 
 
 def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> HostFacts:
-    from buildtool import engine as engines
     from buildtool.detect.host import detect_gpus
+    from buildtool.toolchains import engines
 
     drivers = {}
     amd = _read(sys_root / "sys/module/amdgpu/version").strip()
@@ -119,7 +119,7 @@ def artifact_manifest(path: Path) -> Manifest | None:
     if side.exists():
         return records.load(Manifest, side)
     if path.suffix == ".whl":
-        from buildtool.wheel import read_manifest
+        from buildtool.artifacts.wheel import read_manifest
 
         return read_manifest(path)
     return None
@@ -214,9 +214,9 @@ def error_reason(exc: BuildtoolError) -> str:
 
 def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
             cpu: CpuInfo, settings: Settings, engine: Any, note: Note) -> LabEntry:
-    from buildtool import smoke
     from buildtool.inputs import sha256_file
-    from buildtool.synthetic import cached_model
+    from buildtool.verify import smoke
+    from buildtool.verify.synthetic import cached_model
 
     entry = LabEntry(artifact=path.name, kind=kind, target=manifest.target,
                      backend=manifest.backend, family=manifest.family,
@@ -254,7 +254,7 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
 def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engine: Any,
             note: Note) -> LabEntry:
     """One artifact's entry: a missing or malformed manifest is recorded, not raised."""
-    from buildtool import release
+    from buildtool.release import gate as release
 
     kind = release.kind_of(path)
     assert kind is not None
@@ -272,8 +272,8 @@ def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engin
 def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
         engine: str | None = None, note: Note = lambda _: None,
         host: HostFacts | None = None) -> LabResults:
-    from buildtool import engine as engines
-    from buildtool import release
+    from buildtool.release import gate as release
+    from buildtool.toolchains import engines
 
     paths = release.find(directory)
     if not paths:

@@ -7,13 +7,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildtool import toolchain
-from buildtool.config import Project, load_project
+from buildtool.config.project import Project, load_project
+from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
 from buildtool.detect.cpu import CpuInfo
 from buildtool.detect.host import detect_cpu
 from buildtool.progress import Reporter
-from buildtool.resolve import Overrides, ResolvedTarget, resolve
-from buildtool.vendor import Lock, load_lock
+from buildtool.source.vendor import Lock, load_lock
+from buildtool.toolchains import discovery as toolchain
 
 
 @dataclass

@@ -2,7 +2,7 @@
 package registries, never touching the system.
 
 Generic pieces: :func:`debian_packages` (a private apt configuration) and :func:`pypi_wheels`
-(pip download + unpack). CUDA toolkits are assembled by :mod:`buildtool.cuda_toolkit`.
+(pip download + unpack). CUDA toolkits are assembled by :mod:`buildtool.backends.cuda_toolkit`.
 
 ``vulkan-headers`` — Debian trixie's ``libvulkan-dev`` headers (bookworm's
 1.3.239 are too old for this llama.cpp) and ``spirv-headers`` (with the CMake package
@@ -155,7 +155,7 @@ def pypi_wheels(requirements: tuple[str, ...], dest: Path, *,
 def unpack_wheel(wheel: Path, dest: Path) -> None:
     """Extract a wheel like an installer would, with the Unix modes its zip entries record
     (zipfile alone drops them: nvcc would not be executable)."""
-    from buildtool.vendor import unzip
+    from buildtool.source.vendor import unzip
 
     unzip(wheel, dest, keep_modes=False, refuse=lambda member: ToolchainError(
         f"{wheel.name}: member {member} leaves the prefix"))
@@ -185,7 +185,7 @@ def _ensure(path: Path) -> Path:
 
 def _cuda_installer(version: str) -> Callable[[Callable[[str], None]], Path]:
     def install(progress: Callable[[str], None]) -> Path:
-        from buildtool import cuda_toolkit
+        from buildtool.backends import cuda_toolkit
 
         return cuda_toolkit.install(version, progress)
     return install
@@ -193,7 +193,7 @@ def _cuda_installer(version: str) -> Callable[[Callable[[str], None]], Path]:
 
 def installers() -> dict[str, Callable[[Callable[[str], None]], Path]]:
     """Every installable name: ``vulkan-headers`` and ``cuda-<version>`` per known kit."""
-    from buildtool.cuda_toolkit import KITS
+    from buildtool.backends.cuda_toolkit import KITS
 
     found: dict[str, Callable[[Callable[[str], None]], Path]] = {
         "vulkan-headers": install_vulkan_headers}

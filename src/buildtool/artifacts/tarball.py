@@ -30,13 +30,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from buildtool import __version__, records
+from buildtool.config.naming import LIB_PATTERNS, left_out_files
+from buildtool.config.plan import BuildPlan
 from buildtool.errors import BuildtoolError, ExitCode
 from buildtool.inputs import sha256_file
-from buildtool.naming import LIB_PATTERNS, left_out_files
 from buildtool.outputs import atomic_path, sidecar, update_sums, write_json
-from buildtool.plan import BuildPlan
 from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
-from buildtool.vendor import Lock, Materialized
+from buildtool.source.vendor import Lock, Materialized
 
 MANIFEST_SCHEMA = 1
 

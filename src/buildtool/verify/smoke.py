@@ -28,14 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from buildtool import cmd, inputs, records
-from buildtool import engine as engines
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import sidecar, write_json
 from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
-from buildtool.synthetic import cached_model
+from buildtool.toolchains import engines
+from buildtool.verify.synthetic import cached_model
 
 CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
 # llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
@@ -237,7 +237,7 @@ class InstalledWheel:
 def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
     """Install the wheel into a fresh virtual environment; the smoke test then runs its
     console scripts (the installed entry points), not the files inside the wheel."""
-    from buildtool.wheel import read_manifest
+    from buildtool.artifacts.wheel import read_manifest
 
     manifest = read_manifest(artifact)
     if manifest.wheel is None:
@@ -277,8 +277,8 @@ def from_image(artifact: Path | str, work: Path, host: CpuInfo,
     programs inside containers of it: as the image's own user, with the work directory
     mounted at the same path and the GPU devices its backend needs. ``engine``: one already
     chosen, or the name to choose (None: the first usable)."""
-    from buildtool import oci
-    from buildtool.image import PROGRAMS_DIR
+    from buildtool.artifacts import oci
+    from buildtool.artifacts.image import PROGRAMS_DIR
 
     eng = engine if isinstance(engine, engines.Engine) else engines.choose(engine)
     if isinstance(artifact, Path):
@@ -423,7 +423,7 @@ def adopt_image(archive: Path, inner: Manifest, digest: str | None) -> None:
     """An archive built elsewhere (``docker buildx bake``) has no manifest beside it: write
     one from the manifest the image carries, the archive's sha256 and what the archive says
     of itself, so that it can be released like one `buildtool build` made."""
-    from buildtool import oci
+    from buildtool.artifacts import oci
 
     info = oci.inspect(archive)
     write_json(sidecar(archive, "manifest"), records.to_json(dataclasses.replace(

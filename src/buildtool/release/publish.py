@@ -11,7 +11,7 @@ duplicates nothing and loses nothing) and each with a dry run that touches nothi
   exception carries it.
 * **PEP 503 index** in a directory a web server serves: wheels go to ``files/`` (never
   replaced by different bytes: a published file does not change), the indexes to
-  ``simple/<target>/`` (written by :mod:`buildtool.index`, atomically).
+  ``simple/<target>/`` (written by :mod:`buildtool.release.index`, atomically).
 * **Container registry**: each image archive is copied under each of its tags with skopeo
   (from the archive, no daemon), or with docker/podman (load, tag, push) where skopeo is
   missing. ``oci:DIR`` writes an OCI layout directory instead. A tag whose manifest digest
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
-from buildtool import __version__, cmd, inputs, oci, records
+from buildtool import __version__, cmd, inputs, records
+from buildtool.artifacts import oci
 from buildtool.errors import CommandError, PublishError, UsageError
 from buildtool.outputs import check_owned
 from buildtool.paths import writable_dir
@@ -44,7 +45,7 @@ from buildtool.schema import Match, Range
 from buildtool.text import one_line, register_secret
 
 if TYPE_CHECKING:
-    from buildtool.release import Verification
+    from buildtool.release.gate import Verification
 from buildtool.inputs import sha256_file
 
 R = TypeVar("R")
@@ -307,7 +308,7 @@ class GitHub:
 def publish_index(wheels: list[Path], dest: Path, *, dry_run: bool, note: Note
                   ) -> list[Action]:
     """Add ``wheels`` to the index in ``dest`` (``files/`` + ``simple/``) and rewrite it."""
-    from buildtool import index
+    from buildtool.release import index
 
     actions: list[Action] = []
     store = dest / "files"
@@ -519,7 +520,7 @@ def run(req: Request, *, step: Note, info: Note, warn: Note) -> Outcome:
     """Verify, write the release directory and upload it. Every argument is checked first:
     a bad tag, repository, API URL, registry or output directory is refused before anything
     is written or sent (and the token is read, and hidden, before any output)."""
-    from buildtool import release
+    from buildtool.release import gate as release
 
     tag = check_tag(req.tag) if req.tag is not None else None
     gh = None

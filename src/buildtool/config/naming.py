@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from buildtool.resolve import ResolvedTarget
+from buildtool.config.resolve import ResolvedTarget
 
 LIB_PATTERNS = ("lib*.so", "lib*.so.*", "*.dylib", "*.dll")
 _NORMALIZE = re.compile(r"[-_.]+")

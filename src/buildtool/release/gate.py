@@ -278,7 +278,7 @@ def contents_problems(a: Artifact) -> list[str]:
 def gpu_proof(a: Artifact) -> str | None:
     """Why a GPU artifact's smoke result does not prove it ran on a GPU of its backend."""
     assert a.manifest is not None and a.smoke is not None
-    from buildtool.smoke import backend_names
+    from buildtool.verify.smoke import backend_names
 
     backend = a.manifest.backend
     on_backend = [t for t in a.smoke.tests if backend in backend_names([t])]

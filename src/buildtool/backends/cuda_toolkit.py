@@ -301,7 +301,7 @@ def finish(prefix: Path, *, cc: str = "cc") -> list[str]:
 def install(version: str, progress: Callable[[str], None] = lambda _: None,
             *, toolchains: Path | None = None) -> Path:
     """Assemble CUDA ``version`` into ``<toolchains>/cuda-<version>``; return the prefix."""
-    from buildtool import provision
+    from buildtool.toolchains import provision
 
     kit = kit_for(version)
     base = toolchains or provision.toolchains_dir()

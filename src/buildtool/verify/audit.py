@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from buildtool import cmd
-from buildtool.model import AuditAllow
+from buildtool.config.model import AuditAllow
 from buildtool.records import AuditRecord, FileAuditRecord
 
 # What a feature implies (compilers may use the implied instructions freely).

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from buildtool.artifacts.wheel import WheelError, WheelName, read_manifest
+from buildtool.config.naming import normalize
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.inputs import sha256_file
-from buildtool.naming import normalize
 from buildtool.outputs import atomic_dir
-from buildtool.wheel import WheelError, WheelName, read_manifest
 
 
 class NoWheelsError(BuildtoolError):

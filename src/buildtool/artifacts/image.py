@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import records
+from buildtool.artifacts.wheel import emitted_defines
+from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.config.resolve import ResolvedTarget
 from buildtool.errors import UsageError
 from buildtool.paths import source_date_epoch
-from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
 from buildtool.records import ImageRecord, Manifest
-from buildtool.resolve import ResolvedTarget
-from buildtool.vendor import Lock, copy_build_tree
-from buildtool.wheel import emitted_defines
+from buildtool.source.vendor import Lock, copy_build_tree
 
 DOCKER_DIR = Path("recipes") / "docker"
 REPOSITORY = "llama.cpp"

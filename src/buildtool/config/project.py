@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.backends import REGISTRY
+from buildtool.config.model import CommonRecipe, Matrix, Recipe, TargetSpec
 from buildtool.errors import ConfigError, UnknownTargetError
 from buildtool.inputs import load_yaml
-from buildtool.model import CommonRecipe, Matrix, Recipe, TargetSpec
 from buildtool.paths import MATRIX_FILE
 from buildtool.schema import convert, suggest
 

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import cmd, inputs, naming, records
+from buildtool import cmd, inputs, records
+from buildtool.config import naming
+from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import spellings
 from buildtool.errors import BuildError, BuildtoolError, DataError, ExitCode, ToolchainError
-from buildtool.plan import CMAKE_PROJECT_FILES, BuildPlan
 from buildtool.records import Manifest, RepairRecord, WheelRecord
-from buildtool.resolve import ResolvedTarget
-from buildtool.vendor import Lock, copy_build_tree
+from buildtool.source.vendor import Lock, copy_build_tree
 
 TEMPLATE = Path("recipes") / "wheel"
 EMITTED = "wheel-project"  # what a directory `--emit` writes holds

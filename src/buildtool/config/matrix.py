@@ -8,13 +8,14 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
-from buildtool import preflight, toolchain
-from buildtool.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.config import preflight
+from buildtool.config.resolve import ResolvedTarget
+from buildtool.config.session import Session
 from buildtool.detect.host import Gpu
 from buildtool.errors import BuildtoolError
-from buildtool.resolve import ResolvedTarget
-from buildtool.session import Session
-from buildtool.toolchain import Program
+from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains.discovery import Program
 
 
 @dataclass(frozen=True)

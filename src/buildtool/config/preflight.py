@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from buildtool import toolchain
 from buildtool.backends import REGISTRY, BackendContext, Problem
+from buildtool.config.resolve import ResolvedTarget
 from buildtool.errors import ToolchainError
-from buildtool.resolve import ResolvedTarget
+from buildtool.toolchains import discovery as toolchain
 
 
 def platform_fix(rt: ResolvedTarget) -> str:

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__, naming, toolchain
+from buildtool import __version__
 from buildtool.cmd import format_argv
-from buildtool.resolve import ResolvedTarget
+from buildtool.config import naming
+from buildtool.config.resolve import ResolvedTarget
+from buildtool.toolchains import discovery as toolchain
 
 # The CMake project all artifacts are built from (llama.cpp as a subproject, and the
 # install component naming what artifacts ship), relative to the repository root.

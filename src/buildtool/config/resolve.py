@@ -19,13 +19,19 @@ from typing import Any
 
 from buildtool.backends import REGISTRY, BackendContext
 from buildtool.backends.cpu import X86_GGML_OPTIONS, cpu_settings
-from buildtool.config import Project
+from buildtool.config.model import (
+    AvoidCpuFeatures,
+    DefineValue,
+    Recipe,
+    SmokeSpec,
+    ToolRequirement,
+)
+from buildtool.config.project import Project
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind
-from buildtool.model import AvoidCpuFeatures, DefineValue, Recipe, SmokeSpec, ToolRequirement
 from buildtool.schema import suggest
-from buildtool.vendor import Lock
+from buildtool.source.vendor import Lock
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,4 @@
+"""The llama.cpp source: the lock, fetching and verifying a source, safe extraction.
+
+May import: the foundation modules only.
+"""
