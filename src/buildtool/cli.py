@@ -712,16 +712,16 @@ def toolchain_group() -> None:
 
 def _installable(ctx: click.Context, name: str) -> str:
     """An installer name, or a target name mapped to the toolchain it needs."""
+    from buildtool import backends
     from buildtool.schema import suggest
-    from buildtool.toolchains.provision import installers
 
-    known = installers()
+    known = backends.toolchains()
     if name in known:
         return name
     session = _session(ctx)
     if name in session.project.matrix.targets:
         rt = session.resolve(name)
-        wanted = {"cuda": f"cuda-{rt.toolkit}", "vulkan": "vulkan-headers"}.get(rt.family)
+        wanted = backends.family(rt.family).toolchain_for(rt.toolkit)
         if wanted in known:
             return str(wanted)
         raise ToolchainError(f"target '{name}' needs no toolchain buildtool can provision "
@@ -738,13 +738,13 @@ def _installable(ctx: click.Context, name: str) -> str:
 def toolchain_install(ctx: click.Context, name: str) -> None:
     """Fetch NAME (vulkan-headers, cuda-13.0, cuda-12.4, cuda-11.8, or a target such as
     cublas12) from package registries into a private prefix; the system is not touched."""
-    from buildtool.toolchains.provision import installers
+    from buildtool import backends
 
     name = _installable(ctx, name)
     check_cache()  # toolchains are assembled there
     reporter = Reporter(quiet=ctx.obj.get("quiet", False))
     reporter.step(f"installing {name}")
-    path = installers()[name](reporter.info)
+    path = backends.toolchains()[name].install(reporter.info)
     echo(f"{name}: {path}")
 
 
@@ -752,9 +752,9 @@ def toolchain_install(ctx: click.Context, name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def toolchain_list(as_json: bool) -> None:
     """What can be provisioned and what already is."""
-    from buildtool.toolchains.provision import installed
+    from buildtool import backends
 
-    found = installed()
+    found = {name: t.installed() for name, t in backends.toolchains().items()}
     if as_json:
         emit_json({n: str(p) if p else None for n, p in found.items()})
         return

@@ -37,13 +37,20 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class Match:
-    """``Annotated[str, Match(regex, what)]``: the whole value must match ``regex``."""
+    """``Annotated[str, Match(regex, what)]``: the whole value must match ``regex``;
+    ``choices``, when the values are a closed set, for "did you mean …?"."""
 
     pattern: str
     what: str
+    choices: tuple[str, ...] = ()
 
     def check(self, value: str) -> str | None:
         return None if re.fullmatch(self.pattern, value) else f"expected {self.what}"
+
+    @classmethod
+    def one_of(cls, choices: typing.Iterable[str], what: str) -> Match:
+        names = tuple(choices)
+        return cls("|".join(re.escape(n) for n in names), f"{what}: {', '.join(names)}", names)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,10 @@ def convert(tp: Any, value: Any, doc: Doc, key: PathKey = ()) -> Any:
             if isinstance(constraint, Match | Range):
                 problem = constraint.check(out)
                 if problem:
-                    _fail(doc, key, f"{_shown(out)}: {problem}")
+                    near = suggest(str(out), constraint.choices) \
+                        if isinstance(constraint, Match) else None
+                    _fail(doc, key, f"{_shown(out)}: {problem}",
+                          f"did you mean '{near}'?" if near else None)
         return out
     if origin in (Union, types.UnionType):
         options = get_args(tp)
@@ -279,7 +289,9 @@ def json_schema(tp: Any, keys: str = "kebab", *, lenient: bool = True) -> dict[s
         base, *extra = get_args(tp)
         out = json_schema(base, keys, lenient=lenient)
         for c in extra:
-            if isinstance(c, Match):
+            if isinstance(c, Match) and c.choices:
+                out = {"enum": list(c.choices)}  # editors complete a closed set
+            elif isinstance(c, Match):
                 out["pattern"] = f"^(?:{c.pattern})$"
             elif isinstance(c, Range):
                 if c.minimum is not None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from buildtool import cli
+from buildtool import backends, cli
 from buildtool.backends import cuda_toolkit
+from buildtool.backends.base import Toolchain
 from buildtool.backends.cuda_toolkit import (
     arrange_debian,
     arrange_wheels,
@@ -202,12 +203,13 @@ def test_toolchain_install_accepts_a_target_name(monkeypatch: pytest.MonkeyPatch
                                                  tmp_path: Path, fake_tools: object) -> None:
     calls: list[str] = []
 
-    def fake_installers() -> dict[str, object]:
-        def make(name: str) -> object:
-            return lambda progress: calls.append(name) or tmp_path / name
+    def fake_toolchains() -> dict[str, Toolchain]:
+        def make(name: str) -> Toolchain:
+            return Toolchain(name=name, installed=lambda: None,
+                             install=lambda progress: calls.append(name) or tmp_path / name)
         return {n: make(n) for n in ("vulkan-headers", "cuda-13.0", "cuda-12.4", "cuda-11.8")}
 
-    monkeypatch.setattr(provision, "installers", fake_installers)
+    monkeypatch.setattr(backends, "toolchains", fake_toolchains)
     runner = CliRunner()
     result = runner.invoke(cli.cli, ["toolchain", "install", "cublas12"])
     assert result.exit_code == 0, result.output

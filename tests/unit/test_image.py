@@ -21,8 +21,7 @@ import pytest
 
 from buildtool.artifacts import image, oci
 from buildtool.artifacts.tarball import build_manifest
-from buildtool.artifacts.wheel import emitted_defines
-from buildtool.config.plan import BuildPlan, make_plan
+from buildtool.config.plan import BuildPlan, make_plan, portable_defines
 from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.errors import ExitCode, ToolchainError, UsageError
 from buildtool.toolchains import engines as engine
@@ -164,8 +163,11 @@ def test_run_commands_per_engine() -> None:
 ])
 def test_gpu_flags_per_backend(name: str, family: str, devices: set[str], flags: list[str],
                                absent: list[str]) -> None:
-    got = _engine(name).gpu_flags(family, exists=devices.__contains__)
-    assert got == (flags, absent)
+    """The family says which devices it needs; the engine spells them."""
+    from buildtool import backends
+
+    wanted = backends.family(family).container_devices(devices.__contains__)
+    assert (_engine(name).device_flags(wanted), list(wanted.absent)) == (flags, absent)
 
 
 # ------------------------------------------------------------- build arguments and labels
@@ -312,7 +314,7 @@ def test_defines_cmake_is_the_plans_definitions(data: Path, fake_tools: object,
     text = image.defines_cmake(plan)
     got = [(k, _unquote(v)) for k, v in
            re.findall(r'^set\((\w+) "((?:[^"\\]|\\.)*)" CACHE STRING', text, flags=re.M)]
-    want = [(k, v) for k, v in emitted_defines(plan) if k not in image.DOCKERFILE_OWNS]
+    want = [(k, v) for k, v in portable_defines(plan) if k not in image.DOCKERFILE_OWNS]
     assert got == want
     assert 'set(CMAKE_INSTALL_RPATH "\\$ORIGIN"' in text  # no CMake variable reference
     keys = dict(got)

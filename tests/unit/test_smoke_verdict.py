@@ -190,8 +190,8 @@ def test_cuda_module_that_cannot_load_is_waived_only_with_its_reason(data: Path)
 
 
 def test_why_unloadable_needs_the_module(tmp_path: Path) -> None:
-    assert why_unloadable(tmp_path, "CUDA") is None          # not shipped: nothing to excuse
-    assert why_unloadable(tmp_path, "CPU") is None
+    assert why_unloadable(tmp_path, "cuda") is None          # not shipped: nothing to excuse
+    assert why_unloadable(tmp_path, "cpu") is None
 
 
 def test_quantized_model_must_have_run(data: Path) -> None:

@@ -28,9 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import records
-from buildtool.artifacts.wheel import emitted_defines
-from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool import backends, records
+from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.errors import UsageError
 from buildtool.paths import source_date_epoch
@@ -45,12 +44,6 @@ PROGRAMS_DIR = "/opt/llama.cpp"  # where the runtime stage puts programs, librar
 OCI_PLATFORMS = {"linux-x86_64": "linux/amd64", "linux-aarch64": "linux/arm64"}
 # the Dockerfile sets these itself: where the install component goes inside the build stage
 DOCKERFILE_OWNS = ("BUILDTOOL_DESTINATION",)
-# family → build arguments taken from the resolved target: (argument, define or "toolkit")
-FAMILY_ARGS: dict[str, tuple[tuple[str, str], ...]] = {
-    "cuda": (("CUDA_VERSION", "toolkit"), ("CUDA_ARCHITECTURES", "CMAKE_CUDA_ARCHITECTURES")),
-    "hip": (("ROCM_VERSION", "toolkit"), ("AMDGPU_TARGETS", "GPU_TARGETS")),
-    "sycl": (("ONEAPI_VERSION", "toolkit"),),
-}
 # build arguments that change with every build and only feed labels: not part of the key
 VOLATILE_ARGS = ("CREATED", "BUILD_KEY")
 
@@ -60,8 +53,7 @@ def require_image(rt: ResolvedTarget) -> None:
     if rt.dockerfile is None or rt.build_image is None or rt.runtime_image is None:
         raise UsageError(f"target {rt.name} has no container image (recipes/"
                          f"{rt.recipe_name}.yaml names no docker section)",
-                         hint="images exist for: cpu, cuda, hip, sycl and vulkan recipes"
-                              if rt.family == "metal" else "add a docker section to the recipe")
+                         hint="add a docker section (a Dockerfile and base images) to the recipe")
     if not any(p in OCI_PLATFORMS for p in rt.platforms):
         raise UsageError(f"target {rt.name} has no Linux platform; container images are "
                          "Linux images")
@@ -100,8 +92,7 @@ def build_args(plan: BuildPlan, lock: Lock, *, created: str | None = None,
     args = {"BUILD_IMAGE": str(rt.build_image), "RUNTIME_IMAGE": str(rt.runtime_image),
             "BUILDTOOL_TARGET": rt.name, "LLAMA_CPP_VERSION": lock.version,
             "LLAMA_CPP_COMMIT": lock.commit}
-    for arg, source in FAMILY_ARGS.get(rt.family, ()):
-        args[arg] = (rt.toolkit if source == "toolkit" else rt.define(source)) or ""
+    args.update(backends.family(rt.family).image_args(rt.toolkit, rt.define))
     args["BUILD_KEY"] = plan.key
     args["CREATED"] = created or created_at()
     for key, value in (overrides or {}).items():
@@ -137,7 +128,7 @@ def defines_cmake(plan: BuildPlan) -> str:
     rt = plan.target
     lines = [f"# {rt.name}: the resolved CMake definitions (`buildtool plan --target {rt.name}`),",
              "# loaded with `cmake -C` in the image's build stage. Written by buildtool.", ""]
-    for key, value in emitted_defines(plan):
+    for key, value in portable_defines(plan):
         if key in DOCKERFILE_OWNS:
             continue
         origin = rt.origins.get(f"-D{key}", "recipes/cmake")

@@ -28,7 +28,7 @@ from typing import Any
 
 from buildtool import cmd, inputs, records
 from buildtool.config import naming
-from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan
+from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import spellings
 from buildtool.errors import BuildError, BuildtoolError, DataError, ExitCode, ToolchainError
@@ -37,10 +37,6 @@ from buildtool.source.vendor import Lock, copy_build_tree
 
 TEMPLATE = Path("recipes") / "wheel"
 EMITTED = "wheel-project"  # what a directory `--emit` writes holds
-# Definitions that only make sense on this machine: an emitted project lets its build
-# environment find these (the CMake project's default tree, the container's toolchain)
-HOST_ONLY = ("LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM", "CMAKE_C_COMPILER_LAUNCHER",
-             "CMAKE_CXX_COMPILER_LAUNCHER", "CMAKE_CUDA_COMPILER_LAUNCHER")
 _WHEEL_NAME = re.compile(r"^(?P<dist>[^-]+)-(?P<version>[^-]+)(-(?P<build>\d[^-]*))?"
                          r"-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$")
 
@@ -94,23 +90,10 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def emitted_defines(plan: BuildPlan) -> list[tuple[str, str]]:
-    """plan.cmake_defines without what only holds on this machine."""
-    rt = plan.target
-    out = []
-    for key, value in plan.cmake_defines:
-        if key in HOST_ONLY:
-            continue
-        if rt.origins.get(f"-D{key}", "").startswith("buildtool (") and Path(value).is_absolute():
-            continue  # a toolchain location found here (nvcc, CUDAToolkit_ROOT, ...)
-        out.append((key, value))
-    return out
-
-
 def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str]:
     """Values of recipes/wheel/pyproject.toml, each a TOML value or table body."""
     rt = plan.target
-    defines = emitted_defines(plan) if emit else list(plan.cmake_defines)
+    defines = portable_defines(plan) if emit else list(plan.cmake_defines)
     mod = naming.module(rt)
     excludes = [a for pattern in rt.wheel_exclude for a in ("--exclude", pattern)]
     smoke = "buildtool smoke {wheel}" + (" --allow-cpu-fallback" if rt.recipe.gpu else "")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from buildtool.backends.base import BackendContext, Dynamic, Problem
+from buildtool.backends.base import Backend
 from buildtool.detect.cpu import ARM_LEVELS, X86_LEVELS, CpuInfo, level_features
+
+# llama-bench's names of the backends that run on the CPU
+CPU_SIDE_BACKENDS = frozenset({"CPU", "BLAS"})
 
 # GGML option → the CPU features the compiler flags it adds require (ggml-cpu/CMakeLists.txt).
 X86_GGML_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -84,14 +87,11 @@ def cpu_settings(policy: str, arch: str, host: CpuInfo | None,
     raise ValueError(f"no CPU settings for architecture '{arch}'")
 
 
-class CpuBackend:
+class CpuBackend(Backend):
     family = "cpu"
+    wheel_oses = ("linux", "macos", "windows")
 
-    def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
-        return ()
-
-    def dynamic(self, ctx: BackendContext) -> Dynamic:
-        return Dynamic()
-
-    def preflight(self, ctx: BackendContext) -> list[Problem]:
-        return []
+    def ran(self, reported: set[str], backend: str) -> tuple[bool, str]:
+        # only CPU-side backends: a cpu build that silently picked up a GPU backend is no
+        # cpu artifact
+        return bool(reported) and reported <= CPU_SIDE_BACKENDS, "CPU only"

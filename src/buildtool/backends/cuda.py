@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
+from buildtool.backends import cuda_toolkit
+from buildtool.backends.base import (
+    Backend,
+    BackendContext,
+    Dynamic,
+    Problem,
+    Progress,
+    Toolchain,
+    find_tool,
+    has_gpu,
+)
 from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
-from buildtool.toolchains import discovery as toolchain
+from buildtool.records import HostFacts
+from buildtool.toolchains import discovery
+from buildtool.toolchains.discovery import Program
+from buildtool.toolchains.engines import Devices
+from buildtool.toolchains.provision import toolchains_dir
 
 
 def default_archs(toolkit: str | None) -> tuple[str, ...]:
@@ -38,7 +53,7 @@ def toolkit_major(toolkit: str | None) -> int:
 
 @dataclass(frozen=True)
 class Toolkit:
-    nvcc: toolchain.Program
+    nvcc: Program
     root: Path
     missing: tuple[str, ...]
 
@@ -48,7 +63,7 @@ def toolkits(ctx: BackendContext) -> list[Toolkit]:
     lacks for a build (cuBLAS, the static runtime, a libcuda stub, ...)."""
     spec = SpecifierSet(ctx.requirement("nvcc") or f"=={toolkit_major(ctx.toolkit)}.*")
     found: list[Toolkit] = []
-    for prog in toolchain.find_all("nvcc"):
+    for prog in discovery.find_all("nvcc"):
         if prog.version is None or not spec.contains(prog.version, prereleases=True):
             continue
         root = toolkit_root(prog.path)
@@ -61,11 +76,56 @@ def choose(ctx: BackendContext) -> Toolkit | None:
     return next((t for t in toolkits(ctx) if not t.missing), None)
 
 
-class CudaBackend:
+def _installer(version: str) -> Callable[[Progress], Path]:
+    def install(progress: Progress) -> Path:
+        return cuda_toolkit.install(version, progress)
+    return install
+
+
+def _installed(name: str) -> Callable[[], Path | None]:
+    def installed() -> Path | None:
+        prefix = toolchains_dir() / name
+        return prefix if prefix.exists() else None
+    return installed
+
+
+class CudaBackend(Backend):
     family = "cuda"
+    tools = ("nvcc",)
+    compiler_languages = ("CUDA",)
+    ci_container = True
+    module_file = "libggml-cuda.so"
+    gpu_vendors = ("NVIDIA",)
 
     def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
         return default_archs(toolkit)
+
+    def tool_unusable(self, program: Program) -> str | None:
+        if program.name != "nvcc":
+            return None
+        missing = missing_parts(toolkit_root(program.path))
+        return f"its toolkit lacks {', '.join(missing)}" if missing else None
+
+    def image_args(self, toolkit: str | None,
+                   define: Callable[[str], str | None]) -> dict[str, str]:
+        return {"CUDA_VERSION": toolkit or "",
+                "CUDA_ARCHITECTURES": define("CMAKE_CUDA_ARCHITECTURES") or ""}
+
+    def toolchains(self) -> tuple[Toolchain, ...]:
+        return tuple(Toolchain(name=kit.name, install=_installer(version),
+                               installed=_installed(kit.name))
+                     for version, kit in cuda_toolkit.KITS.items())
+
+    def toolchain_for(self, toolkit: str | None) -> str | None:
+        return f"cuda-{toolkit}" if toolkit in cuda_toolkit.KITS else None
+
+    def host_fit(self, host: HostFacts) -> str | None:
+        return None if host.devices.get("/dev/nvidiactl") or has_gpu(host, "NVIDIA") \
+            else "no NVIDIA GPU"
+
+    def container_devices(self, exists: Callable[[str], bool]) -> Devices:
+        present = exists("/dev/nvidiactl")
+        return Devices(nvidia=present, absent=() if present else ("/dev/nvidiactl",))
 
     def dynamic(self, ctx: BackendContext) -> Dynamic:
         chosen = choose(ctx) if ctx.probe else None
@@ -82,11 +142,14 @@ class CudaBackend:
             ("CUDAToolkit_ROOT", str(root), why),
             ("CMAKE_CUDA_ARCHITECTURES", ";".join(ctx.gpu_archs), "gpu-archs"),
         ]
+        host_only = {"CMAKE_CUDA_COMPILER", "CUDAToolkit_ROOT"}
         if toolkit_major(ctx.toolkit) <= 11 and ctx.platform.startswith("linux"):
             gxx = find_tool("g++-11") if ctx.probe else None
             defines.append(("CMAKE_CUDA_HOST_COMPILER", str(gxx.path) if gxx else "g++-11",
                             "nvcc 11.x accepts g++ <= 11 only"))
-        return Dynamic(defines=tuple(defines))
+            if gxx is not None:
+                host_only.add("CMAKE_CUDA_HOST_COMPILER")
+        return Dynamic(defines=tuple(defines), host_only=frozenset(host_only))
 
     def preflight(self, ctx: BackendContext) -> list[Problem]:
         problems: list[Problem] = []

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from buildtool import cmd
 from buildtool.errors import ToolchainError
+from buildtool.toolchains import provision
 
 # What a build of ggml-cuda needs in a toolkit, relative to its root.
 REQUIRED = {
@@ -301,8 +302,6 @@ def finish(prefix: Path, *, cc: str = "cc") -> list[str]:
 def install(version: str, progress: Callable[[str], None] = lambda _: None,
             *, toolchains: Path | None = None) -> Path:
     """Assemble CUDA ``version`` into ``<toolchains>/cuda-<version>``; return the prefix."""
-    from buildtool.toolchains import provision
-
     kit = kit_for(version)
     base = toolchains or provision.toolchains_dir()
     base.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from buildtool import cmd
-from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
+from buildtool.backends.base import Backend, BackendContext, Dynamic, find_tool
 from buildtool.errors import CommandError, ToolchainError
+from buildtool.records import HostFacts
+from buildtool.toolchains.engines import Devices
 
 
-class HipBackend:
+class HipBackend(Backend):
     family = "hip"
+    tools = ("hipcc",)
+    ci_container = True
+    wheels_in_container = True
+    module_file = "libggml-hip.so"
+    gpu_vendors = ("AMD",)
+
+    def image_args(self, toolkit: str | None,
+                   define: Callable[[str], str | None]) -> dict[str, str]:
+        return {"ROCM_VERSION": toolkit or "", "AMDGPU_TARGETS": define("GPU_TARGETS") or ""}
+
+    def host_fit(self, host: HostFacts) -> str | None:
+        return None if host.devices.get("/dev/kfd") else "no AMD GPU (/dev/kfd)"
+
+    def container_devices(self, exists: Callable[[str], bool]) -> Devices:
+        wanted = ("/dev/kfd", "/dev/dri")
+        present = tuple(d for d in wanted if exists(d))
+        return Devices(paths=present, groups=("video",) if present else (),
+                       absent=tuple(d for d in wanted if d not in present))
 
     def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
         return ("gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100")
@@ -30,5 +52,3 @@ class HipBackend:
                  ("HIP_PATH", root, "hipconfig -R")),
         )
 
-    def preflight(self, ctx: BackendContext) -> list[Problem]:
-        return []

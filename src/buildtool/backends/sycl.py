@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
-from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
+from buildtool.backends.base import Backend, BackendContext, Problem, find_tool, has_gpu
+from buildtool.records import HostFacts
+from buildtool.toolchains.engines import Devices
 
 
-class SyclBackend:
+class SyclBackend(Backend):
     family = "sycl"
+    tools = ("icpx",)
+    ci_container = True
+    wheels_in_container = True
+    module_file = "libggml-sycl.so"
+    gpu_vendors = ("Intel",)
 
-    def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
-        return ()
+    def image_args(self, toolkit: str | None,
+                   define: Callable[[str], str | None]) -> dict[str, str]:
+        return {"ONEAPI_VERSION": toolkit or ""}
 
-    def dynamic(self, ctx: BackendContext) -> Dynamic:
-        return Dynamic()
+    def host_fit(self, host: HostFacts) -> str | None:
+        return None if has_gpu(host, "Intel") else "no Intel GPU"
+
+    def container_devices(self, exists: Callable[[str], bool]) -> Devices:
+        return _dri(exists)
 
     def preflight(self, ctx: BackendContext) -> list[Problem]:
         if "ONEAPI_ROOT" in os.environ or "SETVARS_COMPLETED" in os.environ:
@@ -26,3 +38,9 @@ class SyclBackend:
                         "not loaded (ONEAPI_ROOT unset; icpx needs it to find its runtime and "
                         "oneMKL)".replace("  ", " "),
                         f"run `source {setvars.path}` before buildtool")]
+
+
+def _dri(exists: Callable[[str], bool]) -> Devices:
+    present = exists("/dev/dri")
+    return Devices(paths=("/dev/dri",) if present else (),
+                   absent=() if present else ("/dev/dri",))

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from buildtool.backends.base import BackendContext, Dynamic, Problem, find_tool
+from buildtool.backends.base import (
+    Backend,
+    BackendContext,
+    Dynamic,
+    Problem,
+    Progress,
+    Toolchain,
+    find_tool,
+)
+from buildtool.records import HostFacts
+from buildtool.toolchains.engines import Devices
+from buildtool.toolchains.provision import debian_packages, toolchains_dir
 
 # bookworm's 1.3.239 headers fail ("'LayerSettingEXT' is not a member of 'vk'");
 # trixie's 1.4.309 work. The requirement lives in recipes/vulkan.yaml.
@@ -15,11 +29,15 @@ SYSTEM_SPIRV_DIRS = [Path("/usr/share/cmake/SPIRV-Headers"),
                      Path("/usr/lib/aarch64-linux-gnu/cmake/SPIRV-Headers")]
 
 
-class VulkanBackend:
+class VulkanBackend(Backend):
     family = "vulkan"
-
-    def default_archs(self, toolkit: str | None) -> tuple[str, ...]:
-        return ()
+    tools = ("glslc",)
+    module_file = "libggml-vulkan.so"
+    # any vendor's GPU, after the vendor's own backend
+    gpu_vendors = ("NVIDIA", "AMD", "Intel")
+    gpu_preference = 1
+    # llama-bench's gpu_info for devices that are CPUs behind the Vulkan API
+    software_devices = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
 
     def dynamic(self, ctx: BackendContext) -> Dynamic:
         headers = find_tool(HEADERS, ctx.requirement(HEADERS)) if ctx.probe else None
@@ -29,7 +47,21 @@ class VulkanBackend:
         spirv = spirv_headers_dir(headers.path)
         if spirv is not None and spirv.parent.parent.parent != Path("/usr"):
             defines.append(("SPIRV-Headers_DIR", str(spirv), "SPIRV-Headers beside the headers"))
-        return Dynamic(defines=tuple(defines))
+        return Dynamic(defines=tuple(defines), host_only=frozenset(k for k, _, _ in defines))
+
+    def toolchains(self) -> tuple[Toolchain, ...]:
+        return (Toolchain(name=HEADERS, install=install_headers, installed=installed_headers),)
+
+    def toolchain_for(self, toolkit: str | None) -> str | None:
+        return HEADERS
+
+    def host_fit(self, host: HostFacts) -> str | None:
+        return None if host.vulkan_icds else "no Vulkan driver (ICD)"
+
+    def container_devices(self, exists: Callable[[str], bool]) -> Devices:
+        dri = exists("/dev/dri")
+        return Devices(nvidia=exists("/dev/nvidiactl"), paths=("/dev/dri",) if dri else (),
+                       absent=() if dri else ("/dev/dri",))
 
     def preflight(self, ctx: BackendContext) -> list[Problem]:
         headers = find_tool(HEADERS, ctx.requirement(HEADERS))
@@ -50,3 +82,30 @@ def spirv_headers_dir(include: Path) -> Path | None:
         candidates += [sdk / "share/cmake/SPIRV-Headers", sdk / "lib/cmake/SPIRV-Headers"]
     candidates += SYSTEM_SPIRV_DIRS
     return next((c for c in candidates if (c / "SPIRV-HeadersConfig.cmake").is_file()), None)
+
+
+def install_headers(progress: Progress = lambda _: None) -> Path:
+    """Debian trixie's libvulkan-dev headers (bookworm's 1.3.239 are too old for this
+    llama.cpp) and spirv-headers (with the CMake package ggml-vulkan looks for), fetched with
+    `apt-get download` under a private apt configuration and unpacked into
+    ``~/.cache/buildtool/toolchains/vulkan-headers-<version>``."""
+    base = toolchains_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".vulkan-headers-", dir=base))
+    try:
+        versions = debian_packages(("libvulkan-dev", "spirv-headers"), "trixie", staging,
+                                   progress=progress)
+        upstream = versions["libvulkan-dev"].split("-")[0].split(":")[-1]
+        final = base / f"{HEADERS}-{upstream}"
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        return final
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def installed_headers() -> Path | None:
+    hits = sorted(toolchains_dir().glob(f"{HEADERS}-*"))
+    return hits[-1] if hits else None

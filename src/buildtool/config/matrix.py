@@ -8,7 +8,7 @@ from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
-from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.backends import REGISTRY
 from buildtool.config import preflight
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.config.session import Session
@@ -61,10 +61,8 @@ class ToolUse:
 
 
 def _unusable(program: Program) -> str | None:
-    if program.name == "nvcc":
-        missing = missing_parts(toolkit_root(program.path))
-        return f"its toolkit lacks {', '.join(missing)}" if missing else None
-    return None
+    """Why a found tool cannot serve (the families say: a CUDA toolkit without cuBLAS)."""
+    return next((why for b in REGISTRY.values() if (why := b.tool_unusable(program))), None)
 
 
 def tool_uses(session: Session, names: Iterable[str] | None = None) -> dict[str, list[ToolUse]]:
@@ -86,57 +84,59 @@ def tool_uses(session: Session, names: Iterable[str] | None = None) -> dict[str,
     return result
 
 
+def ci_targets(session: Session) -> list[ResolvedTarget]:
+    """Every target as CI builds it: resolved like any build (defaults, BUILDTOOL_CPU and
+    all), planned for its first platform without probing this machine's tools."""
+    return [session.resolve(name, probe=False) for name in session.project.matrix.targets]
+
+
+def ci_cpu(rt: ResolvedTarget) -> str:
+    """Release builds are portable: a target tuned to the build host ships all variants,
+    unless its family builds on the hardware it targets (metal on Apple silicon runners)."""
+    if rt.cpu_requested == "host" and not REGISTRY[rt.family].ci_builds_on_target:
+        return "all-variants"
+    return rt.cpu_requested
+
+
 def github_matrix(session: Session) -> dict[str, Any]:
     """The job matrix for GitHub Actions: one entry per target and platform."""
     include: list[dict[str, Any]] = []
-    for name, spec in session.project.matrix.targets.items():
-        recipe = session.project.recipes[spec.recipe]
-        platforms = spec.platforms or recipe.platforms
-        runner = spec.runner or "ubuntu-24.04"
-        # Release builds are portable: the cpu family ships all variants, not the runner's CPU.
-        cpu = "all-variants" if recipe.family == "cpu" else \
-            spec.cpu or recipe.cpu or "all-variants"
-        toolkit = spec.toolkit or recipe.toolkit or ""
-        container = spec.container or (
-            (spec.docker and spec.docker.build_image)
-            or recipe.docker.build_image.format(toolkit=toolkit)
-            if recipe.docker and recipe.family in CONTAINER_FAMILIES else "")
+    for rt in ci_targets(session):
+        backend = REGISTRY[rt.family]
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
-        smoke = recipe.family not in CONTAINER_FAMILIES
-        include.append({"target": name, "recipe": spec.recipe, "family": recipe.family,
-                        "platform": platforms[0], "runner": runner, "cpu": cpu,
-                        "toolkit": toolkit, "container": container,
-                        "smoke": "--smoke" if smoke else "--no-smoke"})
+        container = rt.container or (rt.build_image or "" if backend.ci_container else "")
+        include.append({"target": rt.name, "recipe": rt.recipe_name, "family": rt.family,
+                        "platform": rt.platforms[0], "runner": rt.runner, "cpu": ci_cpu(rt),
+                        "toolkit": rt.toolkit or "", "container": container,
+                        "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
     return {"include": include}
 
 
 # Wheels per OS. Linux: cibuildwheel's manylinux containers, where each recipe installs its
-# toolchain (wheel-before-all) — except ROCm and oneAPI, which exist only in their vendor
-# images, where `buildtool build --artifact wheel` builds and repairs the wheel. macOS and
-# Windows runners get the families that need no toolchain beyond the compiler.
+# toolchain (wheel-before-all) — except families whose toolchain exists only in their vendor
+# image, where `buildtool build --artifact wheel` builds and repairs the wheel. macOS and
+# Windows runners get the families whose `wheel_oses` name them.
 WHEEL_RUNNERS = {"linux": "ubuntu-24.04", "macos": "macos-14", "windows": "windows-2022"}
 RUNNER_PREFIX = {"linux": "ubuntu", "macos": "macos", "windows": "windows"}
-WHEEL_FAMILIES_OFF_LINUX = {"macos": ("cpu", "metal"), "windows": ("cpu",)}
 
 
 def github_wheel_matrix(session: Session) -> dict[str, Any]:
     """The wheel jobs: one entry per target and OS its platforms name."""
     jobs = {(e["target"]): e for e in github_matrix(session)["include"]}
     include: list[dict[str, Any]] = []
-    for name, spec in session.project.matrix.targets.items():
-        recipe = session.project.recipes[spec.recipe]
-        platforms = spec.platforms or recipe.platforms
+    for rt in ci_targets(session):
+        backend = REGISTRY[rt.family]
         for os_name, default_runner in WHEEL_RUNNERS.items():
-            if not any(p.startswith(os_name + "-") for p in platforms):
+            if not any(p.startswith(os_name + "-") for p in rt.platforms):
                 continue
-            if os_name != "linux" and recipe.family not in WHEEL_FAMILIES_OFF_LINUX[os_name]:
+            if os_name not in backend.wheel_oses:
                 continue
-            job = jobs[name]
+            job = jobs[rt.name]
             runner = job["runner"] if job["runner"].startswith(RUNNER_PREFIX[os_name]) \
                 else default_runner
-            container = os_name == "linux" and recipe.family in ("hip", "sycl")
-            include.append({"target": name, "family": recipe.family, "os": os_name,
+            container = os_name == "linux" and backend.wheels_in_container
+            include.append({"target": rt.name, "family": rt.family, "os": os_name,
                             "runner": runner, "cpu": job["cpu"],
                             "wheels": "container" if container else "cibuildwheel",
                             "container": job["container"] if container else "",
@@ -144,19 +144,21 @@ def github_wheel_matrix(session: Session) -> dict[str, Any]:
     return {"include": include}
 
 
-CONTAINER_FAMILIES = ("cuda", "hip", "sycl")
-GPU_PREFERENCE = {"NVIDIA": ("cuda", "vulkan"), "AMD": ("hip", "vulkan"),
-                  "Intel": ("sycl", "vulkan"), "Apple": ("metal",)}
-
-
 def recommend(session: Session, gpus: tuple[Gpu, ...]) -> tuple[str, str]:
-    """The target `build` uses when none is given, and why."""
+    """The target `build` uses when none is given, and why: for each GPU found, the targets
+    of the families that serve its vendor (the vendor's own first, then Vulkan), newest
+    toolkit first, whose toolchain is here; else the first target without a GPU."""
     targets = session.project.matrix.targets
+
+    def family_of(name: str) -> str:
+        return session.project.recipes[targets[name].recipe].family
+
     skipped: list[str] = []
     for gpu in gpus:
-        for family in GPU_PREFERENCE.get(gpu.vendor, ()):
-            names = [n for n, s in targets.items()
-                     if session.project.recipes[s.recipe].family == family]
+        serving = sorted((b for b in REGISTRY.values() if gpu.vendor in b.gpu_vendors),
+                         key=lambda b: b.gpu_preference)
+        for backend in serving:
+            names = [n for n in targets if family_of(n) == backend.family]
             # newest toolkit first (cublas12 before cublas11)
             for name in sorted(names, key=lambda n: targets[n].toolkit or "", reverse=True):
                 try:
@@ -168,8 +170,8 @@ def recommend(session: Session, gpus: tuple[Gpu, ...]) -> tuple[str, str]:
                     return name, f"{gpu.vendor} GPU found ({gpu.name}) and {name}'s toolchain " \
                                  "is installed"
                 skipped.append(f"{name}: {problems[0].what}")
-    cpu = next((n for n, s in targets.items()
-                if session.project.recipes[s.recipe].family == "cpu"), "cpu")
+    cpu = next((n for n, s in targets.items() if not session.project.recipes[s.recipe].gpu),
+               "cpu")
     if skipped:
         return cpu, "no GPU target can be built here (" + "; ".join(skipped) + ")"
     if gpus:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from buildtool.backends import REGISTRY
 from buildtool.grammar import (
     ArtifactKind,
     CMakeName,
@@ -29,8 +30,10 @@ from buildtool.grammar import (
     Version,
     WheelName,
 )
+from buildtool.schema import Match
 
-Family = Literal["cpu", "cuda", "hip", "sycl", "vulkan", "metal"]
+# a backend family: one module in buildtool/backends, registered there
+Family = Annotated[str, Match.one_of(REGISTRY, "a backend family")]
 DefineValue = OneLine | bool | int
 
 

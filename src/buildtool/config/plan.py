@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__
+from buildtool import __version__, backends
 from buildtool.cmd import format_argv
 from buildtool.config import naming
 from buildtool.config.resolve import ResolvedTarget
@@ -20,8 +20,6 @@ from buildtool.toolchains import discovery as toolchain
 CMAKE_PROJECT = Path("recipes") / "cmake"
 CMAKE_PROJECT_FILES = ("CMakeLists.txt", "ship.cmake")
 
-FAMILY_TOOLS = {"cuda": ("nvcc",), "hip": ("hipcc",), "sycl": ("icpx",), "vulkan": ("glslc",),
-                "metal": ("xcrun",), "cpu": ()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +32,9 @@ class BuildPlan:
     configure: tuple[str, ...]
     build: tuple[str, ...]
     cmake_defines: tuple[tuple[str, str], ...]  # every -D of `configure`, in order
+    # defines whose values only hold on this machine (its tree, its tools, its compiler
+    # launcher): an emitted project or an image's build stage finds its own
+    host_only: frozenset[str] = frozenset()
     env: tuple[tuple[str, str], ...]
     key: str
     artifact_name: str
@@ -60,13 +61,19 @@ class BuildPlan:
         }
 
 
+def portable_defines(plan: BuildPlan) -> list[tuple[str, str]]:
+    """plan.cmake_defines without what only holds on this machine (marked where it was
+    made: the plan's tree and tools, a family's toolkit paths)."""
+    return [(k, v) for k, v in plan.cmake_defines if k not in plan.host_only]
+
+
 def artifact_name(rt: ResolvedTarget) -> str:
     target = f"{rt.name}-{rt.variant}" if rt.variant else rt.name
     return f"llama.cpp-b{rt.build_number}-{target}-{rt.platform}"
 
 
 def toolchain_versions(rt: ResolvedTarget) -> dict[str, dict[str, str | None]]:
-    names = ["cmake", "ninja", "cc", "cxx", *FAMILY_TOOLS.get(rt.family, ())]
+    names = ["cmake", "ninja", "cc", "cxx", *backends.family(rt.family).tools]
     out: dict[str, dict[str, str | None]] = {}
     for req in rt.requires:
         if req.tool not in names:
@@ -123,13 +130,17 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
     ninja = tools["ninja"]["path"] or "ninja"
     defines = [("CMAKE_MAKE_PROGRAM", ninja), *project_defines(rt, source_dir), *rt.defines]
     env = dict(rt.configure_env)
+    # this machine's tree, tools and launcher: an emitted project finds its own
+    host_only = set(rt.host_only) | {"LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM"}
     ccache = toolchain.best("ccache") if use_ccache else None
     if ccache is not None:
         launch = str(ccache.path)
-        langs = ["C", "CXX"] + (["CUDA"] if rt.family == "cuda" else [])
+        langs = ["C", "CXX", *backends.family(rt.family).compiler_languages]
         # a launcher the user defined (-D, the matrix) wins: -D has the highest precedence
-        defines += [(f"CMAKE_{lang}_COMPILER_LAUNCHER", launch) for lang in langs
-                    if rt.define(f"CMAKE_{lang}_COMPILER_LAUNCHER") is None]
+        launchers = [f"CMAKE_{lang}_COMPILER_LAUNCHER" for lang in langs
+                     if rt.define(f"CMAKE_{lang}_COMPILER_LAUNCHER") is None]
+        defines += [(name, launch) for name in launchers]
+        host_only.update(launchers)
         # Share hits between build directories: paths under the project become relative.
         env.setdefault("CCACHE_BASEDIR", str(root))
         env.setdefault("CCACHE_NOHASHDIR", "1")
@@ -140,5 +151,6 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
     return BuildPlan(target=rt, source_dir=source_dir, project_dir=project_dir,
                      build_dir=build_dir, dist_dir=dist_dir or root / "dist",
                      configure=tuple(configure), build=tuple(build),
-                     cmake_defines=tuple(defines), env=tuple(env.items()), key=key,
+                     cmake_defines=tuple(defines), host_only=frozenset(host_only),
+                     env=tuple(env.items()), key=key,
                      artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256)

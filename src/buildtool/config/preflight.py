@@ -9,10 +9,9 @@ from buildtool.toolchains import discovery as toolchain
 
 
 def platform_fix(rt: ResolvedTarget) -> str:
-    platforms = " or ".join(rt.platforms)
-    if rt.family == "metal":
-        return "Metal needs a macOS arm64 host (in CI: a macos-14 runner)"
-    return f"build it on a {platforms} machine, or let CI build it (`buildtool matrix`)"
+    return REGISTRY[rt.family].platform_hint or \
+        f"build it on a {' or '.join(rt.platforms)} machine, or let CI build it " \
+        "(`buildtool matrix`)"
 
 
 def check(rt: ResolvedTarget) -> list[Problem]:

@@ -55,6 +55,7 @@ class ResolvedTarget:
     host_platform: str
     platform_supported: bool
     cpu_policy: str
+    cpu_requested: str = ""  # the policy configured, before it was adapted to this host
     cpu_level: str | None
     cpu_features: tuple[str, ...]
     toolkit: str | None
@@ -62,6 +63,7 @@ class ResolvedTarget:
     build_targets: tuple[str, ...]
     artifacts: tuple[ArtifactKind, ...]
     defines: tuple[tuple[str, str], ...]
+    host_only: frozenset[str] = frozenset()  # defines that only hold on this machine
     configure_env: tuple[tuple[str, str], ...]
     requires: tuple[ToolRequirement, ...]
     smoke: SmokeSpec
@@ -70,6 +72,8 @@ class ResolvedTarget:
     build_number: int
     avoided: tuple[AvoidCpuFeatures, ...] = ()  # known defects steered around (common.yaml)
     revision: int = 0
+    runner: str = "ubuntu-24.04"  # the CI runner label
+    container: str | None = None  # the CI build container, when not the recipe's image
     wheel_name: str = ""
     wheel_requires: tuple[str, ...] = ()
     wheel_exclude: tuple[str, ...] = ()
@@ -146,6 +150,72 @@ def _foreign_baseline(arch: str) -> str:
     return "armv8.2" if arch == "aarch64" else "x86-64-v2"
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One source of values, from lowest precedence to highest: what it is (``origin``, shown
+    by `buildtool plan`) and the values it sets (None: not set here). ``defines`` are merged
+    through the layers in order, every other value is taken from the last layer that sets it
+    (the pattern of scikit-build-core's SourceChain and cibuildwheel's option readers)."""
+
+    origin: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    defines: tuple[tuple[str, DefineValue], ...] = ()
+    host_only: frozenset[str] = frozenset()
+
+
+def pick(layers: list[Layer], key: str, origins: dict[str, str]) -> Any:
+    """The value of ``key`` from the highest layer that sets it, recording its origin."""
+    value: Any = None
+    for layer in layers:
+        if layer.values.get(key) is not None:
+            value = layer.values[key]
+            origins[key] = layer.origin
+    return value
+
+
+def config_layers(project: Project, name: str, overrides: Overrides,
+                  env: Mapping[str, str]) -> tuple[list[Layer], list[Layer]]:
+    """The configured layers below and above the values buildtool computes: buildtool's
+    defaults, recipes/common.yaml, the recipe — then the matrix defaults, the target, the
+    environment, the command line. README "The matrix and the recipes" documents the order."""
+    spec = project.target(name)
+    recipe = project.recipes[spec.recipe]
+    defaults = project.matrix.defaults
+    mx = project.matrix_path.name
+    docker, images = recipe.docker, spec.docker
+    below = [
+        Layer("buildtool default", {"cpu": "host", "runner": "ubuntu-24.04"}),
+        Layer("recipes/common.yaml", defines=tuple(project.common.cmake_defines.items())),
+        Layer(f"recipes/{spec.recipe}.yaml", {
+            "platforms": recipe.platforms, "cpu": recipe.cpu, "toolkit": recipe.toolkit,
+            "gpu_archs": recipe.gpu_archs or None,
+            "build_image": docker.build_image if docker else None,
+            "runtime_image": docker.runtime_image if docker else None,
+            "wheel_requires": recipe.wheel_requires},
+            defines=tuple(recipe.cmake_defines.items())),
+    ]
+    above = [
+        Layer(f"{mx}:defaults", {
+            "cpu": defaults.cpu, "build_targets": defaults.build_targets,
+            "artifacts": defaults.artifacts, "revision": defaults.revision},
+            defines=tuple(defaults.cmake_defines.items())),
+        Layer(f"{mx}:targets.{name}", {
+            "platforms": spec.platforms, "cpu": spec.cpu, "toolkit": spec.toolkit,
+            "gpu_archs": spec.gpu_archs, "build_targets": spec.build_targets,
+            "artifacts": spec.artifacts, "revision": spec.revision, "runner": spec.runner,
+            "container": spec.container, "wheel_requires": spec.wheel_requires,
+            "build_image": images.build_image if images else None,
+            "runtime_image": images.runtime_image if images else None},
+            defines=tuple(spec.cmake_defines.items())),
+        Layer("environment BUILDTOOL_CPU", {"cpu": env.get("BUILDTOOL_CPU") or None}),
+        Layer("--cpu", {"cpu": overrides.cpu}),
+        Layer("--toolkit", {"toolkit": overrides.toolkit}),
+        Layer("--gpu-archs", {"gpu_archs": overrides.gpu_archs}),
+        Layer("-D (command line)", defines=overrides.defines),
+    ]
+    return below, above
+
+
 def resolve(
     project: Project,
     name: str,
@@ -160,28 +230,16 @@ def resolve(
     env = os.environ if env is None else env
     spec = project.target(name)
     recipe = project.recipes[spec.recipe]
-    defaults = project.matrix.defaults
-    mx = project.matrix_path.name
-    rx = f"recipes/{spec.recipe}.yaml"
+    below, above = config_layers(project, name, overrides, env)
+    configured = below + above
     origins: dict[str, str] = {}
 
-    def pick(key: str, *layers: tuple[Any, str]) -> Any:
-        value: Any = None
-        for candidate, origin in layers:
-            if candidate is not None:
-                value = candidate
-                origins[key] = origin
-        return value
-
-    platforms = pick("platforms", (recipe.platforms, rx), (spec.platforms, f"{mx}:targets.{name}"))
+    platforms = pick(configured, "platforms", origins)
     platform_supported = host_platform in platforms
     platform = host_platform if platform_supported else platforms[0]
     arch = normalize_arch(platform.split("-", 1)[1])
 
-    env_cpu = env.get("BUILDTOOL_CPU") or None
-    cpu_policy = pick("cpu", ("host", "buildtool default"), (recipe.cpu, rx),
-                      (defaults.cpu, f"{mx}:defaults"), (spec.cpu, f"{mx}:targets.{name}"),
-                      (env_cpu, "environment BUILDTOOL_CPU"), (overrides.cpu, "--cpu"))
+    cpu_policy = pick(configured, "cpu", origins)
     if cpu_policy not in CPU_POLICIES:
         near = suggest(cpu_policy, CPU_POLICIES)
         raise ConfigError(f"unknown CPU policy '{cpu_policy}' (from {origins['cpu']})",
@@ -199,78 +257,74 @@ def resolve(
             from exc
 
     backend = REGISTRY[recipe.family]
-    toolkit = pick("toolkit", (recipe.toolkit, rx), (spec.toolkit, f"{mx}:targets.{name}"),
-                   (overrides.toolkit, "--toolkit"))
-    default_origin = f"buildtool default for {recipe.family} {toolkit or ''}".strip()
-    gpu_archs = pick("gpu_archs", (backend.default_archs(toolkit) or None, default_origin),
-                     (recipe.gpu_archs or None, rx), (spec.gpu_archs, f"{mx}:targets.{name}"),
-                     (overrides.gpu_archs, "--gpu-archs")) or ()
-    build_targets = pick("build_targets", (defaults.build_targets, f"{mx}:defaults"),
-                         (spec.build_targets, f"{mx}:targets.{name}"))
-    artifacts = pick("artifacts", (defaults.artifacts, f"{mx}:defaults"),
-                     (spec.artifacts, f"{mx}:targets.{name}"))
-
-    docker, images = recipe.docker, spec.docker
-    build_image = runtime_image = None
-    if docker is not None:
-        build_image = pick("build_image", (_fill(docker.build_image, toolkit), rx),
-                           (images.build_image if images else None, f"{mx}:targets.{name}"))
-        runtime_image = pick("runtime_image", (_fill(docker.runtime_image, toolkit), rx),
-                             (images.runtime_image if images else None,
-                              f"{mx}:targets.{name}"))
-
-    defines: dict[str, str] = {}
-
-    def put(items: Any, origin: str) -> None:
-        for key, value in items:
-            defines.pop(key, None)  # re-insert: later layers appear later in the command
-            defines[key] = format_value(value)
-            origins[f"-D{key}"] = origin
-
-    put(project.common.cmake_defines.items(), "recipes/common.yaml")
-    put(recipe.cmake_defines.items(), rx)
-    put(cpu.defines, f"CPU policy {effective_policy}")
-    for option, needs in X86_GGML_OPTIONS.items():
-        if option in defines and avoid.intersection(needs):
-            origins[f"-D{option}"] = "recipes/common.yaml avoid-cpu-features (known defect)"
+    toolkit = pick(configured, "toolkit", origins)
+    # the family's default architectures for this toolkit sit below every configured layer
+    archs_default = Layer(f"buildtool default for {recipe.family} {toolkit or ''}".strip(),
+                          {"gpu_archs": backend.default_archs(toolkit) or None})
+    gpu_archs = tuple(pick([archs_default, *configured], "gpu_archs", origins) or ())
     requires = tuple(
         ToolRequirement(tool=r.tool, install=_fill(r.install, toolkit),
                         version=_fill(r.version, toolkit))
         for r in (*project.common.requires, *recipe.requires)
     )
     ctx = BackendContext(target=name, platform=platform, toolkit=toolkit,
-                         gpu_archs=tuple(gpu_archs), probe=probe,
+                         gpu_archs=gpu_archs, probe=probe,
                          requires=tuple((r.tool, r.version) for r in requires))
     dynamic = backend.dynamic(ctx)
-    for key, value, why in dynamic.defines:
-        put([(key, value)], f"buildtool ({why})")
-    rpath = "@loader_path" if platform.startswith("macos") else "$ORIGIN"
-    put([("CMAKE_INSTALL_RPATH", rpath)], f"buildtool ({platform} relocatable binaries)")
-    put([("LLAMA_BUILD_COMMIT", lock.short_commit), ("LLAMA_BUILD_NUMBER", lock.build_number)],
-        f"{lock.path.name} (no .git in a vendored tree)")
-    put(defaults.cmake_defines.items(), f"{mx}:defaults")
-    put(spec.cmake_defines.items(), f"{mx}:targets.{name}")
-    put(overrides.defines, "-D (command line)")
+    # what buildtool computes sits between the recipes and the matrix
+    computed = [
+        Layer(f"CPU policy {effective_policy}", defines=cpu.defines),
+        *(Layer(f"buildtool ({why})", defines=((key, value),),
+                host_only=dynamic.host_only & {key}) for key, value, why in dynamic.defines),
+        Layer(f"buildtool ({platform} relocatable binaries)", defines=((
+            "CMAKE_INSTALL_RPATH", "@loader_path" if platform.startswith("macos")
+            else "$ORIGIN"),)),
+        Layer(f"{lock.path.name} (no .git in a vendored tree)", defines=(
+            ("LLAMA_BUILD_COMMIT", lock.short_commit),
+            ("LLAMA_BUILD_NUMBER", lock.build_number))),
+    ]
+    defines: dict[str, str] = {}
+    host_only: set[str] = set()
+    for layer in (*below, *computed, *above):
+        for key, value in layer.defines:
+            defines.pop(key, None)  # re-insert: later layers appear later in the command
+            defines[key] = format_value(value)
+            origins[f"-D{key}"] = layer.origin
+            if key in layer.host_only:
+                host_only.add(key)
+            else:
+                host_only.discard(key)  # a configured value is no longer this machine's
+    for option, needs in X86_GGML_OPTIONS.items():
+        if option in defines and avoid.intersection(needs):
+            origins[f"-D{option}"] = "recipes/common.yaml avoid-cpu-features (known defect)"
 
+    build_image = pick(configured, "build_image", origins)
+    runtime_image = pick(configured, "runtime_image", origins)
+    revision = pick(configured, "revision", origins)
     return ResolvedTarget(
         name=name, description=spec.description or recipe.description, recipe_name=spec.recipe,
         recipe=recipe, platform=platform, platforms=tuple(platforms),
         host_platform=host_platform,
         platform_supported=platform_supported, cpu_policy=effective_policy,
+        cpu_requested=cpu_policy,
         cpu_level=cpu.level, cpu_features=cpu.required, toolkit=toolkit,
-        gpu_archs=tuple(gpu_archs), build_targets=tuple(build_targets),
-        artifacts=tuple(artifacts), defines=tuple(defines.items()),
+        gpu_archs=gpu_archs, build_targets=tuple(pick(configured, "build_targets", origins)),
+        artifacts=tuple(pick(configured, "artifacts", origins)),
+        defines=tuple(defines.items()), host_only=frozenset(host_only),
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
-        smoke=defaults.smoke, origins=origins, commit=lock.commit,
+        smoke=project.matrix.defaults.smoke, origins=origins, commit=lock.commit,
         build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
-        revision=spec.revision if spec.revision is not None else defaults.revision,
+        revision=revision or 0,
+        runner=pick(configured, "runner", origins),
+        container=pick(configured, "container", origins),
         wheel_name=_fill(recipe.wheel_name, toolkit, recipe.family),
-        wheel_requires=tuple(_fill(r, toolkit) for r in (
-            spec.wheel_requires if spec.wheel_requires is not None else recipe.wheel_requires)),
+        wheel_requires=tuple(_fill(r, toolkit) for r in pick(configured, "wheel_requires",
+                                                              origins) or ()),
         wheel_exclude=tuple(_fill(r, toolkit) for r in recipe.wheel_exclude),
         wheel_before_all=_fill(recipe.wheel_before_all, toolkit),
         wheel_environment=tuple((k, _fill(v, toolkit))
                                 for k, v in recipe.wheel_environment.items()),
-        dockerfile=docker.dockerfile if docker else None,
-        build_image=build_image, runtime_image=runtime_image,
+        dockerfile=recipe.docker.dockerfile if recipe.docker else None,
+        build_image=_fill(build_image, toolkit) if build_image else None,
+        runtime_image=_fill(runtime_image, toolkit) if runtime_image else None,
     )

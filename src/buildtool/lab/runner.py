@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__, inputs, records
+from buildtool import __version__, backends, inputs, records
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
@@ -150,20 +150,9 @@ def unfit(kind: str, name: str, manifest: Manifest, host: HostFacts,
     missing = cpu.missing(list(manifest.cpu.required_features))
     if missing:
         return f"needs CPU features this host lacks: {', '.join(missing)}"
-    family = manifest.family
-    devices = host.devices
-    gpus = host.gpus
-    if family == "cuda" and not (devices.get("/dev/nvidiactl")
-                                 or any(g.vendor == "NVIDIA" for g in gpus)):
-        return "no NVIDIA GPU"
-    if family == "hip" and not devices.get("/dev/kfd"):
-        return "no AMD GPU (/dev/kfd)"
-    if family == "sycl" and not any(g.vendor == "Intel" for g in gpus):
-        return "no Intel GPU"
-    if family == "vulkan" and not host.vulkan_icds:
-        return "no Vulkan driver (ICD)"
-    if family == "metal" and here != "macos":
-        return "Metal needs macOS"
+    why = backends.family(manifest.family).host_fit(host)
+    if why:
+        return why
     if kind == "wheel" and not wheel_fits(name):
         return f"wheel tags do not match this Python ({_platform.python_version()})"
     if kind == "image" and not host.engines:

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from buildtool import __version__, records
+from buildtool import __version__, backends, records
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
@@ -80,8 +80,6 @@ SUMS = "SHA256SUMS"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/buildtool/buildtool/blob/main/README.md#build-v1"
-# llama-bench's gpu_info for devices that are CPUs under a GPU API
-SOFTWARE_DEVICES = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
 REASONS = ("manifest-missing", "manifest-invalid", "manifest-mismatch", "checksum-mismatch",
            "smoke-missing", "smoke-invalid", "smoke-failed", "smoke-stale", "smoke-waived",
            "gpu-not-proven", "mixed-source")
@@ -287,7 +285,8 @@ def gpu_proof(a: Artifact) -> str | None:
     devices = sorted({(t.gpu_info or "").strip() for t in on_backend} - {""})
     if not devices:
         return f"no {backend} device: the smoke test ran on the CPU"
-    software = [d for d in devices if any(s in d.lower() for s in SOFTWARE_DEVICES)]
+    software_names = backends.family(a.manifest.family).software_devices
+    software = [d for d in devices if any(s in d.lower() for s in software_names)]
     if software:
         return f"ran on {', '.join(software)}, a software renderer, not a GPU"
     if any((t.n_gpu_layers or 0) <= 0 for t in on_backend):

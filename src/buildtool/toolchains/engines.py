@@ -37,6 +37,19 @@ def run_probe(argv: Sequence[str]) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
+@dataclass(frozen=True)
+class Devices:
+    """What a container needs from the host for a backend family (its module says, see
+    ``container_devices`` in :mod:`buildtool.backends.base`): the NVIDIA container toolkit's
+    GPUs, device nodes, supplementary groups — and what the family wants that this host does
+    not have (said, not fatal: the smoke test then shows no device)."""
+
+    nvidia: bool = False
+    paths: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
     name: str
@@ -176,27 +189,16 @@ class Engine:
     def remove(self, container: str) -> list[str]:
         return [self.path, "rm", container]
 
-    def gpu_flags(self, family: str, exists: Callable[[str], bool] = os.path.exists,
-                  ) -> tuple[list[str], list[str]]:
-        """Flags that give a container the host's GPUs for this backend family, and the
-        devices the family wants that this host does not have."""
-        nvidia = exists("/dev/nvidiactl")
-        wanted: list[str] = []
+    def device_flags(self, devices: Devices) -> list[str]:
+        """Flags that give a container the host devices a backend family asks for."""
         flags: list[str] = []
-        if family == "cuda" or (family == "vulkan" and nvidia):
-            wanted.append("/dev/nvidiactl")
-            if nvidia:
-                # docker: the NVIDIA container toolkit; podman/buildah: its CDI spec
-                flags += ["--gpus", "all"] if self.name == "docker" else \
-                    ["--device", "nvidia.com/gpu=all"]
-        if family == "hip":
-            wanted.append("/dev/kfd")
-            if exists("/dev/kfd"):
-                flags += ["--device", "/dev/kfd"]
-        if family in ("hip", "sycl", "vulkan"):
-            wanted.append("/dev/dri")
-            if exists("/dev/dri"):
-                flags += ["--device", "/dev/dri"]
-        if family == "hip" and flags and self.name != "buildah":
-            flags += ["--group-add", "video"]
-        return flags, [d for d in wanted if not exists(d)]
+        if devices.nvidia:
+            # docker: the NVIDIA container toolkit; podman/buildah: its CDI spec
+            flags += ["--gpus", "all"] if self.name == "docker" else \
+                ["--device", "nvidia.com/gpu=all"]
+        for path in devices.paths:
+            flags += ["--device", path]
+        if flags and self.name != "buildah":  # buildah from takes no --group-add
+            for group in devices.groups:
+                flags += ["--group-add", group]
+        return flags

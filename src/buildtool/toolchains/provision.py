@@ -1,15 +1,9 @@
-"""`buildtool toolchain install ...`: assemble toolchain pieces into a private prefix from
-package registries, never touching the system.
-
-Generic pieces: :func:`debian_packages` (a private apt configuration) and :func:`pypi_wheels`
-(pip download + unpack). CUDA toolkits are assembled by :mod:`buildtool.backends.cuda_toolkit`.
-
-``vulkan-headers`` — Debian trixie's ``libvulkan-dev`` headers (bookworm's
-1.3.239 are too old for this llama.cpp) and ``spirv-headers`` (with the CMake package
-ggml-vulkan looks for), fetched with ``apt-get download`` under a private
-apt configuration (its own sources list, lists and archive directories), unpacked with
-``dpkg-deb -x`` into ``~/.cache/buildtool/toolchains/vulkan-headers-<version>``. Discovery
-(`toolchain.find_all("vulkan-headers")`) then finds them.
+"""Assembling toolchain pieces into a private prefix from package registries, never touching
+the system: :func:`debian_packages` (``apt-get download`` under a private apt configuration:
+its own sources list, lists and archive directories; ``dpkg-deb`` unpacks) and
+:func:`pypi_wheels` (``pip download`` + unpack). What each backend family assembles from them
+— CUDA toolkits, Vulkan headers — lives in its module (``Toolchain`` in
+:mod:`buildtool.backends.base`); ``buildtool toolchain install`` lists them all.
 """
 
 from __future__ import annotations
@@ -159,53 +153,3 @@ def unpack_wheel(wheel: Path, dest: Path) -> None:
 
     unzip(wheel, dest, keep_modes=False, refuse=lambda member: ToolchainError(
         f"{wheel.name}: member {member} leaves the prefix"))
-
-
-def install_vulkan_headers(progress: Callable[[str], None] = lambda _: None) -> Path:
-    staging = Path(tempfile.mkdtemp(prefix=".vulkan-headers-", dir=_ensure(toolchains_dir())))
-    try:
-        # ggml-vulkan needs the Vulkan headers and SPIRV-Headers' CMake package
-        versions = debian_packages(("libvulkan-dev", "spirv-headers"), "trixie", staging,
-                                   progress=progress)
-        upstream = versions["libvulkan-dev"].split("-")[0].split(":")[-1]
-        final = toolchains_dir() / f"vulkan-headers-{upstream}"
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-        return final
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _cuda_installer(version: str) -> Callable[[Callable[[str], None]], Path]:
-    def install(progress: Callable[[str], None]) -> Path:
-        from buildtool.backends import cuda_toolkit
-
-        return cuda_toolkit.install(version, progress)
-    return install
-
-
-def installers() -> dict[str, Callable[[Callable[[str], None]], Path]]:
-    """Every installable name: ``vulkan-headers`` and ``cuda-<version>`` per known kit."""
-    from buildtool.backends.cuda_toolkit import KITS
-
-    found: dict[str, Callable[[Callable[[str], None]], Path]] = {
-        "vulkan-headers": install_vulkan_headers}
-    found.update({kit.name: _cuda_installer(v) for v, kit in KITS.items()})
-    return found
-
-
-def installed() -> dict[str, Path | None]:
-    """Each installable name and its prefix when already provisioned."""
-    base = toolchains_dir()
-    result: dict[str, Path | None] = {}
-    for name in installers():
-        hits = sorted(base.glob(f"{name}-*" if name == "vulkan-headers" else name))
-        result[name] = hits[-1] if hits else None
-    return result

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from buildtool import cmd, inputs, records
+from buildtool import backends, cmd, inputs, records
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
 from buildtool.grammar import ArtifactKind
@@ -36,13 +36,6 @@ from buildtool.outputs import sidecar, write_json
 from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
 from buildtool.toolchains import engines
 from buildtool.verify.synthetic import cached_model
-
-CPU_SIDE_BACKENDS = {"CPU", "BLAS"}
-# llama-bench's backend name → the module a GGML_BACKEND_DL build loads at run time
-BACKEND_MODULES = {"CUDA": "libggml-cuda.so", "ROCm": "libggml-hip.so",
-                   "Vulkan": "libggml-vulkan.so", "SYCL": "libggml-sycl.so",
-                   "MTL": "libggml-metal.so"}
-
 
 Check = CheckRecord
 
@@ -125,12 +118,7 @@ def verdict(records: list[BenchTest], *, backend: str, family: str,
     checks.append(Check(name="tokens/s > 0", ok=bool(records) and all(s > 0 for s in speeds),
                         detail=", ".join(f"{s:.1f}" for s in speeds) or "none"))
     names = backend_names(records)
-    if family == "cpu":
-        ok = bool(names) and names <= CPU_SIDE_BACKENDS
-        want = "CPU only"
-    else:
-        ok = backend in names
-        want = backend
+    ok, want = backends.family(family).ran(names, backend)
     detail = f"backends: {', '.join(sorted(names)) or 'none reported'}"
     if not ok and unloadable:
         detail += f"; {unloadable}"
@@ -324,9 +312,10 @@ def from_image(artifact: Path | str, work: Path, host: CpuInfo,
     try:
         manifest = records.from_text(Manifest, raw, f"{ref}:{PROGRAMS_DIR}/manifest.json")
         check_host(manifest, host)
-        flags, absent = eng.gpu_flags(manifest.family)
-        if absent and manifest.gpu:
-            note(f"this host has no {', '.join(absent)}: the container gets no "
+        wanted = backends.family(manifest.family).container_devices(os.path.exists)
+        flags = eng.device_flags(wanted)
+        if wanted.absent and manifest.gpu:
+            note(f"this host has no {', '.join(wanted.absent)}: the container gets no "
                  f"{manifest.backend} device")
         if flags:
             devices.extend(flags)
@@ -465,7 +454,7 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
     duration = time.monotonic() - started
     unloadable = None
     if gpu and manifest.backend not in backend_names(tests):
-        unloadable = why_unloadable(subject.lib_dir, manifest.backend, subject.env,
+        unloadable = why_unloadable(subject.lib_dir, manifest.family, subject.env,
                                     subject=subject)
     checks = verdict(tests, backend=manifest.backend, family=manifest.family, gpu=gpu,
                      allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
@@ -497,15 +486,16 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def why_unloadable(root: Path, backend: str, env: Mapping[str, str] | None = None, *,
+def why_unloadable(root: Path, family: str, env: Mapping[str, str] | None = None, *,
                    subject: Subject | None = None) -> str | None:
     """Why the backend module shipped in ``root`` cannot load here (the libraries the dynamic
     loader cannot find, per ldd in ``env``: a wheel's programs run with its runtime wheels on
     the library path; an image's ldd runs inside the container), or None when it is not
     shipped / nothing is missing."""
-    module = root / BACKEND_MODULES.get(backend, "")
-    if backend not in BACKEND_MODULES:
+    module_file = backends.family(family).module_file
+    if module_file is None:
         return None
+    module = root / module_file
     inside = subject is not None and subject.wrap is not None
     if not inside and not module.is_file():
         return None
