@@ -59,7 +59,7 @@ def slow(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def generate_schema(session: nox.Session) -> None:
-    """Regenerate schema/*.schema.json from buildtool.config.model, buildtool.records and buildtool.source.vendor."""
+    """Regenerate schema/*.schema.json from the dataclasses (configuration, lock, records)."""
     session.install("-e", ".")
     session.run("python", "scripts/generate_schema.py")
 

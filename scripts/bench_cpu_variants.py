@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from buildtool.artifacts.tarball import unpack
 from buildtool.paths import cache_dir
-from buildtool.verify.smoke import unpack
 from buildtool.verify.synthetic import ModelParams, cached_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +92,8 @@ def main() -> int:
             f32 = cached_model(PARAMS, cache_dir() / "models")
             model = quantized(f32, host_root / "llama-quantize", args.quant)
         print(f"model: {model} ({model.stat().st_size / 1e6:.0f} MB)")
-        print(f"host:     {host_art.name} ({host_manifest['cpu']['level']})")
-        print(f"variants: {var_art.name} ({var_manifest['cpu']['policy']})")
+        print(f"host:     {host_art.name} ({host_manifest.cpu.level})")
+        print(f"variants: {var_art.name} ({var_manifest.cpu.policy})")
         runs: dict[str, list[dict[str, float]]] = {"host": [], "variants": []}
         for i in range(args.rounds):
             for name, root in (("host", host_root), ("variants", var_root)):

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from buildtool import cmd, outputs, records
-from buildtool.artifacts import image, oci, wheel
-from buildtool.artifacts import tarball as package
-from buildtool.config import naming, preflight
+from buildtool.artifacts import KINDS, image, wheel
+from buildtool.artifacts.base import BuildJob, base_manifest
+from buildtool.config import preflight
 from buildtool.config.plan import BuildPlan, make_plan
 from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.config.session import Session
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
-from buildtool.inputs import sha256_file
+from buildtool.grammar import ArtifactKind
 from buildtool.paths import check_cache, writable_dir
-from buildtool.records import AuditRecord, ImageRecord, Manifest, RepairRecord, SmokeRecord
+from buildtool.records import AuditRecord, Manifest, SmokeRecord
 from buildtool.source import vendor
 from buildtool.toolchains import engines as engine
 from buildtool.verify import audit, smoke
-
-BUILDABLE_KINDS = ("tarball", "wheel", "image")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,8 +106,7 @@ def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> P
     writable_dir(dest, "--emit")
     outputs.check_owned(dest, wheel.EMITTED)
     plan, source = _portable_plan(session, options, "a wheel project")
-    inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                              files={}))
+    inner = wheel.wheel_manifest(plan, base_manifest(plan, session.lock, source))
     project = wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
     return outputs.mark_owned(project, wheel.EMITTED)
 
@@ -143,24 +138,14 @@ def _source(session: Session, local: Path | None) -> vendor.Materialized:
     return source
 
 
-def _context_target(session: Session, plan: BuildPlan, source: vendor.Materialized,
-                    build_args: tuple[tuple[str, str], ...]) -> tuple[image.ContextTarget,
-                                                                      dict[str, str]]:
-    """The target's entry in an image build context (its manifest) and its build arguments."""
-    args = image.build_args(plan, session.lock, overrides=dict(build_args))
-    inner = image.image_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                              files={}),
-                                 args, image.tags(plan.target), session.root)
-    return image.ContextTarget(plan=plan, manifest=inner), args
-
-
 def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> Path:
     """Write the target's image build context (Dockerfile, CMake project, llama.cpp tree,
     defines.cmake, manifest) and a docker-bake.hcl building it into ``dest``."""
     writable_dir(dest, "--emit")
     outputs.check_owned(dest, image.CONTEXT)
     plan, source = _portable_plan(session, options, "an image build context", image_only=True)
-    entry, args = _context_target(session, plan, source, options.build_args)
+    entry, args = image.context_target(plan, session.lock, source, session.root,
+                                       dict(options.build_args))
     image.render_context([entry], dest, root=session.root)
     outputs.mark_owned(dest, image.CONTEXT)
     (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
@@ -198,7 +183,8 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     for rt in resolved:
         plan = make_plan(rt, root=session.root, source_dir=session.vendor_dir,
                          tree_sha256=source.tree_sha256)
-        entry, args = _context_target(session, plan, source, build_args)
+        entry, args = image.context_target(plan, session.lock, source, session.root,
+                                           dict(build_args))
         contexts.append(entry)
         items.append((plan, args))
     session.reporter.step(f"writing the build context for {len(items)} images into {out}")
@@ -211,17 +197,19 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
             "skipped": skipped}
 
 
-def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[str, ...]:
-    kinds = options.artifacts or rt.artifacts
-    unknown = [k for k in kinds if k not in BUILDABLE_KINDS]
+def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[ArtifactKind, ...]:
+    """The kinds to make, in order, each accepting the target."""
+    wanted = options.artifacts or rt.artifacts
+    unknown = [k for k in wanted if k not in KINDS]
     if unknown:
         raise UsageError(f"cannot build {', '.join(unknown)} artifacts; buildable: "
-                         f"{', '.join(BUILDABLE_KINDS)}")
-    if "image" in kinds:
-        image.require_image(rt)
-    if options.build_args and "image" not in kinds:
+                         f"{', '.join(KINDS)}")
+    kinds = tuple(name for w in dict.fromkeys(wanted) for name in KINDS if name == w)
+    for name in kinds:
+        KINDS[name].accepts(rt)
+    if options.build_args and not any(KINDS[k].TAKES_BUILD_ARGS for k in kinds):
         raise UsageError("--build-arg applies to images", hint="add --artifact image")
-    return tuple(dict.fromkeys(kinds))
+    return kinds
 
 
 def check_outputs(session: Session, options: BuildOptions) -> None:
@@ -243,9 +231,10 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     rt = session.resolve(options.target, options.overrides)
     kinds = artifact_kinds(rt, options)
     check_outputs(session, options)
-    if any(k != "image" for k in kinds):
+    if any(KINDS[k].COMPILES_HERE for k in kinds):
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
-    eng = engine.choose(options.engine) if "image" in kinds else None
+    eng = engine.choose(options.engine) if not all(KINDS[k].COMPILES_HERE for k in kinds) \
+        else None
     source = _source(session, options.source)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
     fresh = options.fresh  # delete the build directory once: the artifact kinds share it
@@ -259,16 +248,20 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
         return outcome
 
-    for kind in kinds:
-        key = _key(session, plan, kind, options)
-        made = _cached(session, plan, kind, key, options)
-        if made is None and kind == "image" and eng is not None:
-            made = _image(session, plan, source, options, timings, eng, key)
-        elif made is None:
-            _fresh_start(plan, fresh)
-            fresh = False
-            made = (_tarball if kind == "tarball" else _wheel)(session, plan, source, options,
-                                                               timings)
+    job = BuildJob(plan=plan, lock=session.lock, source=source, root=session.root,
+                   reporter=rep, timings=timings,
+                   compile=lambda: _compile(session, plan, options, timings),
+                   audit=lambda files: _audit(session, plan, files, timings),
+                   engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
+    for kind_name in kinds:
+        kind = KINDS[kind_name]
+        made = _cached(session, plan, kind_name, kind.key(job), options)
+        if made is None:
+            if kind.COMPILES_HERE:  # the kinds that compile here share the build directory
+                _fresh_start(plan, fresh)
+                fresh = False
+            built = kind.build(job)
+            made = ArtifactOutcome(kind=built.kind, path=built.path, manifest=built.manifest)
         outcome.artifacts.append(made)
         if options.smoke:
             _smoke(session, made, rt, options, timings, eng)
@@ -296,19 +289,6 @@ def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
     return ArtifactOutcome(kind=kind, path=existing, cached=True, manifest=manifest)
 
 
-def _key(session: Session, plan: BuildPlan, kind: str, options: BuildOptions) -> str:
-    if kind != "image":
-        return record_key(plan, kind)
-    args = image.build_args(plan, session.lock, overrides=dict(options.build_args))
-    return image.image_key(plan, session.root, args)
-
-
-def record_key(plan: BuildPlan, kind: str) -> str:
-    """The key a tarball or wheel is recorded under in dist/ (an image's is image.image_key:
-    its Dockerfile and build arguments count too)."""
-    return plan.key if kind == "tarball" else f"{plan.key}-{kind}"
-
-
 def _audit(session: Session, plan: BuildPlan, files: list[Path],
            timings: dict[str, float]) -> AuditRecord:
     rt = plan.target
@@ -328,126 +308,6 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
         f" ({len(report.files)} files)" if report.verdict == "pass" else
         f": {report.reason}"))
     return report
-
-
-def _tarball(session: Session, plan: BuildPlan, source: vendor.Materialized,
-             options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
-    rep = session.reporter
-    _compile(session, plan, options, timings)
-    report = _audit(session, plan, package.collect(plan), timings)
-    t = time.monotonic()
-    rep.step("packaging")
-    artifact, manifest = package.package(plan, session.lock, source, audit=report)
-    assert manifest.artifact_sha256 is not None
-    outputs.record(plan.dist_dir, plan.key, artifact, manifest.artifact_sha256)
-    timings["package"] = time.monotonic() - t
-    rep.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
-    return ArtifactOutcome(kind="tarball", path=artifact, manifest=manifest)
-
-
-def _wheel(session: Session, plan: BuildPlan, source: vendor.Materialized,
-           options: BuildOptions, timings: dict[str, float]) -> ArtifactOutcome:
-    rep = session.reporter
-    rt = plan.target
-    t = time.monotonic()
-    rep.step(f"wheel {naming.distribution(rt)} {naming.version(rt)} (scikit-build-core, "
-             f"build directory {plan.build_dir.name})")
-    plan.build_dir.mkdir(parents=True, exist_ok=True)
-    log = plan.build_dir / "buildtool.log"
-    inner = wheel.wheel_manifest(plan, package.build_manifest(plan, session.lock, source,
-                                                              files={}))
-    project = wheel.render(plan, session.lock, inner, plan.build_dir / "wheel-project",
-                           root=session.root)
-    plan.dist_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
-    try:
-        rep.group(f"wheel {rt.name}")
-        raw = wheel.run_build(plan, project, work / "raw", env={**os.environ, **dict(plan.env)},
-                              log=log, echo=rep.command, on_line=rep.ninja_line)
-        rep.endgroup()
-        timings["wheel"] = time.monotonic() - t
-        with wheel.unpacked(raw) as tree:
-            shipped = sorted((tree / naming.module(rt) / "bin").iterdir())
-            report = _audit(session, plan, shipped, timings)
-        t = time.monotonic()
-        if rt.platform.startswith("linux"):
-            rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
-                                             if rt.wheel_exclude else ""))
-            final_src, repair_info = wheel.repair(raw, work / "repaired", rt.wheel_exclude,
-                                                  log=log, echo=rep.command)
-            rep.info(f"auditwheel show: consistent with {repair_info.tag}")
-        else:
-            final_src, repair_info = raw, RepairRecord(
-                note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
-        final = plan.dist_dir / final_src.name
-        with outputs.atomic_path(final) as tmp:
-            shutil.copyfile(final_src, tmp)
-        timings["repair"] = time.monotonic() - t
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    digest = sha256_file(final)
-    manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
-                                   isa_audit=report, repair=repair_info)
-    outputs.write_json(outputs.sidecar(final, "manifest"), records.to_json(manifest))
-    outputs.update_sums(plan.dist_dir, final.name, digest)
-    outputs.record(plan.dist_dir, record_key(plan, "wheel"), final, digest)
-    rep.info(f"{final} ({final.stat().st_size / 1e6:.1f} MB)")
-    return ArtifactOutcome(kind="wheel", path=final, manifest=manifest)
-
-
-def _image(session: Session, plan: BuildPlan, source: vendor.Materialized,
-           options: BuildOptions, timings: dict[str, float],
-           eng: engine.Engine, key: str) -> ArtifactOutcome:
-    rep = session.reporter
-    rt = plan.target
-    t = time.monotonic()
-    entry, args = _context_target(session, plan, source, options.build_args)
-    inner = entry.manifest
-    tag_list = image.tags(rt)
-    rep.step(f"image {tag_list[0]} with {eng.describe()}")
-    rep.info(f"bases: {args['BUILD_IMAGE']} (build), {args['RUNTIME_IMAGE']} (runtime)")
-    plan.build_dir.mkdir(parents=True, exist_ok=True)
-    context = image.render_context([entry], plan.build_dir / "image-context",
-                                   root=session.root)
-    log = plan.build_dir / "buildtool-image.log"
-    log.write_text("")
-    rep.group(f"image {rt.name}")
-
-    def progress(line: str) -> None:  # ninja's [n/N] inside the build stage, not "[1/2] STEP"
-        if "STEP " not in line:
-            rep.ninja_line(line)
-
-    cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
-                      tags=tag_list, args=args, no_cache=options.fresh),
-            log=log, echo=rep.command, on_line=progress,
-            what=f"image build ({eng.name}) failed", error_type=BuildError)
-    rep.endgroup()
-    timings["image"] = time.monotonic() - t
-    t = time.monotonic()
-    archive = plan.dist_dir / image.archive_name(plan)
-    rep.step(f"saving {archive.name} (OCI archive)")
-    with outputs.atomic_path(archive) as tmp:
-        tmp.unlink()  # the engine creates the file
-        cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
-                what=f"saving the image ({eng.name}) failed", error_type=BuildError)
-    info = oci.inspect(archive)
-    timings["save"] = time.monotonic() - t
-    with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
-        shipped = [f for f in oci.extract(archive, image.PROGRAMS_DIR, Path(tmp_dir))
-                   if f.name != "manifest.json"]
-        if not shipped:
-            raise oci.OciError(f"{archive.name} holds nothing in {image.PROGRAMS_DIR}")
-        report = _audit(session, plan, shipped, timings)
-    digest = sha256_file(archive)
-    built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
-                                engine_version=eng.version)
-    manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
-                                   isa_audit=report, image=info.merged_into(built))
-    outputs.write_json(outputs.sidecar(archive, "manifest"), records.to_json(manifest))
-    outputs.update_sums(plan.dist_dir, archive.name, digest)
-    outputs.record(plan.dist_dir, key, archive, digest)
-    rep.info(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB, image {info.config_digest[:19]})")
-    return ArtifactOutcome(kind="image", path=archive, manifest=manifest)
 
 
 def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,

@@ -139,3 +139,18 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+SIGILL_HINT = ("a CPU feature the build enabled is not usable on this host: build for a lower "
+               "--cpu level or --cpu all-variants; if the host really has the feature, the "
+               "pinned llama.cpp may be at fault (see avoid-cpu-features in recipes/common.yaml)")
+
+
+def describe_exit(returncode: int) -> str:
+    """An exit status in words; SIGILL gets the explanation users need."""
+    if returncode in (-4, 128 + 4):
+        return ("killed by SIGILL, an illegal instruction: the binary uses an instruction this "
+                "CPU, its OS or its hypervisor does not allow")
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"

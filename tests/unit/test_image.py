@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from buildtool.artifacts import image, oci
-from buildtool.artifacts.tarball import build_manifest
+from buildtool.artifacts.base import base_manifest as build_manifest
 from buildtool.config.plan import BuildPlan, make_plan, portable_defines
 from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.errors import ExitCode, ToolchainError, UsageError

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from buildtool.artifacts import find
 from buildtool.errors import ExitCode
 from buildtool.release import gate as release
 from buildtool.release import publish
@@ -231,7 +232,7 @@ def test_release_directory_contents(dist: Path, tmp_path: Path,
     out = tmp_path / "rel"
     code, stdout, err = run(capsys, "publish", str(dist), "--out", str(out), "--json")
     assert code == 0, err
-    artifacts = sorted(p.name for p in release.find(dist))
+    artifacts = sorted(p.name for p in find(dist))
     assert len(artifacts) == 4
     # SHA256SUMS covers the artifacts, and they are the same bytes as in dist
     sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text()

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from buildtool.artifacts.base import check_host
+from buildtool.cmd import describe_exit
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.errors import HostIncompatibleError
 from buildtool.records import BenchTest, CheckRecord, SmokeRecord, Verdict
 from buildtool.verify.smoke import (
-    check_host,
-    describe_exit,
     parse_bench,
     table,
     verdict,

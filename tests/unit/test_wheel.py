@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from buildtool.artifacts import wheel
-from buildtool.artifacts.tarball import build_manifest
+from buildtool.artifacts.base import base_manifest as build_manifest
 from buildtool.config import naming
 from buildtool.config.plan import make_plan
 from buildtool.config.resolve import Overrides, ResolvedTarget
@@ -336,7 +336,7 @@ def test_index_without_wheels_is_an_error(tmp_path: Path) -> None:
 
 def test_smoke_checks_a_wheels_modules_with_its_runtime_wheels(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from buildtool.verify.smoke import with_library_dirs
+    from buildtool.artifacts.wheel import with_library_dirs
 
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x")
     env = with_library_dirs(["/site/nvidia/cublas/lib", "/site/nvidia/cuda_runtime/lib"])

@@ -20,21 +20,32 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
+import tarfile
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import backends, records
+from buildtool import backends, cmd, records
+from buildtool.artifacts import oci
+from buildtool.artifacts.base import BuildJob, Made, Note, Subject, base_manifest, check_host
 from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
-from buildtool.errors import UsageError
+from buildtool.detect.cpu import CpuInfo
+from buildtool.errors import BuildError, CommandError, SmokeError, UsageError
+from buildtool.grammar import ArtifactKind
+from buildtool.inputs import sha256_file
+from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
 from buildtool.paths import source_date_epoch
-from buildtool.records import ImageRecord, Manifest
-from buildtool.source.vendor import Lock, copy_build_tree
+from buildtool.records import HostFacts, ImageRecord, Manifest
+from buildtool.source.vendor import Lock, Materialized, copy_build_tree
+from buildtool.toolchains import engines
 
 DOCKER_DIR = Path("recipes") / "docker"
 REPOSITORY = "llama.cpp"
@@ -257,3 +268,197 @@ def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: st
         body = "".join(f"\n  {k} = {_hcl(v)}" for k, v in fields)
         out += ["", f'target "{rt.name}" {{' + body + "\n}"]
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------- the kind
+
+KIND: ArtifactKind = "image"
+SUFFIX = ".oci.tar"
+TAKES_BUILD_ARGS = True
+COMPILES_HERE = False  # the Dockerfile's build stage compiles
+
+
+def accepts(rt: ResolvedTarget) -> None:
+    require_image(rt)
+
+
+def owns(name: str) -> bool:
+    return name.endswith(SUFFIX)
+
+
+def context_target(plan: BuildPlan, lock: Lock, source: Materialized, root: Path,
+                   overrides: Mapping[str, str]) -> tuple[ContextTarget, dict[str, str]]:
+    """The target's entry in an image build context (its manifest) and its build arguments."""
+    args = build_args(plan, lock, overrides=overrides)
+    inner = image_manifest(plan, base_manifest(plan, lock, source), args, tags(plan.target),
+                           root)
+    return ContextTarget(plan=plan, manifest=inner), args
+
+
+def key(job: BuildJob) -> str:
+    return image_key(job.plan, job.root, build_args(job.plan, job.lock,
+                                                    overrides=job.build_args))
+
+
+def build(job: BuildJob) -> Made:
+    """Build the image with the job's engine from a one-target build context, save it as
+    an OCI archive, audit the binaries read back out of it, and record it."""
+    plan, rep, eng = job.plan, job.reporter, job.engine
+    assert eng is not None, "the pipeline chooses an engine for images"
+    rt = plan.target
+    t = time.monotonic()
+    entry, args = context_target(plan, job.lock, job.source, job.root, job.build_args)
+    inner = entry.manifest
+    tag_list = tags(rt)
+    rep.step(f"image {tag_list[0]} with {eng.describe()}")
+    rep.info(f"bases: {args['BUILD_IMAGE']} (build), {args['RUNTIME_IMAGE']} (runtime)")
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    context = render_context([entry], plan.build_dir / "image-context", root=job.root)
+    log = plan.build_dir / "buildtool-image.log"
+    log.write_text("")
+    rep.group(f"image {rt.name}")
+
+    def progress(line: str) -> None:  # ninja's [n/N] inside the build stage, not "[1/2] STEP"
+        if "STEP " not in line:
+            rep.ninja_line(line)
+
+    cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
+                      tags=tag_list, args=args, no_cache=job.no_cache),
+            log=log, echo=rep.command, on_line=progress,
+            what=f"image build ({eng.name}) failed", error_type=BuildError)
+    rep.endgroup()
+    job.timings["image"] = time.monotonic() - t
+    t = time.monotonic()
+    archive = plan.dist_dir / archive_name(plan)
+    rep.step(f"saving {archive.name} (OCI archive)")
+    with atomic_path(archive) as tmp:
+        tmp.unlink()  # the engine creates the file
+        cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
+                what=f"saving the image ({eng.name}) failed", error_type=BuildError)
+    info = oci.inspect(archive)
+    job.timings["save"] = time.monotonic() - t
+    with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
+        shipped = [f for f in oci.extract(archive, PROGRAMS_DIR, Path(tmp_dir))
+                   if f.name != "manifest.json"]
+        if not shipped:
+            raise oci.OciError(f"{archive.name} holds nothing in {PROGRAMS_DIR}")
+        report = job.audit(shipped)
+    digest = sha256_file(archive)
+    built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
+                                engine_version=eng.version)
+    manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
+                                   isa_audit=report, image=info.merged_into(built))
+    write_json(sidecar(archive, "manifest"), records.to_json(manifest))
+    update_sums(plan.dist_dir, archive.name, digest)
+    record(plan.dist_dir, key(job), archive, digest)
+    rep.info(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB, image {info.config_digest[:19]})")
+    return Made(kind=KIND, path=archive, manifest=manifest)
+
+
+def subject(artifact: Path | str, work: Path, host: CpuInfo,
+            engine: engines.Engine | str | None, note: Note) -> Subject:
+    """Load an OCI archive into the engine (or take an image reference as it is) and run its
+    programs inside containers of it: as the image's own user, with the work directory
+    mounted at the same path and the GPU devices its backend needs. ``engine``: one already
+    chosen, or the name to choose (None: the first usable)."""
+    eng = engine if isinstance(engine, engines.Engine) else engines.choose(engine)
+    if isinstance(artifact, Path):
+        info = oci.inspect(artifact)
+        try:
+            cmd.capture(eng.load(artifact), timeout=1800)
+        except CommandError as exc:
+            raise SmokeError(f"{eng.name} cannot load {artifact.name}:\n    "
+                             + "\n    ".join(exc.tail[-8:])) from exc
+        ref = info.ref or info.config_digest
+    else:
+        ref = artifact
+    work.chmod(0o1777)  # the image's non-root user writes the quantized model here
+    state: dict[str, str | None] = {"container": None}
+
+    def start(devices: list[str]) -> None:
+        if eng.name != "buildah":
+            return
+        stop()
+        out = cmd.capture(eng.create(ref, devices), timeout=600)
+        state["container"] = out.strip().splitlines()[-1]
+
+    def stop() -> None:
+        if state["container"]:
+            cmd.capture(eng.remove(state["container"]), timeout=120, check=False)
+            state["container"] = None
+
+    devices: list[str] = []
+
+    def wrap(argv: list[str], env: Mapping[str, str]) -> list[str]:
+        return eng.run(ref, argv[0], argv[1:], mounts=[(work, str(work))], env=env,
+                       devices=devices, workdir=str(work), container=state["container"])
+
+    try:
+        start([])
+        raw = cmd.capture(wrap(["cat", f"{PROGRAMS_DIR}/manifest.json"], {}), timeout=600)
+    except CommandError as exc:
+        stop()
+        raise SmokeError(f"cannot run {ref} with {eng.name} "
+                         f"({cmd.describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:]),
+                         hint=f"only images made by `buildtool build --artifact image` "
+                              f"qualify (they carry {PROGRAMS_DIR}/manifest.json)") from exc
+    try:
+        manifest = records.from_text(Manifest, raw, f"{ref}:{PROGRAMS_DIR}/manifest.json")
+        check_host(manifest, host)
+        wanted = backends.family(manifest.family).container_devices(os.path.exists)
+        flags = eng.device_flags(wanted)
+        if wanted.absent and manifest.gpu:
+            note(f"this host has no {', '.join(wanted.absent)}: the container gets no "
+                 f"{manifest.backend} device")
+        if flags:
+            devices.extend(flags)
+            start(devices)
+    except BaseException:
+        stop()
+        raise
+    bin_dir = Path(PROGRAMS_DIR)
+    return Subject(kind=KIND, manifest=manifest, bench=bin_dir / "llama-bench",
+                   quantize=bin_dir / "llama-quantize", lib_dir=bin_dir, wrap=wrap,
+                   close=stop, stage_models=True)
+
+
+def own_manifest(path: Path) -> Manifest | None:
+    return None  # beside the archive (X.oci.manifest.json), or adopted from inside
+
+
+def adopt(path: Path, inner: Manifest, digest: str | None) -> Manifest | None:
+    """An archive built elsewhere (``docker buildx bake``) has no manifest beside it: one
+    from the manifest the image carries, the archive's sha256 and what the archive says of
+    itself, so that it can be released like one `buildtool build` made."""
+    info = oci.inspect(path)
+    return dataclasses.replace(
+        inner, artifact_file=path.name, artifact_sha256=digest,
+        image=info.merged_into(inner.image),
+        adopted="manifest written by `buildtool smoke` from the image's own")
+
+
+def contents(path: Path, manifest: Manifest | None) -> list[str]:
+    """Blobs of the OCI archive whose content does not hash to their name."""
+    bad: list[str] = []
+    with tarfile.open(path) as tf:
+        for member in tf:
+            name = member.name.removeprefix("./")
+            if not member.isfile() or not name.startswith("blobs/"):
+                continue
+            parts = name.split("/")
+            if len(parts) != 3:
+                bad.append(name)
+                continue
+            _, algo, hexdigest = parts
+            handle = tf.extractfile(member)
+            h = hashlib.new(algo)
+            while handle is not None and (chunk := handle.read(1 << 20)):
+                h.update(chunk)
+            if h.hexdigest() != hexdigest:
+                bad.append(name)
+    return bad
+
+
+def host_fit(name: str, host: HostFacts) -> str | None:
+    return None if host.engines else "no container engine (docker, podman or buildah)"

@@ -1,4 +1,4 @@
-"""Binary tarballs with a manifest and SHA256SUMS, written atomically.
+"""The tarball kind: the programs and libraries side by side, a manifest and SHA256SUMS.
 
 Layout of ``llama.cpp-b<N>-<target>[-<cpu>]-<os>-<arch>.tar.gz``::
 
@@ -17,27 +17,40 @@ names and renamed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import os
-import platform as _platform
 import shutil
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
-from buildtool import __version__, records
+from buildtool import records
+from buildtool.artifacts.base import (
+    BuildJob,
+    Made,
+    Note,
+    Subject,
+    base_manifest,
+    check_host,
+)
 from buildtool.config.naming import LIB_PATTERNS, left_out_files
 from buildtool.config.plan import BuildPlan
-from buildtool.errors import BuildtoolError, ExitCode
-from buildtool.inputs import sha256_file
-from buildtool.outputs import atomic_path, sidecar, update_sums, write_json
-from buildtool.records import AuditRecord, BuildHost, CpuClaim, Manifest, SourceRecord, Tool
+from buildtool.config.resolve import ResolvedTarget
+from buildtool.detect.cpu import CpuInfo
+from buildtool.errors import BuildtoolError, DataError, ExitCode, SmokeError
+from buildtool.grammar import ArtifactKind
+from buildtool.inputs import RECORD_LIMIT, read_text, sha256_file
+from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
+from buildtool.records import AuditRecord, HostFacts, Manifest
 from buildtool.source.vendor import Lock, Materialized
 
+KIND: ArtifactKind = "tarball"
+SUFFIX = ".tar.gz"
+TAKES_BUILD_ARGS = False
+COMPILES_HERE = True
 MANIFEST_SCHEMA = 1
 
 
@@ -61,43 +74,6 @@ def collect(plan: BuildPlan) -> list[Path]:
     dropped = set(left_out_files(plan.target))
     files.extend(sorted(p for p in libs if p.name not in dropped))
     return files
-
-
-def build_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
-                   files: dict[str, str], audit: AuditRecord | None = None) -> Manifest:
-    rt = plan.target
-    return Manifest(
-        artifact=plan.artifact_name, kind="tarball", target=rt.name,
-        description=rt.description, recipe=rt.recipe_name, family=rt.family,
-        backend=rt.backend, gpu=rt.recipe.gpu, platform=rt.platform,  # type: ignore[arg-type]
-        llama_cpp=SourceRecord(repository=lock.repository, commit=lock.commit,
-                               version=lock.version, source=source.source,
-                               source_sha256=source.archive_sha256,
-                               tree_sha256=source.tree_sha256),
-        cpu=CpuClaim(policy=rt.cpu_policy, level=rt.cpu_level,
-                     required_features=rt.cpu_features,
-                     avoided_features=tuple(sorted({f for a in rt.avoided
-                                                    for f in a.features})),
-                     dropped_variants=rt.dropped_variants),
-        toolkit=rt.toolkit, gpu_archs=rt.gpu_archs, cmake_defines=dict(rt.defines),
-        build_targets=rt.build_targets, smoke_env=dict(rt.recipe.smoke_env),
-        toolchain={name: Tool(path=t["path"], version=t["version"])
-                   for name, t in plan.toolchain.items()},
-        files=files, isa_audit=audit, buildtool_version=__version__, build_key=plan.key,
-        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        build_host=BuildHost(platform=rt.host_platform, machine=_platform.node(),
-                             builder=builder_uri()))
-
-
-def builder_uri(env: Mapping[str, str] | None = None) -> str:
-    """A URI for the build platform: GitHub's runner URIs in GitHub Actions (as GitHub's own
-    build provenance names them), else this host."""
-    env = os.environ if env is None else env
-    if env.get("GITHUB_ACTIONS") == "true":
-        kind = "self-hosted" if env.get("RUNNER_ENVIRONMENT") == "self-hosted" \
-            else "github-hosted"
-        return f"https://github.com/actions/runner/{kind}"
-    return "urn:buildtool:host:" + quote(_platform.node() or "unknown", safe="")
 
 
 def package(plan: BuildPlan, lock: Lock, source: Materialized,
@@ -126,7 +102,7 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized,
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)
-        manifest = build_manifest(plan, lock, source, files, audit)
+        manifest = base_manifest(plan, lock, source, files, audit)
         (stage / "manifest.json").write_text(json.dumps(records.to_json(manifest), indent=2)
                                              + "\n")
         final = plan.artifact_path
@@ -149,3 +125,109 @@ def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+
+
+# ---------------------------------------------------------------------------- the kind
+
+
+def accepts(rt: ResolvedTarget) -> None:
+    return None
+
+
+def owns(name: str) -> bool:
+    return name.endswith(SUFFIX) and not name.endswith(".oci.tar.gz")
+
+
+def key(job: BuildJob) -> str:
+    return job.plan.key
+
+
+def build(job: BuildJob) -> Made:
+    """Compile, audit what ships, package and record it."""
+    plan = job.plan
+    job.compile()
+    report = job.audit(collect(plan))
+    t = time.monotonic()
+    job.reporter.step("packaging")
+    artifact, manifest = package(plan, job.lock, job.source, audit=report)
+    assert manifest.artifact_sha256 is not None
+    record(plan.dist_dir, key(job), artifact, manifest.artifact_sha256)
+    job.timings["package"] = time.monotonic() - t
+    job.reporter.info(f"{artifact} ({artifact.stat().st_size / 1e6:.1f} MB)")
+    return Made(kind=KIND, path=artifact, manifest=manifest)
+
+
+def unpack(artifact: Path, dest: Path) -> tuple[Path, Manifest]:
+    """Unpack a tarball (or accept an unpacked directory); return its dir and manifest."""
+    if artifact.is_dir():
+        root = artifact
+    else:
+        if not artifact.is_file():
+            raise DataError(f"{artifact} is not a regular file")
+        try:
+            with tarfile.open(artifact) as tf:
+                tf.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise DataError(f"cannot unpack {artifact}: {exc}",
+                            hint="the file is damaged or not a tarball: download or build it "
+                                 "again") from None
+        tops = [p for p in dest.iterdir() if p.is_dir()]
+        if len(tops) != 1:
+            raise DataError(f"{artifact} is not a buildtool tarball (expected one top "
+                            "directory)")
+        root = tops[0]
+    inner = root / "manifest.json"
+    if not inner.exists():
+        raise DataError(f"{artifact} has no manifest.json",
+                        hint="only artifacts made by `buildtool build` can be smoke-tested")
+    where = f"{artifact}:{inner.relative_to(dest) if inner.is_relative_to(dest) else inner}"
+    text = read_text(inner, limit=RECORD_LIMIT, error=DataError)
+    return root, records.from_text(Manifest, text, where)
+
+
+def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
+            note: Note) -> Subject:
+    root, manifest = unpack(Path(artifact), work)
+    check_host(manifest, host)
+    bench = root / "llama-bench"
+    if not bench.exists():
+        raise SmokeError(f"{artifact} contains no llama-bench")
+    quantize = root / "llama-quantize"
+    return Subject(kind=KIND, manifest=manifest, bench=bench,
+                   quantize=quantize if quantize.exists() else None, lib_dir=root)
+
+
+def own_manifest(path: Path) -> Manifest | None:
+    return None  # beside the tarball (X.manifest.json)
+
+
+def adopt(path: Path, inner: Manifest, digest: str | None) -> Manifest | None:
+    return None
+
+
+def contents(path: Path, manifest: Manifest | None) -> list[str]:
+    """Files inside the tarball whose sha256 differs from the manifest's ``files``."""
+    files: Mapping[str, str] = dict(manifest.files or {}) if manifest else {}
+    bad: list[str] = []
+    seen: set[str] = set()
+    with tarfile.open(path) as tf:
+        for member in tf:
+            parts = member.name.split("/", 1)
+            if len(parts) != 2 or parts[1] not in files:
+                continue
+            rel = parts[1]
+            want = files[rel]
+            seen.add(rel)
+            if want.startswith("symlink:"):
+                if not member.issym() or member.linkname != want.removeprefix("symlink:"):
+                    bad.append(f"{rel} (link)")
+                continue
+            handle = tf.extractfile(member)
+            if handle is None or hashlib.sha256(handle.read()).hexdigest() != want:
+                bad.append(rel)
+    bad.extend(f"{rel} (missing)" for rel in sorted(set(files) - seen))
+    return bad
+
+
+def host_fit(name: str, host: HostFacts) -> str | None:
+    return None

@@ -11,8 +11,12 @@ symbols allow, leaving out what the user's driver (or a dependency) provides.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import csv
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
@@ -20,6 +24,7 @@ import shutil
 import string
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,12 +32,24 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd, inputs, records
+from buildtool.artifacts.base import BuildJob, Made, Note, Subject, base_manifest, check_host
 from buildtool.config import naming
 from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
-from buildtool.detect.cpu import spellings
-from buildtool.errors import BuildError, BuildtoolError, DataError, ExitCode, ToolchainError
-from buildtool.records import Manifest, RepairRecord, WheelRecord
+from buildtool.detect.cpu import CpuInfo, spellings
+from buildtool.errors import (
+    BuildError,
+    BuildtoolError,
+    CommandError,
+    DataError,
+    ExitCode,
+    SmokeError,
+    ToolchainError,
+)
+from buildtool.grammar import ArtifactKind
+from buildtool.inputs import sha256_file
+from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
+from buildtool.records import HostFacts, Manifest, RepairRecord, WheelRecord
 from buildtool.source.vendor import Lock, copy_build_tree
 
 TEMPLATE = Path("recipes") / "wheel"
@@ -314,3 +331,172 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
     check_tag(repaired[0], tag)
     return repaired[0], RepairRecord(tool="auditwheel", tag=tag, excluded=exclude,
                                      show=" ".join(shown.split()))
+
+
+# ---------------------------------------------------------------------------- the kind
+
+KIND: ArtifactKind = "wheel"
+SUFFIX = ".whl"
+TAKES_BUILD_ARGS = False
+COMPILES_HERE = True  # scikit-build-core builds in the plan's build directory
+
+
+def accepts(rt: ResolvedTarget) -> None:
+    return None
+
+
+def owns(name: str) -> bool:
+    return name.endswith(SUFFIX)
+
+
+def key(job: BuildJob) -> str:
+    return f"{job.plan.key}-{KIND}"
+
+
+def build(job: BuildJob) -> Made:
+    """Render the wheel project, build it with scikit-build-core in the plan's build
+    directory, audit what ships, repair it (auditwheel on Linux) and record it."""
+    plan, rep = job.plan, job.reporter
+    rt = plan.target
+    t = time.monotonic()
+    rep.step(f"wheel {naming.distribution(rt)} {naming.version(rt)} (scikit-build-core, "
+             f"build directory {plan.build_dir.name})")
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    log = plan.build_dir / "buildtool.log"
+    inner = wheel_manifest(plan, base_manifest(plan, job.lock, job.source))
+    project = render(plan, job.lock, inner, plan.build_dir / "wheel-project", root=job.root)
+    plan.dist_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
+    try:
+        rep.group(f"wheel {rt.name}")
+        raw = run_build(plan, project, work / "raw", env={**os.environ, **dict(plan.env)},
+                        log=log, echo=rep.command, on_line=rep.ninja_line)
+        rep.endgroup()
+        job.timings["wheel"] = time.monotonic() - t
+        with unpacked(raw) as tree:
+            report = job.audit(sorted((tree / naming.module(rt) / "bin").iterdir()))
+        t = time.monotonic()
+        if rt.platform.startswith("linux"):
+            rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
+                                             if rt.wheel_exclude else ""))
+            final_src, repair_info = repair(raw, work / "repaired", rt.wheel_exclude,
+                                            log=log, echo=rep.command)
+            rep.info(f"auditwheel show: consistent with {repair_info.tag}")
+        else:
+            final_src, repair_info = raw, RepairRecord(
+                note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
+        final = plan.dist_dir / final_src.name
+        with atomic_path(final) as tmp:
+            shutil.copyfile(final_src, tmp)
+        job.timings["repair"] = time.monotonic() - t
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    digest = sha256_file(final)
+    manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
+                                   isa_audit=report, repair=repair_info)
+    write_json(sidecar(final, "manifest"), records.to_json(manifest))
+    update_sums(plan.dist_dir, final.name, digest)
+    record(plan.dist_dir, key(job), final, digest)
+    rep.info(f"{final} ({final.stat().st_size / 1e6:.1f} MB)")
+    return Made(kind=KIND, path=final, manifest=manifest)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstalledWheel:
+    """What ``python -m <module> --json`` says of an installed buildtool wheel."""
+
+    target: str
+    bin_dir: str
+    library_dirs: tuple[str, ...] = ()
+
+
+def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
+    """os.environ with a wheel's runtime library directories (NVIDIA's wheels) first on the
+    loader's path, as its launcher runs the programs."""
+    if not dirs:
+        return None
+    old = os.environ.get("LD_LIBRARY_PATH", "")
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*dirs, *([old] if old else [])])}
+
+
+def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
+            note: Note) -> Subject:
+    """Install the wheel into a fresh virtual environment; the smoke test then runs its
+    console scripts (the installed entry points), not the files inside the wheel."""
+    path = Path(artifact)
+    manifest = read_manifest(path)
+    if manifest.wheel is None:
+        raise DataError(f"{path.name}: its manifest has no 'wheel' section")
+    module = manifest.wheel.module
+    check_host(manifest, host)  # before installing anything
+    venv = work / "venv"
+    try:
+        cmd.capture([sys.executable, "-m", "venv", str(venv)], timeout=300)
+        scripts = venv / ("Scripts" if os.name == "nt" else "bin")
+        python = scripts / ("python.exe" if os.name == "nt" else "python")
+        cmd.capture([str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                     "--no-input", "--quiet", str(path)], timeout=1800)
+        out = cmd.capture([str(python), "-m", module, "--json"], cwd=work, timeout=120)
+    except CommandError as exc:
+        raise SmokeError(f"cannot install {path.name} into a fresh virtual environment "
+                         f"({cmd.describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:])) from exc
+    info = records.from_text(InstalledWheel, out, f"`python -m {module} --json`",
+                             error=SmokeError)
+    if info.target != manifest.target:
+        raise SmokeError(f"the installed package says target {info.target!r}, the "
+                         f"wheel's manifest {manifest.target!r}")
+    suffix = ".exe" if os.name == "nt" else ""
+    bench = scripts / f"llama-bench{suffix}"
+    if not bench.exists():
+        raise SmokeError(f"{path.name} installed no llama-bench entry point")
+    quantize = scripts / f"llama-quantize{suffix}"
+    return Subject(kind=KIND, manifest=manifest, bench=bench,
+                   quantize=quantize if quantize.exists() else None,
+                   lib_dir=Path(info.bin_dir), env=with_library_dirs(list(info.library_dirs)))
+
+
+def own_manifest(path: Path) -> Manifest | None:
+    return read_manifest(path)
+
+
+def adopt(path: Path, inner: Manifest, digest: str | None) -> Manifest | None:
+    return None
+
+
+def contents(path: Path, manifest: Manifest | None) -> list[str]:
+    """Files inside the wheel whose hash differs from its RECORD."""
+    bad: list[str] = []
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD")]
+        if not names:
+            return ["RECORD (missing)"]
+        for row in csv.reader(io.StringIO(zf.read(names[0]).decode())):
+            if len(row) < 2 or not row[1]:
+                continue
+            algo, _, want = row[1].partition("=")
+            try:
+                data = zf.read(row[0])
+            except KeyError:
+                bad.append(f"{row[0]} (missing)")
+                continue
+            got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=")
+            if got.decode() != want:
+                bad.append(row[0])
+    return bad
+
+
+def host_fit(name: str, host: HostFacts) -> str | None:
+    """A wheel installs where one of its tags matches this Python."""
+    from packaging.tags import sys_tags
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    try:
+        tags = parse_wheel_filename(name)[3]
+    except InvalidWheelFilename:
+        return f"{name} is not a wheel file name"
+    if any(t in tags for t in sys_tags()):
+        return None
+    import platform as _platform
+
+    return f"wheel tags do not match this Python ({_platform.python_version()})"

@@ -29,7 +29,7 @@ from buildtool.config.model import (
 from buildtool.config.project import Project
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
-from buildtool.grammar import CPU_POLICIES, ArtifactKind
+from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
 from buildtool.schema import suggest
 from buildtool.source.vendor import Lock
 
@@ -50,8 +50,8 @@ class ResolvedTarget:
     description: str
     recipe_name: str
     recipe: Recipe
-    platform: str
-    platforms: tuple[str, ...]
+    platform: Platform
+    platforms: tuple[Platform, ...]
     host_platform: str
     platform_supported: bool
     cpu_policy: str
@@ -236,7 +236,7 @@ def resolve(
 
     platforms = pick(configured, "platforms", origins)
     platform_supported = host_platform in platforms
-    platform = host_platform if platform_supported else platforms[0]
+    platform: Platform = next((p for p in platforms if p == host_platform), platforms[0])
     arch = normalize_arch(platform.split("-", 1)[1])
 
     cpu_policy = pick(configured, "cpu", origins)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import __version__, backends, inputs, records
+from buildtool.artifacts import KINDS, find, kind_of
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
@@ -112,31 +113,16 @@ def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> HostFacts:
 # Which artifacts fit
 
 
-def artifact_manifest(path: Path) -> Manifest | None:
-    """The artifact's manifest (beside it, or a wheel's own); None when it has none. A
-    malformed one is a DataError naming it."""
+def artifact_manifest(path: Path, kind: ArtifactKind) -> Manifest | None:
+    """The artifact's manifest (beside it, or the one its kind carries inside); None when it
+    has none. A malformed one is a DataError naming it."""
     side = sidecar(path, "manifest")
     if side.exists():
         return records.load(Manifest, side)
-    if path.suffix == ".whl":
-        from buildtool.artifacts.wheel import read_manifest
-
-        return read_manifest(path)
-    return None
+    return KINDS[kind].own_manifest(path)
 
 
-def wheel_fits(name: str) -> bool:
-    from packaging.tags import sys_tags
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
-    try:
-        tags = parse_wheel_filename(name)[3]
-    except InvalidWheelFilename:
-        return False
-    return any(t in tags for t in sys_tags())
-
-
-def unfit(kind: str, name: str, manifest: Manifest, host: HostFacts,
+def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
           cpu: CpuInfo) -> str | None:
     """Why an artifact cannot run on this host, or None when it fits."""
     plat = manifest.platform
@@ -150,14 +136,7 @@ def unfit(kind: str, name: str, manifest: Manifest, host: HostFacts,
     missing = cpu.missing(list(manifest.cpu.required_features))
     if missing:
         return f"needs CPU features this host lacks: {', '.join(missing)}"
-    why = backends.family(manifest.family).host_fit(host)
-    if why:
-        return why
-    if kind == "wheel" and not wheel_fits(name):
-        return f"wheel tags do not match this Python ({_platform.python_version()})"
-    if kind == "image" and not host.engines:
-        return "no container engine (docker, podman or buildah)"
-    return None
+    return backends.family(manifest.family).host_fit(host) or KINDS[kind].host_fit(name, host)
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,12 +222,11 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
 def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engine: Any,
             note: Note) -> LabEntry:
     """One artifact's entry: a missing or malformed manifest is recorded, not raised."""
-    from buildtool.release import gate as release
 
-    kind = release.kind_of(path)
+    kind = kind_of(path)
     assert kind is not None
     try:
-        manifest = artifact_manifest(path)
+        manifest = artifact_manifest(path, kind)
     except DataError as exc:
         return LabEntry(artifact=path.name, kind=kind, status=LabStatus.ERROR,
                         reason=error_reason(exc), detail=str(exc))
@@ -261,10 +239,9 @@ def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engin
 def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
         engine: str | None = None, note: Note = lambda _: None,
         host: HostFacts | None = None) -> LabResults:
-    from buildtool.release import gate as release
     from buildtool.toolchains import engines
 
-    paths = release.find(directory)
+    paths = find(directory)
     if not paths:
         raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
                          hint="download a build's artifacts into it first")

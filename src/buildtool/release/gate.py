@@ -32,11 +32,7 @@ Statement with a SLSA v1 provenance predicate per artifact) and ``sbom.cdx.json`
 
 from __future__ import annotations
 
-import base64
-import csv
 import fnmatch
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -50,7 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from buildtool import __version__, backends, records
+from buildtool import __version__, artifacts, backends, records
+from buildtool.artifacts import KINDS, find, kind_of
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
@@ -72,7 +69,7 @@ from buildtool.text import md, md_code, md_url, redact
 
 R = TypeVar("R")
 
-RELEASE_RECORD = "release.json"
+RELEASE_RECORD = artifacts.RELEASE_RECORD
 PROVENANCE = "provenance.intoto.jsonl"
 SBOM = "sbom.cdx.json"
 NOTES = "RELEASE_NOTES.md"
@@ -145,32 +142,6 @@ class Verification:
             for name, why in sorted(self.allowed.items()))
 
 
-def kind_of(path: Path) -> ArtifactKind | None:
-    name = path.name
-    if name.endswith(".oci.tar"):
-        return "image"
-    if name.endswith(".whl"):
-        return "wheel"
-    if name.endswith(".tar.gz"):
-        return "tarball"
-    return None
-
-
-def find(directory: Path) -> list[Path]:
-    """The artifacts under ``directory`` (sub-directories too: CI downloads one per job),
-    not counting release directories written by an earlier publish."""
-    found = []
-    for path in sorted(directory.rglob("*")):
-        if not path.is_file() or kind_of(path) is None or path.name.startswith("."):
-            continue
-        rel = path.relative_to(directory)
-        parents = [directory / Path(*rel.parts[:i]) for i in range(1, len(rel.parts))]
-        if any((p / RELEASE_RECORD).is_file() or p.name.startswith(".") for p in parents):
-            continue
-        found.append(path)
-    return found
-
-
 def _sidecar(path: Path, which: str, tp: type[R], unreadable: dict[str, str]) -> R | None:
     side = sidecar(path, which)
     if not side.exists():
@@ -194,80 +165,10 @@ def load(path: Path) -> Artifact:
                     manifest=manifest, smoke=smoke, unreadable=unreadable)
 
 
-def _tarball_contents(path: Path, files: Mapping[str, str]) -> list[str]:
-    """Files inside a tarball whose sha256 differs from the manifest's ``files``."""
-    bad: list[str] = []
-    seen: set[str] = set()
-    with tarfile.open(path) as tf:
-        for member in tf:
-            parts = member.name.split("/", 1)
-            if len(parts) != 2 or parts[1] not in files:
-                continue
-            rel = parts[1]
-            want = files[rel]
-            seen.add(rel)
-            if want.startswith("symlink:"):
-                if not member.issym() or member.linkname != want.removeprefix("symlink:"):
-                    bad.append(f"{rel} (link)")
-                continue
-            handle = tf.extractfile(member)
-            if handle is None or hashlib.sha256(handle.read()).hexdigest() != want:
-                bad.append(rel)
-    bad.extend(f"{rel} (missing)" for rel in sorted(set(files) - seen))
-    return bad
-
-
-def _wheel_contents(path: Path) -> list[str]:
-    """Files inside a wheel whose hash differs from its RECORD."""
-    bad: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        record = next((n for n in zf.namelist() if n.endswith(".dist-info/RECORD")), None)
-        if record is None:
-            return ["RECORD (missing)"]
-        for row in csv.reader(io.StringIO(zf.read(record).decode())):
-            if len(row) < 2 or not row[1]:
-                continue
-            algo, _, want = row[1].partition("=")
-            try:
-                data = zf.read(row[0])
-            except KeyError:
-                bad.append(f"{row[0]} (missing)")
-                continue
-            got = base64.urlsafe_b64encode(hashlib.new(algo, data).digest()).rstrip(b"=")
-            if got.decode() != want:
-                bad.append(row[0])
-    return bad
-
-
-def _image_contents(path: Path) -> list[str]:
-    """Blobs of an OCI archive whose content does not hash to their name."""
-    bad: list[str] = []
-    with tarfile.open(path) as tf:
-        for member in tf:
-            name = member.name.removeprefix("./")
-            if not member.isfile() or not name.startswith("blobs/"):
-                continue
-            parts = name.split("/")
-            if len(parts) != 3:
-                bad.append(name)
-                continue
-            _, algo, hexdigest = parts
-            handle = tf.extractfile(member)
-            h = hashlib.new(algo)
-            while handle is not None and (chunk := handle.read(1 << 20)):
-                h.update(chunk)
-            if h.hexdigest() != hexdigest:
-                bad.append(name)
-    return bad
-
-
 def contents_problems(a: Artifact) -> list[str]:
+    """What inside the artifact differs from its record (its kind knows how to look)."""
     try:
-        if a.kind == "tarball":
-            return _tarball_contents(a.path, dict(a.manifest.files or {}) if a.manifest else {})
-        if a.kind == "wheel":
-            return _wheel_contents(a.path)
-        return _image_contents(a.path)
+        return KINDS[a.kind].contents(a.path, a.manifest)
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError,
             NotImplementedError) as exc:
         return [f"unreadable: {exc}"]

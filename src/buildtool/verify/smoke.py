@@ -17,20 +17,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from buildtool import backends, cmd, inputs, records
-from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import CommandError, DataError, HostIncompatibleError, SmokeError
-from buildtool.grammar import ArtifactKind
+from buildtool.artifacts import KINDS, kind_of
+from buildtool.artifacts.base import Subject
+from buildtool.detect.cpu import CpuInfo
+from buildtool.errors import CommandError, DataError, SmokeError
 from buildtool.inputs import sha256_file
 from buildtool.outputs import sidecar, write_json
 from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
@@ -42,23 +40,6 @@ Check = CheckRecord
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def check_host(manifest: Manifest, host: CpuInfo) -> None:
-    required = list(manifest.cpu.required_features)
-    platform = manifest.platform
-    arch = normalize_arch(platform.split("-", 1)[1])
-    if arch != host.arch:
-        raise HostIncompatibleError(
-            f"artifact {manifest.artifact} is built for {platform}; this host is "
-            f"{host.arch}")
-    missing = host.missing(required)
-    if missing:
-        raise HostIncompatibleError(
-            f"artifact {manifest.artifact} needs CPU features this host lacks: "
-            f"{', '.join(missing)} (host CPU: {host.model or 'unknown'})",
-            hint="use an artifact built with `--cpu all-variants` or a lower x86-64 level, "
-                 "or run it on a CPU that has these features")
 
 
 def _test_kind(rec: BenchTest) -> str:
@@ -146,208 +127,17 @@ def verdict(records: list[BenchTest], *, backend: str, family: str,
     return tuple(checks)
 
 
-def unpack(artifact: Path, dest: Path) -> tuple[Path, Manifest]:
-    """Unpack a tarball (or accept an unpacked directory); return its dir and manifest."""
-    if artifact.is_dir():
-        root = artifact
-    else:
-        if not artifact.is_file():
-            raise DataError(f"{artifact} is not a regular file")
-        try:
-            with tarfile.open(artifact) as tf:
-                tf.extractall(dest, filter="data")
-        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-            raise DataError(f"cannot unpack {artifact}: {exc}",
-                            hint="the file is damaged or not a tarball: download or build it "
-                                 "again") from None
-        tops = [p for p in dest.iterdir() if p.is_dir()]
-        if len(tops) != 1:
-            raise DataError(f"{artifact} is not a buildtool tarball (expected one top "
-                            "directory)")
-        root = tops[0]
-    inner = root / "manifest.json"
-    if not inner.exists():
-        raise DataError(f"{artifact} has no manifest.json",
-                        hint="only artifacts made by `buildtool build` can be smoke-tested")
-    where = f"{artifact}:{inner.relative_to(dest) if inner.is_relative_to(dest) else inner}"
-    text = inputs.read_text(inner, limit=inputs.RECORD_LIMIT, error=DataError)
-    return root, records.from_text(Manifest, text, where)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Subject:
-    """What a smoke test runs: an unpacked tarball, or a wheel installed into a venv."""
-
-    kind: ArtifactKind
-    manifest: Manifest
-    bench: Path
-    quantize: Path | None
-    lib_dir: Path  # where the backend modules lie (for why_unloadable)
-    env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
-    # an image: argv, environment → the engine command that runs argv inside the container
-    wrap: Callable[[list[str], Mapping[str, str]], list[str]] | None = None
-    close: Callable[[], None] | None = None
-    stage_models: bool = False  # models must lie in the work directory (mounted)
-
-    def command(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
-        return self.wrap(argv, env) if self.wrap else argv
-
-
-def from_tarball(artifact: Path, work: Path, host: CpuInfo) -> Subject:
-    root, manifest = unpack(artifact, work)
-    check_host(manifest, host)
-    bench = root / "llama-bench"
-    if not bench.exists():
-        raise SmokeError(f"{artifact} contains no llama-bench")
-    quantize = root / "llama-quantize"
-    return Subject(kind="tarball", manifest=manifest, bench=bench,
-                   quantize=quantize if quantize.exists() else None, lib_dir=root)
-
-
-def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
-    """os.environ with a wheel's runtime library directories (NVIDIA's wheels) first on the
-    loader's path, as its launcher runs the programs."""
-    if not dirs:
-        return None
-    old = os.environ.get("LD_LIBRARY_PATH", "")
-    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*dirs, *([old] if old else [])])}
-
-
-@dataclass(frozen=True, kw_only=True)
-class InstalledWheel:
-    """What ``python -m <module> --json`` says of an installed buildtool wheel."""
-
-    target: str
-    bin_dir: str
-    library_dirs: tuple[str, ...] = ()
-
-
-def from_wheel(artifact: Path, work: Path, host: CpuInfo) -> Subject:
-    """Install the wheel into a fresh virtual environment; the smoke test then runs its
-    console scripts (the installed entry points), not the files inside the wheel."""
-    from buildtool.artifacts.wheel import read_manifest
-
-    manifest = read_manifest(artifact)
-    if manifest.wheel is None:
-        raise DataError(f"{artifact.name}: its manifest has no 'wheel' section")
-    module = manifest.wheel.module
-    check_host(manifest, host)  # before installing anything
-    venv = work / "venv"
-    try:
-        cmd.capture([sys.executable, "-m", "venv", str(venv)], timeout=300)
-        scripts = venv / ("Scripts" if os.name == "nt" else "bin")
-        python = scripts / ("python.exe" if os.name == "nt" else "python")
-        cmd.capture([str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                     "--no-input", "--quiet", str(artifact)], timeout=1800)
-        out = cmd.capture([str(python), "-m", module, "--json"], cwd=work, timeout=120)
-    except CommandError as exc:
-        raise SmokeError(f"cannot install {artifact.name} into a fresh virtual environment "
-                         f"({describe_exit(exc.returncode)}):\n    "
-                         + "\n    ".join(exc.tail[-8:])) from exc
-    info = records.from_text(InstalledWheel, out, f"`python -m {module} --json`",
-                             error=SmokeError)
-    if info.target != manifest.target:
-        raise SmokeError(f"the installed package says target {info.target!r}, the "
-                         f"wheel's manifest {manifest.target!r}")
-    suffix = ".exe" if os.name == "nt" else ""
-    bench = scripts / f"llama-bench{suffix}"
-    if not bench.exists():
-        raise SmokeError(f"{artifact.name} installed no llama-bench entry point")
-    quantize = scripts / f"llama-quantize{suffix}"
-    return Subject(kind="wheel", manifest=manifest, bench=bench,
-                   quantize=quantize if quantize.exists() else None,
-                   lib_dir=Path(info.bin_dir), env=with_library_dirs(list(info.library_dirs)))
-
-
-def from_image(artifact: Path | str, work: Path, host: CpuInfo,
-               engine: engines.Engine | str | None, note: Callable[[str], None]) -> Subject:
-    """Load an OCI archive into the engine (or take an image reference as it is) and run its
-    programs inside containers of it: as the image's own user, with the work directory
-    mounted at the same path and the GPU devices its backend needs. ``engine``: one already
-    chosen, or the name to choose (None: the first usable)."""
-    from buildtool.artifacts import oci
-    from buildtool.artifacts.image import PROGRAMS_DIR
-
-    eng = engine if isinstance(engine, engines.Engine) else engines.choose(engine)
-    if isinstance(artifact, Path):
-        info = oci.inspect(artifact)
-        try:
-            cmd.capture(eng.load(artifact), timeout=1800)
-        except CommandError as exc:
-            raise SmokeError(f"{eng.name} cannot load {artifact.name}:\n    "
-                             + "\n    ".join(exc.tail[-8:])) from exc
-        ref = info.ref or info.config_digest
-    else:
-        ref = artifact
-    work.chmod(0o1777)  # the image's non-root user writes the quantized model here
-    state: dict[str, str | None] = {"container": None}
-
-    def start(devices: list[str]) -> None:
-        if eng.name != "buildah":
-            return
-        stop()
-        out = cmd.capture(eng.create(ref, devices), timeout=600)
-        state["container"] = out.strip().splitlines()[-1]
-
-    def stop() -> None:
-        if state["container"]:
-            cmd.capture(eng.remove(state["container"]), timeout=120, check=False)
-            state["container"] = None
-
-    devices: list[str] = []
-
-    def wrap(argv: list[str], env: Mapping[str, str]) -> list[str]:
-        return eng.run(ref, argv[0], argv[1:], mounts=[(work, str(work))], env=env,
-                       devices=devices, workdir=str(work), container=state["container"])
-
-    try:
-        start([])
-        raw = cmd.capture(wrap(["cat", f"{PROGRAMS_DIR}/manifest.json"], {}), timeout=600)
-    except CommandError as exc:
-        stop()
-        raise SmokeError(f"cannot run {ref} with {eng.name} ({describe_exit(exc.returncode)}):"
-                         "\n    " + "\n    ".join(exc.tail[-8:]),
-                         hint=f"only images made by `buildtool build --artifact image` "
-                              f"qualify (they carry {PROGRAMS_DIR}/manifest.json)") from exc
-    try:
-        manifest = records.from_text(Manifest, raw, f"{ref}:{PROGRAMS_DIR}/manifest.json")
-        check_host(manifest, host)
-        wanted = backends.family(manifest.family).container_devices(os.path.exists)
-        flags = eng.device_flags(wanted)
-        if wanted.absent and manifest.gpu:
-            note(f"this host has no {', '.join(wanted.absent)}: the container gets no "
-                 f"{manifest.backend} device")
-        if flags:
-            devices.extend(flags)
-            start(devices)
-    except BaseException:
-        stop()
-        raise
-    bin_dir = Path(PROGRAMS_DIR)
-    return Subject(kind="image", manifest=manifest, bench=bin_dir / "llama-bench",
-                   quantize=bin_dir / "llama-quantize", lib_dir=bin_dir, wrap=wrap,
-                   close=stop, stage_models=True)
-
-
-def is_image(artifact: Path | str) -> bool:
-    """An OCI archive file, or a reference to an image in the engine's store."""
-    return isinstance(artifact, str) or artifact.name.endswith(".oci.tar")
-
-
 @contextmanager
 def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str | None = None,
            note: Callable[[str], None] | None = None) -> Iterator[tuple[Subject, Path]]:
-    """The artifact made runnable (unpacked, installed into a venv, or loaded as an image)
-    in a scratch directory, both removed afterwards."""
+    """The artifact made runnable by its kind (unpacked, installed into a venv, or loaded as
+    an image) in a scratch directory, both removed afterwards. An unpacked tarball
+    directory counts as a tarball."""
+    kind = KINDS[kind_of(artifact) or "tarball"]
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
     subject: Subject | None = None
     try:
-        if is_image(artifact):
-            subject = from_image(artifact, work, host, engine, note or (lambda _: None))
-        elif isinstance(artifact, Path) and artifact.suffix == ".whl":
-            subject = from_wheel(artifact, work, host)
-        else:
-            subject = from_tarball(Path(artifact), work, host)
+        subject = kind.subject(artifact, work, host, engine, note or (lambda _: None))
         yield subject, work
     finally:
         if subject is not None and subject.close is not None:
@@ -383,8 +173,8 @@ def bench(subject: Subject, work: Path, models: list[Path], *, n_prompt: str, n_
     try:
         out = cmd.capture(argv, cwd=work, env=run_env, timeout=1800)
     except CommandError as exc:
-        raise SmokeError(f"llama-bench failed ({describe_exit(exc.returncode)}):\n    "
-                         + "\n    ".join(exc.tail[-8:]), hint=SIGILL_HINT
+        raise SmokeError(f"llama-bench failed ({cmd.describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:]), hint=cmd.SIGILL_HINT
                          if exc.returncode in (-4, 132) else None) from exc
     return parse_bench(out), argv
 
@@ -402,23 +192,13 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
                                allow_cpu_fallback=allow_cpu_fallback)
     if store and isinstance(artifact, Path) and artifact.is_file():
-        if subject.kind == "image" and not sidecar(artifact, "manifest").is_file():
-            adopt_image(artifact, subject.manifest, result.artifact_sha256)
+        if not sidecar(artifact, "manifest").is_file():
+            adopted = KINDS[subject.kind].adopt(artifact, subject.manifest,
+                                                result.artifact_sha256)
+            if adopted is not None:
+                write_json(sidecar(artifact, "manifest"), records.to_json(adopted))
         save(artifact, result)
     return result
-
-
-def adopt_image(archive: Path, inner: Manifest, digest: str | None) -> None:
-    """An archive built elsewhere (``docker buildx bake``) has no manifest beside it: write
-    one from the manifest the image carries, the archive's sha256 and what the archive says
-    of itself, so that it can be released like one `buildtool build` made."""
-    from buildtool.artifacts import oci
-
-    info = oci.inspect(archive)
-    write_json(sidecar(archive, "manifest"), records.to_json(dataclasses.replace(
-        inner, artifact_file=archive.name, artifact_sha256=digest,
-        image=info.merged_into(inner.image),
-        adopted="manifest written by `buildtool smoke` from the image's own")))
 
 
 def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
@@ -444,7 +224,7 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
                                          "Q4_0"], inside), cwd=work, env=run_env,
                         timeout=600)
         except CommandError as exc:
-            raise SmokeError(f"llama-quantize failed ({describe_exit(exc.returncode)}):\n"
+            raise SmokeError(f"llama-quantize failed ({cmd.describe_exit(exc.returncode)}):\n"
                              "    " + "\n    ".join(exc.tail)) from exc
         models.append(q4)
         quantized = "Q4_0"
@@ -469,21 +249,6 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
         model=str(model_path) if model else f"synthetic:{model_path.name}",
         artifact_sha256=sha256_file(artifact) if isinstance(artifact, Path)
         and artifact.is_file() else None, ran_at=now())
-
-
-SIGILL_HINT = ("a CPU feature the build enabled is not usable on this host: build for a lower "
-               "--cpu level or --cpu all-variants; if the host really has the feature, the "
-               "pinned llama.cpp may be at fault (see avoid-cpu-features in recipes/common.yaml)")
-
-
-def describe_exit(returncode: int) -> str:
-    """An exit status in words; SIGILL gets the explanation users need."""
-    if returncode in (-4, 128 + 4):
-        return ("killed by SIGILL, an illegal instruction: the binary uses an instruction this "
-                "CPU, its OS or its hypervisor does not allow")
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def why_unloadable(root: Path, family: str, env: Mapping[str, str] | None = None, *,

@@ -1,0 +1,196 @@
+"""What an artifact kind is: the protocol each kind module implements (as cibuildwheel's
+platform modules do), and what they share — the job a build hands a kind, the subject a
+smoke test runs, the base manifest of every kind, the host check before anything runs.
+
+A kind module owns everything about its kind: how it is built from a plan (``build``), the
+key it is cached under (``key``), how a smoke test runs it (``subject``), the manifest it
+carries (``own_manifest``), how the release gate checks what is inside (``contents``),
+whether a lab host can run it (``host_fit``). The build pipeline, the smoke test, the
+release gate and the lab call the kind; no kind imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as _platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
+
+from buildtool import __version__
+from buildtool.config.plan import BuildPlan
+from buildtool.config.resolve import ResolvedTarget
+from buildtool.detect.cpu import CpuInfo, normalize_arch
+from buildtool.errors import HostIncompatibleError
+from buildtool.grammar import ArtifactKind
+from buildtool.progress import Reporter
+from buildtool.records import (
+    AuditRecord,
+    BuildHost,
+    CpuClaim,
+    HostFacts,
+    Manifest,
+    SourceRecord,
+    Tool,
+)
+from buildtool.source.vendor import Lock, Materialized
+
+if TYPE_CHECKING:
+    from buildtool.toolchains.engines import Engine
+
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Subject:
+    """What a smoke test runs: an unpacked tarball, a wheel installed into a venv, or an
+    image's programs run in containers."""
+
+    kind: ArtifactKind
+    manifest: Manifest
+    bench: Path
+    quantize: Path | None
+    lib_dir: Path  # where the backend modules lie (to tell why one did not load)
+    env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
+    # an image: argv, environment → the engine command that runs argv inside the container
+    wrap: Callable[[list[str], Mapping[str, str]], list[str]] | None = None
+    close: Callable[[], None] | None = None
+    stage_models: bool = False  # models must lie in the work directory (mounted)
+
+    def command(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
+        return self.wrap(argv, env) if self.wrap else argv
+
+
+@dataclass(frozen=True, kw_only=True)
+class Made:
+    """What a kind's build produced: the file in the dist directory and its manifest."""
+
+    kind: ArtifactKind
+    path: Path
+    manifest: Manifest
+
+
+@dataclass(kw_only=True)
+class BuildJob:
+    """Everything a kind's build step gets from the pipeline. ``compile`` configures and
+    builds the plan in its build directory (kinds that compile here call it);
+    ``audit`` runs the ISA audit on shipped files and fails the build on a violation."""
+
+    plan: BuildPlan
+    lock: Lock
+    source: Materialized
+    root: Path  # the project (recipes/ lives there)
+    reporter: Reporter
+    timings: dict[str, float]
+    compile: Callable[[], None]
+    audit: Callable[[list[Path]], AuditRecord]
+    engine: Engine | None = None  # images
+    build_args: Mapping[str, str] = field(default_factory=dict)  # images: --build-arg
+    no_cache: bool = False  # images: --fresh
+
+
+class ArtifactModule(Protocol):
+    """A kind module (``artifacts/tarball.py``, ``wheel.py``, ``image.py``)."""
+
+    KIND: ArtifactKind
+    COMPILES_HERE: bool  # builds in the plan's build directory (an image builds in a stage)
+    TAKES_BUILD_ARGS: bool  # --build-arg means something to it
+
+    def accepts(self, rt: ResolvedTarget) -> None:
+        """Refuse (UsageError) a target this kind cannot be made of."""
+        ...
+
+    def owns(self, name: str) -> bool:
+        """Whether a file name is an artifact of this kind."""
+        ...
+
+    def key(self, job: BuildJob) -> str:
+        """What the artifact is cached under in the dist directory."""
+        ...
+
+    def build(self, job: BuildJob) -> Made:
+        ...
+
+    def subject(self, artifact: Path | str, work: Path, host: CpuInfo,
+                engine: Engine | str | None, note: Note) -> Subject:
+        """The artifact made runnable in ``work`` for a smoke test (checked against the host
+        before anything runs or is installed)."""
+        ...
+
+    def own_manifest(self, path: Path) -> Manifest | None:
+        """The manifest the artifact carries, where it is read without unpacking (a
+        wheel's); None for kinds whose manifest lives beside them."""
+        ...
+
+    def adopt(self, path: Path, inner: Manifest, digest: str | None) -> Manifest | None:
+        """A manifest for an artifact built elsewhere without one beside it (an image
+        archive from `docker buildx bake`); None where a kind has no such case."""
+        ...
+
+    def contents(self, path: Path, manifest: Manifest | None) -> list[str]:
+        """What inside the artifact differs from its record (the release gate)."""
+        ...
+
+    def host_fit(self, name: str, host: HostFacts) -> str | None:
+        """Why a lab host cannot run this kind of artifact (None: it can)."""
+        ...
+
+
+def check_host(manifest: Manifest, host: CpuInfo) -> None:
+    """Refuse, before anything runs, an artifact built for another architecture or needing
+    CPU features this host lacks (exit code 9 instead of SIGILL)."""
+    platform = manifest.platform
+    arch = normalize_arch(platform.split("-", 1)[1])
+    if arch != host.arch:
+        raise HostIncompatibleError(
+            f"artifact {manifest.artifact} is built for {platform}; this host is "
+            f"{host.arch}")
+    missing = host.missing(list(manifest.cpu.required_features))
+    if missing:
+        raise HostIncompatibleError(
+            f"artifact {manifest.artifact} needs CPU features this host lacks: "
+            f"{', '.join(missing)} (host CPU: {host.model or 'unknown'})",
+            hint="use an artifact built with `--cpu all-variants` or a lower x86-64 level, "
+                 "or run it on a CPU that has these features")
+
+
+def builder_uri(env: Mapping[str, str] | None = None) -> str:
+    """A URI for the build platform: GitHub's runner URIs in GitHub Actions (as GitHub's own
+    build provenance names them), else this host."""
+    env = os.environ if env is None else env
+    if env.get("GITHUB_ACTIONS") == "true":
+        kind = "self-hosted" if env.get("RUNNER_ENVIRONMENT") == "self-hosted" \
+            else "github-hosted"
+        return f"https://github.com/actions/runner/{kind}"
+    return "urn:buildtool:host:" + quote(_platform.node() or "unknown", safe="")
+
+
+def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
+                  files: dict[str, str] | None = None,
+                  audit: AuditRecord | None = None) -> Manifest:
+    """The manifest every kind starts from: what the target is and how it was made."""
+    rt = plan.target
+    return Manifest(
+        artifact=plan.artifact_name, kind="tarball", target=rt.name,
+        description=rt.description, recipe=rt.recipe_name, family=rt.family,
+        backend=rt.backend, gpu=rt.recipe.gpu, platform=rt.platform,
+        llama_cpp=SourceRecord(repository=lock.repository, commit=lock.commit,
+                               version=lock.version, source=source.source,
+                               source_sha256=source.archive_sha256,
+                               tree_sha256=source.tree_sha256),
+        cpu=CpuClaim(policy=rt.cpu_policy, level=rt.cpu_level,
+                     required_features=rt.cpu_features,
+                     avoided_features=tuple(sorted({f for a in rt.avoided
+                                                    for f in a.features})),
+                     dropped_variants=rt.dropped_variants),
+        toolkit=rt.toolkit, gpu_archs=rt.gpu_archs, cmake_defines=dict(rt.defines),
+        build_targets=rt.build_targets, smoke_env=dict(rt.recipe.smoke_env),
+        toolchain={name: Tool(path=t["path"], version=t["version"])
+                   for name, t in plan.toolchain.items()},
+        files=files, isa_audit=audit, buildtool_version=__version__, build_key=plan.key,
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        build_host=BuildHost(platform=rt.host_platform, machine=_platform.node(),
+                             builder=builder_uri()))

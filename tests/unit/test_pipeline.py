@@ -1,0 +1,199 @@
+"""The build pipeline kind by kind, without a compiler: each kind's build step on a job whose
+``compile`` and ``audit`` are stand-ins, and the pipeline that asks the kinds (the cache, the
+shared build directory, the order of kinds). Real builds: tests/integration."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildtool import build as pipeline
+from buildtool import records
+from buildtool.artifacts import KINDS, image, tarball
+from buildtool.artifacts.base import BuildJob
+from buildtool.config.plan import BuildPlan, make_plan
+from buildtool.config.resolve import Overrides
+from buildtool.config.session import open_session
+from buildtool.outputs import lookup, read_sums, sidecar
+from buildtool.progress import Reporter
+from buildtool.records import AuditRecord, Manifest
+from buildtool.source.vendor import Materialized
+from tests.unit import helpers
+from tests.unit import release_data as data
+from tests.unit.helpers import ROOT
+from tests.unit.test_resolve import LOCK, host, res
+from tests.unit.test_wheel import _source
+
+PASS = AuditRecord(verdict="pass")
+
+
+def _compiler(plan: BuildPlan, calls: list[str]) -> Any:
+    """A stand-in for CMake + Ninja: the programs and libraries appear in bin/."""
+    def compile_() -> None:
+        calls.append("compile")
+        bin_dir = plan.build_dir / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for program in plan.target.build_targets:
+            (bin_dir / program).write_bytes(b"\x7fELF " + program.encode())
+            (bin_dir / program).chmod(0o755)
+        (bin_dir / "libggml.so.0.9.0").write_bytes(b"\x7fELF ggml")
+        (bin_dir / "libggml.so.0").unlink(missing_ok=True)
+        (bin_dir / "libggml.so.0").symlink_to("libggml.so.0.9.0")
+    return compile_
+
+
+def _job(plan: BuildPlan, source: Materialized, calls: list[str], **kw: Any) -> BuildJob:
+    def audit(files: list[Path]) -> AuditRecord:
+        calls.append("audit:" + ",".join(sorted(f.name for f in files)))
+        return PASS
+    return BuildJob(plan=plan, lock=LOCK, source=source, root=ROOT,
+                    reporter=Reporter(quiet=True), timings={},
+                    compile=_compiler(plan, calls), audit=audit, **kw)
+
+
+def test_the_tarball_kind_compiles_audits_packages_and_records(
+        tmp_path: Path, data: Path, fake_tools: object) -> None:
+    source = _source(tmp_path)
+    plan = make_plan(res("cpu", host(data)), root=ROOT, source_dir=source.tree,
+                     tree_sha256="0" * 64, use_ccache=False, build_root=tmp_path / "build",
+                     dist_dir=tmp_path / "dist")
+    calls: list[str] = []
+    made = tarball.build(_job(plan, source, calls))
+    assert calls == ["compile", "audit:libggml.so.0,libggml.so.0.9.0,llama-bench,llama-cli,"
+                     "llama-quantize,llama-server"]
+    assert made.kind == "tarball" and made.path == plan.artifact_path
+    assert made.manifest.files is not None and made.manifest.isa_audit == PASS
+    assert made.manifest.files["libggml.so.0"] == "symlink:libggml.so.0.9.0"
+    assert records.load(Manifest, sidecar(made.path, "manifest")) == made.manifest
+    assert read_sums(plan.dist_dir)[made.path.name] == made.manifest.artifact_sha256
+    assert lookup(plan.dist_dir, tarball.key(_job(plan, source, []))) == made.path
+    with tarfile.open(made.path) as tf:
+        inner = json.loads(tf.extractfile(  # type: ignore[union-attr]
+            f"{plan.artifact_name}/manifest.json").read())
+    assert inner["kind"] == "tarball" and "artifact_sha256" not in inner
+    assert tarball.contents(made.path, made.manifest) == []
+
+
+def test_the_image_kind_builds_saves_audits_what_it_reads_back(
+        tmp_path: Path, data: Path, fake_tools: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine is a stand-in whose `save` writes an OCI archive; the kind audits the files
+    it reads back out of the archive and records engine, digests and audit."""
+    from buildtool import cmd
+    from buildtool.toolchains.engines import Engine
+
+    source = _source(tmp_path)
+    plan = make_plan(res("cpu", host(data), overrides=Overrides(cpu="all-variants")),
+                     root=ROOT, source_dir=source.tree, tree_sha256="0" * 64,
+                     use_ccache=False, build_root=tmp_path / "build",
+                     dist_dir=tmp_path / "dist")
+    ran: list[list[str]] = []
+
+    def run(argv: list[str], **_: Any) -> list[str]:
+        ran.append([str(a) for a in argv])
+        if argv[1] == "save":  # podman save ... --output <archive> <tag>
+            out = Path(argv[argv.index("--output") + 1])
+            made = data_oci(tmp_path / "engine")
+            out.write_bytes(made.read_bytes())
+        return []
+
+    monkeypatch.setattr(cmd, "run", run)
+    eng = Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
+    calls: list[str] = []
+    made = image.build(_job(plan, source, calls, engine=eng, build_args={"X": "1"}))
+    assert [argv[1] for argv in ran] == ["build", "save"]
+    assert "X=1" in ran[0] and ran[0][ran[0].index("--file") + 1].endswith("cpu.Dockerfile")
+    assert calls == ["audit:llama-bench"]  # what the archive holds in /opt/llama.cpp
+    assert made.manifest.image is not None and made.manifest.image.engine == "podman"
+    assert made.manifest.image.manifest_digest and made.manifest.isa_audit == PASS
+    assert made.manifest.image.build_args["X"] == "1"
+    assert image.contents(made.path, made.manifest) == []
+    assert lookup(plan.dist_dir, image.key(_job(plan, source, [], build_args={"X": "1"}))) \
+        == made.path
+
+
+def data_oci(where: Path) -> Path:
+    where.mkdir(parents=True, exist_ok=True)
+    return data.oci_archive(where)
+
+
+def test_each_kind_knows_its_files_and_keys(tmp_path: Path, data: Path,
+                                            fake_tools: object) -> None:
+    source = _source(tmp_path)
+    plan = make_plan(res("cpu", host(data)), root=ROOT, source_dir=source.tree,
+                     tree_sha256="0" * 64, use_ccache=False)
+    job = _job(plan, source, [])
+    keys = {name: kind.key(job) for name, kind in KINDS.items()}
+    assert keys["tarball"] == plan.key and keys["wheel"] == f"{plan.key}-wheel"
+    assert len(set(keys.values())) == 3
+    owners = {name: [n for n in ("a.tar.gz", "a.whl", "a.oci.tar", "a.txt") if kind.owns(n)]
+              for name, kind in KINDS.items()}
+    assert owners == {"tarball": ["a.tar.gz"], "wheel": ["a.whl"], "image": ["a.oci.tar"]}
+
+
+@pytest.fixture
+def session(tmp_path: Path, data: Path, fake_tools: object,
+            monkeypatch: pytest.MonkeyPatch) -> Any:
+    from tests.unit.helpers import copy_project
+
+    copy_project(tmp_path)
+    (tmp_path / "recipes" / "cmake").mkdir(exist_ok=True)
+    monkeypatch.setattr("buildtool.config.session.detect_cpu", lambda: host(data))
+    monkeypatch.setattr("buildtool.toolchains.discovery.host_platform", lambda: "linux-x86_64")
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    s = open_session(tmp_path)
+    source = _source(tmp_path / "elsewhere")  # as --source PATH: vendor/ stays untouched
+    monkeypatch.setattr(pipeline, "_source", lambda session, local: source)
+    return s
+
+
+def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
+        session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tarball then wheel with --fresh: the build directory is emptied once, before the
+    first kind that compiles here; both are made; a second run takes both from the cache."""
+    order: list[str] = []
+    for name in ("tarball", "wheel"):
+        def fake(job: BuildJob, name: str = name) -> Any:
+            order.append(f"{name}:{'fresh' if not job.plan.build_dir.exists() else 'kept'}")
+            job.plan.build_dir.mkdir(parents=True, exist_ok=True)
+            path = job.plan.dist_dir / f"{name}-artifact.{'tar.gz' if name == 'tarball' else 'whl'}"
+            job.plan.dist_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(name.encode())
+            manifest = helpers.manifest(kind=name, artifact_file=path.name,
+                                        artifact_sha256=data.file_sha(path))
+            from buildtool.outputs import record, write_json
+
+            write_json(sidecar(path, "manifest"), records.to_json(manifest))
+            record(job.plan.dist_dir, KINDS[name].key(job), path, data.file_sha(path))
+            from buildtool.artifacts.base import Made
+
+            return Made(kind=name, path=path, manifest=manifest)  # type: ignore[arg-type]
+        monkeypatch.setattr(KINDS[name], "build", fake)
+    monkeypatch.setattr("buildtool.config.preflight.require", lambda rt: None)
+    options = pipeline.BuildOptions(target="cpu", artifacts=("tarball", "wheel"), smoke=False,
+                                    fresh=True)
+    plan = pipeline.dry_run(session, options).plan
+    plan.build_dir.mkdir(parents=True)
+    (plan.build_dir / "stale").write_text("from an earlier build")
+    first = pipeline.build(session, options)
+    assert order == ["tarball:fresh", "wheel:kept"]
+    assert [a.kind for a in first.artifacts] == ["tarball", "wheel"]
+    assert not any(a.cached for a in first.artifacts)
+    second = pipeline.build(session, pipeline.BuildOptions(target="cpu", smoke=False,
+                                                          artifacts=("tarball", "wheel")))
+    assert order == ["tarball:fresh", "wheel:kept"]  # nothing built again
+    assert all(a.cached for a in second.artifacts)
+
+
+def test_the_pipeline_refuses_what_a_kind_cannot_make(session: Any) -> None:
+    from buildtool.errors import UsageError
+
+    with pytest.raises(UsageError, match="has no container image"):
+        pipeline.build(session, pipeline.BuildOptions(target="metal", artifacts=("image",)))
+    with pytest.raises(UsageError, match="--build-arg applies to images"):
+        pipeline.build(session, pipeline.BuildOptions(target="cpu", artifacts=("tarball",),
+                                                      build_args=(("A", "1"),)))
