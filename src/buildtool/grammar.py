@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from buildtool.cpudata import CPU
 from buildtool.schema import Match, Range
 
 _PART = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.+-]+"
@@ -42,11 +43,12 @@ Revision = Annotated[int, Range(minimum=0, maximum=1_000_000)]
 Platform = Literal["linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64",
                    "windows-x86_64", "windows-arm64"]
 ArtifactKind = Literal["tarball", "wheel", "image"]
-CpuPolicy = Literal["host", "all-variants", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4",
-                    "armv8.0", "armv8.2", "armv8.6"]
 
 ALL_PLATFORMS: tuple[Platform, ...] = ("linux-x86_64", "linux-aarch64", "macos-arm64",
                                        "macos-x86_64", "windows-x86_64", "windows-arm64")
-CPU_POLICIES: tuple[CpuPolicy, ...] = ("host", "all-variants", "x86-64", "x86-64-v2",
-                                       "x86-64-v3", "x86-64-v4", "armv8.0", "armv8.2",
-                                       "armv8.6")
+# a CPU policy: this host's features, every ggml variant, or a level of the CPU data file
+CPU_POLICIES: tuple[str, ...] = ("host", "all-variants", *CPU.levels)
+CpuPolicy = Annotated[str, Match.one_of(CPU_POLICIES, "a CPU policy")]
+# a feature the CPU data file knows (configuration; records may name others)
+KnownFeature = Annotated[str, Match.one_of(CPU.features, "a CPU feature")]
+KnownVariant = Annotated[str, Match.one_of(CPU.variants, "a ggml CPU variant")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.detect.cpu import level_features
+from buildtool.cpudata import CPU
 from buildtool.verify.audit import audit_file, audit_files
 
 SOURCE = r"""
@@ -29,16 +29,16 @@ def planted_lib(tmp_path: Path) -> Path:
 
 
 def test_planted_avx512_in_a_v3_library_is_caught(planted_lib: Path) -> None:
-    result = audit_file(planted_lib, tuple(level_features("x86-64-v3")))
+    result = audit_file(planted_lib, tuple(CPU.level_features("x86-64-v3")))
     assert result.violations == ["avx512f"]
     assert "zmm" in result.examples["avx512f"]
 
 
 def test_report_for_the_manifest(planted_lib: Path) -> None:
-    report = audit_files([planted_lib], declared=tuple(level_features("x86-64-v3")),
+    report = audit_files([planted_lib], declared=tuple(CPU.level_features("x86-64-v3")),
                          all_variants=False, platform="linux-x86_64")
     assert report.verdict == "fail"
     assert report.files["libggml-cpu.so"].violations == ("avx512f",)
-    v4 = audit_files([planted_lib], declared=tuple(level_features("x86-64-v4")),
+    v4 = audit_files([planted_lib], declared=tuple(CPU.level_features("x86-64-v4")),
                      all_variants=False, platform="linux-x86_64")
     assert v4.verdict == "pass"

@@ -64,10 +64,10 @@ def test_v3_library_passes() -> None:
 
 
 def test_planted_avx512_in_a_v3_library_is_caught() -> None:
-    from buildtool.detect.cpu import level_features
+    from buildtool.cpudata import CPU
 
     result = scan(PLANTED.splitlines(), FileAudit(path="libggml-cpu.so",
-                                                  allowed=tuple(level_features("x86-64-v3"))))
+                                                  allowed=tuple(CPU.level_features("x86-64-v3"))))
     assert result.violations == ["avx512f"]
     assert result.examples["avx512f"] == "vpaddd %zmm1,%zmm2,%zmm3"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from buildtool.detect.cpu import isa_level, level_features, parse_proc_cpuinfo, parse_sysctl
+from buildtool.cpudata import CPU
+from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 
 CASES = [
     # file, machine, model, level, ggml features expected present, expected absent
@@ -68,10 +69,10 @@ def test_first_block_only_and_aliases() -> None:
 
 
 def test_levels_are_cumulative() -> None:
-    v3 = level_features("x86-64-v3")
+    v3 = CPU.level_features("x86-64-v3")
     assert {"sse4_2", "popcnt", "avx2", "fma", "movbe"} <= v3
     assert "avx512f" not in v3
-    assert level_features("x86-64-v4") > v3
-    assert isa_level("x86_64", frozenset(level_features("x86-64-v2"))) == "x86-64-v2"
+    assert CPU.level_features("x86-64-v4") > v3
+    assert CPU.level_of("x86_64", frozenset(CPU.level_features("x86-64-v2"))) == "x86-64-v2"
     with pytest.raises(KeyError):
-        level_features("x86-64-v9")
+        CPU.level_features("x86-64-v9")

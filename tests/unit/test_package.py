@@ -66,8 +66,8 @@ def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-unty
     assert manifest["target"] == "cpu" and manifest["recipe"] == "cpu"
     assert manifest["llama_cpp"]["commit"] == LOCK.commit
     assert manifest["llama_cpp"]["source_sha256"] == "a" * 64
-    assert manifest["cpu"]["required_features"] == ["sse4_2", "avx", "avx2", "bmi2", "fma",
-                                                    "f16c"]
+    assert manifest["cpu"]["required_features"] == ["sse2", "sse4_2", "avx", "avx2", "bmi2",
+                                                    "fma", "f16c"]
     assert manifest["cmake_defines"]["GGML_AVX2"] == "ON"
     assert set(manifest["toolchain"]) >= {"cmake", "ninja", "cc", "cxx"}
     assert manifest["files"]["llama-bench"] == hashlib.sha256(bench).hexdigest()

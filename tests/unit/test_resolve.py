@@ -47,7 +47,7 @@ def test_cpu_host_flags_are_explicit(data: Path, fake_tools: object) -> None:
     assert {"GGML_AVX": "ON", "GGML_AVX2": "ON", "GGML_FMA": "ON", "GGML_F16C": "ON",
             "GGML_BMI2": "ON", "GGML_SSE42": "ON", "GGML_AVX512": "OFF",
             "GGML_AVX_VNNI": "OFF", "GGML_AMX_INT8": "OFF"}.items() <= d.items()
-    assert rt.cpu_features == ("sse4_2", "avx", "avx2", "bmi2", "fma", "f16c")
+    assert rt.cpu_features == ("sse2", "sse4_2", "avx", "avx2", "bmi2", "fma", "f16c")
     assert rt.cpu_level == "x86-64-v3"
     assert "GGML_BACKEND_DL" not in d
     assert artifact_name(rt) == "llama.cpp-b11312-cpu-host-x86-64-v3-linux-x86_64"

@@ -36,7 +36,8 @@ from buildtool.artifacts.base import BuildJob, Made, Note, Subject, base_manifes
 from buildtool.config import naming
 from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
-from buildtool.detect.cpu import CpuInfo, spellings
+from buildtool.cpudata import CPU
+from buildtool.detect.cpu import CpuInfo
 from buildtool.errors import (
     BuildError,
     BuildtoolError,
@@ -85,7 +86,7 @@ class WheelName:
 
 def linux_flags(features: tuple[str, ...]) -> dict[str, list[str]]:
     """For each required feature, the spellings /proc/cpuinfo may use (pni for sse3, ...)."""
-    return {f: spellings(f) for f in features}
+    return {f: CPU.spellings(f) for f in features}
 
 
 def wheel_manifest(plan: BuildPlan, base: Manifest) -> Manifest:

@@ -17,11 +17,12 @@ from buildtool.grammar import (
     Count,
     CpuPolicy,
     EnvName,
-    FeatureName,
     FileName,
     Glob,
     GpuArch,
     ImageRef,
+    KnownFeature,
+    KnownVariant,
     OneLine,
     Platform,
     RelativePath,
@@ -190,7 +191,7 @@ class AuditAllow:
 
     file: Glob = field(metadata=doc("glob on the shipped file name"))
     symbol: OneLine = field(metadata=doc("glob on the (mangled) function name"))
-    features: tuple[FeatureName, ...]
+    features: tuple[KnownFeature, ...]
     reason: str = field(metadata=doc("why it is safe: where the runtime check is"))
 
 
@@ -198,10 +199,10 @@ class AuditAllow:
 class AvoidCpuFeatures:
     """CPU features the pinned llama.cpp must not be built for: a known upstream defect."""
 
-    features: tuple[FeatureName, ...] = field(metadata=doc(
-        "detection's feature names, e.g. amx_int8"))
+    features: tuple[KnownFeature, ...] = field(metadata=doc(
+        "feature names of buildtool's CPU data (src/buildtool/data/cpu.yaml), e.g. amx_int8"))
     reason: str = field(metadata=doc("what goes wrong, with the upstream report"))
-    variants: tuple[FeatureName, ...] = field(default=(), metadata=doc(
+    variants: tuple[KnownVariant, ...] = field(default=(), metadata=doc(
         "GGML_CPU_ALL_VARIANTS libraries (libggml-cpu-<name>.so) left out of artifacts"))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buildtool.backends import REGISTRY, BackendContext
-from buildtool.backends.cpu import X86_GGML_OPTIONS, cpu_settings
+from buildtool.backends.cpu import cpu_settings
 from buildtool.config.model import (
     AvoidCpuFeatures,
     DefineValue,
@@ -27,6 +27,7 @@ from buildtool.config.model import (
     ToolRequirement,
 )
 from buildtool.config.project import Project
+from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
@@ -146,10 +147,6 @@ def format_value(value: DefineValue) -> str:
     return str(value)
 
 
-def _foreign_baseline(arch: str) -> str:
-    return "armv8.2" if arch == "aarch64" else "x86-64-v2"
-
-
 @dataclass(frozen=True)
 class Layer:
     """One source of values, from lowest precedence to highest: what it is (``origin``, shown
@@ -246,8 +243,9 @@ def resolve(
                           hint=f"did you mean '{near}'?" if near else
                           "one of: " + ", ".join(CPU_POLICIES))
     effective_policy = cpu_policy
-    if cpu_policy == "host" and (host_cpu is None or host_cpu.arch != arch):
-        effective_policy = _foreign_baseline(arch)
+    if cpu_policy == "host" and (host_cpu is None or host_cpu.arch != arch) \
+            and CPU.levels_of(arch):
+        effective_policy = CPU.foreign_host_level(arch)
         origins["cpu"] += f" → {effective_policy} (planning for {platform} on another host)"
     try:
         avoid = frozenset(f for a in project.common.avoid_cpu_features for f in a.features)
@@ -294,7 +292,7 @@ def resolve(
                 host_only.add(key)
             else:
                 host_only.discard(key)  # a configured value is no longer this machine's
-    for option, needs in X86_GGML_OPTIONS.items():
+    for option, needs in CPU.ggml_options(arch).items():
         if option in defines and avoid.intersection(needs):
             origins[f"-D{option}"] = "recipes/common.yaml avoid-cpu-features (known defect)"
 

@@ -20,46 +20,12 @@ from pathlib import Path
 
 from buildtool import cmd
 from buildtool.config.model import AuditAllow
+from buildtool.cpudata import CPU
 from buildtool.records import AuditRecord, FileAuditRecord
 
-# What a feature implies (compilers may use the implied instructions freely).
-IMPLIES: dict[str, tuple[str, ...]] = {
-    "ssse3": ("sse3",),
-    "sse4_1": ("ssse3",),
-    "sse4_2": ("sse4_1", "popcnt"),
-    "avx": ("sse4_2",),
-    "avx2": ("avx",),
-    "fma": ("avx",),
-    "f16c": ("avx",),
-    "avx512f": ("avx2", "fma", "f16c"),
-    "avx512bw": ("avx512f",), "avx512cd": ("avx512f",), "avx512dq": ("avx512f",),
-    "avx512vl": ("avx512f",),
-    "avx512_vbmi": ("avx512bw",), "avx512_vnni": ("avx512f",), "avx512_bf16": ("avx512bw",),
-    "avx_vnni": ("avx2",),
-    "amx_int8": ("amx_tile",), "amx_bf16": ("amx_tile",),
-}
-BASELINE_X86 = frozenset({"sse", "sse2", "x86-64"})
+# What every x86-64 CPU has, and so any file may use
+BASELINE_X86 = CPU.baseline("x86_64")
 
-# ggml's CPU variants (ggml/src/CMakeLists.txt, GGML_CPU_ALL_VARIANTS) → features.
-_HASWELL = ("sse4_2", "avx", "f16c", "fma", "avx2", "bmi2")
-_AVX512 = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
-X86_VARIANTS: dict[str, tuple[str, ...]] = {
-    "x64": (),
-    "sse42": ("sse4_2",),
-    "sandybridge": ("sse4_2", "avx"),
-    "ivybridge": ("sse4_2", "avx", "f16c"),
-    "piledriver": ("sse4_2", "avx", "f16c", "fma"),
-    "haswell": _HASWELL,
-    "skylakex": (*_HASWELL, *_AVX512),
-    "cannonlake": (*_HASWELL, *_AVX512, "avx512_vbmi"),
-    "cascadelake": (*_HASWELL, *_AVX512, "avx512_vnni"),
-    "icelake": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni"),
-    "cooperlake": (*_HASWELL, *_AVX512, "avx512_vnni", "avx512_bf16"),
-    "zen4": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni", "avx512_bf16"),
-    "alderlake": (*_HASWELL, "avx_vnni"),
-    "sapphirerapids": (*_HASWELL, *_AVX512, "avx512_vbmi", "avx512_vnni", "avx512_bf16",
-                       "amx_tile", "amx_int8"),
-}
 
 # tzcnt is left out on purpose: it is `rep bsf`, which CPUs without BMI1 execute as BSF;
 # compilers emit it for generic x86-64 (GCC does in libllama).
@@ -163,15 +129,7 @@ class FileAudit:
 
 
 def closure(features: Iterable[str]) -> frozenset[str]:
-    out: set[str] = set()
-    todo = list(features)
-    while todo:
-        f = todo.pop()
-        if f in out:
-            continue
-        out.add(f)
-        todo.extend(IMPLIES.get(f, ()))
-    return frozenset(out)
+    return CPU.closure(features)
 
 
 def _waiver(audit: FileAudit, symbol: str, feature: str) -> AuditAllow | None:
@@ -230,9 +188,8 @@ def audit_file(path: Path, allowed: Iterable[str],
 def allowed_for(name: str, declared: tuple[str, ...], all_variants: bool) -> tuple[str, ...]:
     """What a shipped file may use: its ggml CPU variant's features, or the declaration."""
     m = re.match(r"libggml-cpu-([a-z0-9_]+)\.so", name)
-    if all_variants and m and m.group(1) in X86_VARIANTS:
-        return X86_VARIANTS[m.group(1)]
-    return declared
+    variant = CPU.variant_features("x86_64", m.group(1)) if all_variants and m else None
+    return declared if variant is None else variant
 
 
 def _is_elf(path: Path) -> bool:
