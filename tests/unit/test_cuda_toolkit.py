@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from buildtool import backends, cli
-from buildtool.backends import cuda_toolkit
+from buildtool.backends import cuda, cuda_toolkit
 from buildtool.backends.base import Toolchain
 from buildtool.backends.cuda_toolkit import (
     arrange_debian,
@@ -24,7 +24,6 @@ from buildtool.backends.cuda_toolkit import (
     toolkit_root,
 )
 from buildtool.errors import ToolchainError
-from buildtool.toolchains import discovery as toolchain
 from buildtool.toolchains import provision
 from buildtool.toolchains.provision import unpack_wheel
 
@@ -186,12 +185,12 @@ def test_nvcc_candidates_ranked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("CUDA_PATH", raising=False)
     monkeypatch.setenv("BUILDTOOL_CACHE", str(cache))
     monkeypatch.setattr(sys, "path", [str(site)])
-    order = toolchain._nvcc_candidates()
+    order = cuda.nvcc_candidates()
     assert order[0] == home / "bin" / "nvcc"
     for name in ("cuda-11.8", "cuda-12.4", "cuda-13.0"):
         _touch(cache / "toolchains" / name / "bin" / "nvcc")
     _touch(site / "nvidia" / "cu13" / "bin" / "nvcc")
-    order = toolchain._nvcc_candidates()
+    order = cuda.nvcc_candidates()
     provisioned = [p.parent.parent.name for p in order if cache in p.parents]
     assert provisioned == ["cuda-13.0", "cuda-12.4", "cuda-11.8"]   # newest first
     assert order.index(Path("/usr/local/cuda/bin/nvcc")) > 1

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from packaging.version import Version
 
 from buildtool import cli
+from buildtool.backends import hip, sycl
 from buildtool.config import preflight
 from buildtool.config.project import load_project
 from buildtool.config.resolve import resolve
@@ -35,24 +36,24 @@ def test_rocm_libraries_with_versions(tmp_path: Path, monkeypatch: pytest.Monkey
     _touch(rocm / "lib" / "cmake" / "hipblas" / "hipblas-config-version.cmake",
            'set(PACKAGE_VERSION "3.2.0")\n')
     _touch(rocm / "lib" / "librocblas.so.5.2.70201")           # no CMake file: name it is
-    (hipblas,) = toolchain._rocm_library("hipblas")
+    (hipblas,) = hip.rocm_library("hipblas")
     assert hipblas.path == rocm / "lib" / "libhipblas.so" and hipblas.version == Version("3.2.0")
-    (rocblas,) = toolchain._rocm_library("rocblas")
+    (rocblas,) = hip.rocm_library("rocblas")
     assert rocblas.version == Version("5.2")
-    assert toolchain.rocm_roots()[0] == rocm
+    assert hip.rocm_roots()[0] == rocm
 
 
 def test_oneapi_setvars_and_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     oneapi = tmp_path / "oneapi"
     monkeypatch.setenv("ONEAPI_ROOT", str(oneapi))
-    assert not [p for p in toolchain._oneapi() if p.path.is_relative_to(oneapi)]
+    assert not [p for p in sycl.setvars() if p.path.is_relative_to(oneapi)]
     _touch(oneapi / "setvars.sh", "# oneAPI\n")
     (oneapi / "compiler" / "2025.3").mkdir(parents=True)
     (oneapi / "compiler" / "2026.1").mkdir()
     (oneapi / "compiler" / "latest").symlink_to("2026.1")
-    found = next(toolchain._oneapi())
+    found = next(sycl.setvars())
     assert found.path == oneapi / "setvars.sh" and found.version == Version("2026.1")
-    assert toolchain.oneapi_roots()[0] == oneapi
+    assert sycl.oneapi_roots()[0] == oneapi
     _touch(oneapi / "compiler" / "2026.1" / "bin" / "icpx").chmod(0o755)
     first = next(toolchain._candidates("icpx", toolchain.TOOLS["icpx"]))
     assert first == oneapi / "compiler" / "latest" / "bin" / "icpx"

@@ -1,16 +1,18 @@
-"""Backend families: one module each, behind :class:`BackendModule`, listed in ``REGISTRY``.
+"""Backend families: one module each, behind :class:`BackendModule`, gathered in ``REGISTRY``.
 
-Adding a backend means adding one module here (registered below) and one
-``recipes/<name>.yaml``; everything buildtool knows about a family beyond its recipe is in its
-module (see :mod:`buildtool.backends.base`).
+Adding a backend means adding one module here (any module of this package with a ``BACKEND``
+is a family) and one ``recipes/<name>.yaml``; everything buildtool knows about a family
+beyond its recipe is in its module (see :mod:`buildtool.backends.base`), including how to
+find the tools only it needs (registered with discovery here).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from types import MappingProxyType
 from typing import Final
 
-from buildtool.backends import cpu, cuda, hip, metal, sycl, vulkan
 from buildtool.backends.base import (
     Backend,
     BackendContext,
@@ -18,16 +20,26 @@ from buildtool.backends.base import (
     Problem,
     Toolchain,
 )
+from buildtool.toolchains import discovery
 from buildtool.toolchains.engines import Devices
 
-REGISTRY: Final[MappingProxyType[str, BackendModule]] = MappingProxyType({
-    "cpu": cpu.CpuBackend(),
-    "cuda": cuda.CudaBackend(),
-    "hip": hip.HipBackend(),
-    "sycl": sycl.SyclBackend(),
-    "vulkan": vulkan.VulkanBackend(),
-    "metal": metal.MetalBackend(),
-})
+
+def _discover() -> dict[str, BackendModule]:
+    found: dict[str, BackendModule] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        backend: BackendModule | None = getattr(module, "BACKEND", None)
+        if backend is None:
+            continue
+        if backend.family in found:
+            raise RuntimeError(f"backend family '{backend.family}' is defined twice")
+        found[backend.family] = backend
+        for tool, spec in backend.finders.items():
+            discovery.register(tool, spec)
+    return found
+
+
+REGISTRY: Final[MappingProxyType[str, BackendModule]] = MappingProxyType(_discover())
 
 
 class _Unknown(Backend):

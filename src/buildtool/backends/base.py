@@ -14,14 +14,15 @@ the build pipeline, release, lab or the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Protocol
 
 from buildtool.records import HostFacts
 from buildtool.toolchains import discovery
-from buildtool.toolchains.discovery import Program
+from buildtool.toolchains.discovery import Program, ToolSpec
 from buildtool.toolchains.engines import Devices
 
 Progress = Callable[[str], None]
@@ -79,6 +80,11 @@ class BackendModule(Protocol):
     def family(self) -> str: ...
 
     # --- building -------------------------------------------------------------------
+    @property
+    def finders(self) -> Mapping[str, ToolSpec]:
+        """How to find the tools only this family needs (registered with discovery)."""
+        ...
+
     @property
     def tools(self) -> tuple[str, ...]:
         """Tools whose versions the manifest records (nvcc, glslc, ...)."""
@@ -183,6 +189,7 @@ class Backend:
     """Defaults: a family that needs nothing beyond its recipe."""
 
     family = ""
+    finders: Mapping[str, ToolSpec] = MappingProxyType({})
     tools: tuple[str, ...] = ()
     compiler_languages: tuple[str, ...] = ()
     platform_hint = ""

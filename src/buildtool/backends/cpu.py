@@ -51,3 +51,6 @@ class CpuBackend(Backend):
         # only CPU-side backends: a cpu build that silently picked up a GPU backend is no
         # cpu artifact
         return bool(reported) and reported <= CPU_SIDE_BACKENDS, "CPU only"
+
+
+BACKEND = CpuBackend()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -23,7 +26,7 @@ from buildtool.backends.base import (
 from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
 from buildtool.records import HostFacts
 from buildtool.toolchains import discovery
-from buildtool.toolchains.discovery import Program
+from buildtool.toolchains.discovery import Program, ToolSpec, version_key
 from buildtool.toolchains.engines import Devices
 from buildtool.toolchains.provision import toolchains_dir
 
@@ -89,8 +92,29 @@ def _installed(name: str) -> Callable[[], Path | None]:
     return installed
 
 
+def nvcc_candidates() -> list[Path]:
+    """nvcc in ranked order: $CUDA_HOME/$CUDA_PATH (the user said so), toolkits buildtool
+    provisioned, NVIDIA's /usr/local/cuda[-X.Y], PyPI's nvidia/cu* trees in this Python's
+    site-packages, Debian's nvidia-cuda-toolkit; PATH comes after all of them."""
+    roots = [Path(r) for r in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if r]
+    roots += sorted(toolchains_dir().glob("cuda-*"), key=version_key, reverse=True)
+    roots.append(Path("/usr/local/cuda"))
+    roots += sorted(Path("/usr/local").glob("cuda-*"), key=version_key, reverse=True)
+    for entry in sys.path:
+        if entry and Path(entry).name in ("site-packages", "dist-packages"):
+            roots += sorted(Path(entry).glob("nvidia/cu[0-9]*"), key=version_key, reverse=True)
+    found = [r / "bin" / "nvcc" for r in roots]
+    found.append(Path("/usr/lib/nvidia-cuda-toolkit/bin/nvcc"))
+    return found
+
+
 class CudaBackend(Backend):
     family = "cuda"
+    finders = MappingProxyType({
+        "nvcc": ToolSpec(("nvcc",), version_pattern=r"release (\d+\.\d+)",
+                         install="a CUDA toolkit: NVIDIA's installer, or Debian's "
+                                 "nvidia-cuda-toolkit", places=nvcc_candidates),
+    })
     tools = ("nvcc",)
     compiler_languages = ("CUDA",)
     ci_container = True
@@ -165,3 +189,6 @@ class CudaBackend(Backend):
             problems.append(Problem("CUDA 11.x needs a host compiler g++ <= 11 (g++-11 not found)",
                                     "apt-get install g++-11"))
         return problems
+
+
+BACKEND = CudaBackend()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from buildtool.backends.base import Backend
 from buildtool.records import HostFacts
+from buildtool.toolchains.discovery import ToolSpec
 
 
 class MetalBackend(Backend):
     family = "metal"
+    finders = MappingProxyType({
+        "xcrun": ToolSpec(("xcrun",), version_pattern=r"version (\d+)",
+                          install="Xcode command line tools (xcode-select --install); Metal "
+                                  "needs a macOS host"),
+    })
     tools = ("xcrun",)
     platform_hint = "Metal needs a macOS arm64 host (in CI: a macos-14 runner)"
     wheel_oses = ("macos",)
@@ -17,3 +25,6 @@ class MetalBackend(Backend):
 
     def host_fit(self, host: HostFacts) -> str | None:
         return None if host.platform.startswith("macos") else "Metal needs macOS"
+
+
+BACKEND = MetalBackend()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import MappingProxyType
+
+from packaging.version import Version
 
 from buildtool.backends.base import (
     Backend,
@@ -18,6 +22,7 @@ from buildtool.backends.base import (
     find_tool,
 )
 from buildtool.records import HostFacts
+from buildtool.toolchains.discovery import Program, ToolSpec
 from buildtool.toolchains.engines import Devices
 from buildtool.toolchains.provision import debian_packages, toolchains_dir
 
@@ -29,8 +34,36 @@ SYSTEM_SPIRV_DIRS = [Path("/usr/share/cmake/SPIRV-Headers"),
                      Path("/usr/lib/aarch64-linux-gnu/cmake/SPIRV-Headers")]
 
 
+def find_headers() -> Iterator[Program]:
+    """Vulkan headers: $VULKAN_SDK, buildtool's provisioned copies, the system's."""
+    roots: list[Path] = []
+    if os.environ.get("VULKAN_SDK"):
+        roots.append(Path(os.environ["VULKAN_SDK"]) / "include")
+    roots += sorted(toolchains_dir().glob(f"{HEADERS}-*/usr/include"), reverse=True)
+    roots.append(Path("/usr/include"))
+    for root in roots:
+        header = root / "vulkan" / "vulkan_core.h"
+        try:
+            text = header.read_text(errors="replace")
+        except OSError:
+            continue
+        patch = re.search(r"#define VK_HEADER_VERSION (\d+)", text)
+        complete = re.search(r"#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION\("
+                             r"\s*\d+,\s*(\d+),\s*(\d+)", text)
+        version = Version(f"{complete.group(1)}.{complete.group(2)}.{patch.group(1)}") \
+            if patch and complete else None
+        yield Program(HEADERS, root, version)
+
+
 class VulkanBackend(Backend):
     family = "vulkan"
+    finders = MappingProxyType({
+        "glslc": ToolSpec(("glslc",), version_pattern=r"glslang (\d+\.\d+)",
+                          install="apt-get install glslc libvulkan-dev"),
+        HEADERS: ToolSpec((), install="`buildtool toolchain install vulkan-headers` (Debian "
+                          "trixie's libvulkan-dev, into a private prefix), or the LunarG "
+                          "Vulkan SDK ($VULKAN_SDK)", find=find_headers),
+    })
     tools = ("glslc",)
     module_file = "libggml-vulkan.so"
     # any vendor's GPU, after the vendor's own backend
@@ -109,3 +142,6 @@ def install_headers(progress: Progress = lambda _: None) -> Path:
 def installed_headers() -> Path | None:
     hits = sorted(toolchains_dir().glob(f"{HEADERS}-*"))
     return hits[-1] if hits else None
+
+
+BACKEND = VulkanBackend()

@@ -7,12 +7,11 @@ PEP 440 specifier set. Results are cached per process.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,92 +36,57 @@ class Program:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """How to find one tool: executable names, extra directories, how to read its version."""
+    """How to find one tool: executable names, where else to look, how to read its version.
+    A tool that is no program (headers, a library, an SDK's setup script) has ``find``,
+    which yields what it found with versions."""
 
     names: tuple[str, ...]
     version_args: tuple[str, ...] = ("--version",)
     version_pattern: str | None = None
     install: str = ""
+    places: Callable[[], Iterable[Path]] | None = None  # candidates preferred over PATH
+    find: Callable[[], Iterable[Program]] | None = None
 
 
-def _python_package_bin(module: str, attr: str) -> list[Path]:
+def _python_package_bin(module: str, attr: str, exe: str) -> list[Path]:
     try:
         mod = __import__(module)
     except ImportError:
         return []
     value = getattr(mod, attr, None)
-    return [Path(value)] if value else []
+    return [Path(value) / exe] if value else []
 
 
+# The tools every build needs. Each backend family adds its own (nvcc, glslc, the Vulkan
+# headers, ROCm's libraries, ...) through `register`, from its module's `finders`.
 TOOLS: dict[str, ToolSpec] = {
-    "cmake": ToolSpec(("cmake",), install="pip install cmake (a dependency of buildtool)"),
-    "ninja": ToolSpec(("ninja",), install="pip install ninja (a dependency of buildtool)"),
+    # the PyPI packages' binaries are preferred (they are pinned dependencies), then PATH
+    "cmake": ToolSpec(("cmake",), install="pip install cmake (a dependency of buildtool)",
+                      places=lambda: _python_package_bin("cmake", "CMAKE_BIN_DIR", "cmake")),
+    "ninja": ToolSpec(("ninja",), install="pip install ninja (a dependency of buildtool)",
+                      places=lambda: _python_package_bin("ninja", "BIN_DIR", "ninja")),
     "cc": ToolSpec(("cc", "gcc", "clang"), install="apt-get install build-essential"),
     "cxx": ToolSpec(("c++", "g++", "clang++"), install="apt-get install build-essential"),
     "ccache": ToolSpec(("ccache",), install="apt-get install ccache"),
-    "nvcc": ToolSpec(("nvcc",), version_pattern=r"release (\d+\.\d+)",
-                     install="a CUDA toolkit: NVIDIA's installer, or Debian's nvidia-cuda-toolkit"),
-    "hipcc": ToolSpec(("hipcc",), version_pattern=r"HIP version: (\d+\.\d+)",
-                      install="ROCm with hipBLAS/rocBLAS (https://rocm.docs.amd.com)"),
-    "hipconfig": ToolSpec(("hipconfig",), install="ROCm (hipconfig ships with HIP)"),
-    "icpx": ToolSpec(("icpx",), install="Intel oneAPI Base Toolkit; then `source "
-                     "/opt/intel/oneapi/setvars.sh`"),
-    "icx": ToolSpec(("icx",), install="Intel oneAPI Base Toolkit; then `source "
-                    "/opt/intel/oneapi/setvars.sh`"),
-    "glslc": ToolSpec(("glslc",), version_pattern=r"glslang (\d+\.\d+)",
-                      install="apt-get install glslc libvulkan-dev"),
-    "vulkan-headers": ToolSpec((), install="`buildtool toolchain install vulkan-headers` "
-                               "(Debian trixie's libvulkan-dev, into a private prefix), or the "
-                               "LunarG Vulkan SDK ($VULKAN_SDK)"),
-    "hipblas": ToolSpec((), install="ROCm's hipblas-dev (and rocblas-dev), e.g. "
-                        "`apt-get install hipblas-dev` from AMD's repository, or the "
-                        "rocm/dev-ubuntu image"),
-    "rocblas": ToolSpec((), install="ROCm's rocblas-dev, or the rocm/dev-ubuntu image"),
-    "oneapi": ToolSpec((), install="Intel oneAPI Base Toolkit (DPC++ compiler and oneMKL), "
-                       "which provides setvars.sh, or the intel/oneapi-basekit image"),
-    "xcrun": ToolSpec(("xcrun",), version_pattern=r"version (\d+)",
-                      install="Xcode command line tools (xcode-select --install); Metal needs a "
-                              "macOS host"),
 }
 
 
-def _nvcc_candidates() -> list[Path]:
-    """nvcc in ranked order: $CUDA_HOME/$CUDA_PATH (the user said so), toolkits buildtool
-    provisioned, NVIDIA's /usr/local/cuda[-X.Y], PyPI's nvidia/cu* trees in this Python's
-    site-packages, Debian's nvidia-cuda-toolkit; PATH comes after all of them."""
-    from buildtool.paths import cache_dir
-
-    roots = [Path(r) for r in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")) if r]
-    roots += sorted((cache_dir() / "toolchains").glob("cuda-*"), key=_version_key, reverse=True)
-    roots.append(Path("/usr/local/cuda"))
-    roots += sorted(Path("/usr/local").glob("cuda-*"), key=_version_key, reverse=True)
-    for entry in sys.path:
-        if entry and Path(entry).name in ("site-packages", "dist-packages"):
-            roots += sorted(Path(entry).glob("nvidia/cu[0-9]*"), key=_version_key, reverse=True)
-    found = [r / "bin" / "nvcc" for r in roots]
-    found.append(Path("/usr/lib/nvidia-cuda-toolkit/bin/nvcc"))
-    return found
+def register(name: str, spec: ToolSpec) -> None:
+    """Add a tool a backend family knows how to find."""
+    if TOOLS.get(name, spec) != spec:
+        raise ValueError(f"tool '{name}' is registered twice")
+    TOOLS[name] = spec
+    find_all.cache_clear()
 
 
-def _version_key(path: Path) -> tuple[int, ...]:
+def version_key(path: Path) -> tuple[int, ...]:
+    """The numbers in a directory's name, to sort versioned installations (cuda-12.4)."""
     return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
 
 
 def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:
     seen: set[Path] = set()
-    extra: list[Path] = []
-    if name == "cmake":
-        extra = [p / "cmake" for p in _python_package_bin("cmake", "CMAKE_BIN_DIR")]
-    elif name == "ninja":
-        extra = [p / "ninja" for p in _python_package_bin("ninja", "BIN_DIR")]
-    elif name == "nvcc":
-        extra = _nvcc_candidates()
-    elif name in ("hipcc", "hipconfig"):
-        extra = [r / "bin" / name for r in rocm_roots()]
-    elif name in ("icpx", "icx"):
-        extra = [r / "compiler" / "latest" / "bin" / name for r in oneapi_roots()]
-    # The PyPI packages' binaries are preferred (they are pinned dependencies), then PATH.
-    for p in extra:
+    for p in spec.places() if spec.places else ():
         if p.is_file() and os.access(p, os.X_OK) and p.resolve() not in seen:
             seen.add(p.resolve())
             yield p
@@ -148,86 +112,11 @@ def _probe_version(path: Path, spec: ToolSpec) -> Version | None:
         return None
 
 
-def _vulkan_headers() -> Iterator[Program]:
-    """Vulkan headers: $VULKAN_SDK, buildtool's provisioned copies, the system's."""
-    from buildtool.paths import cache_dir
-
-    roots: list[Path] = []
-    if os.environ.get("VULKAN_SDK"):
-        roots.append(Path(os.environ["VULKAN_SDK"]) / "include")
-    roots += sorted((cache_dir() / "toolchains").glob("vulkan-headers-*/usr/include"),
-                    reverse=True)
-    roots.append(Path("/usr/include"))
-    for root in roots:
-        header = root / "vulkan" / "vulkan_core.h"
-        try:
-            text = header.read_text(errors="replace")
-        except OSError:
-            continue
-        patch = re.search(r"#define VK_HEADER_VERSION (\d+)", text)
-        complete = re.search(r"#define VK_HEADER_VERSION_COMPLETE VK_MAKE_API_VERSION\("
-                             r"\s*\d+,\s*(\d+),\s*(\d+)", text)
-        version = Version(f"{complete.group(1)}.{complete.group(2)}.{patch.group(1)}") \
-            if patch and complete else None
-        yield Program("vulkan-headers", root, version)
-
-
-def rocm_roots() -> list[Path]:
-    """ROCm installations: $ROCM_PATH, $HIP_PATH, /opt/rocm, then /opt/rocm-X.Y.Z newest first."""
-    roots = [Path(r) for r in (os.environ.get("ROCM_PATH"), os.environ.get("HIP_PATH")) if r]
-    roots.append(Path("/opt/rocm"))
-    roots += sorted(Path("/opt").glob("rocm-*"), key=_version_key, reverse=True)
-    return list(dict.fromkeys(roots))
-
-
-def oneapi_roots() -> list[Path]:
-    """oneAPI installations: $ONEAPI_ROOT, /opt/intel/oneapi, ~/intel/oneapi."""
-    roots = [Path(os.environ["ONEAPI_ROOT"])] if os.environ.get("ONEAPI_ROOT") else []
-    roots += [Path("/opt/intel/oneapi"), Path.home() / "intel" / "oneapi"]
-    return list(dict.fromkeys(roots))
-
-
-_CMAKE_VERSION_RE = re.compile(r'set\(PACKAGE_VERSION "([0-9.]+)"\)')
-
-
-def _rocm_library(name: str) -> Iterator[Program]:
-    """hipBLAS/rocBLAS: the shared library in each ROCm root, its version from the CMake
-    package's version file (or the library's file name)."""
-    for root in rocm_roots():
-        libs = sorted((root / "lib").glob(f"lib{name}.so*"), key=lambda p: len(p.name))
-        if not libs:
-            continue
-        version: Version | None = None
-        config = root / "lib" / "cmake" / name / f"{name}-config-version.cmake"
-        text = config.read_text(errors="replace") if config.is_file() else ""
-        match = _CMAKE_VERSION_RE.search(text) or re.search(r"\.so\.(\d+\.\d+)", libs[-1].name)
-        if match:
-            with contextlib.suppress(InvalidVersion):
-                version = Version(match.group(1))
-        yield Program(name, libs[0], version)
-
-
-def _oneapi() -> Iterator[Program]:
-    """oneAPI's setvars.sh; the version is the compiler's (compiler/latest → 2025.1 ...)."""
-    for root in oneapi_roots():
-        setvars = root / "setvars.sh"
-        if not setvars.is_file():
-            continue
-        versions = [p.resolve().name for p in (root / "compiler").glob("*")
-                    if p.is_dir() and _VERSION_RE.fullmatch(p.resolve().name)]
-        version = max((Version(v) for v in versions), default=None)
-        yield Program("oneapi", setvars, version)
-
-
 @functools.cache
 def find_all(name: str) -> tuple[Program, ...]:
-    if name == "vulkan-headers":
-        return tuple(_vulkan_headers())
-    if name in ("hipblas", "rocblas"):
-        return tuple(_rocm_library(name))
-    if name == "oneapi":
-        return tuple(_oneapi())
     spec = TOOLS.get(name) or ToolSpec((name,))
+    if spec.find is not None:
+        return tuple(spec.find())
     return tuple(Program(name, p, _probe_version(p, spec)) for p in _candidates(name, spec))
 
 
