@@ -296,7 +296,7 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
     session.reporter.step("ISA audit (objdump)")
     report = audit.audit_files(files, declared=rt.cpu_features,
                                all_variants=rt.cpu_policy == "all-variants",
-                               platform=rt.platform, waivers=session.project.common.audit_allow)
+                               platform=rt.platform, waivers=rt.audit_allow)
     timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
     if report.verdict == "fail":
         raise AuditError(

@@ -716,14 +716,14 @@ def _installable(ctx: click.Context, name: str) -> str:
     from buildtool.schema import suggest
 
     known = backends.toolchains()
-    if name in known:
+    if backends.toolchain(name) is not None:
         return name
     session = _session(ctx)
     if name in session.project.matrix.targets:
         rt = session.resolve(name)
         wanted = backends.family(rt.family).toolchain_for(rt.toolkit)
-        if wanted in known:
-            return str(wanted)
+        if wanted is not None and backends.toolchain(wanted) is not None:
+            return wanted
         raise ToolchainError(f"target '{name}' needs no toolchain buildtool can provision "
                              f"({rt.family}); `buildtool doctor` says what to install")
     close = suggest(name, [*known, *session.project.matrix.targets])
@@ -736,15 +736,18 @@ def _installable(ctx: click.Context, name: str) -> str:
 @click.argument("name")
 @click.pass_context
 def toolchain_install(ctx: click.Context, name: str) -> None:
-    """Fetch NAME (vulkan-headers, cuda-13.0, cuda-12.4, cuda-11.8, or a target such as
-    cublas12) from package registries into a private prefix; the system is not touched."""
+    """Fetch NAME (a toolchain `buildtool toolchain list` names, a versioned one a family
+    provides, or a target such as cublas12) from package registries into a private prefix;
+    the system is not touched."""
     from buildtool import backends
 
     name = _installable(ctx, name)
     check_cache()  # toolchains are assembled there
     reporter = Reporter(quiet=ctx.obj.get("quiet", False))
     reporter.step(f"installing {name}")
-    path = backends.toolchains()[name].install(reporter.info)
+    chosen = backends.toolchain(name)
+    assert chosen is not None  # _installable checked it
+    path = chosen.install(reporter.info)
     echo(f"{name}: {path}")
 
 

@@ -32,6 +32,9 @@ GpuArch = Annotated[str, Match(r"[A-Za-z0-9_.+-]{1,32}",
                                "a GPU architecture such as 89-real or gfx1100")]
 FeatureName = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a CPU feature name such as avx2")]
 Glob = Annotated[str, Match(r"[A-Za-z0-9_.+*?\[\]-]{1,255}", "a file name pattern")]
+_GLOB_PART = r"(?!\.{1,2}(?:/|$))[A-Za-z0-9_.+*?\[\]-]{1,255}"
+PathGlob = Annotated[str, Match(rf"{_GLOB_PART}(?:/{_GLOB_PART}){{0,15}}",
+                                "a relative path pattern without '..' (nvidia/*/lib)")]
 # image references may use {toolkit} placeholders in recipes
 ImageRef = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._/:@{}-]{0,254}",
                                 "an image reference such as ubuntu:24.04")]
@@ -52,3 +55,4 @@ CpuPolicy = Annotated[str, Match.one_of(CPU_POLICIES, "a CPU policy")]
 # a feature the CPU data file knows (configuration; records may name others)
 KnownFeature = Annotated[str, Match.one_of(CPU.features, "a CPU feature")]
 KnownVariant = Annotated[str, Match.one_of(CPU.variants, "a ggml CPU variant")]
+CpuLevel = Annotated[str, Match.one_of(CPU.levels, "a CPU level")]

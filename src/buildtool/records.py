@@ -28,7 +28,9 @@ from buildtool.grammar import (
     EnvName,
     FeatureName,
     FileName,
+    PathGlob,
     Platform,
+    RelativePath,
     TargetName,
 )
 from buildtool.schema import CONTROL, Match, Range, convert, to_data
@@ -128,6 +130,9 @@ class WheelRecord:
     module: ModuleName
     requires: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    library_dirs: tuple[PathGlob, ...] = field(default=(), metadata={
+        "doc": "where the libraries of its dependencies lie below site-packages (globs): the "
+               "launcher puts them on the loader's path"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,8 +251,9 @@ class Manifest:
     smoke_env: dict[EnvName, str] = field(default_factory=dict)
     toolchain: dict[str, Tool] | None = field(default=None, metadata={
         **OPTIONAL, "doc": "the compilers and tools that built it (not for images)"})
-    files: dict[FileName, FileDigest] | None = field(default=None, metadata={
-        **OPTIONAL, "doc": "tarballs: every shipped file's sha256 (or symlink:<target>)"})
+    files: dict[RelativePath, FileDigest] | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "tarballs: every shipped file's sha256 (or symlink:<target>), by "
+                           "its path in the tarball's directory"})
     isa_audit: AuditRecord | None = None
     buildtool_version: str
     build_key: str

@@ -78,6 +78,48 @@ def test_the_tarball_kind_compiles_audits_packages_and_records(
     assert tarball.contents(made.path, made.manifest) == []
 
 
+def test_a_tarball_bundles_the_runtime_its_family_names(
+        tmp_path: Path, data: Path, fake_tools: object) -> None:
+    """A family's Bundle (a vendor runtime the backend module loads) ships beside the
+    programs, is audited like them, and its licenses land in licenses/<name>/."""
+    import dataclasses
+
+    from buildtool.backends.base import Bundle
+
+    vendor = tmp_path / "vendor-runtime"
+    vendor.mkdir()
+    (vendor / "libvendor.so.7").write_bytes(b"\x7fELF vendor")
+    (vendor / "LICENSE").write_text("Apache-2.0\n")
+    (vendor / "third-party.txt").write_text("notices\n")
+    source = _source(tmp_path)
+    rt = dataclasses.replace(res("cpu", host(data)), runtime=(Bundle(
+        name="vendorrt", version="7.0", files=(vendor / "libvendor.so.7",),
+        licenses=(("LICENSE", vendor / "LICENSE"),
+                  ("licensing/third-party.txt", vendor / "third-party.txt"))),))
+    plan = make_plan(rt, root=ROOT, source_dir=source.tree, tree_sha256="0" * 64,
+                     use_ccache=False, build_root=tmp_path / "build",
+                     dist_dir=tmp_path / "dist")
+    calls: list[str] = []
+    made = tarball.build(_job(plan, source, calls))
+    assert "libvendor.so.7" in calls[1]  # audited with what was built
+    files = made.manifest.files or {}
+    assert files["libvendor.so.7"] == data_sha(vendor / "libvendor.so.7")
+    assert files["licenses/vendorrt/licensing/third-party.txt"] == data_sha(
+        vendor / "third-party.txt")
+    with tarfile.open(made.path) as tf:
+        names = set(tf.getnames())
+        sums = tf.extractfile(  # type: ignore[union-attr]
+            f"{plan.artifact_name}/SHA256SUMS").read().decode()
+    assert {f"{plan.artifact_name}/libvendor.so.7",
+            f"{plan.artifact_name}/licenses/vendorrt/LICENSE"} <= names
+    assert "  licenses/vendorrt/LICENSE\n" in sums
+    assert tarball.contents(made.path, made.manifest) == []
+
+
+def data_sha(path: Path) -> str:
+    return data.file_sha(path)
+
+
 def test_the_image_kind_builds_saves_audits_what_it_reads_back(
         tmp_path: Path, data: Path, fake_tools: object,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,8 +9,9 @@ from packaging.version import Version
 
 from buildtool.config import preflight
 from buildtool.config.plan import artifact_name, make_plan
-from buildtool.config.project import load_project
+from buildtool.config.project import Project, load_project
 from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
+from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo, parse_proc_cpuinfo
 from buildtool.errors import ConfigError
 from buildtool.source.vendor import load_lock
@@ -302,3 +303,53 @@ def test_cublas13_drops_pre_turing_and_adds_blackwell(
     assert not any(a.startswith(("50", "61", "70")) for a in archs)
     assert rt.define("CMAKE_CUDA_COMPILER") == str(kit / "bin" / "nvcc")
     assert preflight.check(rt) == []
+
+
+def _vulkan_with(tmp_path: Path, extra: str) -> Project:
+    """A scratch project whose vulkan recipe has ``extra`` appended."""
+    from tests.unit.helpers import copy_project
+
+    copy_project(tmp_path)
+    recipe = tmp_path / "recipes" / "vulkan.yaml"
+    recipe.write_text(recipe.read_text() + extra)
+    return load_project(tmp_path)
+
+
+def test_a_recipe_cpu_floor_raises_the_claim(tmp_path: Path, data: Path,
+                                            fake_tools: object) -> None:
+    """A family whose bundled runtime needs SSE4.2 claims x86-64-v2 whatever the policy: an
+    all-variants build keeps its variants, a lower level is lifted, a higher one stays."""
+    project = _vulkan_with(tmp_path, "cpu-floor: [x86-64-v2, armv8.2]\n")
+
+    def claim(cpu: str, platform: str = "linux-x86_64") -> ResolvedTarget:
+        return resolve(project, "vulkan", lock=LOCK, host_cpu=host(data),
+                       host_platform=platform, overrides=Overrides(cpu=cpu), env={},
+                       probe=False)
+
+    portable = claim("all-variants")
+    assert portable.cpu_level == "x86-64-v2"
+    assert set(portable.cpu_features) == CPU.level_features("x86-64-v2")
+    assert dict(portable.defines)["GGML_CPU_ALL_VARIANTS"] == "ON"
+    assert portable.origins["cpu_floor"] == "recipes/vulkan.yaml"
+    lifted = claim("x86-64")
+    assert lifted.cpu_level == "x86-64-v2" and "sse4_2" in lifted.cpu_features
+    assert dict(lifted.defines)["GGML_SSE42"] == "OFF"  # the code stays x86-64; the claim rises
+    higher = claim("x86-64-v3")
+    assert higher.cpu_level == "x86-64-v3" and "avx2" in higher.cpu_features
+    arm = claim("armv8.0", "linux-aarch64")
+    assert arm.cpu_level == "armv8.2" and {"dotprod", "fp16"} <= set(arm.cpu_features)
+    # without a floor nothing changes
+    assert res("vulkan", host(data), overrides=Overrides(cpu="x86-64"),
+               probe=False).cpu_level == "x86-64"
+
+
+def test_a_recipe_audit_allow_joins_common_yaml(tmp_path: Path, data: Path,
+                                                fake_tools: object) -> None:
+    project = _vulkan_with(tmp_path, (
+        "audit-allow:\n  - file: libvendor.so\n    symbol: '*'\n    features: [avx2]\n"
+        "    reason: dispatches by CPUID\n"))
+    rt = resolve(project, "vulkan", lock=LOCK, host_cpu=host(data),
+                 host_platform="linux-x86_64", env={}, probe=False)
+    assert [a.file for a in rt.audit_allow] == [
+        *(a.file for a in project.common.audit_allow), "libvendor.so"]
+    assert res("vulkan", host(data), probe=False).audit_allow == project.common.audit_allow

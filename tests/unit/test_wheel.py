@@ -183,7 +183,8 @@ def test_rendered_project_builds_exactly_the_plans_cmake_configuration(
     assert manifest["llama_cpp"]["commit"] == LOCK.commit
     assert manifest["wheel"] == {"distribution": "llama-cpp-bin-cpu",
                                  "version": "11312.0+host.x86.64.v3",
-                                 "module": "llama_cpp_bin_cpu", "requires": [], "exclude": []}
+                                 "module": "llama_cpp_bin_cpu", "requires": [], "exclude": [],
+                                 "library_dirs": []}
     assert manifest["cpu"]["required_features"] == list(rt.cpu_features)
     assert "llama-cpp-bin-cpu" in (dest / "README.md").read_text()
     assert not (dest / "llama.cpp").exists()  # built from vendor/ in place
@@ -264,6 +265,14 @@ def test_package_template_api(data: Path, fake_tools: object, tmp_path: Path,
         site = tmp_path / "site" / "nvidia"
         (site / "cublas" / "lib").mkdir(parents=True)
         monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        # a cpu wheel depends on no runtime wheel: nothing is added
+        assert pkg.environment({"LD_LIBRARY_PATH": "/opt/x"})["LD_LIBRARY_PATH"] == "/opt/x"
+        # the directories come from the manifest's patterns (a recipe's wheel-library-dirs)
+        inner = dest / "llama_cpp_bin_cpu" / "manifest.json"
+        doc = json.loads(inner.read_text())
+        doc["wheel"]["library_dirs"] = ["nvidia/*/lib"]
+        inner.write_text(json.dumps(doc))
+        pkg.manifest.cache_clear()
         env = pkg.environment({"LD_LIBRARY_PATH": "/opt/x"})
         if sys.platform.startswith("linux"):
             assert env["LD_LIBRARY_PATH"] == f"{site / 'cublas' / 'lib'}:/opt/x"

@@ -72,12 +72,16 @@ def missing_cpu_features() -> list[str]:
 
 
 def _library_dirs() -> list[str]:
-    """Directories of runtime wheels this one depends on (NVIDIA's nvidia/*/lib)."""
+    """Directories of runtime wheels this one depends on, found on sys.path by the patterns
+    its manifest names (``wheel.library_dirs``: nvidia/*/lib for NVIDIA's wheels)."""
+    patterns: list[str] = manifest()["wheel"].get("library_dirs", [])
     dirs: list[str] = []
     for entry in sys.path:
-        base = Path(entry or ".") / "nvidia"
-        if base.is_dir():
-            dirs += sorted(str(p) for p in base.glob("*/lib") if p.is_dir())
+        base = Path(entry or ".")
+        if not base.is_dir():
+            continue
+        for pattern in patterns:
+            dirs += sorted(str(p) for p in base.glob(pattern) if p.is_dir())
     return list(dict.fromkeys(dirs))
 
 

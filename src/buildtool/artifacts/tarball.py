@@ -5,6 +5,7 @@ Layout of ``llama.cpp-b<N>-<target>[-<cpu>]-<os>-<arch>.tar.gz``::
     <name>/llama-server, llama-cli, llama-bench, llama-quantize
     <name>/lib*.so*          (next to the executables: RPATH is $ORIGIN)
     <name>/LICENSE           (llama.cpp's)
+    <name>/licenses/<runtime>/...  (a bundled vendor runtime's licenses, e.g. OpenVINO's)
     <name>/manifest.json     (see README "Manifest")
     <name>/SHA256SUMS        (every other file)
 
@@ -73,6 +74,9 @@ def collect(plan: BuildPlan) -> list[Path]:
     # all-variants libraries left out because of a known defect (recipes/common.yaml)
     dropped = set(left_out_files(plan.target))
     files.extend(sorted(p for p in libs if p.name not in dropped))
+    # a vendor runtime the backend module loads (the family's Bundle: e.g. OpenVINO's)
+    for bundle in plan.target.runtime:
+        files.extend(f for f in bundle.files if f.name not in {p.name for p in files})
     return files
 
 
@@ -99,6 +103,12 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized,
         if license_file.is_file():
             shutil.copy2(license_file, stage / "LICENSE")
             files["LICENSE"] = sha256_file(stage / "LICENSE")
+        for bundle in plan.target.runtime:
+            for rel, src in bundle.licenses:
+                where = f"licenses/{bundle.name}/{rel}"
+                (stage / where).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, stage / where)
+                files[where] = sha256_file(stage / where)
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)

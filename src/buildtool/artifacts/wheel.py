@@ -98,7 +98,7 @@ def wheel_manifest(plan: BuildPlan, base: Manifest) -> Manifest:
             f: tuple(v) for f, v in linux_flags(rt.cpu_features).items()}),
         wheel=WheelRecord(distribution=naming.distribution(rt), version=naming.version(rt),
                           module=naming.module(rt), requires=rt.wheel_requires,
-                          exclude=rt.wheel_exclude))
+                          exclude=rt.wheel_exclude, library_dirs=rt.wheel_library_dirs))
 
 
 def _toml(value: Any) -> str:
@@ -412,8 +412,8 @@ class InstalledWheel:
 
 
 def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
-    """os.environ with a wheel's runtime library directories (NVIDIA's wheels) first on the
-    loader's path, as its launcher runs the programs."""
+    """os.environ with a wheel's runtime library directories (its dependencies': NVIDIA's
+    wheels, OpenVINO's) first on the loader's path, as its launcher runs the programs."""
     if not dirs:
         return None
     old = os.environ.get("LD_LIBRARY_PATH", "")

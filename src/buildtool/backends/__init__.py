@@ -57,9 +57,14 @@ def family(name: str) -> BackendModule:
 
 
 def toolchains() -> dict[str, Toolchain]:
-    """Every toolchain any family can provision, by name."""
+    """Every toolchain any family lists, by name."""
     return {t.name: t for b in REGISTRY.values() for t in b.toolchains()}
 
 
+def toolchain(name: str) -> Toolchain | None:
+    """The toolchain called ``name``, from the family that provides it."""
+    return next((t for b in REGISTRY.values() if (t := b.toolchain(name)) is not None), None)
+
+
 __all__ = ["REGISTRY", "BackendContext", "BackendModule", "Devices", "Problem", "Toolchain",
-           "family", "toolchains"]
+           "family", "toolchain", "toolchains"]

@@ -56,14 +56,28 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class Bundle:
+    """A vendor runtime a tarball ships beside the programs (the libraries the backend module
+    loads, from the toolchain it was built with) and its license files, as
+    (path in the artifact below licenses/<name>/, file)."""
+
+    name: str
+    version: str
+    files: tuple[Path, ...]
+    licenses: tuple[tuple[str, Path], ...] = ()
+
+
+@dataclass(frozen=True)
 class Dynamic:
     """Settings a backend computes: (name, value, why) defines and environment. Defines
     whose value only holds on this machine (a toolkit's path) are named in ``host_only``:
-    an emitted project or an image's build stage leaves them to the machine that builds."""
+    an emitted project or an image's build stage leaves them to the machine that builds.
+    ``runtime``: what a tarball must bundle to run without the toolchain."""
 
     defines: tuple[tuple[str, str, str], ...] = ()
     env: tuple[tuple[str, str, str], ...] = ()
     host_only: frozenset[str] = frozenset()
+    runtime: tuple[Bundle, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,13 @@ class BackendModule(Protocol):
         ...
 
     def toolchains(self) -> tuple[Toolchain, ...]:
-        """What ``buildtool toolchain install`` can assemble for this family."""
+        """What ``buildtool toolchain install`` can assemble for this family (the names it
+        lists)."""
+        ...
+
+    def toolchain(self, name: str) -> Toolchain | None:
+        """The toolchain called ``name``, also one it does not list (any version of a
+        package index's runtime: ``openvino-2026.4.1``)."""
         ...
 
     def toolchain_for(self, toolkit: str | None) -> str | None:
@@ -220,6 +240,9 @@ class Backend:
 
     def toolchains(self) -> tuple[Toolchain, ...]:
         return ()
+
+    def toolchain(self, name: str) -> Toolchain | None:
+        return next((t for t in self.toolchains() if t.name == name), None)
 
     def toolchain_for(self, toolkit: str | None) -> str | None:
         return None

@@ -21,10 +21,25 @@ class CpuSettings:
 
 
 def cpu_settings(policy: str, arch: str, host: CpuInfo | None,
-                 avoid: frozenset[str] = frozenset()) -> CpuSettings:
+                 avoid: frozenset[str] = frozenset(), floor: str | None = None) -> CpuSettings:
     """Explicit GGML CPU options for a policy (the selection is the data file's: see
     :meth:`buildtool.cpudata.CpuData.select`); ``host`` is used by the 'host' policy.
-    Features in ``avoid`` (known defects of the pinned llama.cpp) are never enabled."""
+    Features in ``avoid`` (known defects of the pinned llama.cpp) are never enabled.
+    ``floor`` is the lowest level a bundled runtime runs on: the claim is raised to it."""
+    settings = _settings(policy, arch, host, avoid)
+    if floor is None:
+        return settings
+    levels = CPU.levels_of(arch)
+    if floor not in levels:
+        raise ValueError(f"CPU floor '{floor}' is no level of {arch}")
+    required = tuple(dict.fromkeys([*sorted(CPU.level_features(floor)), *settings.required]))
+    level = settings.level if settings.level in levels and \
+        levels.index(settings.level) >= levels.index(floor) else floor
+    return CpuSettings(settings.defines, required, level)
+
+
+def _settings(policy: str, arch: str, host: CpuInfo | None,
+              avoid: frozenset[str]) -> CpuSettings:
     levels = CPU.levels_of(arch)
     if not levels:
         raise ValueError(f"no CPU settings for architecture '{arch}'")

@@ -15,6 +15,7 @@ from buildtool.grammar import (
     ArtifactKind,
     CMakeName,
     Count,
+    CpuLevel,
     CpuPolicy,
     EnvName,
     FileName,
@@ -24,6 +25,7 @@ from buildtool.grammar import (
     KnownFeature,
     KnownVariant,
     OneLine,
+    PathGlob,
     Platform,
     RelativePath,
     Revision,
@@ -163,10 +165,16 @@ class Recipe:
         "the smoke test must offload layers to a GPU device of this backend"))
     platforms: tuple[Platform, ...]
     cpu: CpuPolicy | None = None
+    cpu_floor: tuple[CpuLevel, ...] = field(default=(), metadata=doc(
+        "per architecture, the lowest CPU level the family's runtime runs on (a vendor "
+        "runtime the artifact bundles): the artifact claims at least that level"))
     toolkit: Version | None = None
     gpu_archs: tuple[GpuArch, ...] = ()
     cmake_defines: dict[CMakeName, DefineValue] = field(default_factory=dict)
     requires: tuple[ToolRequirement, ...] = ()
+    audit_allow: tuple[AuditAllow, ...] = field(default=(), metadata=doc(
+        "instructions the ISA audit accepts in this family's files, beside "
+        "recipes/common.yaml's"))
     smoke_env: dict[EnvName, str] = field(default_factory=dict, metadata=doc(
         "environment for llama-bench during the smoke test"))
     docker: DockerSpec | None = None
@@ -183,6 +191,9 @@ class Recipe:
     wheel_exclude: tuple[Glob, ...] = field(default=(), metadata=doc(
         "libraries (sonames, fnmatch patterns) a wheel must not bundle: the user's driver "
         "or a dependency in wheel-requires provides them"))
+    wheel_library_dirs: tuple[PathGlob, ...] = field(default=(), metadata=doc(
+        "where the libraries of wheel-requires lie, as globs below site-packages "
+        "(nvidia/*/lib): the wheel's launcher puts them on the loader's path"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from buildtool.backends import REGISTRY, BackendContext
+from buildtool.backends.base import Bundle
 from buildtool.backends.cpu import cpu_settings
 from buildtool.config.model import (
+    AuditAllow,
     AvoidCpuFeatures,
     DefineValue,
     Recipe,
@@ -72,12 +74,15 @@ class ResolvedTarget:
     commit: str
     build_number: int
     avoided: tuple[AvoidCpuFeatures, ...] = ()  # known defects steered around (common.yaml)
+    audit_allow: tuple[AuditAllow, ...] = ()  # common.yaml's and the recipe's
+    runtime: tuple[Bundle, ...] = ()  # what a tarball bundles from the toolchain (this host)
     revision: int = 0
     runner: str = "ubuntu-24.04"  # the CI runner label
     container: str | None = None  # the CI build container, when not the recipe's image
     wheel_name: str = ""
     wheel_requires: tuple[str, ...] = ()
     wheel_exclude: tuple[str, ...] = ()
+    wheel_library_dirs: tuple[str, ...] = ()
     wheel_before_all: str = ""
     wheel_environment: tuple[tuple[str, str], ...] = ()
     dockerfile: str | None = None  # recipes/docker/<file>; None: no container image
@@ -127,7 +132,10 @@ class ResolvedTarget:
             "dropped_variants": list(self.dropped_variants),
             "revision": self.revision,
             "wheel": {"name": self.wheel_name, "requires": list(self.wheel_requires),
-                      "exclude": list(self.wheel_exclude)},
+                      "exclude": list(self.wheel_exclude),
+                      "library_dirs": list(self.wheel_library_dirs)},
+            "runtime": [{"name": b.name, "version": b.version,
+                         "files": [str(f) for f in b.files]} for b in self.runtime],
             "image": {"dockerfile": self.dockerfile, "build_image": self.build_image,
                       "runtime_image": self.runtime_image},
         }
@@ -247,9 +255,12 @@ def resolve(
             and CPU.levels_of(arch):
         effective_policy = CPU.foreign_host_level(arch)
         origins["cpu"] += f" → {effective_policy} (planning for {platform} on another host)"
+    floor = next((lv for lv in recipe.cpu_floor if CPU.arch_of_level(lv) == arch), None)
+    if floor is not None:
+        origins["cpu_floor"] = f"recipes/{spec.recipe}.yaml"
     try:
         avoid = frozenset(f for a in project.common.avoid_cpu_features for f in a.features)
-        cpu = cpu_settings(effective_policy, arch, host_cpu, avoid)
+        cpu = cpu_settings(effective_policy, arch, host_cpu, avoid, floor)
     except ValueError as exc:
         raise ConfigError(f"target {name}: {exc}", hint="choose a CPU policy for " + arch) \
             from exc
@@ -312,6 +323,7 @@ def resolve(
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
         smoke=project.matrix.defaults.smoke, origins=origins, commit=lock.commit,
         build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
+        audit_allow=(*project.common.audit_allow, *recipe.audit_allow), runtime=dynamic.runtime,
         revision=revision or 0,
         runner=pick(configured, "runner", origins),
         container=pick(configured, "container", origins),
@@ -319,6 +331,7 @@ def resolve(
         wheel_requires=tuple(_fill(r, toolkit) for r in pick(configured, "wheel_requires",
                                                               origins) or ()),
         wheel_exclude=tuple(_fill(r, toolkit) for r in recipe.wheel_exclude),
+        wheel_library_dirs=recipe.wheel_library_dirs,
         wheel_before_all=_fill(recipe.wheel_before_all, toolkit),
         wheel_environment=tuple((k, _fill(v, toolkit))
                                 for k, v in recipe.wheel_environment.items()),
