@@ -209,6 +209,7 @@ def test_toolchain_install_accepts_a_target_name(monkeypatch: pytest.MonkeyPatch
         return {n: make(n) for n in ("vulkan-headers", "cuda-13.0", "cuda-12.4", "cuda-11.8")}
 
     monkeypatch.setattr(backends, "toolchains", fake_toolchains)
+    monkeypatch.setattr(backends, "toolchain", lambda name: fake_toolchains().get(name))
     runner = CliRunner()
     result = runner.invoke(cli.cli, ["toolchain", "install", "cublas12"])
     assert result.exit_code == 0, result.output
