@@ -761,8 +761,9 @@ def toolchain_list(as_json: bool) -> None:
     if as_json:
         emit_json({n: str(p) if p else None for n, p in found.items()})
         return
+    width = max((len(name) for name in found), default=0) + 1
     for name, path in found.items():
-        echo(f"{name:<16} {path or 'not installed'}")
+        echo(f"{name:<{width}} {path or 'not installed'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,8 @@ ImageRef = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._/:@{}-]{0,254}",
                                 "an image reference such as ubuntu:24.04")]
 WheelName = Annotated[str, Match(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,99}",
                                  "a distribution name (letters, digits, '.', '_', '-')")]
+PackageName = Annotated[str, Match(r"[a-z0-9][a-z0-9+.-]{0,127}",
+                                   "a Debian/Ubuntu package name such as libvulkan-dev")]
 Count = Annotated[int, Range(minimum=1, maximum=1_000_000)]
 Revision = Annotated[int, Range(minimum=0, maximum=1_000_000)]
 

@@ -68,6 +68,24 @@ def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> 
     assert rows["vulkan"]["smoke"] == rows["cpu"]["smoke"] == "--smoke"
 
 
+def test_runners_install_what_each_recipe_names(fake_tools: object) -> None:
+    """Families that build on the runner itself get their recipe's ci-packages and the
+    toolchain buildtool provisions for them; in a vendor container, neither."""
+    rows = {e["target"]: e for e in _rows()}
+    assert rows["vulkan"]["packages"].split() == ["glslc", "libvulkan-dev",
+                                                  "mesa-vulkan-drivers", "debian-archive-keyring"]
+    assert rows["vulkan"]["toolchain"] == "vulkan-headers"
+    assert rows["cpu"]["packages"] == rows["cpu"]["toolchain"] == ""
+    assert rows["cublas12"]["packages"] == rows["cublas12"]["toolchain"] == ""
+    steps = _workflow("build.yml")["jobs"]["build"]["steps"]
+    runs = {s.get("if"): s.get("run", "") for s in steps}
+    assert "${{ matrix.packages }}" in runs["matrix.packages != ''"]
+    assert "toolchain install ${{ matrix.toolchain }}" in runs["matrix.toolchain != ''"]
+    # no family is named in the build job's steps but the one needing its environment
+    assert [s["if"] for s in steps if "matrix.family" in str(s.get("if"))] == [
+        "matrix.family == 'sycl'"]
+
+
 def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) -> None:
     entries = _fed_by("wheels", "wheels", "github-wheels",
                       {"target", "runner", "cpu", "os", "wheels", "container"})

@@ -106,9 +106,13 @@ def github_matrix(session: Session) -> dict[str, Any]:
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
         container = rt.container or (rt.build_image or "" if backend.ci_container else "")
+        # on the runner itself: the recipe's packages, then the toolchain buildtool provisions
+        packages = "" if container else " ".join(rt.recipe.ci_packages)
+        toolchain = "" if container else backend.toolchain_for(rt.toolkit) or ""
         include.append({"target": rt.name, "recipe": rt.recipe_name, "family": rt.family,
                         "platform": rt.platforms[0], "runner": rt.runner, "cpu": ci_cpu(rt),
                         "toolkit": rt.toolkit or "", "container": container,
+                        "packages": packages, "toolchain": toolchain,
                         "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
     return {"include": include}
 

@@ -25,6 +25,7 @@ from buildtool.grammar import (
     KnownFeature,
     KnownVariant,
     OneLine,
+    PackageName,
     PathGlob,
     Platform,
     RelativePath,
@@ -175,6 +176,9 @@ class Recipe:
     audit_allow: tuple[AuditAllow, ...] = field(default=(), metadata=doc(
         "instructions the ISA audit accepts in this family's files, beside "
         "recipes/common.yaml's"))
+    ci_packages: tuple[PackageName, ...] = field(default=(), metadata=doc(
+        "Ubuntu packages a CI runner installs before it builds this family (not in a "
+        "toolchain container)"))
     smoke_env: dict[EnvName, str] = field(default_factory=dict, metadata=doc(
         "environment for llama-bench during the smoke test"))
     docker: DockerSpec | None = None
