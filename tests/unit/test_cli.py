@@ -37,7 +37,7 @@ def test_matrix_json_says_why_not() -> None:
     assert code == 0
     rows = {r["target"]: r for r in json.loads(out)["targets"]}
     assert list(rows) == ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel",
-                          "vulkan", "metal"]
+                          "vulkan", "openvino", "metal"]
     assert rows["cpu"]["buildable_here"] is True and rows["cpu"]["reasons"] == []
     assert rows["metal"]["buildable_here"] is False
     assert "macOS arm64" in rows["metal"]["reasons"][0]
@@ -57,9 +57,13 @@ def test_matrix_github_format() -> None:
     assert code == 0
     include = json.loads(out)["include"]
     assert {e["target"] for e in include} == {"cpu", "cublas11", "cublas12", "cublas13",
-                                              "hipblas", "intel", "vulkan", "metal"}
+                                              "hipblas", "intel", "vulkan", "openvino",
+                                              "metal"}
     metal = next(e for e in include if e["target"] == "metal")
     assert metal["runner"].startswith("macos") and metal["platform"] == "macos-arm64"
+    # OpenVINO's CPU device needs no GPU: built on the runner itself, and smoke-tested there
+    ov = next(e for e in include if e["target"] == "openvino")
+    assert ov["runner"] == "ubuntu-24.04" and not ov.get("container") and ov["smoke"]
 
 
 def test_plan_shows_origins_and_commands() -> None:
@@ -73,7 +77,7 @@ def test_plan_shows_origins_and_commands() -> None:
 
 def test_plan_json_for_every_target_is_stable() -> None:
     for target in ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel", "vulkan",
-                   "metal"]:
+                   "openvino", "metal"]:
         code, out = run("plan", "--target", target, "--json")
         assert code == 0
         data = json.loads(out)

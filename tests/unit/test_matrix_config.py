@@ -12,16 +12,17 @@ from buildtool.errors import ConfigError, ExitCode, UnknownTargetError
 from tests.unit.helpers import ROOT, copy_project
 
 ALL_TARGETS = ["cpu", "cublas11", "cublas12", "cublas13", "hipblas", "intel", "vulkan",
-               "metal"]
+               "openvino", "metal"]
 
 
-def test_real_matrix_declares_all_seven_targets() -> None:
+def test_real_matrix_declares_every_target() -> None:
     project = load_project(ROOT)
     assert list(project.matrix.targets) == ALL_TARGETS
     families = {n: project.recipes[t.recipe].family for n, t in project.matrix.targets.items()}
     assert families == {"cpu": "cpu", "cublas11": "cuda", "cublas12": "cuda",
                         "cublas13": "cuda", "hipblas": "hip",
-                        "intel": "sycl", "vulkan": "vulkan", "metal": "metal"}
+                        "intel": "sycl", "vulkan": "vulkan", "openvino": "openvino",
+                        "metal": "metal"}
 
 
 def _write(tmp_path: Path, text: str) -> Path:

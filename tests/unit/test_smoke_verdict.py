@@ -170,6 +170,22 @@ def test_real_vulkan_build_without_a_device_fails(data: Path) -> None:
         "ran on a Vulkan device"]
 
 
+def test_real_openvino_run_on_its_cpu_device_passes(data: Path) -> None:
+    """Captured: the openvino tarball's llama-bench, ``-ngl 99``, on OpenVINO's CPU device."""
+    recs = _captured(data, "openvino-cpu-device.json")
+    assert {(r["backends"], r["gpu_info"]) for r in recs} == {("OPENVINO", "OpenVINO Runtime")}
+    assert failing(verdict(bench(recs), backend="OPENVINO", family="openvino", gpu=True)) == []
+
+
+def test_real_openvino_build_without_its_runtime_fails(data: Path) -> None:
+    """Captured: the same tarball without libopenvino.so: libggml-openvino.so does not load,
+    llama-bench runs everything on the CPU and still reports 99 layers "offloaded"."""
+    recs = _captured(data, "openvino-runtime-missing.json")
+    assert {(r["backends"], r["gpu_info"], r["n_gpu_layers"]) for r in recs} == {("CPU", "", 99)}
+    assert failing(verdict(bench(recs), backend="OPENVINO", family="openvino", gpu=True)) == [
+        "backend is OPENVINO", "ran on a OPENVINO device"]
+
+
 def test_cuda_module_that_cannot_load_is_waived_only_with_its_reason(data: Path) -> None:
     """Captured: the cublas13 artifact (GGML_BACKEND_DL) on our machine without a driver —
     libggml-cuda.so does not load, so backends lists only the CPU."""

@@ -75,6 +75,8 @@ def test_runners_install_what_each_recipe_names(fake_tools: object) -> None:
     assert rows["vulkan"]["packages"].split() == ["glslc", "libvulkan-dev",
                                                   "mesa-vulkan-drivers", "debian-archive-keyring"]
     assert rows["vulkan"]["toolchain"] == "vulkan-headers"
+    assert rows["openvino"]["packages"] == "opencl-headers ocl-icd-opencl-dev"
+    assert rows["openvino"]["toolchain"] == "openvino-2026.4.1"
     assert rows["cpu"]["packages"] == rows["cpu"]["toolchain"] == ""
     assert rows["cublas12"]["packages"] == rows["cublas12"]["toolchain"] == ""
     steps = _workflow("build.yml")["jobs"]["build"]["steps"]
