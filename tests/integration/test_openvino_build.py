@@ -13,12 +13,14 @@ import os
 import shutil
 import subprocess
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from buildtool import cmd
 from buildtool.errors import ExitCode
+from buildtool.outputs import sidecar
 from buildtool.toolchains import discovery as toolchain
 from buildtool.verify.synthetic import cached_model
 from tests.integration.conftest import buildtool
@@ -118,3 +120,23 @@ def test_without_its_runtime_the_smoke_fails(unpacked: Path, tmp_path: Path) -> 
     assert proc.returncode == ExitCode.SMOKE, proc.stdout + proc.stderr
     assert "libggml-openvino.so is shipped but cannot load here: libopenvino.so.2641 not found" \
         in proc.stdout + proc.stderr
+
+
+def test_the_wheel_runs_on_the_openvino_wheel(built: dict, work: Path) -> None:  # type: ignore[type-arg]
+    """The wheel bundles no OpenVINO: it depends on the openvino wheel of the same release,
+    whose libraries its launcher puts on the loader's path; the smoke test installs both
+    into a fresh virtual environment and runs on OpenVINO's CPU device."""
+    proc = buildtool("build", "--target", "openvino", "--artifact", "wheel",
+                     "--dist", str(work / "dist-openvino"),
+                     "--build-root", str(work / "build-openvino"), "--json")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    outcome = json.loads(proc.stdout)
+    assert outcome["smoke"]["verdict"] == "pass"
+    assert {t["backends"] for t in outcome["smoke"]["tests"]} == {"OPENVINO"}
+    wheel = Path(outcome["artifact"])
+    manifest = json.loads(sidecar(wheel, "manifest").read_text())
+    assert manifest["wheel"]["requires"] == ["openvino==2026.4.1"]
+    assert manifest["wheel"]["library_dirs"] == ["openvino/libs"]
+    assert manifest["repair"]["tag"].startswith("manylinux_")
+    with zipfile.ZipFile(wheel) as zf:
+        assert not [n for n in zf.namelist() if "libopenvino" in n]  # the dependency's

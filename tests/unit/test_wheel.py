@@ -120,6 +120,23 @@ def test_auditwheel_show_must_agree_with_the_tag(data: Path) -> None:
         wheel.check_tag(good, wheel.parse_show("not consistent with anything"))
 
 
+def test_excluded_libraries_are_set_aside_when_the_tag_is_checked(data: Path) -> None:
+    """Captured: `auditwheel show --json` of the repaired openvino wheel. show knows no
+    --exclude: the system's libOpenCL.so.1 (found) and OpenVINO's libraries (a dependency,
+    not found) make its overall tag linux_x86_64; the recipe excludes all three."""
+    shown = (data / "auditwheel" / "show-openvino-manylinux_2_35.json").read_text()
+    exclude = ("libopenvino.so.*", "libopenvino_*.so*", "libtbb*.so.*", "libhwloc.so.*",
+               "libOpenCL.so.*")
+    assert wheel.excluded_tag(shown, exclude) == "manylinux_2_35_x86_64"
+    # a library the recipe does not exclude keeps the overall tag: the check still fails
+    assert wheel.excluded_tag(shown, exclude[:-1]) == "linux_x86_64"
+    assert wheel.excluded_tag(shown, ()) == "linux_x86_64"
+    with pytest.raises(wheel.WheelError, match="unexpected output"):
+        wheel.excluded_tag('{"external_libs": []}', exclude)
+    with pytest.raises(wheel.WheelError, match="invalid JSON"):
+        wheel.excluded_tag("auditwheel: error", exclude)
+
+
 def test_repair_leaves_out_what_the_driver_provides() -> None:
     argv = wheel.repair_command(Path("in.whl"), Path("out"), ("libcuda.so.*", "libcublas.so.*"))
     assert argv[1:5] == ["-m", "auditwheel", "repair", "--plat"]

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import io
 import json
@@ -249,6 +250,20 @@ def parse_show(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+def excluded_tag(show_json: str, exclude: tuple[str, ...]) -> str | None:
+    """The tag `auditwheel show --json` gives once the libraries the recipe's wheel-exclude
+    names are set aside (`show` knows no exclusions: a library the user's system or a
+    dependency provides, such as libOpenCL.so.1 or OpenVINO's, makes it say linux_x86_64):
+    its symbol-version tag when every external library is excluded, else its overall tag."""
+    data = inputs.parse_json(show_json, "auditwheel show --json", error=WheelError)
+    if not isinstance(data, dict) or not isinstance(data.get("external_libs", {}), dict):
+        raise WheelError("auditwheel show --json: unexpected output")
+    external = [str(name) for name in data.get("external_libs", {})]
+    excluded = all(any(fnmatch.fnmatchcase(name, p) for p in exclude) for name in external)
+    tag = data.get("sym_tag") if excluded else data.get("overall_tag")
+    return tag if isinstance(tag, str) else None
+
+
 def check_tag(wheel: Path, shown: str | None) -> None:
     """`auditwheel show` must agree with the platform tag in the file name."""
     tags = WheelName.parse(wheel.name).platforms
@@ -328,10 +343,14 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
         raise WheelError(f"auditwheel left {len(repaired)} wheels in {out}")
     shown = cmd.capture([sys.executable, "-m", "auditwheel", "show", str(repaired[0])], env=env,
                         timeout=600)
-    tag = parse_show(shown)
+    tag, note = parse_show(shown), ""
+    if exclude and tag not in WheelName.parse(repaired[0].name).platforms:
+        tag = excluded_tag(cmd.capture([sys.executable, "-m", "auditwheel", "show", "--json",
+                                        str(repaired[0])], env=env, timeout=600), exclude)
+        note = "tag once the libraries wheel-exclude names are set aside"
     check_tag(repaired[0], tag)
     return repaired[0], RepairRecord(tool="auditwheel", tag=tag, excluded=exclude,
-                                     show=" ".join(shown.split()))
+                                     show=" ".join(shown.split()), note=note)
 
 
 # ---------------------------------------------------------------------------- the kind

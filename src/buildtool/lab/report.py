@@ -87,7 +87,7 @@ def tally(entries: list[LabEntry]) -> str:
 
 def cell_figures(entries: Iterable[LabEntry]) -> tuple[float | None, float | None, str]:
     """The fastest prompt and generation tokens/s of a cell's benchmarks, and the device."""
-    from buildtool.release.gate import best_speeds
+    from buildtool.verify.smoke import best_speeds
 
     top = best_speeds(b for e in entries for b in e.bench)
     pp = (top.pp.avg_ts or 0.0) if top.pp else None

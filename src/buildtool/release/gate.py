@@ -54,7 +54,6 @@ from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_dir, format_sums, read_sums, sidecar
 from buildtool.paths import source_date_epoch
 from buildtool.records import (
-    BenchTest,
     Manifest,
     ProblemRecord,
     ReleaseArtifact,
@@ -66,6 +65,7 @@ from buildtool.records import (
     Speed,
 )
 from buildtool.text import md, md_code, md_url, redact
+from buildtool.verify.smoke import backend_names, best_speeds
 
 R = TypeVar("R")
 
@@ -177,8 +177,6 @@ def contents_problems(a: Artifact) -> list[str]:
 def gpu_proof(a: Artifact) -> str | None:
     """Why a GPU artifact's smoke result does not prove it ran on a GPU of its backend."""
     assert a.manifest is not None and a.smoke is not None
-    from buildtool.verify.smoke import backend_names
-
     backend = a.manifest.backend
     on_backend = [t for t in a.smoke.tests if backend in backend_names([t])]
     if not on_backend:
@@ -327,26 +325,6 @@ def released_at(v: Verification) -> str:
         return epoch.isoformat(timespec="seconds")
     times = sorted(a.manifest.built_at for a in v.artifacts if a.manifest)
     return times[-1] if times else "1970-01-01T00:00:00+00:00"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Best:
-    pp: Speed | None
-    tg: Speed | None
-    device: str
-
-
-def best_speeds(tests: Iterable[BenchTest]) -> Best:
-    """The fastest prompt and generation figures of benchmark rows, with the device."""
-    rows = list(tests)
-
-    def top(prefix: str) -> Speed | None:
-        runs = [t for t in rows if t.test.startswith(prefix)]
-        best = max(runs, key=lambda t: t.avg_ts or 0.0, default=None)
-        return Speed(test=best.test, avg_ts=best.avg_ts) if best else None
-
-    device = next((t.gpu_info for t in rows if t.gpu_info), "CPU")
-    return Best(pp=top("pp"), tg=top("tg"), device=device)
 
 
 def human_size(n: int) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from buildtool import inputs
+from buildtool.archives import unzip
 from buildtool.errors import ConfigError, SourceError
 from buildtool.grammar import EnvName, OneLine, RelativePath, TargetName
 from buildtool.inputs import sha256_file
@@ -397,33 +398,6 @@ def _through_link(dest: Path, rel: str) -> bool:
     """Whether ``rel`` would be written through a symbolic link extracted earlier."""
     parts = rel.split("/")[:-1]
     return any((dest / Path(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1))
-
-
-def unzip(archive: Path, dest: Path, *, refuse: Callable[[str], Exception],
-          name: Callable[[str], str | None] = lambda n: n, keep_modes: bool) -> None:
-    """Extract a zip archive into ``dest``: ``name`` maps member names (None skips one),
-    a member that would land outside ``dest`` raises ``refuse(member)``. Unix modes from the
-    entries are kept as recorded (``keep_modes``) or normalized to 0755/0644 (installers)."""
-    root = dest.resolve()
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            rel = name(info.filename)
-            if rel is None:
-                continue
-            target = (dest / rel).resolve()
-            if not target.is_relative_to(root):
-                raise refuse(info.filename)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-            mode = (info.external_attr >> 16) & 0o777
-            if keep_modes and mode:
-                target.chmod(mode)
-            elif not keep_modes:
-                target.chmod(0o755 if mode & 0o111 else 0o644)
 
 
 def extract(archive: Path, dest: Path, subdir: str = "") -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buildtool import cmd
+from buildtool.archives import unzip
 from buildtool.errors import CommandError, ToolchainError
 from buildtool.paths import cache_dir
 
@@ -149,7 +150,5 @@ def pypi_wheels(requirements: tuple[str, ...], dest: Path, *,
 def unpack_wheel(wheel: Path, dest: Path) -> None:
     """Extract a wheel like an installer would, with the Unix modes its zip entries record
     (zipfile alone drops them: nvcc would not be executable)."""
-    from buildtool.source.vendor import unzip
-
     unzip(wheel, dest, keep_modes=False, refuse=lambda member: ToolchainError(
         f"{wheel.name}: member {member} leaves the prefix"))

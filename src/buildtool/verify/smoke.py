@@ -31,7 +31,7 @@ from buildtool.detect.cpu import CpuInfo
 from buildtool.errors import CommandError, DataError, SmokeError
 from buildtool.inputs import sha256_file
 from buildtool.outputs import sidecar, write_json
-from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Verdict
+from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Speed, Verdict
 from buildtool.toolchains import engines
 from buildtool.verify.synthetic import cached_model
 
@@ -55,6 +55,27 @@ def _test_kind(rec: BenchTest) -> str:
 def backend_names(tests: Iterable[BenchTest]) -> set[str]:
     """The backends llama-bench reported across its records ("CPU", "CUDA", ...)."""
     return {n.strip() for r in tests for n in (r.backends or "").split(",") if n.strip()}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Best:
+    pp: Speed | None
+    tg: Speed | None
+    device: str
+
+
+def best_speeds(tests: Iterable[BenchTest]) -> Best:
+    """The fastest prompt and generation figures of benchmark rows, with the device (what
+    release notes and lab reports show)."""
+    rows = list(tests)
+
+    def top(prefix: str) -> Speed | None:
+        runs = [t for t in rows if t.test.startswith(prefix)]
+        best = max(runs, key=lambda t: t.avg_ts or 0.0, default=None)
+        return Speed(test=best.test, avg_ts=best.avg_ts) if best else None
+
+    device = next((t.gpu_info for t in rows if t.gpu_info), "CPU")
+    return Best(pp=top("pp"), tg=top("tg"), device=device)
 
 
 def parse_bench(out: str) -> list[BenchTest]:
