@@ -24,7 +24,7 @@ def _zen3_host(monkeypatch: pytest.MonkeyPatch, data, fake_tools) -> None:  # ty
     monkeypatch.setattr("buildtool.config.session.detect_cpu", lambda: cpu)
     monkeypatch.setattr(host_mod, "detect_cpu", lambda: cpu)
     monkeypatch.setattr(host_mod, "detect_gpus", lambda sys_root=None: ())
-    monkeypatch.setattr("buildtool.toolchains.discovery.host_platform", lambda: "linux-x86_64")
+    monkeypatch.setattr("buildtool.config.session.host_platform", lambda: "linux-x86_64")
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -102,13 +102,16 @@ def test_build_without_target_uses_recommendation() -> None:
 
 def test_detect_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("buildtool.toolchains.discovery.inventory", lambda names=None: {})
+    monkeypatch.setattr("buildtool.toolchains.engines.detect", list)
     code, out = run("detect", "--json")
     assert code == 0
     data = json.loads(out)
     assert data["cpu"]["level"] == "x86-64-v3"
     assert data["cpu"]["ggml_features"] == ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"]
     assert data["recommended_target"] == "cpu" and data["reason"] == "no GPU found"
-    assert set(data) >= {"os", "arch", "platform", "cpu", "gpus", "toolchains"}
+    assert set(data) >= {"os", "arch", "platform", "cpu", "gpus", "toolchains", "drivers",
+                         "vulkan_icds", "devices", "engines"}
+    assert data["platform"] == f"{data['os']}-{data['arch']}" and data["engines"] == []
 
 
 def _main(*args: str) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from buildtool import records
 from buildtool.detect.cpu import from_flag_list
-from buildtool.detect.host import parse_nvidia_smi
+from buildtool.detect.host import parse_nvidia_smi, vulkan_icds
 from buildtool.errors import ExitCode, SmokeError
 from buildtool.lab import report
 from buildtool.lab import runner as lab
@@ -48,7 +48,7 @@ def test_host_facts_parsers(tmp_path: Path) -> None:
     icd.mkdir(parents=True)
     for name in ("lvp_icd.x86_64.json", "radeon_icd.x86_64.json", "nvidia_icd.json"):
         (icd / name).write_text("{}")
-    assert lab.vulkan_icds(tmp_path) == ["lvp", "nvidia", "radeon"]
+    assert vulkan_icds(tmp_path) == ["lvp", "nvidia", "radeon"]
 
 
 def test_gpus_from_sysfs_carry_the_amdgpu_driver(tmp_path: Path,
@@ -69,7 +69,8 @@ def test_gpus_from_sysfs_carry_the_amdgpu_driver(tmp_path: Path,
 
 
 def _host(**kw: Any) -> HostFacts:
-    data = {"id": "h1", "cpu": {"arch": "x86_64"}, "gpus": [], "vulkan_icds": [],
+    data = {"id": "h1", "platform": "linux-x86_64", "cpu": {"arch": "x86_64"}, "gpus": [],
+            "vulkan_icds": [],
             "engines": [],
             "devices": {"/dev/nvidiactl": False, "/dev/kfd": False, "/dev/dri": False}, **kw}
     return records.from_data(HostFacts, data, "test host")

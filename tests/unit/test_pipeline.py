@@ -185,7 +185,7 @@ def session(tmp_path: Path, data: Path, fake_tools: object,
     copy_project(tmp_path)
     (tmp_path / "recipes" / "cmake").mkdir(exist_ok=True)
     monkeypatch.setattr("buildtool.config.session.detect_cpu", lambda: host(data))
-    monkeypatch.setattr("buildtool.toolchains.discovery.host_platform", lambda: "linux-x86_64")
+    monkeypatch.setattr("buildtool.config.session.host_platform", lambda: "linux-x86_64")
     monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
     s = open_session(tmp_path)
     source = _source(tmp_path / "elsewhere")  # as --source PATH: vendor/ stays untouched

@@ -10,10 +10,9 @@ from pathlib import Path
 from buildtool.config.project import Project, load_project
 from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
 from buildtool.detect.cpu import CpuInfo
-from buildtool.detect.host import detect_cpu
+from buildtool.detect.host import detect_cpu, host_platform
 from buildtool.progress import Reporter
 from buildtool.source.vendor import Lock, load_lock
-from buildtool.toolchains import discovery as toolchain
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Session:
 
     @functools.cached_property
     def host_platform(self) -> str:
-        return toolchain.host_platform()
+        return host_platform()
 
     @property
     def root(self) -> Path:

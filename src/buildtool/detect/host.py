@@ -1,4 +1,6 @@
-"""Everything `buildtool detect` reports about the machine it runs on."""
+"""The machine buildtool runs on, detected once into a :class:`Host`: CPU, OS and platform,
+GPUs, drivers, device nodes, Vulkan drivers, container engines and tools. Builds, the lab and
+`buildtool detect` take it from here; the platform string is computed here only."""
 
 from __future__ import annotations
 
@@ -17,9 +19,58 @@ from buildtool.detect.cpu import (
     parse_sysctl,
 )
 from buildtool.errors import CommandError, ToolchainError
+from buildtool.records import clean
 from buildtool.toolchains import discovery as toolchain
 
 PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
+# device nodes GPU and accelerator stacks open (NVIDIA, ROCm, DRM render nodes, accel: NPUs)
+DEVICE_NODES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dri", "/dev/accel")
+
+
+def os_name() -> str:
+    return {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
+                                                                         sys.platform)
+
+
+def platform_name(system: str, arch: str) -> str:
+    """Platform strings follow each OS's convention: linux-aarch64 but macos-arm64."""
+    if arch == "aarch64" and system in ("macos", "windows"):
+        arch = "arm64"
+    return f"{system}-{arch}"
+
+
+def host_platform() -> str:
+    """This machine's platform (linux-x86_64, macos-arm64, ...)."""
+    return platform_name(os_name(), normalize_arch(_platform.machine()))
+
+
+def _read(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return ""
+
+
+def vulkan_icds(root: Path = Path("/")) -> list[str]:
+    """The Vulkan drivers installed (ICD manifests): ``lvp`` is Mesa's CPU implementation."""
+    names = set()
+    for d in ("usr/share/vulkan/icd.d", "etc/vulkan/icd.d"):
+        for path in (root / d).glob("*.json"):
+            names.add(clean(path.name.split(".")[0].removesuffix("_icd")))
+    return sorted(names)
+
+
+def detect_drivers(root: Path = Path("/")) -> dict[str, str]:
+    """Kernel GPU drivers and their versions (amdgpu, nvidia)."""
+    drivers = {}
+    amd = _read(root / "sys/module/amdgpu/version").strip()
+    if amd:
+        drivers["amdgpu"] = clean(amd)
+    nvidia = _read(root / "proc/driver/nvidia/version").splitlines()
+    if nvidia:
+        drivers["nvidia"] = clean(nvidia[0].strip())
+    return drivers
 
 
 @dataclass(frozen=True)
@@ -51,13 +102,17 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
 
 
 @dataclass(frozen=True)
-class HostInfo:
+class Host:
     os: str
     arch: str
     platform: str
     cpu: CpuInfo
     gpus: tuple[Gpu, ...] = ()
     toolchains: dict[str, list[toolchain.Program]] = field(default_factory=dict)
+    drivers: dict[str, str] = field(default_factory=dict)
+    vulkan_icds: tuple[str, ...] = ()
+    devices: dict[str, bool] = field(default_factory=dict)
+    engines: tuple[str, ...] = ()  # container engines that work here
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +127,10 @@ class HostInfo:
                 "features": sorted(self.cpu.features),
             },
             "gpus": [g.to_json() for g in self.gpus],
+            "drivers": dict(self.drivers),
+            "vulkan_icds": list(self.vulkan_icds),
+            "devices": dict(self.devices),
+            "engines": list(self.engines),
             "toolchains": {
                 name: [{"path": str(p.path), "version": str(p.version) if p.version else None}
                        for p in progs]
@@ -130,12 +189,16 @@ def detect_gpus(sys_root: Path = Path("/")) -> tuple[Gpu, ...]:
     return tuple(gpus)
 
 
-def detect_host(*, with_toolchains: bool = True) -> HostInfo:
+def detect_host(*, with_toolchains: bool = True, sys_root: Path = Path("/")) -> Host:
+    from buildtool.toolchains import engines
+
     cpu = detect_cpu()
-    os_name = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
-                                                                           sys.platform)
-    return HostInfo(
-        os=os_name, arch=cpu.arch, platform=toolchain.platform_name(os_name, cpu.arch), cpu=cpu,
-        gpus=detect_gpus(),
+    system = os_name()
+    return Host(
+        os=system, arch=cpu.arch, platform=platform_name(system, cpu.arch), cpu=cpu,
+        gpus=detect_gpus(sys_root),
         toolchains=toolchain.inventory() if with_toolchains else {},
+        drivers=detect_drivers(sys_root), vulkan_icds=tuple(vulkan_icds(sys_root)),
+        devices={d: (sys_root / d.lstrip("/")).exists() for d in DEVICE_NODES},
+        engines=tuple(e.name for e in engines.detect() if e.usable),
     )

@@ -16,7 +16,6 @@ import dataclasses
 import os
 import platform as _platform
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 from buildtool import __version__, backends, inputs, records
 from buildtool.artifacts import KINDS, find, kind_of
 from buildtool.detect.cpu import CpuInfo, normalize_arch
+from buildtool.detect.host import Host
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.outputs import sidecar, write_json
@@ -60,15 +60,6 @@ def parse_meminfo(text: str) -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-def vulkan_icds(root: Path = Path("/")) -> list[str]:
-    """The Vulkan drivers installed (ICD manifests): ``lvp`` is Mesa's CPU implementation."""
-    names = set()
-    for d in ("usr/share/vulkan/icd.d", "etc/vulkan/icd.d"):
-        for path in (root / d).glob("*.json"):
-            names.add(records.clean(path.name.split(".")[0].removesuffix("_icd")))
-    return sorted(names)
-
-
 def _read(path: Path) -> str:
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
@@ -77,23 +68,14 @@ def _read(path: Path) -> str:
         return ""
 
 
-def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> HostFacts:
-    from buildtool.detect.host import detect_gpus
-    from buildtool.toolchains import engines
-
-    drivers = {}
-    amd = _read(sys_root / "sys/module/amdgpu/version").strip()
-    if amd:
-        drivers["amdgpu"] = records.clean(amd)
-    nvidia = _read(sys_root / "proc/driver/nvidia/version").splitlines()
-    if nvidia:
-        drivers["nvidia"] = records.clean(nvidia[0].strip())
-    gpus = detect_gpus(sys_root)
-    engines_found = tuple(e.name for e in engines.detect() if e.usable)
+def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
+    """The lab's record of the host detection found (:func:`buildtool.detect.host.
+    detect_host`), with what a report shows besides: OS release, kernel, memory, Python."""
+    cpu = host.cpu
     return HostFacts(
         id=_platform.node() or "unknown-host", hostname=_platform.node(),
         os=parse_os_release(_read(sys_root / "etc/os-release")) or _platform.system(),
-        kernel=_platform.release(), platform=f"{sys.platform}-{cpu.arch}",
+        kernel=_platform.release(), platform=host.platform,
         cpu=HostCpu(model=records.clean(cpu.model) if cpu.model else None,
                     vendor=cpu.vendor, arch=cpu.arch, level=cpu.level,
                     cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
@@ -102,11 +84,9 @@ def host_facts(cpu: CpuInfo, *, sys_root: Path = Path("/")) -> HostFacts:
         gpus=tuple(GpuRecord(vendor=g.vendor, name=records.clean(g.name),
                              driver=records.clean(g.driver) if g.driver else None,
                              memory=records.clean(g.memory) if g.memory else None,
-                             source=g.source) for g in gpus),
-        drivers=drivers, vulkan_icds=tuple(vulkan_icds(sys_root)),
-        devices={d: (sys_root / d.lstrip("/")).exists()
-                 for d in ("/dev/nvidiactl", "/dev/kfd", "/dev/dri")},
-        engines=engines_found, python=_platform.python_version())
+                             source=g.source) for g in host.gpus),
+        drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
+        engines=host.engines, python=_platform.python_version())
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,9 +107,8 @@ def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
     """Why an artifact cannot run on this host, or None when it fits."""
     plat = manifest.platform
     os_name, _, arch = plat.partition("-")
-    here = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
-                                                                        sys.platform)
-    if os_name and os_name != here:
+    here = host.platform.partition("-")[0]
+    if os_name and here and os_name != here:
         return f"built for {plat}; this host is {here}"
     if arch and normalize_arch(arch) != cpu.arch:
         return f"built for {arch}; this host is {cpu.arch}"
@@ -236,16 +215,23 @@ def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engin
     return run_one(path, kind, manifest, host, cpu, settings, engine, note)
 
 
-def run(directory: Path, out: Path, *, cpu: CpuInfo, settings: Settings,
-        engine: str | None = None, note: Note = lambda _: None,
-        host: HostFacts | None = None) -> LabResults:
-    from buildtool.toolchains import engines
-
+def artifacts_in(directory: Path) -> list[Path]:
+    """The artifacts a lab run examines (UsageError when there are none)."""
     paths = find(directory)
     if not paths:
         raise UsageError(f"no artifacts (*.tar.gz, *.whl, *.oci.tar) under {directory}",
                          hint="download a build's artifacts into it first")
-    facts = host or host_facts(cpu)
+    return paths
+
+
+def run(directory: Path, out: Path, *, cpu: CpuInfo, host: HostFacts, settings: Settings,
+        engine: str | None = None, note: Note = lambda _: None) -> LabResults:
+    """Run every artifact under ``directory`` on this host (``host``: its record, made by
+    :func:`host_facts` from the one detection; ``cpu``: the same detection's CPU)."""
+    from buildtool.toolchains import engines
+
+    paths = artifacts_in(directory)
+    facts = host
     eng = None
     if any(p.name.endswith(".oci.tar") for p in paths) and facts.engines:
         try:

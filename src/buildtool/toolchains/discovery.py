@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,20 +142,3 @@ def install_hint(name: str) -> str:
 
 def inventory(names: Iterable[str] | None = None) -> dict[str, list[Program]]:
     return {n: list(find_all(n)) for n in (names or TOOLS)}
-
-
-def host_platform() -> str:
-    import platform as _platform
-
-    from buildtool.detect.cpu import normalize_arch
-
-    system = {"linux": "linux", "darwin": "macos", "win32": "windows"}.get(sys.platform,
-                                                                          sys.platform)
-    return platform_name(system, normalize_arch(_platform.machine()))
-
-
-def platform_name(system: str, arch: str) -> str:
-    """Platform strings follow each OS's convention: linux-aarch64 but macos-arm64."""
-    if arch == "aarch64" and system in ("macos", "windows"):
-        arch = "arm64"
-    return f"{system}-{arch}"
