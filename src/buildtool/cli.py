@@ -642,7 +642,6 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
 def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: bool,
                as_json: bool) -> None:
     """Materialize vendor/llama.cpp from the pinned sources (verified), or check it."""
-    from buildtool.errors import SourceError
     from buildtool.paths import writable_dir
     from buildtool.source import vendor
 
@@ -653,16 +652,7 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
         writable_dir(dest, "the llama.cpp tree")
         check_cache()  # downloaded archives are kept there
     if verify:
-        marker = vendor.current(lock, dest)
-        if marker is None:
-            raise SourceError(f"{dest} is missing or not from this lock",
-                              hint="run `buildtool vendor`")
-        digest = vendor.tree_digest(dest)
-        if digest != marker.tree_sha256:
-            raise SourceError(f"{dest} was modified since it was fetched (tree sha256 "
-                              f"{digest} != {marker.tree_sha256})",
-                              hint="run `buildtool vendor --force` to restore it")
-        made = marker
+        made = vendor.verify(lock, dest)
     else:
         made = vendor.materialize(lock, dest, local=source, force=force,
                                   progress=session.reporter.info)

@@ -89,6 +89,22 @@ def test_local_directory_verified_and_copied(tmp_path: Path) -> None:
     assert not list(dest.parent.glob(".llama.cpp.tmp-*"))
 
 
+def test_verify_rehashes_the_materialized_tree(tmp_path: Path) -> None:
+    """`buildtool vendor --verify`: the tree must still be what the lock pinned."""
+    tree = make_tree(tmp_path / "src")
+    lock = write_lock(tmp_path / "lock.json", tree_sha=vendor.tree_digest(tree),
+                      sources=[{"name": "local", "kind": "local"}])
+    dest = tmp_path / "vendor" / "llama.cpp"
+    with pytest.raises(SourceError, match="missing or not from this lock"):
+        vendor.verify(lock, dest)
+    made = vendor.materialize(lock, dest, local=tree)
+    assert vendor.verify(lock, dest) == made
+    (dest / "ggml" / "CMakeLists.txt").write_text("# edited by hand\n")
+    with pytest.raises(SourceError, match="modified since it was fetched") as info:
+        vendor.verify(lock, dest)
+    assert "vendor --force" in (info.value.hint or "")
+
+
 def test_modified_local_directory_is_refused(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "src")
     lock = write_lock(tmp_path / "lock.json", tree_sha=vendor.tree_digest(tree),

@@ -200,6 +200,21 @@ def current(lock: Lock, tree: Path) -> Materialized | None:
     return marker
 
 
+def verify(lock: Lock, dest: Path) -> Materialized:
+    """The tree at ``dest`` as it was materialized for ``lock``, re-hashed: a SourceError
+    when it is missing, from another lock, or modified since."""
+    marker = current(lock, dest)
+    if marker is None:
+        raise SourceError(f"{dest} is missing or not from this lock",
+                          hint="run `buildtool vendor`")
+    digest = tree_digest(dest)
+    if digest != marker.tree_sha256:
+        raise SourceError(f"{dest} was modified since it was fetched (tree sha256 "
+                          f"{digest} != {marker.tree_sha256})",
+                          hint="run `buildtool vendor --force` to restore it")
+    return marker
+
+
 def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
                 progress: Progress = lambda _: None, force: bool = False) -> Materialized:
     """Make ``dest`` hold the pinned tree, from the first source that works."""
