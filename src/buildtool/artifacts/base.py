@@ -98,6 +98,8 @@ class ArtifactModule(Protocol):
     KIND: ArtifactKind
     COMPILES_HERE: bool  # builds in the plan's build directory (an image builds in a stage)
     TAKES_BUILD_ARGS: bool  # --build-arg means something to it
+    CONTAINER: bool  # runs in a container engine (a lab host needs one); pushed to a registry
+    INDEXED: bool  # published in a package index (`buildtool index`, publish --index)
 
     def accepts(self, rt: ResolvedTarget) -> None:
         """Refuse (UsageError) a target this kind cannot be made of."""

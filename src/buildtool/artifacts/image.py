@@ -275,6 +275,8 @@ def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: st
 KIND: ArtifactKind = "image"
 SUFFIX = ".oci.tar"
 TAKES_BUILD_ARGS = True
+CONTAINER = True  # runs in a container engine; published to a registry
+INDEXED = False
 COMPILES_HERE = False  # the Dockerfile's build stage compiles
 
 

@@ -51,6 +51,8 @@ from buildtool.source.vendor import Lock, Materialized
 KIND: ArtifactKind = "tarball"
 SUFFIX = ".tar.gz"
 TAKES_BUILD_ARGS = False
+CONTAINER = False
+INDEXED = False
 COMPILES_HERE = True
 MANIFEST_SCHEMA = 1
 

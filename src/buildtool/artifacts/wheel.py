@@ -358,6 +358,8 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
 KIND: ArtifactKind = "wheel"
 SUFFIX = ".whl"
 TAKES_BUILD_ARGS = False
+CONTAINER = False
+INDEXED = True  # served from a package index (PEP 503)
 COMPILES_HERE = True  # scikit-build-core builds in the plan's build directory
 
 

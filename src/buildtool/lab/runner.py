@@ -233,7 +233,7 @@ def run(directory: Path, out: Path, *, cpu: CpuInfo, host: HostFacts, settings: 
     paths = artifacts_in(directory)
     facts = host
     eng = None
-    if any(p.name.endswith(".oci.tar") for p in paths) and facts.engines:
+    if any(KINDS[kind].CONTAINER for p in paths if (kind := kind_of(p))) and facts.engines:
         try:
             eng = engines.choose(engine)
         except ToolchainError as exc:

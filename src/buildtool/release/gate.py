@@ -351,8 +351,8 @@ def record(v: Verification, tag: str) -> ReleaseRecord:
             file=a.name, kind=a.kind, target=a.target, size=a.size, sha256=a.sha256,
             platform=a.manifest.platform if a.manifest else None,
             smoke=_release_smoke(a.smoke),
-            tags=a.manifest.image.tags if a.kind == "image" and a.manifest and a.manifest.image
-            else ()) for a in v.artifacts),
+            tags=a.manifest.image.tags if a.manifest and a.manifest.image else ())
+        for a in v.artifacts),
         exceptions=v.exceptions)
 
 

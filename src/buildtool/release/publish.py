@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 from urllib.parse import quote, urlsplit
 
 from buildtool import __version__, cmd, inputs, records
-from buildtool.artifacts import oci
+from buildtool.artifacts import KINDS, kind_of, oci
 from buildtool.errors import CommandError, PublishError, UsageError
 from buildtool.outputs import check_owned
 from buildtool.paths import writable_dir
@@ -557,12 +557,13 @@ def run(req: Request, *, step: Note, info: Note, warn: Note) -> Outcome:
                                   dry_run=req.dry_run, note=info)
         if req.index_dir is not None:
             step(f"wheel index {req.index_dir}")
-            actions += publish_index([f for f in files if f.suffix == ".whl"], req.index_dir,
+            actions += publish_index([f for f in files if (k := kind_of(f)) and KINDS[k].INDEXED],
+                                     req.index_dir,
                                      dry_run=req.dry_run, note=info)
         if req.registry is not None:
             step(f"images to {req.registry}")
             images = [(where / a.name, a.manifest) for a in verification.artifacts
-                      if a.kind == "image" and a.manifest is not None]
+                      if KINDS[a.kind].CONTAINER and a.manifest is not None]
             actions += publish_images(images, req.registry, dry_run=req.dry_run, note=info)
     finally:
         if scratch:
