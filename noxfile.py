@@ -22,9 +22,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on src/."""
+    """mypy --strict on src/, and the import contracts (pyproject.toml) with import-linter."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+    session.chdir("src")
+    session.run("lint-imports", "--config", "../pyproject.toml", "--no-cache")
 
 
 @nox.session(python=PYTHON)
