@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from buildtool import backends
 from buildtool.toolchains import discovery as toolchain
-from buildtool.toolchains import provision
 from tests.integration.conftest import buildtool
 
 ARCH = "89-real"
@@ -38,10 +38,12 @@ def _cache(build_dir: Path) -> dict[str, str]:
 def test_cuda_target_configures_and_compiles_with_provisioned_toolkit(
         target: str, work: Path) -> None:
     version = TARGETS[target]
-    if provision.installed()[f"cuda-{version}"] is None:
+    kit = backends.toolchain(f"cuda-{version}")
+    assert kit is not None
+    if kit.installed() is None:
         proc = buildtool("toolchain", "install", target, timeout=1800)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    prefix = provision.installed()[f"cuda-{version}"]
+    prefix = kit.installed()
     assert prefix is not None
     toolchain.find_all.cache_clear()
 
