@@ -3,7 +3,8 @@
 The property, for each reader: it returns a typed result or raises the error documented for
 that input (a BuildtoolError with the reader's exit code) — never another exception, never
 a hang, never unbounded memory. Inputs are mutations of real files (the matrix, a recipe, the
-lock, manifests, smoke and lab results, llama-bench output, captured /proc/cpuinfo), random
+lock, the CPU data file, manifests, smoke and lab results, llama-bench output, captured
+/proc/cpuinfo), random
 JSON of every shape (huge numbers, deep nesting, wrong types), YAML built from anchors and
 aliases, and raw bytes.
 
@@ -181,6 +182,24 @@ def test_recipe(project: Path, text: str) -> None:
             load_project(project)
     finally:
         write(project / "recipes" / "cuda.yaml", CUDA_RECIPE)
+
+
+CPU_DATA = (ROOT / "src" / "buildtool" / "data" / "cpu.yaml").read_text()
+
+
+@SETTINGS
+@given(text=mutated_text(CPU_DATA))
+def test_cpu_data(tmp_path: Path, text: str) -> None:
+    """The CPU data file, damaged: a CpuData that answers, or a ConfigError naming it."""
+    from buildtool.cpudata import load
+
+    path = write(tmp_path / "cpu.yaml", text)
+    with documented(ExitCode.CONFIG):
+        data = load(path)
+        for arch in ("x86_64", "aarch64"):
+            for level in data.levels_of(arch):
+                data.level_features(level)
+            data.select(arch, frozenset(data.features), None) if data.levels_of(arch) else None
 
 
 LOCK = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())
