@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from buildtool import cmd, outputs, records
+from buildtool import abi, backends, cmd, outputs, records
 from buildtool.artifacts import KINDS, image, wheel
-from buildtool.artifacts.base import BuildJob, base_manifest
+from buildtool.artifacts.base import Audits, BuildJob, base_manifest
 from buildtool.config import preflight
 from buildtool.config.plan import BuildPlan, make_plan
 from buildtool.config.resolve import Overrides, ResolvedTarget
@@ -19,10 +19,12 @@ from buildtool.config.session import Session
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.paths import check_cache, writable_dir
-from buildtool.records import AuditRecord, Manifest, SmokeRecord
+from buildtool.records import AbiVersions, Manifest, SmokeRecord
 from buildtool.source import vendor
+from buildtool.toolchains import buildenv
 from buildtool.toolchains import engines as engine
-from buildtool.verify import audit, smoke
+from buildtool.toolchains.buildenv import BuildEnv
+from buildtool.verify import audit, emulate, smoke
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,7 @@ class BuildOptions:
     artifacts: tuple[str, ...] = ()  # kinds to make (default: the target's, from the matrix)
     engine: str | None = None  # images: docker | podman | buildah (default: the first usable)
     build_args: tuple[tuple[str, str], ...] = ()  # images: --build-arg KEY=VALUE
+    build_env: str | None = None  # tarballs: a root file system or image to compile in
 
 
 @dataclass(kw_only=True)
@@ -87,10 +90,34 @@ class BuildOutcome:
 
 
 def plan_for(session: Session, rt: ResolvedTarget, options: BuildOptions, *,
-             tree_sha256: str | None) -> BuildPlan:
+             tree_sha256: str | None, build_env: BuildEnv | None = None) -> BuildPlan:
     return make_plan(rt, root=session.root, source_dir=session.vendor_dir,
                      tree_sha256=tree_sha256, jobs=options.jobs, use_ccache=options.ccache,
-                     build_root=options.build_root, dist_dir=options.dist)
+                     build_root=options.build_root, dist_dir=options.dist,
+                     build_env=build_env)
+
+
+def open_build_env(session: Session, rt: ResolvedTarget, options: BuildOptions,
+                   kinds: tuple[ArtifactKind, ...]) -> BuildEnv | None:
+    """The build environment --build-env names (None: build on this host)."""
+    if options.build_env is None:
+        return None
+    others = [k for k in kinds if k != "tarball"]
+    if others:
+        raise UsageError(f"--build-env builds tarballs; {', '.join(others)} "
+                         f"{'is' if len(others) == 1 else 'are'} built in their own "
+                         "environments (wheels: cibuildwheel's manylinux containers; images: "
+                         "the Dockerfile's build stage, BUILD_IMAGE)")
+    if not rt.platform.startswith("linux-") or rt.platform != rt.host_platform:
+        raise UsageError(f"--build-env builds for this host's platform ({rt.host_platform}) "
+                         f"on Linux; {rt.name} is for {rt.platform}")
+    eng = None
+    if not Path(options.build_env).is_dir():
+        eng = engine.choose(options.engine)
+    env = buildenv.open_env(options.build_env, engine=eng,
+                            extra_tools=backends.family(rt.family).tools)
+    session.reporter.info(f"build environment: {env.describe()}")
+    return env
 
 
 def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
@@ -231,12 +258,13 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     rt = session.resolve(options.target, options.overrides)
     kinds = artifact_kinds(rt, options)
     check_outputs(session, options)
-    if any(KINDS[k].COMPILES_HERE for k in kinds):
+    build_env = open_build_env(session, rt, options, kinds)
+    if any(KINDS[k].COMPILES_HERE for k in kinds) and build_env is None:
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
     eng = engine.choose(options.engine) if not all(KINDS[k].COMPILES_HERE for k in kinds) \
         else None
     source = _source(session, options.source)
-    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256)
+    plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256, build_env=build_env)
     fresh = options.fresh  # delete the build directory once: the artifact kinds share it
     timings["prepare"] = time.monotonic() - t0
     outcome = BuildOutcome(plan=plan, timings=timings)
@@ -251,7 +279,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     job = BuildJob(plan=plan, lock=session.lock, source=source, root=session.root,
                    reporter=rep, timings=timings,
                    compile=lambda: _compile(session, plan, options, timings),
-                   audit=lambda files: _audit(session, plan, files, timings),
+                   audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
     for kind_name in kinds:
         kind = KINDS[kind_name]
@@ -290,14 +318,13 @@ def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
 
 
 def _audit(session: Session, plan: BuildPlan, files: list[Path],
-           timings: dict[str, float]) -> AuditRecord:
+           timings: dict[str, float], *, own_runtime: bool = False) -> Audits:
     rt = plan.target
     t = time.monotonic()
     session.reporter.step("ISA audit (objdump)")
     report = audit.audit_files(files, declared=rt.cpu_features,
                                all_variants=rt.cpu_policy == "all-variants",
                                platform=rt.platform, waivers=rt.audit_allow)
-    timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
     if report.verdict == "fail":
         raise AuditError(
             f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
@@ -307,7 +334,28 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
     session.reporter.info(f"audit: {report.verdict}" + (
         f" ({len(report.files)} files)" if report.verdict == "pass" else
         f": {report.reason}"))
-    return report
+    session.reporter.step("ABI floor (ELF symbol versions)")
+    floor = abi.floor_of(files, platform=rt.platform,
+                         declared=None if own_runtime else rt.abi_floor)
+    timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
+    if floor.verdict == "fail":
+        raise AuditError(
+            f"{rt.name} needs a newer C library or C++ runtime than {rt.platform}'s floor "
+            f"({describe_floor(rt.abi_floor)}, from {rt.origins.get('abi_floor', '?')}):\n"
+            + abi.violations_message(floor),
+            hint="build it in an older build environment (--build-env; README \"What an "
+                 "artifact claims\") or raise the floor in build_matrix.yaml platforms")
+    session.reporter.info(f"ABI floor: {describe_floor(floor.floor) or floor.reason}"
+                          + (f" (within {describe_floor(floor.declared)})"
+                             if floor.declared else ""))
+    return Audits(isa=report, abi=floor)
+
+
+def describe_floor(versions: AbiVersions | None) -> str:
+    if versions is None:
+        return ""
+    return ", ".join(f"{family} {v}" for family in abi.FAMILIES
+                     if (v := getattr(versions, family)))
 
 
 def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
@@ -321,23 +369,31 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
         session.reporter.info(f"smoke: passed earlier ({previous.ran_at})")
         return
     t = time.monotonic()
+    models: list[str] = []
+    if made.manifest is not None and not KINDS[made.manifest.kind].CONTAINER:
+        models = emulate.claimed_models(made.manifest, rt.cpu_models)
+        if rt.cpu_models and not models:
+            session.reporter.info("emulated CPU models: none of "
+                                  f"{', '.join(rt.cpu_models)} has what it requires")
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
                                 allow_cpu_fallback=options.allow_cpu_fallback,
-                                engine=eng or options.engine)
+                                engine=eng or options.engine, cpu_models=models)
     key = "smoke" if made.kind == "tarball" else f"smoke_{made.kind}"
     timings[key] = time.monotonic() - t
 
 
 def run_smoke_step(session: Session, artifact: Path, rt: ResolvedTarget,
                    model: Path | None, *, allow_cpu_fallback: bool = False,
-                   engine: engine.Engine | str | None = None) -> SmokeRecord:
+                   engine: engine.Engine | str | None = None,
+                   cpu_models: list[str] | None = None) -> SmokeRecord:
     rep = session.reporter
     rep.step(f"smoke test ({'model ' + str(model) if model else 'synthetic model'})")
     result = smoke.run_smoke(artifact, host=session.host_cpu, model=model,
                              n_prompt=rt.smoke.n_prompt, n_gen=rt.smoke.n_gen,
                              repetitions=rt.smoke.repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
-                             note=rep.info)
+                             note=rep.info, system=session.host_system,
+                             cpu_models=cpu_models or ())
     for line in smoke.table(result).splitlines():
         rep.info(line)
     if not result.passed:
@@ -357,7 +413,8 @@ def configure(session: Session, plan: BuildPlan, options: BuildOptions,
     t = time.monotonic()
     rep.step(f"configure {plan.target.name} → {plan.build_dir}")
     rep.group(f"configure {plan.target.name}")
-    cmd.run(plan.configure, env={**os.environ, **dict(plan.env)}, log=log, echo=rep.command,
+    cmd.run(plan.command(plan.configure), env={**os.environ, **dict(plan.env)}, log=log,
+            echo=rep.command,
             what="CMake configure failed", error_type=BuildError)
     rep.endgroup()
     timings["configure"] = time.monotonic() - t
@@ -372,7 +429,8 @@ def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
     t = time.monotonic()
     rep.step(f"build {', '.join(plan.target.build_targets)}")
     rep.group(f"build {plan.target.name}")
-    cmd.run(plan.build, env=env, log=log, echo=rep.command, on_line=rep.ninja_line,
+    cmd.run(plan.command(plan.build), env=env, log=log, echo=rep.command,
+            on_line=rep.ninja_line,
             what="compilation failed", error_type=BuildError)
     rep.endgroup()
     timings["build"] = time.monotonic() - t

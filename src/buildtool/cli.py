@@ -90,7 +90,9 @@ def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
-               defines: tuple[str, ...]) -> Overrides:
+               defines: tuple[str, ...], abi_floor: str | None = None) -> Overrides:
+    from buildtool.config.resolve import parse_abi_floor
+
     archs = tuple(a for a in gpu_archs.replace(",", ";").split(";") if a) \
         if gpu_archs else None
     return Overrides(
@@ -99,7 +101,8 @@ def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
         if toolkit is not None else None,
         gpu_archs=check_value(tuple[GpuArch, ...], archs, "--gpu-archs", error=UsageError)
         if archs is not None else None,
-        defines=_parse_defines(defines))
+        defines=_parse_defines(defines),
+        abi_floor=parse_abi_floor(abi_floor, "--abi-floor") if abi_floor else None)
 
 
 target_options = [
@@ -111,6 +114,9 @@ target_options = [
                  help="GPU architectures, ';' or ',' separated (e.g. 89-real;90)."),
     click.option("-D", "--define", "defines", multiple=True, metavar="NAME=VALUE",
                  help="Extra CMake definition (overrides everything else; repeatable)."),
+    click.option("--abi-floor", default=None, metavar="FAMILY=VERSION,...",
+                 help="The glibc/libstdc++ symbol versions the binaries may need, over "
+                      "build_matrix.yaml's platforms (e.g. glibc=2.31,libstdcxx=3.4.28)."),
 ]
 
 
@@ -202,7 +208,8 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
-         gpu_archs: str | None, defines: tuple[str, ...], as_json: bool) -> None:
+         gpu_archs: str | None, defines: tuple[str, ...], abi_floor: str | None,
+         as_json: bool) -> None:
     """Show the resolved target (with where each value came from) and the exact commands."""
     from buildtool.build import BuildOptions, dry_run
     from buildtool.config import preflight
@@ -210,7 +217,7 @@ def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
     session = _session(ctx)
     outcome = dry_run(session, BuildOptions(target=target,
                                             overrides=_overrides(cpu, toolkit, gpu_archs,
-                                                                 defines)))
+                                                                 defines, abi_floor)))
     problems = preflight.check(outcome.plan.target)
     if as_json:
         emit_json({**outcome.plan.to_json(),
@@ -225,6 +232,12 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
     echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
                f"{rt.backend})")
     echo(f"platform     {rt.platform}")
+    if rt.abi_floor is not None:
+        floor = ", ".join(f"{k} {v}" for k, v in vars(rt.abi_floor).items() if v)
+        echo(f"abi floor    {floor} [{rt.origins.get('abi_floor', '')}]")
+    if rt.cpu_models:
+        echo(f"cpu models   {' '.join(rt.cpu_models)} (emulated; those its claim covers) "
+             f"[{rt.origins.get('cpu_models', '')}]")
     echo(f"cpu          {rt.cpu_policy} [{rt.origins.get('cpu', '')}] requires: "
                f"{' '.join(rt.cpu_features) or '-'}")
     if rt.dropped_variants:
@@ -286,12 +299,17 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               help="Where artifacts go (default: ./dist).")
 @click.option("--build-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where build directories go (default: ./build).")
+@click.option("--build-env", default=None, metavar="DIR|IMAGE",
+              help="Tarballs: compile in this root file system or container image (an older "
+                   "distribution: a lower glibc floor); see README \"What an artifact "
+                   "claims\".")
 @click.option("--allow-cpu-fallback", is_flag=True,
               help="Smoke: pass a GPU artifact that ran on the CPU (recorded as waived).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
-          gpu_archs: str | None, defines: tuple[str, ...], dry_run: bool, configure_only: bool,
+          gpu_archs: str | None, defines: tuple[str, ...], abi_floor: str | None,
+          build_env: str | None, dry_run: bool, configure_only: bool,
           artifacts: tuple[str, ...], emit: Path | None, engine: str | None,
           build_args: tuple[str, ...], smoke: bool, force: bool,
           fresh: bool, jobs: int | None, ccache: bool,
@@ -309,7 +327,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         target, reason = recommend(session, detect_gpus())
         session.reporter.step(f"no --target given: building '{target}' ({reason})")
     options = build_mod.BuildOptions(
-        target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines), smoke=smoke,
+        target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines, abi_floor),
+        build_env=build_env, smoke=smoke,
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,
         build_root=build_root.resolve() if build_root else None,
@@ -367,10 +386,22 @@ def _reporter(ctx: click.Context) -> Reporter:
 @click.option("--record/--no-record", default=True,
               help="Write the result beside the artifact (X.smoke.json; default) or only "
                    "print it.")
+@click.option("--cpu-model", "cpu_models", multiple=True, metavar="NAME",
+              help="Also run it on this emulated CPU model (QEMU user mode; repeatable): "
+                   "qemu64, Nehalem, SandyBridge, IvyBridge, Haswell, ... A model lacking a "
+                   "feature the artifact requires is refused (exit code 9).")
+@click.option("--run-anyway", is_flag=True,
+              help="Run on CPU models that lack required features too (they die of SIGILL, "
+                   "reported as such).")
+@click.option("--root", "root_fs", type=click.Path(path_type=Path, file_okay=False,
+                                                   exists=True), default=None,
+              help="Tarballs: run inside this root file system (an older distribution made "
+                   "by debootstrap), against its C library; needs root.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.pass_context
 def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: int, n_gen: int,
               repetitions: int, allow_cpu_fallback: bool, engine: str | None, record: bool,
+              cpu_models: tuple[str, ...], run_anyway: bool, root_fs: Path | None,
               as_json: bool) -> None:
     """Run ARTIFACT's llama-bench on a model and pass or fail it (exit code 8 on failure).
 
@@ -378,9 +409,13 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
     (*.oci.tar) or an image reference (localhost/llama.cpp:cpu-b11312). A wheel is installed
     into a fresh virtual environment and run through its installed entry points; an image
     runs llama-bench inside its container, as its own user, with the GPU devices its backend
-    needs (--gpus all, --device /dev/kfd, ...)."""
+    needs (--gpus all, --device /dev/kfd, ...).
+
+    Before anything runs, the artifact is refused (exit code 9) on a host, a root file
+    system or a CPU model that cannot run it: another architecture, a CPU feature it
+    lacks, or a C library / C++ runtime older than the artifact's ABI floor."""
     from buildtool import records
-    from buildtool.detect.host import detect_cpu
+    from buildtool.detect.host import detect_cpu, host_system, os_name
     from buildtool.errors import SmokeError
     from buildtool.outputs import sidecar
     from buildtool.paths import writable_file
@@ -405,10 +440,13 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
         subject = artifact  # an image reference (localhost/llama.cpp:cpu-b11312)
     if model is None:
         check_cache()  # the synthetic model is written there
-    result = smoke.run_smoke(subject, host=detect_cpu(), model=model,
+    host = detect_cpu()
+    result = smoke.run_smoke(subject, host=host, model=model,
                              n_prompt=n_prompt, n_gen=n_gen, repetitions=repetitions,
                              allow_cpu_fallback=allow_cpu_fallback, engine=engine,
-                             store=record, note=_reporter(ctx).info)
+                             store=record, note=_reporter(ctx).info,
+                             system=host_system(os_name(), host.arch), root=root_fs,
+                             cpu_models=cpu_models, run_anyway=run_anyway)
     if as_json:
         emit_json(records.to_json(result))
     else:

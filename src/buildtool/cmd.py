@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -128,6 +129,34 @@ def capture(
         lines = (proc.stdout + proc.stderr).splitlines()[-TAIL_LINES:]
         raise CommandError(args, proc.returncode, lines)
     return proc.stdout
+
+
+@dataclass(frozen=True)
+class Captured:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def capture_all(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = 60,
+) -> Captured:
+    """Run a short command and return its exit status, stdout and stderr (never raises for
+    a failing command: the caller judges; a timeout is CommandError)."""
+    args = [os.fspath(a) for a in argv]
+    args[0] = resolve(args[0], env=env)
+    try:
+        proc = subprocess.run(
+            args, cwd=cwd, env=dict(env) if env is not None else None, capture_output=True,
+            text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(args, -1, [f"timed out after {timeout} s"]) from exc
+    return Captured(proc.returncode, proc.stdout, proc.stderr)
 
 
 def _terminate(proc: subprocess.Popen[str]) -> None:

@@ -43,6 +43,17 @@ class Level:
     march: str | None = None  # arm64: the -march base the level compiles for
 
 
+_Model = Annotated[str, Match(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", "a CPU model name such as "
+                                                                 "Haswell")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CpuModel:
+    """A CPU model the architecture's emulator offers, and the features it has."""
+
+    features: tuple[_Name, ...]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Architecture:
     baseline: tuple[_Name, ...]
@@ -55,6 +66,9 @@ class Architecture:
     # option is its own -D<OPTION>=ON|OFF
     ggml_march_define: str | None = None
     variants: dict[_Level, Level] = field(default_factory=dict)
+    emulator: str | None = None  # the user-mode emulator that runs its binaries elsewhere
+    emulator_lacks: tuple[_Name, ...] = ()  # what that emulator cannot execute
+    cpu_models: dict[_Model, CpuModel] = field(default_factory=dict)  # lowest first
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,6 +265,56 @@ class CpuData:
             out.extend(f for f in lv.features if f not in out)
         return tuple(out)
 
+    # ------------------------------------------------------------------ emulated CPUs
+
+    def variants_of(self, arch: str) -> tuple[str, ...]:
+        a = self.data.architectures.get(arch)
+        return tuple(a.variants) if a else ()
+
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m for a in self.data.architectures.values() for m in a.cpu_models)
+
+    def model_arch(self, model: str) -> str | None:
+        return next((name for name, a in self.data.architectures.items()
+                     if model in a.cpu_models), None)
+
+    def model_features(self, model: str) -> frozenset[str]:
+        """Everything a CPU model has (its architecture's baseline, what it lists, and
+        what those imply)."""
+        arch = self.model_arch(model)
+        if arch is None:
+            return frozenset()
+        a = self.data.architectures[arch]
+        return self.closure([*a.baseline, *a.cpu_models[model].features])
+
+    def emulator(self, arch: str) -> str | None:
+        a = self.data.architectures.get(arch)
+        return a.emulator if a else None
+
+    def unemulated(self, model: str) -> tuple[str, ...]:
+        """What of a model the emulator cannot execute (empty: it can be emulated)."""
+        arch = self.model_arch(model)
+        if arch is None:
+            return ()
+        lacks = self.data.architectures[arch].emulator_lacks
+        features = self.model_features(model)
+        return tuple(f for f in lacks if f in features)
+
+    def covering_models(self, arch: str, required: Iterable[str]) -> tuple[str, ...]:
+        """The models, lowest first, that have every ``required`` feature (the models an
+        artifact's claim covers)."""
+        a = self.data.architectures.get(arch)
+        if a is None:
+            return ()
+        need = self.closure(required)
+        return tuple(m for m in a.cpu_models if need <= self.model_features(m))
+
+    def lowest_model(self, arch: str, required: Iterable[str]) -> str | None:
+        """The lowest model that has every required feature and can be emulated: the one a
+        portable artifact must be proven on."""
+        return next((m for m in self.covering_models(arch, required)
+                     if not self.unemulated(m)), None)
+
     # ------------------------------------------------------------------ checks
 
     def _check(self) -> None:
@@ -292,6 +356,11 @@ class CpuData:
             if arch.foreign_host_level not in arch.levels:
                 problems.append(f"{where}.foreign-host-level: '{arch.foreign_host_level}' "
                                 "is not one of its levels")
+            names(f"{where}.emulator-lacks", arch.emulator_lacks)
+            for model, spec in arch.cpu_models.items():
+                names(f"{where}.cpu-models.{model}", spec.features)
+            if arch.cpu_models and not arch.emulator:
+                problems.append(f"{where}: cpu-models need an emulator")
             if arch.ggml_march_define and any(lv.march is None for lv in arch.levels.values()):
                 problems.append(f"{where}: every level needs a march value when "
                                 "ggml-march-define is set")

@@ -115,12 +115,44 @@ class AuditRecord:
     files: dict[str, FileAuditRecord] = field(default_factory=dict)
 
 
+AbiVersion = Annotated[str, Match(r"[0-9]{1,4}(\.[0-9]{1,4}){0,3}", "a version such as 2.34")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbiVersions:
+    """The highest symbol version of each runtime family (None: not needed / not stated)."""
+
+    glibc: AbiVersion | None = field(default=None, metadata={"doc": "GLIBC_x.y"})
+    libstdcxx: AbiVersion | None = field(default=None, metadata={"doc": "GLIBCXX_3.4.n"})
+    cxxabi: AbiVersion | None = field(default=None, metadata={"doc": "CXXABI_1.3.n"})
+    libgcc: AbiVersion | None = field(default=None, metadata={"doc": "GCC_x.y (libgcc_s)"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbiRecord:
+    """The ABI floor of the shipped ELF files (README "What an artifact claims")."""
+
+    verdict: Literal["pass", "fail", "recorded", "skipped"]
+    reason: str | None = field(default=None, metadata=OPTIONAL)
+    floor: AbiVersions = field(default_factory=AbiVersions, metadata={
+        "doc": "what the artifact needs of the system: the highest version per family"})
+    declared: AbiVersions | None = field(default=None, metadata={
+        "doc": "the floor build_matrix.yaml declares for the platform (None: none declared)"})
+    system_libraries: tuple[str, ...] = field(default=(), metadata={
+        "doc": "libraries the binaries load that the artifact does not ship"})
+    files: dict[str, AbiVersions] = field(default_factory=dict)
+    violations: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuildHost:
     platform: str
     machine: str = ""
     builder: str | None = field(default=None, metadata={
         **OPTIONAL, "doc": "a URI naming the build platform (SLSA builder.id)"})
+    environment: str | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the build environment the compile ran in (--build-env): its "
+                           "distribution and root file system or image"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +234,46 @@ class BenchTest:
     build_number: int | None = None
 
 
+class EmulatedVerdict(enum.StrEnum):
+    """``pass``: it ran and the checks held; ``fail``: it ran and failed (SIGILL, a wrong
+    variant); ``refused``: the model lacks features the artifact requires, so it was not run
+    (``--run-anyway`` runs it); ``not-emulated``: the emulator cannot execute the model."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    REFUSED = "refused"
+    NOT_EMULATED = "not-emulated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatedRun:
+    """The smoke on one emulated CPU model (QEMU user mode)."""
+
+    model: str
+    emulator: str = ""
+    level: str | None = None
+    verdict: EmulatedVerdict
+    reason: str = ""
+    variant: str | None = field(default=None, metadata={
+        "doc": "the libggml-cpu variant the loader chose (all-variants builds)"})
+    expected_variant: str | None = None
+    tests: tuple[BenchTest, ...] = ()
+    duration_s: Seconds = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is EmulatedVerdict.PASS
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemRecord:
+    """The C library and C++ runtime the smoke ran on (a root file system, or this host)."""
+
+    root: str = "/"
+    glibc: str | None = None
+    libstdcxx: str | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class SmokeRecord:
     """A smoke verdict: llama-bench's figures and every check, for one artifact file."""
@@ -219,10 +291,17 @@ class SmokeRecord:
     artifact_sha256: Sha256 | None = field(default=None, metadata={
         "doc": "the file that ran (a release proves it is the same)"})
     ran_at: str = ""
+    system: SystemRecord | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the glibc and libstdc++ it ran on (images: their own)"})
+    emulated: tuple[EmulatedRun, ...] = field(default=(), metadata={
+        "doc": "the runs on emulated CPU models (smoke --cpu-model, the matrix's cpu-models)"})
 
     @property
     def passed(self) -> bool:
         return self.verdict is Verdict.PASS
+
+    def proven_models(self) -> tuple[str, ...]:
+        return tuple(r.model for r in self.emulated if r.passed)
 
     def failures(self) -> list[CheckRecord]:
         return [c for c in self.checks if not c.ok]
@@ -255,6 +334,8 @@ class Manifest:
         **OPTIONAL, "doc": "tarballs: every shipped file's sha256 (or symlink:<target>), by "
                            "its path in the tarball's directory"})
     isa_audit: AuditRecord | None = None
+    abi: AbiRecord | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the glibc/libstdc++ floor of the shipped ELF files"})
     buildtool_version: str
     build_key: str
     built_at: str
@@ -375,6 +456,10 @@ class ReleaseSmoke:
     pp: Speed | None = None
     tg: Speed | None = None
     device: str = "CPU"
+    cpu_models: tuple[str, ...] = field(default=(), metadata={
+        "doc": "the emulated CPU models it passed on"})
+    ran_on_glibc: str | None = field(default=None, metadata={
+        "doc": "the glibc of the system the smoke ran on"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,6 +470,8 @@ class ReleaseArtifact:
     size: NonNegative
     sha256: Sha256
     platform: str | None = None
+    abi_floor: AbiVersions | None = field(default=None, metadata={
+        "doc": "what it needs of the system (glibc, libstdc++ symbol versions)"})
     smoke: ReleaseSmoke
     tags: tuple[str, ...] = ()
 

@@ -82,7 +82,8 @@ def test_plan_json_for_every_target_is_stable() -> None:
         assert code == 0
         data = json.loads(out)
         assert set(data) == {"target", "key", "source_dir", "project_dir", "build_dir",
-                             "artifact", "env", "configure", "build", "toolchain", "preflight"}
+                             "artifact", "env", "configure", "build", "toolchain", "preflight",
+                             "build_env"}
         assert data["configure"][1:3] == ["-S", str(ROOT / "recipes" / "cmake")]
         assert f"-DLLAMA_CPP_SOURCE_DIR={ROOT / 'vendor' / 'llama.cpp'}" in data["configure"]
         assert data["target"]["target"] == target

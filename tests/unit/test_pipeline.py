@@ -14,13 +14,13 @@ import pytest
 from buildtool import build as pipeline
 from buildtool import records
 from buildtool.artifacts import KINDS, image, tarball
-from buildtool.artifacts.base import BuildJob
+from buildtool.artifacts.base import Audits, BuildJob
 from buildtool.config.plan import BuildPlan, make_plan
 from buildtool.config.resolve import Overrides
 from buildtool.config.session import open_session
 from buildtool.outputs import lookup, read_sums, sidecar
 from buildtool.progress import Reporter
-from buildtool.records import AuditRecord, Manifest
+from buildtool.records import AbiRecord, AbiVersions, AuditRecord, Manifest
 from buildtool.source.vendor import Materialized
 from tests.unit import helpers
 from tests.unit import release_data as data
@@ -29,6 +29,7 @@ from tests.unit.test_resolve import LOCK, host, res
 from tests.unit.test_wheel import _source
 
 PASS = AuditRecord(verdict="pass")
+FLOOR = AbiRecord(verdict="pass", floor=AbiVersions(glibc="2.34", libstdcxx="3.4.30"))
 
 
 def _compiler(plan: BuildPlan, calls: list[str]) -> Any:
@@ -47,9 +48,10 @@ def _compiler(plan: BuildPlan, calls: list[str]) -> Any:
 
 
 def _job(plan: BuildPlan, source: Materialized, calls: list[str], **kw: Any) -> BuildJob:
-    def audit(files: list[Path]) -> AuditRecord:
-        calls.append("audit:" + ",".join(sorted(f.name for f in files)))
-        return PASS
+    def audit(files: list[Path], *, own_runtime: bool = False) -> Audits:
+        calls.append("audit:" + ",".join(sorted(f.name for f in files))
+                     + (" (own runtime)" if own_runtime else ""))
+        return Audits(isa=PASS, abi=FLOOR)
     return BuildJob(plan=plan, lock=LOCK, source=source, root=ROOT,
                     reporter=Reporter(quiet=True), timings={},
                     compile=_compiler(plan, calls), audit=audit, **kw)
@@ -67,6 +69,7 @@ def test_the_tarball_kind_compiles_audits_packages_and_records(
                      "llama-quantize,llama-server"]
     assert made.kind == "tarball" and made.path == plan.artifact_path
     assert made.manifest.files is not None and made.manifest.isa_audit == PASS
+    assert made.manifest.abi == FLOOR
     assert made.manifest.files["libggml.so.0"] == "symlink:libggml.so.0.9.0"
     assert records.load(Manifest, sidecar(made.path, "manifest")) == made.manifest
     assert read_sums(plan.dist_dir)[made.path.name] == made.manifest.artifact_sha256
@@ -149,7 +152,8 @@ def test_the_image_kind_builds_saves_audits_what_it_reads_back(
     made = image.build(_job(plan, source, calls, engine=eng, build_args={"X": "1"}))
     assert [argv[1] for argv in ran] == ["build", "save"]
     assert "X=1" in ran[0] and ran[0][ran[0].index("--file") + 1].endswith("cpu.Dockerfile")
-    assert calls == ["audit:llama-bench"]  # what the archive holds in /opt/llama.cpp
+    # what the archive holds in /opt/llama.cpp; the image brings its own C library
+    assert calls == ["audit:llama-bench (own runtime)"]
     assert made.manifest.image is not None and made.manifest.image.engine == "podman"
     assert made.manifest.image.manifest_digest and made.manifest.isa_audit == PASS
     assert made.manifest.image.build_args["X"] == "1"

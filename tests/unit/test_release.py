@@ -144,6 +144,14 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
         gpu_info="llvmpipe (LLVM 15.0.6, 256 bits)", ngl=99)),
     "GPU target with nothing offloaded": ("gpu-not-proven", lambda d: data.tarball(
         d, "cublas12", gpu=True, backend="CUDA", family="cuda", gpu_info="NVIDIA L4", ngl=0)),
+    "portable artifact with no emulated run": ("cpu-not-proven", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", emulated=[])),
+    "portable artifact proven only above its lowest model": (
+        "cpu-not-proven", lambda d: data.rewrite_sidecar(
+            _cpu(d), "smoke", emulated=[data.emulated_run("Haswell", "haswell")])),
+    "portable artifact failing on its lowest model": (
+        "cpu-not-proven", lambda d: data.rewrite_sidecar(
+            _cpu(d), "smoke", emulated=[data.emulated_run("qemu64", "x64", "fail")])),
     "two llama.cpp commits": ("mixed-source", lambda d: data.rewrite_sidecar(
         _cpu(d), "manifest", llama_cpp={"commit": "1" * 40, "version": "b99999",
                                         "repository": "https://github.com/ggml-org/llama.cpp"})),

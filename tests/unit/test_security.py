@@ -293,7 +293,7 @@ def test_release_notes_escape_what_artifacts_say(dist: Path, tmp_path: Path,
     assert code == 0, err
     notes = (tmp_path / "rel" / "RELEASE_NOTES.md").read_text()
     row = next(ln for ln in notes.splitlines() if "cpu-linux-x86_64.tar.gz" in ln)
-    assert row.replace("\\|", "").count("|") == 9 and "<script" not in row
+    assert row.replace("\\|", "").count("|") == 11 and "<script" not in row
 
 
 @pytest.mark.parametrize("args", [

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from buildtool import abi
 from buildtool.artifacts import wheel
 from buildtool.artifacts.base import base_manifest as build_manifest
 from buildtool.config import naming
@@ -294,6 +295,47 @@ def test_package_template_api(data: Path, fake_tools: object, tmp_path: Path,
         if sys.platform.startswith("linux"):
             assert env["LD_LIBRARY_PATH"] == f"{site / 'cublas' / 'lib'}:/opt/x"
     finally:
+        sys.modules.pop("llama_cpp_bin_cpu", None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc systems only")
+def test_the_launcher_refuses_a_system_older_than_the_abi_floor(
+        data: Path, fake_tools: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rt = res("cpu", host(data), overrides=Overrides(cpu="x86-64-v3"))
+    dest, _ = _render(rt, tmp_path, emit=False)
+    monkeypatch.syspath_prepend(str(dest))
+    pkg = importlib.import_module("llama_cpp_bin_cpu")
+    launch = importlib.import_module("llama_cpp_bin_cpu._launch")
+    try:
+        # the launcher reads this system as buildtool does (ELF version definitions)
+        system = abi.system_abi()
+        assert pkg._glibc() == system.release
+        assert pkg._libstdcxx() == {"libstdcxx": system.versions.libstdcxx,
+                                    "cxxabi": system.versions.cxxabi}
+        inner = dest / "llama_cpp_bin_cpu" / "manifest.json"
+        doc = json.loads(inner.read_text())
+        doc["abi"] = {"verdict": "pass", "floor": {"glibc": system.versions.glibc,
+                                                   "libstdcxx": system.versions.libstdcxx}}
+        inner.write_text(json.dumps(doc))
+        pkg.manifest.cache_clear()
+        assert pkg.too_old() == []
+        doc["abi"]["floor"] = {"glibc": "9.1", "libstdcxx": "3.4.99"}
+        inner.write_text(json.dumps(doc))
+        pkg.manifest.cache_clear()
+        assert pkg.too_old() == [f"glibc 9.1 is needed, this system has {system.release}",
+                                 f"libstdcxx 3.4.99 is needed, this system has "
+                                 f"{system.versions.libstdcxx}"]
+        assert pkg.describe()["abi"]["too_old_here"] == pkg.too_old()
+        monkeypatch.setattr(pkg, "_cpu_flags", lambda: None)
+        monkeypatch.setattr(sys, "argv", ["llama-bench"])
+        with pytest.raises(SystemExit) as exit_info:
+            launch.main()
+        assert exit_info.value.code == 9  # buildtool's "this host cannot run the artifact"
+        err = capsys.readouterr().err
+        assert "needs a newer C library or C++ runtime than this system has: glibc 9.1" in err
+    finally:
+        sys.modules.pop("llama_cpp_bin_cpu._launch", None)
         sys.modules.pop("llama_cpp_bin_cpu", None)
 
 

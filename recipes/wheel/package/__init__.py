@@ -12,8 +12,10 @@ buildtool's recipes/wheel template and is the same in every target's wheel.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -71,6 +73,51 @@ def missing_cpu_features() -> list[str]:
             if not flags.intersection(spellings.get(f, [f]))]
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("."))
+
+
+def _glibc() -> str | None:
+    """This system's glibc version ("2.36"), or None (not glibc, or unknown)."""
+    try:
+        name, version = os.confstr("CS_GNU_LIBC_VERSION").split()  # "glibc 2.36"
+    except (AttributeError, ValueError, OSError):
+        return None
+    return version if name == "glibc" else None
+
+
+def _libstdcxx() -> dict[str, str]:
+    """The highest GLIBCXX_/CXXABI_ versions the libstdc++ this system loads defines."""
+    try:
+        ctypes.CDLL("libstdc++.so.6")
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            path = next((line.split()[-1] for line in maps
+                         if line.rstrip().endswith("/libstdc++.so.6")
+                         or "/libstdc++.so.6." in line), None)
+        data = Path(path).read_bytes() if path else b""
+    except (OSError, StopIteration):
+        return {}
+    found: dict[str, str] = {}
+    for family, prefix in (("libstdcxx", rb"GLIBCXX_"), ("cxxabi", rb"CXXABI_")):
+        versions = {m.decode() for m in re.findall(prefix + rb"(\d+(?:\.\d+)+)\x00", data)}
+        if versions:
+            found[family] = max(versions, key=_version)
+    return found
+
+
+def too_old() -> list[str]:
+    """What this system lacks of the ABI floor the build recorded (the glibc and libstdc++
+    symbol versions its binaries need): [] where it fits or cannot be told."""
+    floor: dict[str, str | None] = (manifest().get("abi") or {}).get("floor") or {}
+    have: dict[str, str | None] = {"glibc": _glibc(), **_libstdcxx()}
+    out: list[str] = []
+    for family, need in floor.items():
+        got = have.get(family)
+        if need and got and _version(need) > _version(got):
+            out.append(f"{family} {need} is needed, this system has {got}")
+    return out
+
+
 def _library_dirs() -> list[str]:
     """Directories of runtime wheels this one depends on, found on sys.path by the patterns
     its manifest names (``wheel.library_dirs``: nvidia/*/lib for NVIDIA's wheels)."""
@@ -112,6 +159,7 @@ def describe() -> dict[str, Any]:
         "llama_cpp": {"version": m["llama_cpp"]["version"], "commit": m["llama_cpp"]["commit"]},
         "cpu": {"policy": m["cpu"]["policy"], "required_features": m["cpu"]["required_features"],
                 "missing_here": missing_cpu_features()},
+        "abi": {"floor": (m.get("abi") or {}).get("floor") or {}, "too_old_here": too_old()},
         "bin_dir": str(BIN_DIR),
         "library_dirs": _library_dirs(),
         "programs": {p: str(path(p)) for p in programs()},

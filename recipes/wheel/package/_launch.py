@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import environment, manifest, missing_cpu_features, path, programs
+from . import environment, manifest, missing_cpu_features, path, programs, too_old
 
 HOST_INCOMPATIBLE = 9  # buildtool's exit code for "this host cannot run the artifact"
 
@@ -27,6 +27,15 @@ def main() -> None:
             f"features this host lacks: {', '.join(missing)}\n"
             "hint: install a portable build (CPU policy all-variants) instead of one tuned "
             "to the build host\n")
+        sys.exit(HOST_INCOMPATIBLE)
+    old = too_old()
+    if old:
+        m = manifest()
+        sys.stderr.write(
+            f"error: {m['wheel']['distribution']} {m['wheel']['version']} needs a newer C "
+            f"library or C++ runtime than this system has: {'; '.join(old)}\n"
+            "hint: install a wheel built for an older system (a lower manylinux tag), or use "
+            "a newer distribution\n")
         sys.exit(HOST_INCOMPATIBLE)
     exe = str(path(program))
     env = environment()

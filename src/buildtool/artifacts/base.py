@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from buildtool import __version__
+from buildtool.abi import SystemAbi
 from buildtool.config.plan import BuildPlan
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import CpuInfo, normalize_arch
@@ -28,6 +29,7 @@ from buildtool.errors import HostIncompatibleError
 from buildtool.grammar import ArtifactKind
 from buildtool.progress import Reporter
 from buildtool.records import (
+    AbiRecord,
     AuditRecord,
     BuildHost,
     CpuClaim,
@@ -73,11 +75,22 @@ class Made:
     manifest: Manifest
 
 
+@dataclass(frozen=True, kw_only=True)
+class Audits:
+    """What the pipeline's audits say of the files an artifact ships: the instructions they
+    use (ISA audit) and the C library / C++ runtime versions they need (ABI floor)."""
+
+    isa: AuditRecord
+    abi: AbiRecord
+
+
 @dataclass(kw_only=True)
 class BuildJob:
     """Everything a kind's build step gets from the pipeline. ``compile`` configures and
     builds the plan in its build directory (kinds that compile here call it);
-    ``audit`` runs the ISA audit on shipped files and fails the build on a violation."""
+    ``audit`` runs the ISA audit and reads the ABI floor of shipped files, and fails the
+    build on a violation (``own_runtime``: the artifact brings its C library, as an image
+    does: its floor is recorded, not held against the platform's)."""
 
     plan: BuildPlan
     lock: Lock
@@ -86,7 +99,7 @@ class BuildJob:
     reporter: Reporter
     timings: dict[str, float]
     compile: Callable[[], None]
-    audit: Callable[[list[Path]], AuditRecord]
+    audit: Callable[..., Audits]
     engine: Engine | None = None  # images
     build_args: Mapping[str, str] = field(default_factory=dict)  # images: --build-arg
     no_cache: bool = False  # images: --fresh
@@ -159,6 +172,22 @@ def check_host(manifest: Manifest, host: CpuInfo) -> None:
                  "or run it on a CPU that has these features")
 
 
+def check_system(manifest: Manifest, system: SystemAbi | None) -> None:
+    """Refuse, before anything runs, an artifact whose binaries need a newer glibc or
+    libstdc++ than ``system`` has (exit code 9 instead of the dynamic loader's "version
+    `GLIBC_2.34' not found")."""
+    if system is None or manifest.abi is None or not manifest.platform.startswith("linux-"):
+        return
+    missing = system.missing(manifest.abi.floor)
+    if missing:
+        where = "this host" if system.root == Path("/") else str(system.root)
+        raise HostIncompatibleError(
+            f"artifact {manifest.artifact} needs a newer C library or C++ runtime than "
+            f"{where} has: {'; '.join(missing)} ({where}: {system.describe()})",
+            hint="use an artifact built for a lower ABI floor (README: \"What an artifact "
+                 "claims\"), or run it on a newer distribution")
+
+
 def builder_uri(env: Mapping[str, str] | None = None) -> str:
     """A URI for the build platform: GitHub's runner URIs in GitHub Actions (as GitHub's own
     build provenance names them), else this host."""
@@ -172,7 +201,7 @@ def builder_uri(env: Mapping[str, str] | None = None) -> str:
 
 def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
                   files: dict[str, str] | None = None,
-                  audit: AuditRecord | None = None) -> Manifest:
+                  audit: Audits | None = None) -> Manifest:
     """The manifest every kind starts from: what the target is and how it was made."""
     rt = plan.target
     return Manifest(
@@ -192,7 +221,10 @@ def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
         build_targets=rt.build_targets, smoke_env=dict(rt.recipe.smoke_env),
         toolchain={name: Tool(path=t["path"], version=t["version"])
                    for name, t in plan.toolchain.items()},
-        files=files, isa_audit=audit, buildtool_version=__version__, build_key=plan.key,
+        files=files, isa_audit=audit.isa if audit else None,
+        abi=audit.abi if audit else None, buildtool_version=__version__, build_key=plan.key,
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_host=BuildHost(platform=rt.host_platform, machine=_platform.node(),
-                             builder=builder_uri()))
+                             builder=builder_uri(),
+                             environment=plan.build_env.describe() if plan.build_env
+                             else None))

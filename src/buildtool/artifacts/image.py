@@ -344,12 +344,13 @@ def build(job: BuildJob) -> Made:
                    if f.name != "manifest.json"]
         if not shipped:
             raise oci.OciError(f"{archive.name} holds nothing in {PROGRAMS_DIR}")
-        report = job.audit(shipped)
+        report = job.audit(shipped, own_runtime=True)
     digest = sha256_file(archive)
     built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
                                 engine_version=eng.version)
     manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
-                                   isa_audit=report, image=info.merged_into(built))
+                                   isa_audit=report.isa, abi=report.abi,
+                                   image=info.merged_into(built))
     write_json(sidecar(archive, "manifest"), records.to_json(manifest))
     update_sums(plan.dist_dir, archive.name, digest)
     record(plan.dist_dir, key(job), archive, digest)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from buildtool import records
 from buildtool.artifacts.base import (
+    Audits,
     BuildJob,
     Made,
     Note,
@@ -45,7 +46,7 @@ from buildtool.errors import BuildtoolError, DataError, ExitCode, SmokeError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import RECORD_LIMIT, read_text, sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
-from buildtool.records import AuditRecord, HostFacts, Manifest
+from buildtool.records import HostFacts, Manifest
 from buildtool.source.vendor import Lock, Materialized
 
 KIND: ArtifactKind = "tarball"
@@ -83,7 +84,7 @@ def collect(plan: BuildPlan) -> list[Path]:
 
 
 def package(plan: BuildPlan, lock: Lock, source: Materialized,
-            audit: AuditRecord | None = None) -> tuple[Path, Manifest]:
+            audit: Audits | None = None) -> tuple[Path, Manifest]:
     """Stage, checksum and tar the artifact; return its path and manifest."""
     name = plan.artifact_name
     plan.dist_dir.mkdir(parents=True, exist_ok=True)

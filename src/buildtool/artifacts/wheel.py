@@ -291,6 +291,27 @@ def unpacked(wheel: Path) -> Iterator[Path]:
 MANIFEST_LIMIT = 16 << 20
 
 
+def restamp(wheel: Path, out: Path, module: str, manifest: Manifest) -> None:
+    """Copy ``wheel`` to ``out`` with ``module/manifest.json`` replaced by ``manifest`` and
+    its RECORD line updated (every other member byte for byte)."""
+    name = f"{module}/manifest.json"
+    data = (json.dumps(records.to_json(manifest), indent=2) + "\n").encode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
+        names = [i.filename for i in src.infolist()]
+        if name not in names:
+            raise WheelError(f"{wheel.name} has no {name}")
+        for info in src.infolist():
+            if info.filename == name:
+                dst.writestr(info, data)
+            elif info.filename.endswith(".dist-info/RECORD"):
+                lines = [f"{name},sha256={digest},{len(data)}" if line.startswith(name + ",")
+                         else line for line in src.read(info).decode().splitlines()]
+                dst.writestr(info, "\n".join(lines) + "\n")
+            else:
+                dst.writestr(info, src.read(info))
+
+
 def read_manifest(wheel: Path) -> Manifest:
     """The manifest.json a buildtool wheel carries in its package (DataError, exit code 13,
     when the wheel cannot be read or carries none)."""
@@ -409,13 +430,16 @@ def build(job: BuildJob) -> Made:
                 note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
         final = plan.dist_dir / final_src.name
         with atomic_path(final) as tmp:
-            shutil.copyfile(final_src, tmp)
+            # the launcher refuses an older system before running anything: it needs the
+            # floor, known only now, in the manifest it carries
+            restamp(final_src, tmp, naming.module(rt),
+                    dataclasses.replace(inner, abi=report.abi))
         job.timings["repair"] = time.monotonic() - t
     finally:
         shutil.rmtree(work, ignore_errors=True)
     digest = sha256_file(final)
     manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
-                                   isa_audit=report, repair=repair_info)
+                                   isa_audit=report.isa, abi=report.abi, repair=repair_info)
     write_json(sidecar(final, "manifest"), records.to_json(manifest))
     update_sums(plan.dist_dir, final.name, digest)
     record(plan.dist_dir, key(job), final, digest)

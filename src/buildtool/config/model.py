@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from buildtool.backends import REGISTRY
+from buildtool.cpudata import CPU
 from buildtool.grammar import (
     ArtifactKind,
     CMakeName,
@@ -34,8 +35,11 @@ from buildtool.grammar import (
     Version,
     WheelName,
 )
+from buildtool.records import AbiVersions
 from buildtool.schema import Match
 
+# a CPU model an emulator offers (data/cpu.yaml cpu-models)
+CpuModelName = Annotated[str, Match.one_of(CPU.model_names(), "a CPU model of data/cpu.yaml")]
 # a backend family: one module in buildtool/backends, registered there
 Family = Annotated[str, Match.one_of(REGISTRY, "a backend family")]
 DefineValue = OneLine | bool | int
@@ -112,6 +116,19 @@ class DockerImages:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlatformSpec:
+    """What every artifact of one platform must meet, and where its claims are proven."""
+
+    abi_floor: AbiVersions | None = field(default=None, metadata=doc(
+        "the highest symbol versions its binaries may need (glibc, libstdcxx, cxxabi, "
+        "libgcc): an artifact above fails the build (exit code 10); BUILDTOOL_ABI_FLOOR "
+        "and --abi-floor override it"))
+    cpu_models: tuple[CpuModelName, ...] = field(default=(), metadata=doc(
+        "emulated CPU models (data/cpu.yaml cpu-models) the smoke runs each artifact on: "
+        "those its CPU claim covers"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Matrix:
     """build_matrix.yaml: the declarative list of targets."""
 
@@ -120,6 +137,9 @@ class Matrix:
                                metadata=doc("path of the llama.cpp pin, relative to this file "
                                             "and inside its directory"))
     defaults: Defaults = field(default_factory=Defaults)
+    platforms: dict[Platform, PlatformSpec] = field(default_factory=dict, metadata=doc(
+        "per platform: the ABI floor its artifacts must meet and the CPU models they are "
+        "proven on"))
     targets: dict[TargetName, TargetSpec]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from buildtool import __version__, backends
 from buildtool.cmd import format_argv
 from buildtool.config import naming
 from buildtool.config.resolve import ResolvedTarget
+from buildtool.paths import cache_dir
 from buildtool.toolchains import discovery as toolchain
+from buildtool.toolchains.buildenv import BuildEnv
 
 # The CMake project all artifacts are built from (llama.cpp as a subproject, and the
 # install component naming what artifacts ship), relative to the repository root.
@@ -40,6 +43,8 @@ class BuildPlan:
     artifact_name: str
     toolchain: dict[str, dict[str, str | None]]
     source_tree_sha256: str | None
+    build_env: BuildEnv | None = None  # where configure and build run (None: this host)
+    mounts: tuple[Path, ...] = ()  # what a build environment sees of this host
 
     @property
     def artifact_path(self) -> Path:
@@ -47,8 +52,14 @@ class BuildPlan:
 
     def shell_script(self) -> str:
         lines = [f"export {k}={v!r}" for k, v in self.env]
-        lines += [format_argv(self.configure), format_argv(self.build)]
+        lines += [format_argv(self.command(self.configure)), format_argv(self.command(self.build))]
         return "\n".join(lines)
+
+    def command(self, argv: tuple[str, ...]) -> list[str]:
+        """``argv`` as it runs: in the build environment, if there is one."""
+        if self.build_env is None:
+            return list(argv)
+        return self.build_env.wrap(argv, mounts=self.mounts, env=dict(self.env))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +69,7 @@ class BuildPlan:
             "artifact": str(self.artifact_path), "env": dict(self.env),
             "configure": list(self.configure), "build": list(self.build),
             "toolchain": self.toolchain,
+            "build_env": self.build_env.describe() if self.build_env else None,
         }
 
 
@@ -106,9 +118,11 @@ def project_digest(project_dir: Path) -> str | None:
 
 
 def compute_key(rt: ResolvedTarget, tree_sha256: str | None,
-                tools: dict[str, dict[str, str | None]], project: str | None = None) -> str:
+                tools: dict[str, dict[str, str | None]], project: str | None = None,
+                build_env: str | None = None) -> str:
     """Hash of everything that determines the artifact's bytes."""
     payload = {
+        **({"build_env": build_env} if build_env else {}),
         "buildtool": __version__, "source": tree_sha256, "target": rt.name, "project": project,
         "platform": rt.platform, "defines": list(rt.defines), "env": list(rt.configure_env),
         "build_targets": list(rt.build_targets), "recipe": rt.recipe_name,
@@ -120,10 +134,12 @@ def compute_key(rt: ResolvedTarget, tree_sha256: str | None,
 
 def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: str | None,
               jobs: int | None = None, use_ccache: bool = True,
-              build_root: Path | None = None, dist_dir: Path | None = None) -> BuildPlan:
-    tools = toolchain_versions(rt)
+              build_root: Path | None = None, dist_dir: Path | None = None,
+              build_env: BuildEnv | None = None) -> BuildPlan:
+    tools = build_env.tools if build_env else toolchain_versions(rt)
     project_dir = root / CMAKE_PROJECT
-    key = compute_key(rt, tree_sha256, tools, project_digest(project_dir))
+    key = compute_key(rt, tree_sha256, tools, project_digest(project_dir),
+                      build_env.name if build_env else None)
     name = artifact_name(rt)
     build_dir = (build_root or root / "build") / f"{rt.name}-{key[:12]}"
     cmake = tools["cmake"]["path"] or "cmake"
@@ -132,9 +148,17 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
     env = dict(rt.configure_env)
     # this machine's tree, tools and launcher: an emitted project finds its own
     host_only = set(rt.host_only) | {"LLAMA_CPP_SOURCE_DIR", "CMAKE_MAKE_PROGRAM"}
-    ccache = toolchain.best("ccache") if use_ccache else None
-    if ccache is not None:
-        launch = str(ccache.path)
+    if build_env is not None:
+        launch = (build_env.tools.get("ccache") or {}).get("path") if use_ccache else None
+    else:
+        found = toolchain.best("ccache") if use_ccache else None
+        launch = str(found.path) if found else None
+    mounts: tuple[Path, ...] = ()
+    if build_env is not None:
+        # its own compiler cache: another compiler, another ccache version
+        env["CCACHE_DIR"] = str(env_ccache_dir(build_env))
+        mounts = (root, source_dir, build_dir.parent, env_ccache_dir(build_env))
+    if launch is not None:
         langs = ["C", "CXX", *backends.family(rt.family).compiler_languages]
         # a launcher the user defined (-D, the matrix) wins: -D has the highest precedence
         launchers = [f"CMAKE_{lang}_COMPILER_LAUNCHER" for lang in langs
@@ -153,4 +177,13 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
                      configure=tuple(configure), build=tuple(build),
                      cmake_defines=tuple(defines), host_only=frozenset(host_only),
                      env=tuple(env.items()), key=key,
-                     artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256)
+                     artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256,
+                     build_env=build_env, mounts=mounts)
+
+
+def env_ccache_dir(build_env: BuildEnv) -> Path:
+    """The compiler cache of builds in one build environment (per distribution)."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", (build_env.name or build_env.spec).lower()).strip("-")
+    path = cache_dir() / "ccache-env" / (slug or "unknown")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

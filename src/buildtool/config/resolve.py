@@ -13,10 +13,12 @@ Precedence, lowest first (documented in the README and build_matrix.yaml):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from buildtool import abi
 from buildtool.backends import REGISTRY, BackendContext
 from buildtool.backends.base import Bundle
 from buildtool.backends.cpu import cpu_settings
@@ -33,6 +35,7 @@ from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.errors import ConfigError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
+from buildtool.records import AbiVersions
 from buildtool.schema import suggest
 from buildtool.source.vendor import Lock
 
@@ -42,6 +45,7 @@ class Overrides:
     """Values from the command line (highest precedence)."""
 
     cpu: str | None = None
+    abi_floor: AbiVersions | None = None
     toolkit: str | None = None
     gpu_archs: tuple[str, ...] | None = None
     defines: tuple[tuple[str, str], ...] = ()
@@ -88,6 +92,8 @@ class ResolvedTarget:
     dockerfile: str | None = None  # recipes/docker/<file>; None: no container image
     build_image: str | None = None
     runtime_image: str | None = None
+    abi_floor: AbiVersions | None = None  # what its binaries may need (Linux)
+    cpu_models: tuple[str, ...] = ()  # emulated CPU models listed for its platform
 
     @property
     def dropped_variants(self) -> tuple[str, ...]:
@@ -138,6 +144,9 @@ class ResolvedTarget:
                          "files": [str(f) for f in b.files]} for b in self.runtime],
             "image": {"dockerfile": self.dockerfile, "build_image": self.build_image,
                       "runtime_image": self.runtime_image},
+            "abi_floor": {k: v for k, v in vars(self.abi_floor).items() if v}
+            if self.abi_floor else None,
+            "cpu_models": list(self.cpu_models),
         }
 
 
@@ -307,6 +316,7 @@ def resolve(
         if option in defines and avoid.intersection(needs):
             origins[f"-D{option}"] = "recipes/common.yaml avoid-cpu-features (known defect)"
 
+    abi_floor, cpu_models = platform_claims(project, platform, overrides, env, origins)
     build_image = pick(configured, "build_image", origins)
     runtime_image = pick(configured, "runtime_image", origins)
     revision = pick(configured, "revision", origins)
@@ -338,4 +348,44 @@ def resolve(
         dockerfile=recipe.docker.dockerfile if recipe.docker else None,
         build_image=_fill(build_image, toolkit) if build_image else None,
         runtime_image=_fill(runtime_image, toolkit) if runtime_image else None,
+        abi_floor=abi_floor, cpu_models=cpu_models,
     )
+
+
+def parse_abi_floor(text: str, where: str) -> AbiVersions:
+    """``glibc=2.31,libstdcxx=3.4.28`` (BUILDTOOL_ABI_FLOOR, --abi-floor)."""
+    values: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in abi.FAMILIES or not re.fullmatch(r"\d+(\.\d+){0,3}", value):
+            raise ConfigError(f"{where}: '{part}' is not FAMILY=VERSION with FAMILY one of "
+                              f"{', '.join(abi.FAMILIES)} (e.g. glibc=2.31,libstdcxx=3.4.28)")
+        values[key] = value
+    return AbiVersions(**values)
+
+
+def platform_claims(project: Project, platform: Platform, overrides: Overrides,
+                    env: Mapping[str, str], origins: dict[str, str]) \
+        -> tuple[AbiVersions | None, tuple[str, ...]]:
+    """The ABI floor (matrix platforms < BUILDTOOL_ABI_FLOOR < --abi-floor) and the CPU
+    models of the platform."""
+    spec = project.matrix.platforms.get(platform)
+    mx = project.matrix_path.name
+    floor = spec.abi_floor if spec else None
+    if floor is not None:
+        origins["abi_floor"] = f"{mx}:platforms.{platform}"
+    if env.get("BUILDTOOL_ABI_FLOOR"):
+        floor = parse_abi_floor(env["BUILDTOOL_ABI_FLOOR"], "environment BUILDTOOL_ABI_FLOOR")
+        origins["abi_floor"] = "environment BUILDTOOL_ABI_FLOOR"
+    if overrides.abi_floor is not None:
+        floor, origins["abi_floor"] = overrides.abi_floor, "--abi-floor"
+    models = spec.cpu_models if spec else ()
+    arch = CPU.arch(platform.split("-", 1)[1])
+    wrong = [m for m in models if CPU.model_arch(m) != arch]
+    if wrong:
+        raise ConfigError(f"platforms.{platform}.cpu-models: {', '.join(wrong)} "
+                          f"{'is' if len(wrong) == 1 else 'are'} not {arch}",
+                          path=project.matrix_path)
+    if models:
+        origins["cpu_models"] = f"{mx}:platforms.{platform}"
+    return floor, tuple(models)

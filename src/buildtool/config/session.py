@@ -7,10 +7,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildtool.abi import SystemAbi
 from buildtool.config.project import Project, load_project
 from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
 from buildtool.detect.cpu import CpuInfo
-from buildtool.detect.host import detect_cpu, host_platform
+from buildtool.detect.host import detect_cpu, host_platform, host_system, os_name
 from buildtool.progress import Reporter
 from buildtool.source.vendor import Lock, load_lock
 
@@ -32,6 +33,11 @@ class Session:
     @functools.cached_property
     def host_platform(self) -> str:
         return host_platform()
+
+    @functools.cached_property
+    def host_system(self) -> SystemAbi | None:
+        """This host's C library and C++ runtime versions (None off Linux)."""
+        return host_system(os_name(), self.host_cpu.arch)
 
     @property
     def root(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd
+from buildtool.abi import SystemAbi, system_abi
 from buildtool.detect.cpu import (
     CpuInfo,
     from_flag_list,
@@ -113,6 +114,7 @@ class Host:
     vulkan_icds: tuple[str, ...] = ()
     devices: dict[str, bool] = field(default_factory=dict)
     engines: tuple[str, ...] = ()  # container engines that work here
+    system: SystemAbi | None = None  # the C library and C++ runtime (Linux)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +133,9 @@ class Host:
             "vulkan_icds": list(self.vulkan_icds),
             "devices": dict(self.devices),
             "engines": list(self.engines),
+            "system": {"glibc": self.system.release or self.system.versions.glibc,
+                       "libstdcxx": self.system.versions.libstdcxx,
+                       "cxxabi": self.system.versions.cxxabi} if self.system else None,
             "toolchains": {
                 name: [{"path": str(p.path), "version": str(p.version) if p.version else None}
                        for p in progs]
@@ -201,4 +206,10 @@ def detect_host(*, with_toolchains: bool = True, sys_root: Path = Path("/")) -> 
         drivers=detect_drivers(sys_root), vulkan_icds=tuple(vulkan_icds(sys_root)),
         devices={d: (sys_root / d.lstrip("/")).exists() for d in DEVICE_NODES},
         engines=tuple(e.name for e in engines.detect() if e.usable),
+        system=host_system(system, cpu.arch, sys_root),
     )
+
+
+def host_system(os_name: str, arch: str, root: Path = Path("/")) -> SystemAbi | None:
+    """The versions of the C library and C++ runtime of a Linux system (None elsewhere)."""
+    return system_abi(root, arch) if os_name == "linux" else None

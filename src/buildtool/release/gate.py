@@ -19,6 +19,9 @@ reason                 what failed
 ``smoke-waived``       a check was waived (``--allow-cpu-fallback``)
 ``gpu-not-proven``     a GPU target whose smoke did not run on a GPU of its backend
                        (no device, nothing offloaded, or a software renderer)
+``cpu-not-proven``     a portable artifact (all-variants or a named CPU level) with no
+                       passing smoke run on the lowest emulated CPU model it claims
+                       (tarballs and wheels; images run in a container engine)
 ``mixed-source``       artifacts built from different llama.cpp commits
 =====================  ============================================================
 
@@ -48,12 +51,14 @@ from urllib.parse import quote
 
 from buildtool import __version__, artifacts, backends, records
 from buildtool.artifacts import KINDS, find, kind_of
+from buildtool.cpudata import CPU
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_dir, format_sums, read_sums, sidecar
 from buildtool.paths import source_date_epoch
 from buildtool.records import (
+    AbiVersions,
     Manifest,
     ProblemRecord,
     ReleaseArtifact,
@@ -79,7 +84,7 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/buildtool/buildtool/blob/main/README.md#build-v1"
 REASONS = ("manifest-missing", "manifest-invalid", "manifest-mismatch", "checksum-mismatch",
            "smoke-missing", "smoke-invalid", "smoke-failed", "smoke-stale", "smoke-waived",
-           "gpu-not-proven", "mixed-source")
+           "gpu-not-proven", "cpu-not-proven", "mixed-source")
 
 
 class ReleaseRefused(BuildtoolError):
@@ -193,6 +198,24 @@ def gpu_proof(a: Artifact) -> str | None:
     return None
 
 
+def cpu_proof(a: Artifact) -> str | None:
+    """Why a portable artifact's smoke does not prove its CPU claim: no passing run on the
+    lowest CPU model the claim covers that the emulator can execute."""
+    assert a.manifest is not None and a.smoke is not None
+    m = a.manifest
+    if m.cpu.policy == "host" or KINDS[m.kind].CONTAINER:
+        return None  # tuned to the machine that built it; images: not emulated
+    arch = CPU.arch(m.platform.split("-", 1)[1])
+    lowest = CPU.lowest_model(arch, m.cpu.required_features)
+    if lowest is None:
+        return None  # nothing the emulator can execute covers the claim (AVX-512)
+    if lowest in a.smoke.proven_models():
+        return None
+    ran = ", ".join(f"{r.model} {r.verdict.value}" for r in a.smoke.emulated) or "none"
+    return (f"its claim ({m.cpu.policy}) starts at CPU model {lowest}, which has no passing "
+            f"run (emulated runs: {ran}); run `buildtool smoke {a.name} --cpu-model {lowest}`")
+
+
 def check(a: Artifact, sums: Mapping[str, str]) -> list[Problem]:
     def problem(reason: str, detail: str) -> Problem:
         return Problem(artifact=a.name, reason=reason, detail=detail)
@@ -240,6 +263,9 @@ def check(a: Artifact, sums: Mapping[str, str]) -> list[Problem]:
         why = gpu_proof(a)
         if why:
             out.append(problem("gpu-not-proven", why))
+    why = cpu_proof(a)
+    if why:
+        out.append(problem("cpu-not-proven", why))
     return out
 
 
@@ -340,7 +366,9 @@ def _release_smoke(smoke: SmokeRecord | None) -> ReleaseSmoke:
     best = best_speeds(smoke.tests if smoke else ())
     return ReleaseSmoke(verdict=smoke.verdict if smoke else None,
                         ran_at=smoke.ran_at if smoke else None, pp=best.pp, tg=best.tg,
-                        device=best.device)
+                        device=best.device,
+                        cpu_models=smoke.proven_models() if smoke else (),
+                        ran_on_glibc=smoke.system.glibc if smoke and smoke.system else None)
 
 
 def record(v: Verification, tag: str) -> ReleaseRecord:
@@ -350,6 +378,7 @@ def record(v: Verification, tag: str) -> ReleaseRecord:
         artifacts=tuple(ReleaseArtifact(
             file=a.name, kind=a.kind, target=a.target, size=a.size, sha256=a.sha256,
             platform=a.manifest.platform if a.manifest else None,
+            abi_floor=a.manifest.abi.floor if a.manifest and a.manifest.abi else None,
             smoke=_release_smoke(a.smoke),
             tags=a.manifest.image.tags if a.manifest and a.manifest.image else ())
         for a in v.artifacts),
@@ -367,8 +396,9 @@ def notes(rec: ReleaseRecord) -> str:
              f"source sha256 {md_code(str(src.source_sha256 if src else '?'))}) by buildtool "
              f"{md(rec.buildtool_version)}. Every artifact below passed its smoke test "
              "(llama-bench on the hardware of its backend) unless listed under exceptions.", "",
-             "| Target | Artifact | Kind | Size | Smoke | Prompt t/s | Generation t/s | Device |",
-             "|---|---|---|---:|---|---:|---:|---|"]
+             "| Target | Artifact | Kind | Size | Smoke | Prompt t/s | Generation t/s | Device "
+             "| Needs | Proven on |",
+             "|---|---|---|---:|---|---:|---:|---|---|---|"]
 
     def speed(x: Speed | None) -> str:
         return f"{x.avg_ts:.1f} ({md(x.test)})" if x and x.avg_ts else "-"
@@ -377,7 +407,8 @@ def notes(rec: ReleaseRecord) -> str:
         s = a.smoke
         lines.append(f"| {md(a.target)} | {md_code(a.file)} | {a.kind} | {human_size(a.size)} "
                      f"| {s.verdict.value if s.verdict else 'none'} | {speed(s.pp)} | "
-                     f"{speed(s.tg)} | {md(s.device)} |")
+                     f"{speed(s.tg)} | {md(s.device)} | {md(floor_text(a.abi_floor))} | "
+                     f"{md(proven_text(s))} |")
     if rec.exceptions:
         lines += ["", "## Exceptions", "",
                   "These artifacts ship without the proof the release gate asks for:", ""]
@@ -393,6 +424,22 @@ def notes(rec: ReleaseRecord) -> str:
               f"`{PROVENANCE}` holds an in-toto statement (SLSA provenance v1) per artifact; "
               f"`{SBOM}` is a CycloneDX 1.6 SBOM of the release.", ""]
     return "\n".join(lines)
+
+
+def floor_text(floor: AbiVersions | None) -> str:
+    """What an artifact needs of the system, for the notes: "glibc 2.31, libstdc++ 3.4.28"."""
+    if floor is None:
+        return "-"
+    parts = [f"glibc {floor.glibc}" if floor.glibc else "",
+             f"libstdc++ {floor.libstdcxx}" if floor.libstdcxx else ""]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def proven_text(s: ReleaseSmoke) -> str:
+    """Where the smoke passed: the system's glibc and the emulated CPU models."""
+    parts = [f"glibc {s.ran_on_glibc}"] if s.ran_on_glibc else []
+    parts += list(s.cpu_models)
+    return ", ".join(parts) or "-"
 
 
 def builder_id(m: Manifest) -> str:

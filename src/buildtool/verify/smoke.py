@@ -24,15 +24,34 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from buildtool import backends, cmd, inputs, records
+from buildtool import abi, backends, cmd, inputs, records
+from buildtool.abi import SystemAbi
 from buildtool.artifacts import KINDS, kind_of
-from buildtool.artifacts.base import Subject
+from buildtool.artifacts.base import Subject, check_system
+from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo
-from buildtool.errors import CommandError, DataError, SmokeError
+from buildtool.errors import (
+    CommandError,
+    DataError,
+    HostIncompatibleError,
+    SmokeError,
+    UsageError,
+)
 from buildtool.inputs import sha256_file
 from buildtool.outputs import sidecar, write_json
-from buildtool.records import BenchTest, CheckRecord, Manifest, SmokeRecord, Speed, Verdict
+from buildtool.records import (
+    BenchTest,
+    CheckRecord,
+    EmulatedRun,
+    EmulatedVerdict,
+    Manifest,
+    SmokeRecord,
+    Speed,
+    SystemRecord,
+    Verdict,
+)
 from buildtool.toolchains import engines
+from buildtool.verify import emulate
 from buildtool.verify.synthetic import cached_model
 
 Check = CheckRecord
@@ -150,20 +169,63 @@ def verdict(records: list[BenchTest], *, backend: str, family: str,
 
 @contextmanager
 def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str | None = None,
-           note: Callable[[str], None] | None = None) -> Iterator[tuple[Subject, Path]]:
+           note: Callable[[str], None] | None = None, system: SystemAbi | None = None,
+           root: Path | None = None) -> Iterator[tuple[Subject, Path]]:
     """The artifact made runnable by its kind (unpacked, installed into a venv, or loaded as
     an image) in a scratch directory, both removed afterwards. An unpacked tarball
-    directory counts as a tarball."""
+    directory counts as a tarball. ``system``: the C library and C++ runtime the programs
+    will load (checked against the artifact's ABI floor before anything runs; images bring
+    their own). ``root``: a root file system (an older distribution) the tarball runs in."""
     kind = KINDS[kind_of(artifact) or "tarball"]
-    work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-"))
+    scratch = None
+    if root is not None:
+        if kind.KIND != "tarball":
+            raise UsageError(f"--root runs tarballs; {artifact} is a {kind.KIND}")
+        root = root_file_system(root)
+        system = abi.system_abi(root, host.arch)
+        scratch = root / "tmp"
+    work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-", dir=scratch))
     subject: Subject | None = None
     try:
         subject = kind.subject(artifact, work, host, engine, note or (lambda _: None))
+        if root is not None:
+            subject = dataclasses.replace(subject, wrap=in_root(root), stage_models=True)
+        if not kind.CONTAINER:
+            check_system(subject.manifest, system)
         yield subject, work
     finally:
         if subject is not None and subject.close is not None:
             subject.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def root_file_system(root: Path) -> Path:
+    """``root`` checked: a directory with a C library and a /tmp and /proc to use."""
+    root = root.resolve()
+    if not (root / "tmp").is_dir() or not (root / "proc").is_dir():
+        raise UsageError(f"{root} is not a root file system (no /tmp or /proc in it)",
+                         hint="make one with debootstrap (README: \"What an artifact "
+                              "claims\")")
+    if abi.find_library(root, "libc.so.6", "x86_64") is None and \
+            abi.find_library(root, "libc.so.6", "aarch64") is None:
+        raise UsageError(f"{root} has no C library (libc.so.6)")
+    if os.geteuid() != 0:
+        raise UsageError("--root needs root (it runs chroot in a private mount namespace)")
+    return root
+
+
+def in_root(root: Path) -> Callable[[list[str], Mapping[str, str]], list[str]]:
+    """A wrapper that runs a command inside ``root``: a private mount namespace (nothing stays
+    mounted afterwards) with the root's /proc mounted (the loader resolves $ORIGIN through
+    it), then chroot. Paths below ``root`` become paths inside it."""
+    prefix = str(root) + "/"
+
+    def wrap(argv: list[str], env: Mapping[str, str]) -> list[str]:
+        inner = ["/" + a.removeprefix(prefix) if a.startswith(prefix) else a for a in argv]
+        return ["unshare", "--mount", "--fork", "--", "sh", "-c",
+                'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', str(root), *inner]
+
+    return wrap
 
 
 def stage_model(subject: Subject, work: Path, model: Path) -> Path:
@@ -205,13 +267,21 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
               threads: int | None = None, env: Mapping[str, str] | None = None,
               store: bool = True, allow_cpu_fallback: bool = False,
               engine: engines.Engine | str | None = None,
-              note: Callable[[str], None] | None = None) -> SmokeRecord:
+              note: Callable[[str], None] | None = None, system: SystemAbi | None = None,
+              root: Path | None = None, cpu_models: Iterable[str] = (),
+              run_anyway: bool = False) -> SmokeRecord:
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
-    or, as a string, an image reference); the same verdict for all."""
-    with opened(artifact, host=host, engine=engine, note=note) as (subject, work):
+    or, as a string, an image reference); the same verdict for all. ``cpu_models``: also run
+    it on these emulated CPU models (see :mod:`buildtool.verify.emulate`)."""
+    with opened(artifact, host=host, engine=engine, note=note, system=system,
+                root=root) as (subject, work):
+        models = emulate.check_models(subject.manifest, cpu_models)
+        refuse_models(subject.manifest, models, run_anyway)
         result = smoke_subject(subject, work, artifact, model=model, n_prompt=n_prompt,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
-                               allow_cpu_fallback=allow_cpu_fallback)
+                               allow_cpu_fallback=allow_cpu_fallback, cpu_models=models,
+                               run_anyway=run_anyway, note=note,
+                               system=system_record(system, root))
     if store and isinstance(artifact, Path) and artifact.is_file():
         if not sidecar(artifact, "manifest").is_file():
             adopted = KINDS[subject.kind].adopt(artifact, subject.manifest,
@@ -222,11 +292,38 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     return result
 
 
+def system_record(system: SystemAbi | None, root: Path | None) -> SystemRecord | None:
+    if system is None:
+        return None
+    return SystemRecord(root=str(root) if root else "/",
+                        glibc=system.release or system.versions.glibc,
+                        libstdcxx=system.versions.libstdcxx)
+
+
+def refuse_models(manifest: Manifest, models: list[str], run_anyway: bool) -> None:
+    """Exit code 9 before anything runs when a CPU model asked for lacks a feature the
+    artifact requires (``run_anyway``: run it, and see it die of SIGILL)."""
+    if run_anyway:
+        return
+    lacking = {m: [f for f in manifest.cpu.required_features
+                   if f not in CPU.model_features(m)] for m in models}
+    lacking = {m: missing for m, missing in lacking.items() if missing}
+    if lacking:
+        raise HostIncompatibleError(
+            f"artifact {manifest.artifact} needs CPU features "
+            + "; ".join(f"CPU model {m} lacks: {', '.join(missing)}"
+                        for m, missing in lacking.items()),
+            hint="choose models its claim covers, or --run-anyway to run it there (it dies "
+                 "of SIGILL)")
+
+
 def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
                   model: Path | None = None, n_prompt: int = 32, n_gen: int = 16,
                   repetitions: int = 2, threads: int | None = None,
                   env: Mapping[str, str] | None = None,
-                  allow_cpu_fallback: bool = False) -> SmokeRecord:
+                  allow_cpu_fallback: bool = False, cpu_models: Iterable[str] = (),
+                  run_anyway: bool = False, note: Callable[[str], None] | None = None,
+                  system: SystemRecord | None = None) -> SmokeRecord:
     """The smoke verdict on an opened subject."""
     manifest = subject.manifest
     model_path = stage_model(subject, work, model or cached_model())
@@ -260,6 +357,17 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
     checks = verdict(tests, backend=manifest.backend, family=manifest.family, gpu=gpu,
                      allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
                      quantized=quantized)
+    emulated: list[EmulatedRun] = []
+    names = list(cpu_models)
+    if names:
+        (note or (lambda _: None))(f"emulated CPU models: {', '.join(names)}")
+        emulated = emulate.run_models(subject, work, models, names,
+                                      threads=min(4, threads or os.cpu_count() or 1),
+                                      run_anyway=run_anyway, parse=parse_bench,
+                                      note=note or (lambda _: None))
+        failed = [r for r in emulated if r.verdict is EmulatedVerdict.FAIL]
+        checks += (Check(name="emulated CPU models", ok=not failed, detail="; ".join(
+            f"{r.model}: {r.verdict.value} ({r.reason})" for r in emulated)),)
     name = artifact if isinstance(artifact, str) else artifact.name
     return SmokeRecord(
         artifact=name if subject.kind in ("wheel", "image") else manifest.artifact,
@@ -269,7 +377,9 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
         command=tuple(argv), duration_s=round(duration, 2),
         model=str(model_path) if model else f"synthetic:{model_path.name}",
         artifact_sha256=sha256_file(artifact) if isinstance(artifact, Path)
-        and artifact.is_file() else None, ran_at=now())
+        and artifact.is_file() else None, ran_at=now(),
+        system=system if not KINDS[subject.kind].CONTAINER else None,
+        emulated=tuple(emulated))
 
 
 def why_unloadable(root: Path, family: str, env: Mapping[str, str] | None = None, *,
@@ -336,5 +446,14 @@ def table(result: SmokeRecord) -> str:
     for c in result.checks:
         state = "WAIVED" if c.waived else "ok" if c.ok else "FAIL"
         lines.append(f"  [{state}] {c.name}: {c.detail}")
+    for r in result.emulated:
+        figures = ", ".join(f"{t.test} {t.avg_ts or 0:.1f}" for t in r.tests)
+        lines.append(f"  [{r.verdict.value}] {r.emulator} -cpu {r.model} ({r.level or '?'}): "
+                     f"{r.reason}" + (f"; {figures} t/s" if figures else "")
+                     + (f", {r.duration_s:.1f} s" if r.tests else ""))
+    if result.system is not None:
+        lines.append(f"  ran on glibc {result.system.glibc or '?'}, libstdc++ "
+                     f"{result.system.libstdcxx or '?'}"
+                     + (f" (root {result.system.root})" if result.system.root != "/" else ""))
     lines.append(f"  verdict: {result.verdict.value.upper()}")
     return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""The smoke on emulated CPU models: an artifact's claim proven on CPUs this host is not.
+
+QEMU's user-mode emulator (``qemu-x86_64 -cpu Nehalem ./llama-bench``) runs one program as if
+on another CPU model: CPUID answers with that model's features and an instruction the model
+does not have raises SIGILL, as on the real CPU. The models and their features are data
+(``cpu-models`` in ``data/cpu.yaml``). For each model:
+
+* a model the emulator cannot execute (AVX-512 under QEMU 7.2's TCG) is ``not-emulated``,
+  said so, and not run;
+* a model lacking a feature the manifest requires is ``refused`` before running (as the
+  native smoke refuses a host) unless ``run_anyway``: then it runs and dies of SIGILL,
+  reported as such;
+* otherwise llama-bench runs the smoke's models (F32 and Q4_0) under the emulator; it must
+  exit 0 with both tests at tokens/s > 0, and an all-variants build must load the
+  ``libggml-cpu-<variant>`` that fits the model best (ggml's loader scores the variants by
+  the features they need; the best one the model has must win).
+
+Emulated runs prove the CPU code of an artifact (``-ngl 0``); its device is proven by the
+native smoke. Images run in a container engine and are not emulated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from buildtool import cmd
+from buildtool.artifacts.base import Subject
+from buildtool.cpudata import CPU
+from buildtool.errors import CommandError, SmokeError, ToolchainError, UsageError
+from buildtool.records import BenchTest, EmulatedRun, EmulatedVerdict, Manifest
+
+_LOADED = re.compile(r"loaded CPU backend from \S*?libggml-cpu-([A-Za-z0-9_]+)\.so")
+# the bench under emulation: short (TCG runs AVX2 code 30-100x slower than the host)
+N_PROMPT = "16"
+N_GEN = "4"
+
+
+def arch_of(manifest: Manifest) -> str:
+    return CPU.arch(manifest.platform.split("-", 1)[1])
+
+
+def check_models(manifest: Manifest, models: Iterable[str]) -> list[str]:
+    """The models, checked: known, and of the artifact's architecture (UsageError names
+    what is wrong)."""
+    arch = arch_of(manifest)
+    out: list[str] = []
+    for model in models:
+        model_arch = CPU.model_arch(model)
+        if model_arch is None:
+            known = ", ".join(CPU.covering_models(arch, ())) or "none"
+            raise UsageError(f"unknown CPU model '{model}'; {arch} models: {known}",
+                             hint="cpu-models in buildtool's data/cpu.yaml lists them")
+        if model_arch != arch:
+            raise UsageError(f"CPU model '{model}' is {model_arch}; {manifest.artifact} is "
+                             f"built for {manifest.platform}")
+        if model not in out:
+            out.append(model)
+    return out
+
+
+def claimed_models(manifest: Manifest, listed: Iterable[str]) -> list[str]:
+    """Of the ``listed`` models (the matrix's), those the artifact's claim covers."""
+    covering = set(CPU.covering_models(arch_of(manifest), manifest.cpu.required_features))
+    return [m for m in listed if m in covering]
+
+
+def emulator(manifest: Manifest) -> str:
+    arch = arch_of(manifest)
+    name = CPU.emulator(arch)
+    path = cmd.which(name) if name else None
+    if name is None or path is None:
+        raise ToolchainError(
+            f"{name or 'an emulator for ' + arch} is not installed: CPU models cannot be "
+            "emulated", hint="apt-get install qemu-user (Debian, Ubuntu)")
+    return path
+
+
+def expected_variant(manifest: Manifest, features: frozenset[str]) -> str | None:
+    """The ``libggml-cpu`` variant ggml's loader must choose on a CPU with ``features``
+    (all-variants builds; None for others): the variant needing the most, of those the CPU
+    has."""
+    if manifest.cpu.policy != "all-variants":
+        return None
+    arch = arch_of(manifest)
+    best: tuple[int, str] | None = None
+    for variant in CPU.variants_of(arch):
+        if variant in manifest.cpu.dropped_variants:
+            continue
+        needs = CPU.variant_features(arch, variant)
+        if needs is None or not CPU.closure(needs) <= features:
+            continue
+        score = len(CPU.closure(needs))
+        if best is None or score > best[0]:
+            best = (score, variant)
+    return best[1] if best else None
+
+
+def loaded_variant(stderr: str) -> str | None:
+    m = _LOADED.search(stderr)
+    return m[1] if m else None
+
+
+def run_models(subject: Subject, work: Path, models: list[Path], names: list[str], *,
+               threads: int, run_anyway: bool = False,
+               parse: Callable[[str], list[BenchTest]],
+               note: Callable[[str], None] = lambda _: None) -> list[EmulatedRun]:
+    """The smoke's llama-bench on each CPU model in ``names`` (see the module's docstring)."""
+    manifest = subject.manifest
+    if subject.wrap is not None:
+        raise UsageError(f"{subject.kind}s run in a container or another root: CPU models are "
+                         "emulated for tarballs and wheels run here")
+    qemu = emulator(manifest)
+    bench = subject.lib_dir / Path(subject.bench).name
+    if not bench.is_file():
+        bench = subject.lib_dir / "llama-bench"
+    env = dict(subject.env) if subject.env is not None else None
+    run_env = {**manifest.smoke_env, **(env or os.environ)}
+    runs: list[EmulatedRun] = []
+    for model in names:
+        features = CPU.model_features(model)
+        level = CPU.level_of(arch_of(manifest), features)
+        base = EmulatedRun(model=model, emulator=Path(qemu).name, level=level,
+                           verdict=EmulatedVerdict.NOT_EMULATED)
+        lacks = CPU.unemulated(model)
+        if lacks:
+            runs.append(replace(base, verdict=EmulatedVerdict.NOT_EMULATED,
+                                reason=f"{Path(qemu).name} cannot execute "
+                                           f"{', '.join(lacks)}"))
+            note(f"  {model}: not emulated ({runs[-1].reason})")
+            continue
+        missing = [f for f in manifest.cpu.required_features if f not in features]
+        expected = expected_variant(manifest, features)
+        if missing and not run_anyway:
+            runs.append(replace(base, verdict=EmulatedVerdict.REFUSED,
+                                reason=f"the model lacks {', '.join(missing)}, which the "
+                                           "artifact requires"))
+            note(f"  {model}: refused ({runs[-1].reason})")
+            continue
+        argv = [qemu, "-cpu", model, str(bench),
+                *(a for m in models for a in ("-m", str(m))), "-p", N_PROMPT, "-n", N_GEN,
+                "-r", "1", "-o", "json", "-ngl", "0", "-t", str(threads)]
+        started = time.monotonic()
+        try:
+            out = cmd.capture_all(argv, cwd=work, env=run_env, timeout=1800)
+        except CommandError as exc:
+            raise SmokeError(f"llama-bench under {model}: {' '.join(exc.tail)}") from exc
+        duration = round(time.monotonic() - started, 2)
+        variant = loaded_variant(out.stderr)
+        run = replace(base, variant=variant, expected_variant=expected, duration_s=duration)
+        if out.returncode != 0:
+            sigill = out.returncode in (-4, 132) or "signal 4" in out.stderr
+            reason = (f"killed by SIGILL (illegal instruction) on {model}" if sigill
+                      else f"llama-bench failed: {cmd.describe_exit(out.returncode)}: "
+                           + " ".join(out.stderr.strip().splitlines()[-2:]))
+            runs.append(replace(run, verdict=EmulatedVerdict.FAIL, reason=reason))
+        else:
+            try:
+                tests = parse(out.stdout)
+            except SmokeError as exc:
+                runs.append(replace(run, verdict=EmulatedVerdict.FAIL,
+                                    reason=exc.message.splitlines()[0]))
+            else:
+                problems = []
+                kinds = {t.test[:2] for t in tests}
+                if not {"pp", "tg"} <= kinds:
+                    problems.append("a prompt and a generation test did not both run")
+                if not tests or any((t.avg_ts or 0) <= 0 for t in tests):
+                    problems.append("tokens/s is not > 0")
+                if expected is not None and variant != expected:
+                    problems.append(f"the loader chose {variant or 'no CPU variant'}, "
+                                    f"{expected} fits {model}")
+                runs.append(replace(
+                    run, tests=tuple(tests),
+                    verdict=EmulatedVerdict.FAIL if problems else EmulatedVerdict.PASS,
+                    reason="; ".join(problems) or (f"ran {variant}" if variant else "ran")))
+        note(f"  {model}: {runs[-1].verdict.value} ({runs[-1].reason}, {duration:.1f} s)")
+    return runs

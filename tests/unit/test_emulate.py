@@ -1,0 +1,114 @@
+"""Emulated CPU models: which models a claim covers, the variant ggml's loader must choose on
+each, refusal before running, and the platform's models and ABI floor in the cascade.
+(The models' features are checked against QEMU itself in tests/integration/test_claims.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from buildtool import records
+from buildtool.config.resolve import Overrides, parse_abi_floor
+from buildtool.cpudata import CPU
+from buildtool.errors import ConfigError, ExitCode, HostIncompatibleError, UsageError
+from buildtool.records import AbiVersions, CpuClaim, Manifest
+from buildtool.verify import emulate, smoke
+from tests.unit.release_data import base_manifest
+from tests.unit.test_resolve import host, res
+
+# what ggml's loader prints when it picks a CPU variant (captured from an all-variants build)
+LOADED = ("load_backend: loaded CPU backend from /tmp/buildtool-smoke-x/llama.cpp-b11312-cpu-"
+          "linux-x86_64/libggml-cpu-sandybridge.so\n")
+
+
+def _manifest(policy: str, required: tuple[str, ...],
+              dropped: tuple[str, ...] = ()) -> Manifest:
+    m = records.from_data(Manifest, {**base_manifest("cpu"), "artifact": "a", "kind": "tarball"},
+                          "test")
+    return dataclasses.replace(m, cpu=CpuClaim(policy=policy, required_features=required,
+                                               dropped_variants=dropped))
+
+
+def test_models_are_ordered_and_their_levels_follow_from_their_features() -> None:
+    levels = {m: CPU.level_of("x86_64", CPU.model_features(m)) for m in CPU.model_names()}
+    assert levels == {"qemu64": "x86-64", "Nehalem": "x86-64-v2", "SandyBridge": "x86-64-v2",
+                      "IvyBridge": "x86-64-v2", "Haswell": "x86-64-v3",
+                      "Skylake-Server": "x86-64-v4"}
+    assert CPU.unemulated("Haswell") == ()
+    assert "avx512f" in CPU.unemulated("Skylake-Server")
+
+
+def test_the_models_a_claim_covers_and_the_lowest_it_must_be_proven_on() -> None:
+    v3 = CPU.level_features("x86-64-v3")
+    assert CPU.covering_models("x86_64", v3) == ("Haswell", "Skylake-Server")
+    assert CPU.lowest_model("x86_64", v3) == "Haswell"
+    assert CPU.lowest_model("x86_64", ["sse2"]) == "qemu64"
+    assert CPU.lowest_model("x86_64", ["avx", "f16c"]) == "IvyBridge"
+    # AVX-512 claims: covered only by a model the emulator cannot execute
+    assert CPU.lowest_model("x86_64", ["avx512f"]) is None
+    listed = ["qemu64", "Nehalem", "SandyBridge", "IvyBridge", "Haswell"]
+    assert emulate.claimed_models(_manifest("x86-64-v3", tuple(sorted(v3))), listed) == \
+        ["Haswell"]
+    assert emulate.claimed_models(_manifest("all-variants", ("sse2",)), listed) == listed
+
+
+@pytest.mark.parametrize(("model", "variant"), [
+    ("qemu64", "x64"), ("Nehalem", "sse42"), ("SandyBridge", "sandybridge"),
+    ("IvyBridge", "ivybridge"), ("Haswell", "haswell"), ("Skylake-Server", "skylakex")])
+def test_the_variant_the_loader_must_choose_on_each_model(model: str, variant: str) -> None:
+    m = _manifest("all-variants", ("sse2",))
+    assert emulate.expected_variant(m, CPU.model_features(model)) == variant
+    # a tuned build has no variants to choose from
+    assert emulate.expected_variant(_manifest("x86-64-v3", ("avx2",)),
+                                    CPU.model_features(model)) is None
+
+
+def test_a_dropped_variant_is_not_expected() -> None:
+    m = _manifest("all-variants", ("sse2",), dropped=("haswell",))
+    assert emulate.expected_variant(m, CPU.model_features("Haswell")) == "piledriver"
+
+
+def test_the_loaded_variant_is_read_from_ggmls_log() -> None:
+    assert emulate.loaded_variant("noise\n" + LOADED) == "sandybridge"
+    assert emulate.loaded_variant("load_backend: loaded RPC backend from x.so\n") is None
+
+
+def test_models_are_checked_against_the_artifact() -> None:
+    m = _manifest("all-variants", ("sse2",))
+    assert emulate.check_models(m, ["Haswell", "qemu64", "Haswell"]) == ["Haswell", "qemu64"]
+    with pytest.raises(UsageError, match="unknown CPU model 'Pentium4'; x86_64 models: qemu64"):
+        emulate.check_models(m, ["Pentium4"])
+
+
+def test_a_model_lacking_a_required_feature_is_refused_before_running() -> None:
+    v3 = _manifest("x86-64-v3", tuple(sorted(CPU.level_features("x86-64-v3"))))
+    with pytest.raises(HostIncompatibleError) as info:
+        smoke.refuse_models(v3, ["Haswell", "Nehalem"], run_anyway=False)
+    assert info.value.exit_code == ExitCode.HOST_INCOMPATIBLE
+    assert "CPU model Nehalem lacks: avx, avx2, bmi1, bmi2, f16c, fma, lzcnt, movbe, xsave" \
+        in info.value.message
+    assert "Haswell" not in info.value.message
+    smoke.refuse_models(v3, ["Nehalem"], run_anyway=True)  # runs, to die of SIGILL
+    smoke.refuse_models(v3, ["Haswell"], run_anyway=False)
+
+
+def test_the_platform_declares_its_floor_and_models(data: Path, fake_tools: object,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = res("cpu", host(data))
+    assert rt.abi_floor == AbiVersions(glibc="2.35", libstdcxx="3.4.30", cxxabi="1.3.13")
+    assert rt.origins["abi_floor"] == "build_matrix.yaml:platforms.linux-x86_64"
+    assert rt.cpu_models == ("qemu64", "Nehalem", "SandyBridge", "IvyBridge", "Haswell")
+    env = res("cpu", host(data), env={"BUILDTOOL_ABI_FLOOR": "glibc=2.31"})
+    assert env.abi_floor == AbiVersions(glibc="2.31")
+    assert env.origins["abi_floor"] == "environment BUILDTOOL_ABI_FLOOR"
+    cli = res("cpu", host(data), env={"BUILDTOOL_ABI_FLOOR": "glibc=2.31"},
+              overrides=Overrides(abi_floor=parse_abi_floor("glibc=2.28,libstdcxx=3.4.25",
+                                                            "--abi-floor")))
+    assert cli.abi_floor == AbiVersions(glibc="2.28", libstdcxx="3.4.25")
+    assert cli.origins["abi_floor"] == "--abi-floor"
+    with pytest.raises(ConfigError, match=r"'musl=1\.2' is not FAMILY=VERSION"):
+        parse_abi_floor("glibc=2.31,musl=1.2", "--abi-floor")
+    with pytest.raises(ConfigError, match="'glibc=two' is not FAMILY=VERSION"):
+        parse_abi_floor("glibc=two", "environment BUILDTOOL_ABI_FLOOR")
