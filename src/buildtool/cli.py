@@ -534,11 +534,14 @@ def lab_group() -> None:
               help="Threads (default: all cores).")
 @click.option("--engine", type=click.Choice(ENGINES), default=None,
               help="Container engine for images (default: the first usable).")
+@click.option("--cpu-model", "cpu_models", multiple=True, metavar="NAME",
+              help="Also run each tarball and wheel on this emulated CPU model (repeatable); "
+                   "models outside an artifact's claim are recorded as refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result document on stdout.")
 @click.pass_context
 def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path | None,
             n_prompt: str, n_gen: str, repetitions: int, threads: int | None,
-            engine: str | None, as_json: bool) -> None:
+            engine: str | None, cpu_models: tuple[str, ...], as_json: bool) -> None:
     """Smoke-test and benchmark every artifact in DIRECTORY that fits this host.
 
     Artifacts for other hardware are recorded as skipped with the reason; one that fails
@@ -551,7 +554,8 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
 
     try:
         settings = lab.Settings(n_prompt=lab.sizes(n_prompt), n_gen=lab.sizes(n_gen),
-                                repetitions=repetitions, model=model, threads=threads)
+                                repetitions=repetitions, model=model, threads=threads,
+                                cpu_models=tuple(dict.fromkeys(cpu_models)))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     rep = _reporter(ctx)
@@ -562,7 +566,7 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
     lab.artifacts_in(directory)  # before detecting anything
     host = detect_host(with_toolchains=False)
     doc = lab.run(directory, dest, cpu=host.cpu, host=lab.host_facts(host), settings=settings,
-                  engine=engine, note=rep.info)
+                  engine=engine, note=rep.info, system=host.system)
     totals = lab.counts(doc)
     if as_json:
         emit_json(records.to_json(doc))

@@ -395,6 +395,8 @@ class HostFacts:
     devices: dict[str, bool] = field(default_factory=dict)
     engines: tuple[str, ...] = ()
     python: str = ""
+    system: SystemRecord | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "its glibc and libstdc++ (Linux)"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -404,6 +406,7 @@ class LabSettings:
     repetitions: Annotated[int, Range(minimum=1)]
     model: str
     threads: Annotated[int, Range(minimum=1)] | None = None
+    cpu_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

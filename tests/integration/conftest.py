@@ -64,3 +64,20 @@ def engine_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     yield env
+
+
+@pytest.fixture(scope="session")
+def bullseye() -> Path:
+    """A Debian 11 root file system with its build tools (scripts/build-root.sh): glibc 2.31,
+    GLIBCXX_3.4.28 — what an older distribution has. Kept between runs in the test cache
+    (BUILDTOOL_TEST_ROOTS) because debootstrap takes a minute or two."""
+    assert shutil.which("debootstrap"), "debootstrap is needed (.ci/run installs it)"
+    base = Path(os.environ.get("BUILDTOOL_TEST_ROOTS")
+                or Path.home() / ".cache" / "buildtool-test" / "roots")
+    root = base / "bullseye"
+    base.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "build-root.sh"), "bullseye",
+                           str(root)], env={**os.environ, "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=1800, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from buildtool import abi
+from buildtool.cpudata import CPU
 from buildtool.errors import ExitCode
 from tests.integration.conftest import ROOT, buildtool
 
@@ -78,6 +81,76 @@ def test_manifest_and_checksums(built: dict[str, object]) -> None:
     assert manifest["cmake_defines"]["GGML_NATIVE"] == "OFF"
     assert "avx2" in manifest["cpu"]["required_features"]
     assert manifest["toolchain"]["cmake"]["version"]
+    # the ABI floor read from the binaries: this host's glibc/libstdc++ at most, within the
+    # platform's declared floor, and the system libraries the binaries load
+    system = abi.system_abi()
+    floor = manifest["abi"]["floor"]
+    assert manifest["abi"]["verdict"] == "pass"
+    assert manifest["abi"]["declared"]["glibc"] == "2.35"
+    assert abi.parse_version(floor["glibc"]) <= abi.parse_version(system.versions.glibc or "0")
+    assert floor["libstdcxx"].startswith("3.4.")
+    assert {"libc.so.6", "libstdc++.so.6"} <= set(manifest["abi"]["system_libraries"])
+    assert not any(lib.startswith(("libllama", "libggml"))
+                   for lib in manifest["abi"]["system_libraries"])  # it ships those
+
+
+def _below_claim(required: list[str]) -> str:
+    """The highest emulated CPU model that lacks something the artifact requires."""
+    below = [m for m in CPU.model_names() if not CPU.unemulated(m)
+             and not set(required) <= CPU.model_features(m)]
+    assert below, required
+    return below[-1]
+
+
+def test_a_model_below_the_claim_is_refused_and_forced_dies_of_sigill(
+        built: dict[str, object]) -> None:
+    outcome = built["outcome"]
+    assert isinstance(outcome, dict)
+    artifact = outcome["artifact"]
+    manifest = json.loads(Path(artifact.replace(".tar.gz", ".manifest.json")).read_text())
+    model = _below_claim(manifest["cpu"]["required_features"])
+    refused = buildtool("smoke", artifact, "--cpu-model", model, "--no-record")
+    assert refused.returncode == ExitCode.HOST_INCOMPATIBLE, refused.stderr[-2000:]
+    assert f"CPU model {model} lacks:" in refused.stderr and "Traceback" not in refused.stderr
+    assert "smoke llama.cpp" not in refused.stdout  # refused before anything ran
+    forced = buildtool("smoke", artifact, "--cpu-model", model, "--run-anyway", "--json",
+                       "--no-record")
+    assert forced.returncode == ExitCode.SMOKE, forced.stderr[-2000:]
+    result = json.loads(forced.stdout)
+    (run,) = result["emulated"]
+    assert run["model"] == model and run["verdict"] == "fail"
+    assert run["reason"] == f"killed by SIGILL (illegal instruction) on {model}"
+    # the native run on this host passed: only the emulated CPU failed
+    assert all(c["ok"] for c in result["checks"] if c["name"] != "emulated CPU models")
+
+
+def test_debian_11_refuses_a_tarball_built_on_debian_12(built: dict[str, object],
+                                                        bullseye: Path) -> None:
+    outcome = built["outcome"]
+    assert isinstance(outcome, dict)
+    proc = buildtool("smoke", outcome["artifact"], "--root", str(bullseye), "--no-record")
+    assert proc.returncode == ExitCode.HOST_INCOMPATIBLE, proc.stderr[-2000:]
+    assert f"needs a newer C library or C++ runtime than {bullseye} has" in proc.stderr
+    assert "libc.so.6 here has 2.31" in proc.stderr and "libstdc++.so.6 here has 3.4.28" \
+        in proc.stderr
+    # never the dynamic loader's own words: nothing ran
+    assert "not found" not in proc.stderr and "Traceback" not in proc.stderr
+    # what the loader would have said, for the record: the same artifact run there anyway
+    name = Path(outcome["artifact"]).name.removesuffix(".tar.gz")
+    scratch = bullseye / "tmp" / "buildtool-test-loader"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        with tarfile.open(outcome["artifact"]) as tf:
+            tf.extractall(scratch, filter="data")
+        loader = subprocess.run(
+            ["unshare", "--mount", "--fork", "--", "sh", "-c",
+             'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"', str(bullseye),
+             f"/tmp/buildtool-test-loader/{name}/llama-cli", "--version"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert loader.returncode != 0 and "version `GLIBC_2.3" in loader.stderr
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_binaries_run_from_any_directory(built: dict[str, object], tmp_path: Path) -> None:

@@ -30,11 +30,28 @@ def _manifest(artifact: str) -> dict:  # type: ignore[type-arg]
     return data
 
 
+MODELS = ["qemu64", "Nehalem", "SandyBridge", "IvyBridge", "Haswell"]  # build_matrix.yaml
+VARIANTS = ["x64", "sse42", "sandybridge", "ivybridge", "haswell"]  # what fits each best
+
+
 def test_all_variants_cpu_build(work: Path) -> None:
-    outcome = _build(work, "cpu", "--cpu", "all-variants")
+    # the tarball and a wheel from the same build directory
+    outcome = _build(work, "cpu", "--cpu", "all-variants", "--artifact", "tarball",
+                     "--artifact", "wheel")
     assert Path(outcome["artifact"]).name == "llama.cpp-b11312-cpu-linux-x86_64.tar.gz"
     assert outcome["smoke"]["verdict"] == "pass"
+    # both kinds ran on every emulated CPU model of the platform (its claim covers them
+    # all), and ggml's loader chose the variant that fits each
+    for made in outcome["artifacts"]:
+        runs = made["smoke"]["emulated"]
+        assert [r["model"] for r in runs] == MODELS, made["kind"]
+        assert [r["verdict"] for r in runs] == ["pass"] * 5, runs
+        assert [r["variant"] for r in runs] == VARIANTS == [r["expected_variant"]
+                                                            for r in runs]
+        assert all(t["avg_ts"] > 0 for r in runs for t in r["tests"])
+        assert made["smoke"]["system"]["glibc"]
     manifest = _manifest(outcome["artifact"])
+    assert manifest["abi"]["verdict"] == "pass" and manifest["abi"]["floor"]["glibc"]
     assert manifest["cpu"]["policy"] == "all-variants"
     assert manifest["cpu"]["required_features"] == ["sse2"]
     files = manifest["isa_audit"]["files"]

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from buildtool import records
+from buildtool.abi import SystemAbi
 from buildtool.detect.cpu import from_flag_list
 from buildtool.detect.host import parse_nvidia_smi, vulkan_icds
 from buildtool.errors import ExitCode, SmokeError
 from buildtool.lab import report
 from buildtool.lab import runner as lab
-from buildtool.records import BenchTest, HostFacts, Manifest, SmokeRecord, Verdict
+from buildtool.records import AbiVersions, BenchTest, HostFacts, Manifest, SmokeRecord, Verdict
 from buildtool.verify import smoke
 from tests.unit import release_data as data
 from tests.unit.helpers import manifest, run_cli
@@ -111,6 +112,25 @@ def test_artifacts_that_fit() -> None:
                      _host(engines=["podman"]), ZEN4) is None
     assert lab.unfit("wheel", "x-1.0-py3-none-any.whl", _m(platform="linux-x86_64"),
                      _host(), ZEN4) is None
+
+
+def test_an_artifact_above_the_hosts_abi_floor_is_skipped_before_running(
+        tmp_path: Path) -> None:
+    needs = {"verdict": "pass", "floor": {"glibc": "2.34", "libstdcxx": "3.4.30"}}
+    bullseye = SystemAbi(root=Path("/"), versions=AbiVersions(glibc="2.30",
+                                                              libstdcxx="3.4.28"),
+                         release="2.31")
+    new = _m(platform="linux-x86_64", abi=needs)
+    reason = lab.unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bullseye)
+    assert reason == ("needs a newer C library or C++ runtime: glibc 2.34 is needed, "
+                      "libc.so.6 here has 2.31; libstdcxx 3.4.30 is needed, libstdc++.so.6 "
+                      "here has 3.4.28")
+    # an image brings its own C library; a system new enough fits
+    assert lab.unfit("image", "x.oci.tar", new, _host(engines=["podman"]), ZEN4,
+                     bullseye) is None
+    bookworm = SystemAbi(root=Path("/"), versions=AbiVersions(glibc="2.36",
+                                                              libstdcxx="3.4.30"))
+    assert lab.unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bookworm) is None
 
 
 def test_a_run_keeps_going_and_records_every_artifact(tmp_path: Path,

@@ -83,6 +83,14 @@ def test_runners_install_what_each_recipe_names(fake_tools: object) -> None:
     runs = {s.get("if"): s.get("run", "") for s in steps}
     assert "${{ matrix.packages }}" in runs["matrix.packages != ''"]
     assert "toolchain install ${{ matrix.toolchain }}" in runs["matrix.toolchain != ''"]
+    # only a target that needs nothing but compilers is built in the older build environment
+    assert rows["cpu"]["build_env"] == "recipes/build-env/Dockerfile"
+    assert rows["vulkan"]["build_env"] == rows["cublas12"]["build_env"] == ""
+    assert rows["metal"]["build_env"] == ""  # macOS
+    build_step = next(s for s in steps if "buildtool build --target" in s.get("run", ""))
+    assert "--build-env buildtool-build-env" in build_step["run"]
+    assert "docker build -t buildtool-build-env -f ${{ matrix.build_env }}" in \
+        runs["matrix.build_env != ''"]
     # no family is named in the build job's steps but the one needing its environment
     assert [s["if"] for s in steps if "matrix.family" in str(s.get("if"))] == [
         "matrix.family == 'sycl'"]

@@ -98,6 +98,9 @@ def ci_cpu(rt: ResolvedTarget) -> str:
     return rt.cpu_requested
 
 
+BUILD_ENV = "recipes/build-env/Dockerfile"
+
+
 def github_matrix(session: Session) -> dict[str, Any]:
     """The job matrix for GitHub Actions: one entry per target and platform."""
     include: list[dict[str, Any]] = []
@@ -109,10 +112,14 @@ def github_matrix(session: Session) -> dict[str, Any]:
         # on the runner itself: the recipe's packages, then the toolchain buildtool provisions
         packages = "" if container else " ".join(rt.recipe.ci_packages)
         toolchain = "" if container else backend.toolchain_for(rt.toolkit) or ""
+        # a target that needs nothing but compilers compiles in the older build environment
+        # (recipes/build-env: Debian 11), so its tarball runs on older distributions too
+        build_env = BUILD_ENV if rt.platforms[0].startswith("linux-") and not (
+            container or packages or toolchain) else ""
         include.append({"target": rt.name, "recipe": rt.recipe_name, "family": rt.family,
                         "platform": rt.platforms[0], "runner": rt.runner, "cpu": ci_cpu(rt),
                         "toolkit": rt.toolkit or "", "container": container,
-                        "packages": packages, "toolchain": toolchain,
+                        "packages": packages, "toolchain": toolchain, "build_env": build_env,
                         "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
     return {"include": include}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import __version__, backends, inputs, records
+from buildtool.abi import SystemAbi
 from buildtool.artifacts import KINDS, find, kind_of
 from buildtool.detect.cpu import CpuInfo, normalize_arch
 from buildtool.detect.host import Host
@@ -40,6 +41,7 @@ from buildtool.records import (
     LabSettings,
     LabStatus,
     Manifest,
+    SystemRecord,
 )
 
 SCHEMA = records.LAB_SCHEMA
@@ -86,7 +88,9 @@ def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
                              memory=records.clean(g.memory) if g.memory else None,
                              source=g.source) for g in host.gpus),
         drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
-        engines=host.engines, python=_platform.python_version())
+        engines=host.engines, python=_platform.python_version(),
+        system=SystemRecord(glibc=host.system.release or host.system.versions.glibc,
+                            libstdcxx=host.system.versions.libstdcxx) if host.system else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,8 +107,10 @@ def artifact_manifest(path: Path, kind: ArtifactKind) -> Manifest | None:
 
 
 def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
-          cpu: CpuInfo) -> str | None:
-    """Why an artifact cannot run on this host, or None when it fits."""
+          cpu: CpuInfo, system: SystemAbi | None = None) -> str | None:
+    """Why an artifact cannot run on this host, or None when it fits (``system``: this
+    host's C library and C++ runtime, held against the artifact's ABI floor; an image
+    brings its own)."""
     plat = manifest.platform
     os_name, _, arch = plat.partition("-")
     here = host.platform.partition("-")[0]
@@ -115,6 +121,10 @@ def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
     missing = cpu.missing(list(manifest.cpu.required_features))
     if missing:
         return f"needs CPU features this host lacks: {', '.join(missing)}"
+    if system is not None and manifest.abi is not None and not KINDS[kind].CONTAINER:
+        old = system.missing(manifest.abi.floor)
+        if old:
+            return f"needs a newer C library or C++ runtime: {'; '.join(old)}"
     return backends.family(manifest.family).host_fit(host) or KINDS[kind].host_fit(name, host)
 
 
@@ -129,12 +139,13 @@ class Settings:
     repetitions: int = 3
     model: Path | None = None
     threads: int | None = None
+    cpu_models: tuple[str, ...] = ()  # emulated CPU models to run each artifact on too
 
     def record(self) -> LabSettings:
         return LabSettings(n_prompt=self.n_prompt, n_gen=self.n_gen,
                            repetitions=self.repetitions,
                            model=str(self.model) if self.model else "synthetic",
-                           threads=self.threads)
+                           threads=self.threads, cpu_models=self.cpu_models)
 
 
 def now() -> str:
@@ -160,7 +171,8 @@ def error_reason(exc: BuildtoolError) -> str:
 
 
 def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
-            cpu: CpuInfo, settings: Settings, engine: Any, note: Note) -> LabEntry:
+            cpu: CpuInfo, settings: Settings, engine: Any, note: Note,
+            system: SystemAbi | None = None) -> LabEntry:
     from buildtool.inputs import sha256_file
     from buildtool.verify import smoke
     from buildtool.verify.synthetic import cached_model
@@ -168,15 +180,20 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
     entry = LabEntry(artifact=path.name, kind=kind, target=manifest.target,
                      backend=manifest.backend, family=manifest.family,
                      status=LabStatus.SKIPPED)
-    why = unfit(kind, path.name, manifest, host, cpu)
+    why = unfit(kind, path.name, manifest, host, cpu, system)
     if why:
         return dataclasses.replace(entry, reason=why)
     started = time.monotonic()
     entry = dataclasses.replace(entry, sha256=sha256_file(path))
+    # emulated CPU models: for what runs here (not images); those outside its claim are
+    # recorded as refused, not run
+    models = list(settings.cpu_models) if not KINDS[kind].CONTAINER else []
     try:
-        with smoke.opened(path, host=cpu, engine=engine, note=note) as (subject, work):
+        with smoke.opened(path, host=cpu, engine=engine, note=note,
+                          system=system) as (subject, work):
             result = smoke.smoke_subject(subject, work, path, model=settings.model,
-                                         threads=settings.threads)
+                                         threads=settings.threads, cpu_models=models,
+                                         note=note, system=smoke.system_record(system, None))
             entry = dataclasses.replace(entry, smoke=result)
             model = smoke.stage_model(subject, work, settings.model or cached_model())
             tests, _ = smoke.bench(subject, work, [model],
@@ -199,7 +216,7 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
 
 
 def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engine: Any,
-            note: Note) -> LabEntry:
+            note: Note, system: SystemAbi | None = None) -> LabEntry:
     """One artifact's entry: a missing or malformed manifest is recorded, not raised."""
 
     kind = kind_of(path)
@@ -212,7 +229,7 @@ def examine(path: Path, host: HostFacts, cpu: CpuInfo, settings: Settings, engin
     if manifest is None:
         return LabEntry(artifact=path.name, kind=kind, status=LabStatus.SKIPPED,
                         reason="no buildtool manifest")
-    return run_one(path, kind, manifest, host, cpu, settings, engine, note)
+    return run_one(path, kind, manifest, host, cpu, settings, engine, note, system)
 
 
 def artifacts_in(directory: Path) -> list[Path]:
@@ -225,9 +242,11 @@ def artifacts_in(directory: Path) -> list[Path]:
 
 
 def run(directory: Path, out: Path, *, cpu: CpuInfo, host: HostFacts, settings: Settings,
-        engine: str | None = None, note: Note = lambda _: None) -> LabResults:
+        engine: str | None = None, note: Note = lambda _: None,
+        system: SystemAbi | None = None) -> LabResults:
     """Run every artifact under ``directory`` on this host (``host``: its record, made by
-    :func:`host_facts` from the one detection; ``cpu``: the same detection's CPU)."""
+    :func:`host_facts` from the one detection; ``cpu`` and ``system``: the same detection's
+    CPU and C library / C++ runtime)."""
     from buildtool.toolchains import engines
 
     paths = artifacts_in(directory)
@@ -243,7 +262,7 @@ def run(directory: Path, out: Path, *, cpu: CpuInfo, host: HostFacts, settings: 
                      started_at=now())
     for i, path in enumerate(paths, 1):
         note(f"[{i}/{len(paths)}] {path.name}")
-        entry = examine(path, facts, cpu, settings, eng, note)
+        entry = examine(path, facts, cpu, settings, eng, note, system)
         note(f"    {entry.status.value}" + (f": {entry.reason}" if entry.reason else ""))
         doc = dataclasses.replace(doc, results=(*doc.results, entry))
         write_json(out, records.to_json(doc))
