@@ -102,7 +102,8 @@ def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
         gpu_archs=check_value(tuple[GpuArch, ...], archs, "--gpu-archs", error=UsageError)
         if archs is not None else None,
         defines=_parse_defines(defines),
-        abi_floor=parse_abi_floor(abi_floor, "--abi-floor") if abi_floor else None)
+        abi_floor=parse_abi_floor(abi_floor, "--abi-floor", UsageError) if abi_floor
+        else None)
 
 
 target_options = [

@@ -272,3 +272,29 @@ def test_unknown_cpu_policy_from_the_environment(capsys: pytest.CaptureFixture[s
     monkeypatch.setenv("BUILDTOOL_CPU", "x86-64-v9")
     code, err = _cli(capsys, "plan", "--target", "cpu")
     assert code == ExitCode.CONFIG and "environment BUILDTOOL_CPU" in err
+
+
+@pytest.mark.parametrize(("args", "env", "code", "says"), [
+    (("--abi-floor", "glibc=2.31;rm -rf /"), None, ExitCode.USAGE, "--abi-floor: 'glibc=2.31;rm"),
+    (("--abi-floor", "musl=1.2"), None, ExitCode.USAGE, "FAMILY one of glibc, libstdcxx"),
+    ((), "glibc=latest", ExitCode.CONFIG, "environment BUILDTOOL_ABI_FLOOR: 'glibc=latest'"),
+])
+def test_a_bad_abi_floor_is_refused(args: tuple[str, ...], env: str | None, code: int,
+                                    says: str, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if env is not None:
+        monkeypatch.setenv("BUILDTOOL_ABI_FLOOR", env)
+    got, err = _cli(capsys, "plan", "--target", "cpu", *args)
+    assert got == code and says in err and "Traceback" not in err
+
+
+def test_unknown_cpu_models_in_the_matrix_are_refused_with_the_line(tmp_path: Path) -> None:
+    text = (ROOT / "build_matrix.yaml").read_text().replace(
+        "cpu-models: [qemu64, Nehalem,", "cpu-models: [qemu64, Pentium4,")
+    assert "Pentium4" in text
+    bad = tmp_path / "build_matrix.yaml"
+    bad.write_text(text)
+    line = text.splitlines().index(next(ln for ln in text.splitlines() if "Pentium4" in ln)) + 1
+    with pytest.raises(ConfigError) as info:
+        load_project(ROOT, bad)
+    assert info.value.line == line and "Pentium4" in info.value.message

@@ -33,7 +33,7 @@ from buildtool.config.model import (
 from buildtool.config.project import Project
 from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import ConfigError
+from buildtool.errors import BuildtoolError, ConfigError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
 from buildtool.records import AbiVersions
 from buildtool.schema import suggest
@@ -352,13 +352,15 @@ def resolve(
     )
 
 
-def parse_abi_floor(text: str, where: str) -> AbiVersions:
-    """``glibc=2.31,libstdcxx=3.4.28`` (BUILDTOOL_ABI_FLOOR, --abi-floor)."""
+def parse_abi_floor(text: str, where: str,
+                    error: type[BuildtoolError] = ConfigError) -> AbiVersions:
+    """``glibc=2.31,libstdcxx=3.4.28`` (BUILDTOOL_ABI_FLOOR: ConfigError, exit 3;
+    --abi-floor: UsageError, exit 2)."""
     values: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or key not in abi.FAMILIES or not re.fullmatch(r"\d+(\.\d+){0,3}", value):
-            raise ConfigError(f"{where}: '{part}' is not FAMILY=VERSION with FAMILY one of "
+            raise error(f"{where}: '{part}' is not FAMILY=VERSION with FAMILY one of "
                               f"{', '.join(abi.FAMILIES)} (e.g. glibc=2.31,libstdcxx=3.4.28)")
         values[key] = value
     return AbiVersions(**values)
