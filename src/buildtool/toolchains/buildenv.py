@@ -10,7 +10,8 @@ same paths, so nothing else changes:
 
 * ``--build-env DIR``: a root file system (``debootstrap bullseye DIR``, see
   ``scripts/build-root.sh``), entered with chroot in a private mount namespace (root only;
-  nothing stays mounted afterwards);
+  nothing stays mounted afterwards; the mount points, empty directories at the mounted
+  paths, are made inside DIR);
 * ``--build-env IMAGE``: a container image (docker or podman; the CI workflow uses this), the
   same image an image's Dockerfile build stage can start from.
 
