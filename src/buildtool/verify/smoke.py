@@ -273,6 +273,9 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
     or, as a string, an image reference); the same verdict for all. ``cpu_models``: also run
     it on these emulated CPU models (see :mod:`buildtool.verify.emulate`)."""
+    if root is not None:  # what the programs load is the root's, not this host's
+        root = root_file_system(root)
+        system = abi.system_abi(root, host.arch)
     with opened(artifact, host=host, engine=engine, note=note, system=system,
                 root=root) as (subject, work):
         models = emulate.check_models(subject.manifest, cpu_models)
