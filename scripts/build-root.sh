@@ -20,7 +20,8 @@ case "$(uname -m)" in
     *) echo "build-root: no cmake wheel for $(uname -m)" >&2; exit 2 ;;
 esac
 
-if [ -x "$dir/usr/local/bin/cmake" ] && [ -x "$dir/usr/local/bin/c++" ]; then
+if [ -x "$dir/usr/local/bin/cmake" ] && [ -x "$dir/usr/bin/clang++-$clang" ] &&
+    [ -L "$dir/usr/local/bin/c++" ]; then
     echo "build-root: $dir exists"
     exit 0
 fi
