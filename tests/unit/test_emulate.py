@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from buildtool import records
+from buildtool import cmd, records
+from buildtool.artifacts.base import Subject
 from buildtool.config.resolve import Overrides, parse_abi_floor
 from buildtool.cpudata import CPU
-from buildtool.errors import ConfigError, ExitCode, HostIncompatibleError, UsageError
+from buildtool.errors import (
+    ConfigError,
+    ExitCode,
+    HostIncompatibleError,
+    ToolchainError,
+    UsageError,
+)
 from buildtool.records import AbiVersions, CpuClaim, Manifest
 from buildtool.verify import emulate, smoke
 from tests.unit.release_data import base_manifest
@@ -112,3 +119,19 @@ def test_the_platform_declares_its_floor_and_models(data: Path, fake_tools: obje
         parse_abi_floor("glibc=2.31,musl=1.2", "--abi-floor")
     with pytest.raises(ConfigError, match="'glibc=two' is not FAMILY=VERSION"):
         parse_abi_floor("glibc=two", "environment BUILDTOOL_ABI_FLOOR")
+
+
+def test_emulation_needs_a_subject_run_here_and_the_emulator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _manifest("all-variants", ("sse2",))
+    here = Subject(kind="tarball", manifest=m, bench=tmp_path / "llama-bench", quantize=None,
+                   lib_dir=tmp_path)
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: f"/usr/bin/{name}")
+    assert emulate.require(here) == "/usr/bin/qemu-x86_64"
+    boxed = dataclasses.replace(here, kind="image", wrap=lambda argv, env: argv)
+    with pytest.raises(UsageError, match="images run in a container or another root"):
+        emulate.require(boxed)
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: None)
+    with pytest.raises(ToolchainError, match="qemu-x86_64 is not installed") as info:
+        emulate.require(here)
+    assert info.value.hint == "apt-get install qemu-user (Debian, Ubuntu)"

@@ -105,16 +105,22 @@ def loaded_variant(stderr: str) -> str | None:
     return m[1] if m else None
 
 
+def require(subject: Subject) -> str:
+    """The emulator for the subject, checked before anything runs: the subject runs here
+    (not in a container or another root) and the emulator is installed."""
+    if subject.wrap is not None:
+        raise UsageError(f"{subject.kind}s run in a container or another root: CPU models are "
+                         "emulated for tarballs and wheels run here")
+    return emulator(subject.manifest)
+
+
 def run_models(subject: Subject, work: Path, models: list[Path], names: list[str], *,
                threads: int, run_anyway: bool = False,
                parse: Callable[[str], list[BenchTest]],
                note: Callable[[str], None] = lambda _: None) -> list[EmulatedRun]:
     """The smoke's llama-bench on each CPU model in ``names`` (see the module's docstring)."""
     manifest = subject.manifest
-    if subject.wrap is not None:
-        raise UsageError(f"{subject.kind}s run in a container or another root: CPU models are "
-                         "emulated for tarballs and wheels run here")
-    qemu = emulator(manifest)
+    qemu = require(subject)
     bench = subject.lib_dir / Path(subject.bench).name
     if not bench.is_file():
         bench = subject.lib_dir / "llama-bench"

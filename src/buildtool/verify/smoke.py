@@ -279,6 +279,8 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     with opened(artifact, host=host, engine=engine, note=note, system=system,
                 root=root) as (subject, work):
         models = emulate.check_models(subject.manifest, cpu_models)
+        if models:
+            emulate.require(subject)
         refuse_models(subject.manifest, models, run_anyway)
         result = smoke_subject(subject, work, artifact, model=model, n_prompt=n_prompt,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
