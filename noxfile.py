@@ -103,6 +103,14 @@ def bench_variants(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_emulated(session: nox.Session) -> None:
+    """The smoke on emulated CPU models: per artifact given and model its claim covers, the
+    variant chosen, tokens/s under emulation and seconds, side by side."""
+    session.install("-e", ".")
+    session.run("python", "scripts/bench_emulated.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def benchmark(session: nox.Session) -> None:
     """Build-speed figures for the cpu target (cold vs raw CMake, warm ccache, no-op); ~25 min."""
     session.install("-e", ".")
