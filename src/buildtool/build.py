@@ -373,8 +373,7 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
     if made.manifest is not None and not KINDS[made.manifest.kind].CONTAINER:
         models = emulate.claimed_models(made.manifest, rt.cpu_models)
         if rt.cpu_models and not models:
-            session.reporter.info("emulated CPU models: none of "
-                                  f"{', '.join(rt.cpu_models)} has what it requires")
+            session.reporter.info(f"emulated CPU models: {emulate.why_none(made.manifest)}")
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
                                 allow_cpu_fallback=options.allow_cpu_fallback,
                                 engine=eng or options.engine, cpu_models=models)

@@ -135,3 +135,15 @@ def test_emulation_needs_a_subject_run_here_and_the_emulator(
     with pytest.raises(ToolchainError, match="qemu-x86_64 is not installed") as info:
         emulate.require(here)
     assert info.value.hint == "apt-get install qemu-user (Debian, Ubuntu)"
+
+
+def test_why_no_model_proves_a_claim() -> None:
+    avx512 = _manifest("host", ("avx512f", "avx512bw", "avx2"))
+    assert emulate.why_none(avx512) == (
+        "only Skylake-Server has what it requires, and qemu-x86_64 cannot execute avx512f, "
+        "avx512bw, avx512cd, avx512dq, avx512vl")
+    assert emulate.why_none(_manifest("host", ("amx_int8",))) == \
+        "no x86_64 CPU model has everything it requires"
+    assert emulate.why_none(_manifest("x86-64-v3", ("avx2",))) == (
+        "the platform's models do not include Haswell, Skylake-Server, which have what it "
+        "requires")

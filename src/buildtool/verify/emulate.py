@@ -69,6 +69,20 @@ def claimed_models(manifest: Manifest, listed: Iterable[str]) -> list[str]:
     return [m for m in listed if m in covering]
 
 
+def why_none(manifest: Manifest) -> str:
+    """Why no emulated run proves an artifact's claim (none of the listed models covers it)."""
+    arch = arch_of(manifest)
+    covering = CPU.covering_models(arch, manifest.cpu.required_features)
+    if not covering:
+        return f"no {arch} CPU model has everything it requires"
+    lacks = list(dict.fromkeys(f for m in covering for f in CPU.unemulated(m)))
+    if lacks and all(CPU.unemulated(m) for m in covering):
+        return (f"only {', '.join(covering)} {'has' if len(covering) == 1 else 'have'} what it "
+                f"requires, and {CPU.emulator(arch)} cannot execute {', '.join(lacks)}")
+    return (f"the platform's models do not include {', '.join(covering)}, which "
+            f"{'has' if len(covering) == 1 else 'have'} what it requires")
+
+
 def emulator(manifest: Manifest) -> str:
     arch = arch_of(manifest)
     name = CPU.emulator(arch)
