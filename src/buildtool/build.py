@@ -16,6 +16,7 @@ from buildtool.config import preflight
 from buildtool.config.plan import BuildPlan, make_plan
 from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.config.session import Session
+from buildtool.cpudata import CPU
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.paths import check_cache, writable_dir
@@ -374,6 +375,12 @@ def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,
         models = emulate.claimed_models(made.manifest, rt.cpu_models)
         if rt.cpu_models and not models:
             session.reporter.info(f"emulated CPU models: {emulate.why_none(made.manifest)}")
+        if models and not emulate.installed(made.manifest):
+            session.reporter.warn(
+                f"emulated CPU models {', '.join(models)} skipped: "
+                f"{CPU.emulator(emulate.arch_of(made.manifest))} is not installed "
+                "(apt-get install qemu-user); `buildtool publish` asks for this proof")
+            models = []
     made.smoke = run_smoke_step(session, made.path, rt, options.model,
                                 allow_cpu_fallback=options.allow_cpu_fallback,
                                 engine=eng or options.engine, cpu_models=models)

@@ -243,3 +243,36 @@ def test_the_pipeline_refuses_what_a_kind_cannot_make(session: Any) -> None:
     with pytest.raises(UsageError, match="--build-arg applies to images"):
         pipeline.build(session, pipeline.BuildOptions(target="cpu", artifacts=("tarball",),
                                                       build_args=(("A", "1"),)))
+
+
+def test_the_builds_smoke_runs_the_claimed_models_or_says_why_not(
+        tmp_path: Path, data: Path, fake_tools: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform's cpu-models its claim covers go to the smoke; without the emulator they
+    are skipped with a warning (the release gate asks for the proof), never silently."""
+    import io
+
+    from buildtool import cmd
+    from buildtool.config.project import load_project
+    from buildtool.config.session import Session
+    from tests.unit import release_data
+
+    stream = io.StringIO()
+    session = Session(project=load_project(ROOT), reporter=Reporter(stream=stream),
+                      host_cpu_override=host(data))
+    rt = res("cpu", host(data), overrides=Overrides(cpu="all-variants"))
+    manifest = records.from_data(Manifest, {**release_data.base_manifest("cpu"), "kind": "tarball",
+                                            "artifact": "a"}, "test")
+    asked: list[list[str] | None] = []
+    monkeypatch.setattr(pipeline, "run_smoke_step",
+                        lambda *a, cpu_models=None, **kw: asked.append(cpu_models))
+    made = pipeline.ArtifactOutcome(kind="tarball", path=tmp_path / "a.tar.gz",
+                                    manifest=manifest)
+    options = pipeline.BuildOptions(target="cpu")
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: f"/usr/bin/{name}")
+    pipeline._smoke(session, made, rt, options, {})
+    assert asked[-1] == ["qemu64", "Nehalem", "SandyBridge", "IvyBridge", "Haswell"]
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: None)
+    pipeline._smoke(session, made, rt, options, {})
+    assert asked[-1] == []
+    assert "warning: emulated CPU models qemu64, Nehalem, SandyBridge, IvyBridge, Haswell " \
+           "skipped: qemu-x86_64 is not installed (apt-get install qemu-user)" in stream.getvalue()

@@ -83,6 +83,12 @@ def why_none(manifest: Manifest) -> str:
             f"{'has' if len(covering) == 1 else 'have'} what it requires")
 
 
+def installed(manifest: Manifest) -> bool:
+    """Whether the emulator for the artifact's architecture is installed here."""
+    name = CPU.emulator(arch_of(manifest))
+    return name is not None and cmd.which(name) is not None
+
+
 def emulator(manifest: Manifest) -> str:
     arch = arch_of(manifest)
     name = CPU.emulator(arch)
