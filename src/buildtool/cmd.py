@@ -116,23 +116,16 @@ def capture(
     check: bool = True,
 ) -> str:
     """Run a short command and return its stdout (stderr is folded in on failure)."""
-    args = [os.fspath(a) for a in argv]
-    args[0] = resolve(args[0], env=env)
-    try:
-        proc = subprocess.run(
-            args, cwd=cwd, env=dict(env) if env is not None else None, capture_output=True,
-            text=True, errors="replace", timeout=timeout, stdin=subprocess.DEVNULL, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise CommandError(args, -1, [f"timed out after {timeout} s"]) from exc
-    if check and proc.returncode != 0:
-        lines = (proc.stdout + proc.stderr).splitlines()[-TAIL_LINES:]
-        raise CommandError(args, proc.returncode, lines)
-    return proc.stdout
+    done = capture_all(argv, cwd=cwd, env=env, timeout=timeout)
+    if check and done.returncode != 0:
+        lines = (done.stdout + done.stderr).splitlines()[-TAIL_LINES:]
+        raise CommandError(done.argv, done.returncode, lines)
+    return done.stdout
 
 
 @dataclass(frozen=True)
 class Captured:
+    argv: list[str]  # as it ran (the program resolved on PATH)
     returncode: int
     stdout: str
     stderr: str
@@ -156,7 +149,7 @@ def capture_all(
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandError(args, -1, [f"timed out after {timeout} s"]) from exc
-    return Captured(proc.returncode, proc.stdout, proc.stderr)
+    return Captured(args, proc.returncode, proc.stdout, proc.stderr)
 
 
 def _terminate(proc: subprocess.Popen[str]) -> None:
