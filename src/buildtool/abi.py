@@ -4,12 +4,12 @@ ELF symbol versions — the cause of "version `GLIBC_2.34' not found" on older d
 A Linux binary records, per library it loads, the symbol versions it was linked against
 (``.gnu.version_r``: ``libc.so.6`` → ``GLIBC_2.34``, ``libstdc++.so.6`` → ``GLIBCXX_3.4.30``)
 and, per imported symbol, which of them it needs (``.gnu.version``). The highest version of
-each family is the artifact's floor: a system whose library does not define it cannot load
+each runtime is the artifact's floor: a system whose library does not define it cannot load
 the binary. A system's own versions are read the same way, from the version definitions
 (``.gnu.version_d``) of its ``libc.so.6``, ``libstdc++.so.6`` and ``libgcc_s.so.1`` — for
 this machine or for any root file system, without running anything there.
 
-Families (the names used in manifests and in ``build_matrix.yaml``):
+Runtimes (the names used in manifests and in ``build_matrix.yaml``):
 
 * ``glibc`` — ``GLIBC_x.y`` (libc, libm, libpthread, libdl, the loader);
 * ``libstdcxx`` — ``GLIBCXX_3.4.n`` (GCC's C++ library);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
@@ -30,17 +30,17 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
 
 from buildtool.errors import DataError
-from buildtool.records import AbiRecord, AbiVersions
+from buildtool.records import AbiRecord, AbiVersions, SystemRecord
 
-# family → (the prefix of its version names, the library that defines them)
-FAMILIES: Mapping[str, tuple[str, str]] = {
+# runtime → (the prefix of its version names, the library that defines them)
+RUNTIMES: Mapping[str, tuple[str, str]] = {
     "glibc": ("GLIBC_", "libc.so.6"),
     "libstdcxx": ("GLIBCXX_", "libstdc++.so.6"),
     "cxxabi": ("CXXABI_", "libstdc++.so.6"),
     "libgcc": ("GCC_", "libgcc_s.so.1"),
 }
 _VERSION = re.compile(r"(GLIBCXX|GLIBC|CXXABI|GCC)_(\d+(?:\.\d+)*)")
-_PREFIX_FAMILY = {prefix[:-1]: family for family, (prefix, _) in FAMILIES.items()}
+_PREFIX_RUNTIME = {prefix[:-1]: runtime for runtime, (prefix, _) in RUNTIMES.items()}
 # where a root file system keeps its libraries, per architecture (Debian's multiarch
 # directories first, then the RPM distributions' lib64)
 LIB_DIRS: Mapping[str, tuple[str, ...]] = {
@@ -55,12 +55,12 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-def family_version(name: str) -> tuple[str, str] | None:
+def runtime_version(name: str) -> tuple[str, str] | None:
     """``GLIBC_2.34`` → ("glibc", "2.34"); None for other names (GLIBC_PRIVATE, GOMP_4.0)."""
     m = _VERSION.fullmatch(name)
     if m is None:
         return None
-    return _PREFIX_FAMILY[m[1]], m[2]
+    return _PREFIX_RUNTIME[m[1]], m[2]
 
 
 def highest(versions: Iterable[str]) -> str | None:
@@ -82,12 +82,12 @@ class FileNeeds:
     needed: tuple[str, ...]  # DT_NEEDED: the libraries it loads
     needs: tuple[Need, ...]
 
-    def highest(self, family: str, shipped: frozenset[str] = frozenset()) -> Need | None:
-        """The need of ``family`` with the highest version (from a library not shipped)."""
+    def highest(self, runtime: str, shipped: frozenset[str] = frozenset()) -> Need | None:
+        """The need of ``runtime`` with the highest version (from a library not shipped)."""
         best: tuple[tuple[int, ...], Need] | None = None
         for need in self.needs:
-            fv = family_version(need.version)
-            if fv is None or fv[0] != family or need.library in shipped:
+            fv = runtime_version(need.version)
+            if fv is None or fv[0] != runtime or need.library in shipped:
                 continue
             key = parse_version(fv[1])
             if best is None or key > best[0]:
@@ -156,25 +156,25 @@ def defined_versions(path: Path) -> list[str]:
 
 
 def versions_of(files: Iterable[FileNeeds], shipped: frozenset[str]) -> AbiVersions:
-    """The highest version per family over ``files`` (libraries shipped beside them, such as a
+    """The highest version per runtime over ``files`` (libraries shipped beside them, such as a
     bundled libstdc++, do not count: the artifact brings them)."""
     found: dict[str, str | None] = {}
-    for family in FAMILIES:
-        found[family] = highest(
+    for runtime in RUNTIMES:
+        found[runtime] = highest(
             fv[1] for f in files for n in f.needs
-            if n.library not in shipped and (fv := family_version(n.version)) is not None
-            and fv[0] == family)
+            if n.library not in shipped and (fv := runtime_version(n.version)) is not None
+            and fv[0] == runtime)
     return AbiVersions(**found)
 
 
 def above(versions: AbiVersions, limit: AbiVersions) -> dict[str, tuple[str, str]]:
-    """The families where ``versions`` exceeds ``limit``: family → (needed, limit). A family
+    """The families where ``versions`` exceeds ``limit``: runtime → (needed, limit). A runtime
     the limit does not state is not judged."""
     out: dict[str, tuple[str, str]] = {}
-    for family in FAMILIES:
-        need, have = getattr(versions, family), getattr(limit, family)
+    for runtime in RUNTIMES:
+        need, have = getattr(versions, runtime), getattr(limit, runtime)
         if need is not None and have is not None and parse_version(need) > parse_version(have):
-            out[family] = (need, have)
+            out[runtime] = (need, have)
     return out
 
 
@@ -194,12 +194,12 @@ def floor_of(files: Iterable[Path], *, platform: str,
     violations: list[str] = []
     if declared is not None:
         for f in elves:
-            for family, (_need, limit) in above(per_file[f.path.name], declared).items():
-                worst = f.highest(family, shipped)
+            for runtime, (_need, limit) in above(per_file[f.path.name], declared).items():
+                worst = f.highest(runtime, shipped)
                 assert worst is not None
                 symbol = f", e.g. {worst.symbols[0]}" if worst.symbols else ""
                 violations.append(f"{f.path.name}: needs {worst.version} from "
-                                  f"{worst.library}{symbol} (the floor is {family} {limit})")
+                                  f"{worst.library}{symbol} (the floor is {runtime} {limit})")
     return AbiRecord(verdict="fail" if violations else "pass" if declared else "recorded",
                      floor=floor, declared=declared, system_libraries=tuple(system),
                      files=dict(sorted(per_file.items())),
@@ -220,24 +220,33 @@ class SystemAbi:
     release: str | None = None
     libraries: dict[str, Path] = field(default_factory=dict)
 
+    @property
+    def shown(self) -> AbiVersions:
+        """The versions as people know them: glibc's release, the others' symbol versions."""
+        return replace(self.versions, glibc=self.release or self.versions.glibc)
+
     def describe(self) -> str:
-        parts = [f"{f} {self.release if f == 'glibc' and self.release else v}"
-                 for f in FAMILIES if (v := getattr(self.versions, f))]
+        parts = [f"{f} {v}" for f in RUNTIMES if (v := getattr(self.shown, f))]
         return ", ".join(parts) or "no glibc found"
+
+    def record(self) -> SystemRecord:
+        """What a smoke result or a lab host records of this system."""
+        return SystemRecord(root=str(self.root), glibc=self.shown.glibc,
+                            libstdcxx=self.shown.libstdcxx)
 
     def missing(self, need: AbiVersions) -> list[str]:
         """What of ``need`` this system lacks, as sentences (empty: it fits)."""
         out: list[str] = []
-        for family in FAMILIES:
-            want, have = getattr(need, family), getattr(self.versions, family)
+        for runtime in RUNTIMES:
+            want, have = getattr(need, runtime), getattr(self.versions, runtime)
             if want is None:
                 continue
-            lib = FAMILIES[family][1]
+            lib = RUNTIMES[runtime][1]
             if have is None:
-                out.append(f"{lib} ({family} {want}) is not installed")
+                out.append(f"{lib} ({runtime} {want}) is not installed")
             elif parse_version(want) > parse_version(have):
-                shown = self.release if family == "glibc" and self.release else have
-                out.append(f"{family} {want} is needed, {lib} here has {shown}")
+                out.append(f"{runtime} {want} is needed, {lib} here has "
+                           f"{getattr(self.shown, runtime)}")
         return out
 
 
@@ -251,17 +260,17 @@ def find_library(root: Path, name: str, arch: str) -> Path | None:
 
 def system_abi(root: Path = Path("/"), arch: str = "x86_64") -> SystemAbi:
     """The versions the C library, libstdc++ and libgcc_s of ``root`` define."""
-    found: dict[str, str | None] = dict.fromkeys(FAMILIES)
+    found: dict[str, str | None] = dict.fromkeys(RUNTIMES)
     libraries: dict[str, Path] = {}
-    for library in sorted({lib for _, lib in FAMILIES.values()}):
+    for library in sorted({lib for _, lib in RUNTIMES.values()}):
         path = find_library(root, library, arch)
         if path is None or not path.is_relative_to(root.resolve()):
             continue  # a link out of the root file system names the host's file
         libraries[library] = path
-        names = [fv for n in defined_versions(path) if (fv := family_version(n)) is not None]
-        for family, (_, lib) in FAMILIES.items():
+        names = [fv for n in defined_versions(path) if (fv := runtime_version(n)) is not None]
+        for runtime, (_, lib) in RUNTIMES.items():
             if lib == library:
-                found[family] = highest(v for f, v in names if f == family)
+                found[runtime] = highest(v for f, v in names if f == runtime)
     release = None
     if "libc.so.6" in libraries:
         release = glibc_release(libraries["libc.so.6"])

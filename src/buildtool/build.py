@@ -355,8 +355,8 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
 def describe_floor(versions: AbiVersions | None) -> str:
     if versions is None:
         return ""
-    return ", ".join(f"{family} {v}" for family in abi.FAMILIES
-                     if (v := getattr(versions, family)))
+    return ", ".join(f"{runtime} {v}" for runtime in abi.RUNTIMES
+                     if (v := getattr(versions, runtime)))
 
 
 def _smoke(session: Session, made: ArtifactOutcome, rt: ResolvedTarget,

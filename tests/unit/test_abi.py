@@ -105,13 +105,13 @@ def test_other_platforms_are_skipped_and_damaged_files_are_named(tmp_path: Path,
     assert abi.floor_of([text], platform="linux-x86_64").files == {}
 
 
-def test_family_versions_and_comparison() -> None:
-    assert abi.family_version("GLIBC_2.34") == ("glibc", "2.34")
-    assert abi.family_version("GLIBCXX_3.4.30") == ("libstdcxx", "3.4.30")
-    assert abi.family_version("CXXABI_1.3.13") == ("cxxabi", "1.3.13")
-    assert abi.family_version("GCC_3.0") == ("libgcc", "3.0")
-    assert abi.family_version("GLIBC_PRIVATE") is None
-    assert abi.family_version("GOMP_4.0") is None
+def test_runtime_versions_and_comparison() -> None:
+    assert abi.runtime_version("GLIBC_2.34") == ("glibc", "2.34")
+    assert abi.runtime_version("GLIBCXX_3.4.30") == ("libstdcxx", "3.4.30")
+    assert abi.runtime_version("CXXABI_1.3.13") == ("cxxabi", "1.3.13")
+    assert abi.runtime_version("GCC_3.0") == ("libgcc", "3.0")
+    assert abi.runtime_version("GLIBC_PRIVATE") is None
+    assert abi.runtime_version("GOMP_4.0") is None
     assert abi.highest(["2.2.5", "2.34", "2.4"]) == "2.34"
     assert abi.above(AbiVersions(glibc="2.34", libstdcxx="3.4.30"),
                      AbiVersions(glibc="2.31")) == {"glibc": ("2.34", "2.31")}

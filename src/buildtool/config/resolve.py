@@ -359,9 +359,9 @@ def parse_abi_floor(text: str, where: str,
     values: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in abi.FAMILIES or not re.fullmatch(r"\d+(\.\d+){0,3}", value):
+        if not sep or key not in abi.RUNTIMES or not re.fullmatch(r"\d+(\.\d+){0,3}", value):
             raise error(f"{where}: '{part}' is not FAMILY=VERSION with FAMILY one of "
-                              f"{', '.join(abi.FAMILIES)} (e.g. glibc=2.31,libstdcxx=3.4.28)")
+                              f"{', '.join(abi.RUNTIMES)} (e.g. glibc=2.31,libstdcxx=3.4.28)")
         values[key] = value
     return AbiVersions(**values)
 

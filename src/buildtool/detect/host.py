@@ -133,9 +133,9 @@ class Host:
             "vulkan_icds": list(self.vulkan_icds),
             "devices": dict(self.devices),
             "engines": list(self.engines),
-            "system": {"glibc": self.system.release or self.system.versions.glibc,
-                       "libstdcxx": self.system.versions.libstdcxx,
-                       "cxxabi": self.system.versions.cxxabi} if self.system else None,
+            "system": {"glibc": self.system.shown.glibc,
+                       "libstdcxx": self.system.shown.libstdcxx,
+                       "cxxabi": self.system.shown.cxxabi} if self.system else None,
             "toolchains": {
                 name: [{"path": str(p.path), "version": str(p.version) if p.version else None}
                        for p in progs]

@@ -41,7 +41,6 @@ from buildtool.records import (
     LabSettings,
     LabStatus,
     Manifest,
-    SystemRecord,
 )
 
 SCHEMA = records.LAB_SCHEMA
@@ -89,8 +88,7 @@ def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
                              source=g.source) for g in host.gpus),
         drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
         engines=host.engines, python=_platform.python_version(),
-        system=SystemRecord(glibc=host.system.release or host.system.versions.glibc,
-                            libstdcxx=host.system.versions.libstdcxx) if host.system else None)
+        system=host.system.record() if host.system else None)
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +191,7 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
                           system=system) as (subject, work):
             result = smoke.smoke_subject(subject, work, path, model=settings.model,
                                          threads=settings.threads, cpu_models=models,
-                                         note=note, system=smoke.system_record(system, None))
+                                         note=note, system=system.record() if system else None)
             entry = dataclasses.replace(entry, smoke=result)
             model = smoke.stage_model(subject, work, settings.model or cached_model())
             tests, _ = smoke.bench(subject, work, [model],

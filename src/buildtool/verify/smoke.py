@@ -286,7 +286,7 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
                                allow_cpu_fallback=allow_cpu_fallback, cpu_models=models,
                                run_anyway=run_anyway, note=note,
-                               system=system_record(system, root))
+                               system=system.record() if system else None)
     if store and isinstance(artifact, Path) and artifact.is_file():
         if not sidecar(artifact, "manifest").is_file():
             adopted = KINDS[subject.kind].adopt(artifact, subject.manifest,
@@ -295,14 +295,6 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
                 write_json(sidecar(artifact, "manifest"), records.to_json(adopted))
         save(artifact, result)
     return result
-
-
-def system_record(system: SystemAbi | None, root: Path | None) -> SystemRecord | None:
-    if system is None:
-        return None
-    return SystemRecord(root=str(root) if root else "/",
-                        glibc=system.release or system.versions.glibc,
-                        libstdcxx=system.versions.libstdcxx)
 
 
 def refuse_models(manifest: Manifest, models: list[str], run_anyway: bool) -> None:
