@@ -45,7 +45,8 @@ def host_platform() -> str:
     return platform_name(os_name(), normalize_arch(_platform.machine()))
 
 
-def _read(path: Path) -> str:
+def read_system_file(path: Path) -> str:
+    """A small system file (/proc, /sys, /etc) as text; empty when it cannot be read."""
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
             return fh.read(1 << 20)
@@ -65,10 +66,10 @@ def vulkan_icds(root: Path = Path("/")) -> list[str]:
 def detect_drivers(root: Path = Path("/")) -> dict[str, str]:
     """Kernel GPU drivers and their versions (amdgpu, nvidia)."""
     drivers = {}
-    amd = _read(root / "sys/module/amdgpu/version").strip()
+    amd = read_system_file(root / "sys/module/amdgpu/version").strip()
     if amd:
         drivers["amdgpu"] = clean(amd)
-    nvidia = _read(root / "proc/driver/nvidia/version").splitlines()
+    nvidia = read_system_file(root / "proc/driver/nvidia/version").splitlines()
     if nvidia:
         drivers["nvidia"] = clean(nvidia[0].strip())
     return drivers

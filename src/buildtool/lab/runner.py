@@ -27,7 +27,7 @@ from buildtool import __version__, backends, inputs, records
 from buildtool.abi import SystemAbi
 from buildtool.artifacts import KINDS, find, kind_of
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.detect.host import Host
+from buildtool.detect.host import Host, read_system_file
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.outputs import sidecar, write_json
@@ -61,27 +61,19 @@ def parse_meminfo(text: str) -> int | None:
     return int(m.group(1)) * 1024 if m else None
 
 
-def _read(path: Path) -> str:
-    try:
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            return fh.read(1 << 20)
-    except OSError:
-        return ""
-
-
 def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
     """The lab's record of the host detection found (:func:`buildtool.detect.host.
     detect_host`), with what a report shows besides: OS release, kernel, memory, Python."""
     cpu = host.cpu
     return HostFacts(
         id=_platform.node() or "unknown-host", hostname=_platform.node(),
-        os=parse_os_release(_read(sys_root / "etc/os-release")) or _platform.system(),
+        os=parse_os_release(read_system_file(sys_root / "etc/os-release")) or _platform.system(),
         kernel=_platform.release(), platform=host.platform,
         cpu=HostCpu(model=records.clean(cpu.model) if cpu.model else None,
                     vendor=cpu.vendor, arch=cpu.arch, level=cpu.level,
                     cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
                     features=tuple(sorted(cpu.features))),
-        memory_bytes=parse_meminfo(_read(sys_root / "proc/meminfo")),
+        memory_bytes=parse_meminfo(read_system_file(sys_root / "proc/meminfo")),
         gpus=tuple(GpuRecord(vendor=g.vendor, name=records.clean(g.name),
                              driver=records.clean(g.driver) if g.driver else None,
                              memory=records.clean(g.memory) if g.memory else None,
