@@ -112,9 +112,7 @@ def open_build_env(session: Session, rt: ResolvedTarget, options: BuildOptions,
     if not rt.platform.startswith("linux-") or rt.platform != rt.host_platform:
         raise UsageError(f"--build-env builds for this host's platform ({rt.host_platform}) "
                          f"on Linux; {rt.name} is for {rt.platform}")
-    eng = None
-    if not Path(options.build_env).is_dir():
-        eng = engine.choose(options.engine)
+    eng = engine.choose(options.engine) if buildenv.is_image(options.build_env) else None
     env = buildenv.open_env(options.build_env, engine=eng,
                             extra_tools=backends.family(rt.family).tools)
     session.reporter.info(f"build environment: {env.describe()}")
@@ -124,8 +122,10 @@ def open_build_env(session: Session, rt: ResolvedTarget, options: BuildOptions,
 def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
     rt = session.resolve(options.target, options.overrides)
     marker = vendor.current(session.lock, session.vendor_dir)
+    build_env = open_build_env(session, rt, options, artifact_kinds(rt, options))
     plan = plan_for(session, rt, options,
-                    tree_sha256=marker.tree_sha256 if marker else session.lock.tree_sha256)
+                    tree_sha256=marker.tree_sha256 if marker else session.lock.tree_sha256,
+                    build_env=build_env)
     return BuildOutcome(plan=plan)
 
 

@@ -298,3 +298,13 @@ def test_unknown_cpu_models_in_the_matrix_are_refused_with_the_line(tmp_path: Pa
     with pytest.raises(ConfigError) as info:
         load_project(ROOT, bad)
     assert info.value.line == line and "Pentium4" in info.value.message
+
+
+def test_a_build_environment_that_is_not_one_is_refused_even_in_a_dry_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _cli(capsys, "build", "--target", "cpu", "--build-env", str(tmp_path),
+                     "--dry-run")
+    assert code == ExitCode.USAGE and "not a root file system" in err
+    code, err = _cli(capsys, "build", "--target", "cpu", "--build-env", "/etc/passwd",
+                     "--dry-run")
+    assert code == ExitCode.USAGE and "neither a directory nor an image reference" in err

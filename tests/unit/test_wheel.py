@@ -327,6 +327,12 @@ def test_the_launcher_refuses_a_system_older_than_the_abi_floor(
                                  f"libstdcxx 3.4.99 is needed, this system has "
                                  f"{system.versions.libstdcxx}"]
         assert pkg.describe()["abi"]["too_old_here"] == pkg.too_old()
+        damaged = {**doc, "abi": {"floor": {"glibc": "two.x", "libstdcxx": 3}}}
+        inner.write_text(json.dumps(damaged))
+        pkg.manifest.cache_clear()
+        assert pkg.too_old() == []  # a damaged floor is not held against the system
+        inner.write_text(json.dumps(doc))
+        pkg.manifest.cache_clear()
         monkeypatch.setattr(pkg, "_cpu_flags", lambda: None)
         monkeypatch.setattr(sys, "argv", ["llama-bench"])
         with pytest.raises(SystemExit) as exit_info:

@@ -113,7 +113,11 @@ def too_old() -> list[str]:
     out: list[str] = []
     for family, need in floor.items():
         got = have.get(family)
-        if need and got and _version(need) > _version(got):
+        try:
+            older = bool(need and got and _version(need) > _version(got))
+        except (AttributeError, TypeError, ValueError):  # a damaged manifest: not the system
+            continue
+        if older:
             out.append(f"{family} {need} is needed, this system has {got}")
     return out
 

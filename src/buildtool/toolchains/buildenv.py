@@ -89,6 +89,12 @@ class BuildEnv:
                                  + " ".join(exc.tail[-3:])) from None
 
 
+def is_image(spec: str) -> bool:
+    """Whether ``spec`` names a container image (not a directory, an image reference)."""
+    return not Path(spec).is_dir() and not spec.startswith((".", "/")) and \
+        _IMAGE.fullmatch(spec) is not None
+
+
 def open_env(spec: str, *, engine: Engine | None = None,
              extra_tools: Sequence[str] = ()) -> BuildEnv:
     """The build environment ``spec`` names (a directory: a root file system; otherwise an
@@ -104,7 +110,7 @@ def open_env(spec: str, *, engine: Engine | None = None,
                 raise UsageError(f"--build-env {spec}: not a root file system (no /{needed})",
                                  hint="make one with scripts/build-root.sh")
         env = BuildEnv(spec=spec, root=root, name=_pretty_name(root / "etc/os-release"))
-    elif spec.startswith((".", "/")) or not _IMAGE.fullmatch(spec):
+    elif not is_image(spec):
         raise UsageError(f"--build-env {spec}: neither a directory nor an image reference")
     else:
         if engine is None or engine.name == "buildah":
