@@ -330,10 +330,6 @@ def install(version: str, progress: Callable[[str], None] = lambda _: None,
             "name": kit.name, "version": kit.version, "components": components,
             "debian-suite": kit.debian_suite, "added": added, "notes": list(kit.notes),
         }, indent=2) + "\n")
-        final = base / kit.name
-        if final.exists():
-            shutil.rmtree(final)
-        prefix.rename(final)
-        return final
+        return provision.swap_in(prefix, base / kit.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -37,7 +37,7 @@ from buildtool.backends.base import (
 )
 from buildtool.toolchains.discovery import Program, ToolSpec, version_key
 from buildtool.toolchains.engines import Devices
-from buildtool.toolchains.provision import pypi_wheels, toolchains_dir
+from buildtool.toolchains.provision import pypi_wheels, swap_in, toolchains_dir
 
 NAME = "openvino"
 _CONFIG = "OpenVINOConfig.cmake"
@@ -135,11 +135,7 @@ def install(version: str, progress: Progress = lambda _: None) -> Path:
         for entry in (staging / NAME).iterdir():
             if f"{NAME}/{entry.name}" not in _KEEP:
                 _remove(entry)
-        final = base / f"{NAME}-{version}"
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-        return final
+        return swap_in(staging, base / f"{NAME}-{version}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -24,7 +24,7 @@ from buildtool.backends.base import (
 from buildtool.records import HostFacts
 from buildtool.toolchains.discovery import Program, ToolSpec
 from buildtool.toolchains.engines import Devices
-from buildtool.toolchains.provision import debian_packages, toolchains_dir
+from buildtool.toolchains.provision import debian_packages, swap_in, toolchains_dir
 
 # bookworm's 1.3.239 headers fail ("'LayerSettingEXT' is not a member of 'vk'");
 # trixie's 1.4.309 work. The requirement lives in recipes/vulkan.yaml.
@@ -129,11 +129,7 @@ def install_headers(progress: Progress = lambda _: None) -> Path:
         versions = debian_packages(("libvulkan-dev", "spirv-headers"), "trixie", staging,
                                    progress=progress)
         upstream = versions["libvulkan-dev"].split("-")[0].split(":")[-1]
-        final = base / f"{HEADERS}-{upstream}"
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-        return final
+        return swap_in(staging, base / f"{HEADERS}-{upstream}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

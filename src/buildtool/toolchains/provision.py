@@ -30,6 +30,15 @@ def toolchains_dir() -> Path:
     return cache_dir() / "toolchains"
 
 
+def swap_in(done: Path, final: Path) -> Path:
+    """Put a finished toolchain directory ``done`` in place as ``final`` (an earlier install
+    of that name is replaced); return ``final``."""
+    if final.exists():
+        shutil.rmtree(final)
+    done.rename(final)
+    return final
+
+
 def _apt_config(work: Path, suite: str, mirror: str,
                 components: tuple[str, ...] = ("main",)) -> Path:
     for sub in ("lists/partial", "archives/partial", "etc/sources.list.d", "etc/preferences.d"):
