@@ -322,10 +322,11 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
            timings: dict[str, float], *, own_runtime: bool = False) -> Audits:
     rt = plan.target
     t = time.monotonic()
-    session.reporter.step("ISA audit (objdump)")
+    session.reporter.step("ISA audit (disassembly)")
     report = audit.audit_files(files, declared=rt.cpu_features,
                                all_variants=rt.cpu_policy == "all-variants",
-                               platform=rt.platform, waivers=rt.audit_allow)
+                               platform=rt.platform, waivers=rt.audit_allow,
+                               level=rt.cpu_level)
     if report.verdict == "fail":
         raise AuditError(
             f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
@@ -414,6 +415,7 @@ def configure(session: Session, plan: BuildPlan, options: BuildOptions,
     """Run CMake's configure step; return the log file (the build step appends to it)."""
     rep = session.reporter
     plan.build_dir.mkdir(parents=True, exist_ok=True)
+    plan.write_cross_file()
     log = plan.build_dir / "buildtool.log"
     log.write_text("")
     t = time.monotonic()

@@ -15,7 +15,15 @@ from buildtool.artifacts.image import CACHE_KINDS
 from buildtool.config.resolve import Overrides
 from buildtool.config.session import Session, open_session
 from buildtool.errors import BuildtoolError, ExitCode, ToolchainError, UsageError
-from buildtool.grammar import CPU_POLICIES, CMakeName, EnvName, GpuArch, OneLine, Version
+from buildtool.grammar import (
+    ALL_PLATFORMS,
+    CPU_POLICIES,
+    CMakeName,
+    EnvName,
+    GpuArch,
+    OneLine,
+    Version,
+)
 from buildtool.paths import check_cache, find_root
 from buildtool.progress import Reporter
 from buildtool.schema import check_value
@@ -90,13 +98,14 @@ def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
-               defines: tuple[str, ...], abi_floor: str | None = None) -> Overrides:
+               defines: tuple[str, ...], abi_floor: str | None = None,
+               platform: str | None = None) -> Overrides:
     from buildtool.config.resolve import parse_abi_floor
 
     archs = tuple(a for a in gpu_archs.replace(",", ";").split(";") if a) \
         if gpu_archs else None
     return Overrides(
-        cpu=cpu,
+        cpu=cpu, platform=platform,
         toolkit=check_value(Version, toolkit, "--toolkit", error=UsageError)
         if toolkit is not None else None,
         gpu_archs=check_value(tuple[GpuArch, ...], archs, "--gpu-archs", error=UsageError)
@@ -115,6 +124,9 @@ target_options = [
                  help="GPU architectures, ';' or ',' separated (e.g. 89-real;90)."),
     click.option("-D", "--define", "defines", multiple=True, metavar="NAME=VALUE",
                  help="Extra CMake definition (overrides everything else; repeatable)."),
+    click.option("--platform", type=click.Choice(ALL_PLATFORMS), default=None,
+                 help="Build for this platform of the target (default: this host's); another "
+                      "Linux architecture is cross-compiled (README \"Arm64\")."),
     click.option("--abi-floor", default=None, metavar="FAMILY=VERSION,...",
                  help="The glibc/libstdc++ symbol versions the binaries may need, over "
                       "build_matrix.yaml's platforms (e.g. glibc=2.31,libstdcxx=3.4.28)."),
@@ -209,8 +221,8 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
-         gpu_archs: str | None, defines: tuple[str, ...], abi_floor: str | None,
-         as_json: bool) -> None:
+         gpu_archs: str | None, defines: tuple[str, ...], platform: str | None,
+         abi_floor: str | None, as_json: bool) -> None:
     """Show the resolved target (with where each value came from) and the exact commands."""
     from buildtool.build import BuildOptions, dry_run
     from buildtool.config import preflight
@@ -218,7 +230,8 @@ def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
     session = _session(ctx)
     outcome = dry_run(session, BuildOptions(target=target,
                                             overrides=_overrides(cpu, toolkit, gpu_archs,
-                                                                 defines, abi_floor)))
+                                                                 defines, abi_floor,
+                                                                 platform)))
     problems = preflight.check(outcome.plan.target)
     if as_json:
         emit_json({**outcome.plan.to_json(),
@@ -309,8 +322,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
-          gpu_archs: str | None, defines: tuple[str, ...], abi_floor: str | None,
-          build_env: str | None, dry_run: bool, configure_only: bool,
+          gpu_archs: str | None, defines: tuple[str, ...], platform: str | None,
+          abi_floor: str | None, build_env: str | None, dry_run: bool, configure_only: bool,
           artifacts: tuple[str, ...], emit: Path | None, engine: str | None,
           build_args: tuple[str, ...], smoke: bool, force: bool,
           fresh: bool, jobs: int | None, ccache: bool,
@@ -328,7 +341,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         target, reason = recommend(session, detect_gpus())
         session.reporter.step(f"no --target given: building '{target}' ({reason})")
     options = build_mod.BuildOptions(
-        target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines, abi_floor),
+        target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines, abi_floor,
+                                            platform),
         build_env=build_env, smoke=smoke,
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,

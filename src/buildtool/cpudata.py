@@ -24,7 +24,7 @@ from buildtool.schema import Match, convert
 Arch = Annotated[str, Match(r"[a-z0-9_]{1,16}", "an architecture name such as x86_64")]
 _Name = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a feature name such as avx2")]
 _Spelling = Annotated[str, Match(r"[a-z0-9_.]{1,32}", "a lower-case feature spelling")]
-_Level = Annotated[str, Match(r"[a-z0-9][a-z0-9.-]{0,31}", "a level name such as x86-64-v3")]
+_Level = Annotated[str, Match(r"[a-z0-9][a-z0-9._-]{0,31}", "a level name such as x86-64-v3")]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +41,9 @@ class Level:
     features: tuple[_Name, ...]
     parent: _Level | None = None
     march: str | None = None  # arm64: the -march base the level compiles for
+    # what that -march base also lets the compiler emit: the audit accepts it, nothing checks
+    # it at run time (every CPU of the level has it)
+    allows: tuple[_Name, ...] = ()
 
 
 _Model = Annotated[str, Match(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}", "a CPU model name such as "
@@ -66,6 +69,8 @@ class Architecture:
     # option is its own -D<OPTION>=ON|OFF
     ggml_march_define: str | None = None
     variants: dict[_Level, Level] = field(default_factory=dict)
+    # the features ggml's CPU-variant loader scores, the n-th weighing 1<<n
+    loader_score: tuple[_Name, ...] = ()
     emulator: str | None = None  # the user-mode emulator that runs its binaries elsewhere
     emulator_lacks: tuple[_Name, ...] = ()  # what that emulator cannot execute
     cpu_models: dict[_Model, CpuModel] = field(default_factory=dict)  # lowest first
@@ -175,6 +180,15 @@ class CpuData:
         table = self.data.architectures[arch].levels
         return frozenset(f for lv in self._chain(table, level) for f in lv.features)
 
+    def level_allows(self, level: str) -> frozenset[str]:
+        """What a level's code may use beyond what it requires (its -march base's extras,
+        its parents' included)."""
+        arch = self.arch_of_level(level)
+        if arch is None:
+            raise KeyError(level)
+        table = self.data.architectures[arch].levels
+        return frozenset(f for lv in self._chain(table, level) for f in lv.allows)
+
     def level_of(self, arch: str, features: Iterable[str]) -> str | None:
         """The highest level whose features all are in ``features`` (None: not even the
         first)."""
@@ -267,6 +281,19 @@ class CpuData:
 
     # ------------------------------------------------------------------ emulated CPUs
 
+    def variant_allows(self, arch: str, variant: str) -> frozenset[str]:
+        """What ``libggml-cpu-<variant>`` may use beyond the features its loader checks."""
+        a = self.architecture(arch)
+        if a is None or variant not in a.variants:
+            return frozenset()
+        return frozenset(f for lv in self._chain(a.variants, variant) for f in lv.allows)
+
+    def loader_score(self, arch: str, variant: str) -> int:
+        """The score ggml's loader gives ``variant`` on a CPU that has what it needs."""
+        a = self.architecture(arch)
+        needs = set(self.variant_features(arch, variant) or ())
+        return sum(1 << n for n, f in enumerate(a.loader_score if a else ()) if f in needs)
+
     def variants_of(self, arch: str) -> tuple[str, ...]:
         a = self.data.architectures.get(arch)
         return tuple(a.variants) if a else ()
@@ -343,6 +370,7 @@ class CpuData:
             for kind, table in (("levels", arch.levels), ("variants", arch.variants)):
                 for name, lv in table.items():
                     names(f"{where}.{kind}.{name}", lv.features)
+                    names(f"{where}.{kind}.{name}.allows", lv.allows)
                     seen_chain = {name}
                     parent = lv.parent
                     while parent is not None:
@@ -357,6 +385,7 @@ class CpuData:
                 problems.append(f"{where}.foreign-host-level: '{arch.foreign_host_level}' "
                                 "is not one of its levels")
             names(f"{where}.emulator-lacks", arch.emulator_lacks)
+            names(f"{where}.loader-score", arch.loader_score)
             for model, spec in arch.cpu_models.items():
                 names(f"{where}.cpu-models.{model}", spec.features)
             if arch.cpu_models and not arch.emulator:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from buildtool.verify.audit import FileAudit, allowed_for, classify, closure, scan
+from buildtool.config.model import AuditAllow
+from buildtool.cpudata import CPU
+from buildtool.verify.audit import (
+    FileAudit,
+    allowed_for,
+    classify,
+    classify_a64,
+    closure,
+    scan,
+    scan_a64,
+)
 
 # objdump -d --no-show-raw-insn lines (binutils 2.40, AT&T syntax)
 DISASM = """
@@ -118,3 +128,94 @@ def test_waiver_applies_only_to_its_file_symbol_and_feature() -> None:
 
 def test_tzcnt_is_baseline() -> None:
     assert classify("tzcnt", "%rax,%rcx") == set()
+
+
+# llvm-objdump -d --no-show-raw-insn lines of AArch64 code (LLVM 16), as ggml's arm64
+# variants and libgcc's outline atomics disassemble
+A64_DISASM = """
+libggml-cpu.so:\tfile format elf64-littleaarch64
+
+Disassembly of section .text:
+
+0000000000054f40 <ggml_vec_dot_q8_0_q8_0>:
+   54f40:      \tldr\tq0, [x1], #0x10
+   54f44:      \tfmla\tv0.4s, v1.4s, v2.4s
+   54f4c:      \tsdot\tv4.2s, v16.8b, v6.8b
+   54f50:      \tfmla\tv3.8h, v4.8h, v5.8h
+   54f54:      \tfcvtl\tv6.4s, v7.4h
+   54f58:      \tret
+
+00000000000e5ab0 <__aarch64_ldadd8_relax>:
+   e5ab0:      \tbti\tc
+   e5ac0:      \tldadd\tx0, x0, [x1]
+   e5ac4:      \tret
+"""
+A64_PLANTED = A64_DISASM.replace("   54f58:      \tret", "   54f58:      \tptrue\tp0.b\n"
+                                 "   54f5c:      \tld1w\t{ z1.s }, p0/z, [x0]\n"
+                                 "   54f60:      \tret")
+
+
+@pytest.mark.parametrize(("insn", "operands", "expected"), [
+    ("add", "x0, x1, x2", set()),
+    ("fmla", "v0.4s, v1.4s, v2.4s", set()),
+    ("fcvtl", "v0.4s, v1.4h", set()),  # conversions are armv8.0; FEAT_FP16 is the arithmetic
+    ("fcvtn", "v0.4h, v1.4s", set()),
+    ("fmla", "v0.8h, v1.8h, v2.8h", {"fp16"}),
+    ("fadd", "h0, h1, h2", {"fp16"}),
+    ("fmul", "v0.8h, v1.8h, v2.h[3]", {"fp16"}),
+    ("sdot", "v0.4s, v1.16b, v2.16b", {"dotprod"}),
+    ("udot", "v0.2s, v1.8b, v2.4b[1]", {"dotprod"}),
+    ("sdot", "z0.s, z1.b, z2.b", {"sve"}),  # SVE's own dot product
+    ("smmla", "v0.4s, v1.16b, v2.16b", {"i8mm"}),
+    ("usdot", "v0.4s, v1.16b, v2.16b", {"i8mm"}),
+    ("smmla", "z0.s, z1.b, z2.b", {"sve", "i8mm"}),
+    ("bfmmla", "v0.4s, v1.8h, v2.8h", {"bf16"}),
+    ("bfdot", "z0.s, z1.h, z2.h", {"sve", "bf16"}),
+    ("ptrue", "p0.b", {"sve"}),
+    ("rdvl", "x0, #1", {"sve"}),
+    ("ld1w", "{ z1.s }, p0/z, [x0]", {"sve"}),
+    ("fmla", "z0.s, p0/m, z1.s, z2.s", {"sve"}),
+    ("saddlb", "z0.h, z1.b, z2.b", {"sve", "sve2"}),
+    ("sqxtnt", "z0.b, z1.h", {"sve", "sve2"}),
+    ("eor3", "z0.d, z0.d, z1.d, z2.d", {"sve", "sve2"}),
+    ("zip1", "z0.s, z1.s, z2.s", {"sve"}),
+    ("smstart", "", {"sme"}),
+    ("fmopa", "za0.s, p0/m, p1/m, z0.s, z1.s", {"sme"}),
+    ("ldadd", "x0, x0, [x1]", {"lse"}),
+    ("casal", "w0, w1, [x2]", {"lse"}),
+    ("swpal", "x0, x1, [x2]", {"lse"}),
+    ("ldaxr", "x0, [x1]", set()),
+    ("sqrdmlah", "v0.8h, v1.8h, v2.8h", {"rdm"}),
+])
+def test_classify_a64(insn: str, operands: str, expected: set[str]) -> None:
+    assert classify_a64(insn, operands) == expected
+
+
+def test_a64_armv8_2_library_passes_with_outline_atomics_waived() -> None:
+    waiver = AuditAllow(file="*", symbol="__aarch64_*", features=("lse",), reason="libgcc")
+    allowed = tuple(CPU.level_features("armv8.2"))
+    result = scan_a64(A64_DISASM, FileAudit(path="libggml-cpu.so", allowed=allowed,
+                                            waivers=(waiver,), arch="aarch64"))
+    assert result.violations == []
+    assert result.used == {"dotprod": 1, "fp16": 1}
+    assert "lse" in result.waived
+    # without the waiver, armv8.0 code may not use the LSE atomics inline
+    bare = scan_a64(A64_DISASM, FileAudit(path="libggml-cpu.so", allowed=("neon",),
+                                          arch="aarch64"))
+    assert bare.violations == ["dotprod", "fp16", "lse"]
+
+
+def test_a64_planted_sve_in_an_armv8_2_library_is_caught() -> None:
+    result = scan_a64(A64_PLANTED, FileAudit(path="libggml-cpu.so",
+                                             allowed=tuple(CPU.level_features("armv8.2")),
+                                             arch="aarch64"))
+    assert result.violations == ["lse", "sve"]
+    assert result.examples["sve"] == "ptrue p0.b"
+
+
+def test_a64_variants_allow_what_their_march_base_allows() -> None:
+    # armv9.2 implies SVE2 although ggml's loader does not check it for armv9.2_1
+    assert "sve2" in allowed_for("libggml-cpu-armv9.2_1.so", ("neon",), True, "aarch64")
+    assert "sve2" not in allowed_for("libggml-cpu-armv8.6_1.so", ("neon",), True, "aarch64")
+    assert "lse" in allowed_for("libggml-cpu-armv8.2_1.so", ("neon",), True, "aarch64")
+    assert allowed_for("libggml-cpu-armv8.0_1.so", ("neon",), True, "aarch64") == ()

@@ -39,10 +39,16 @@ def _manifest(policy: str, required: tuple[str, ...],
 
 
 def test_models_are_ordered_and_their_levels_follow_from_their_features() -> None:
-    levels = {m: CPU.level_of("x86_64", CPU.model_features(m)) for m in CPU.model_names()}
+    levels = {m: CPU.level_of(arch, CPU.model_features(m)) for m in CPU.model_names()
+              if (arch := CPU.model_arch(m))}
     assert levels == {"qemu64": "x86-64", "Nehalem": "x86-64-v2", "SandyBridge": "x86-64-v2",
                       "IvyBridge": "x86-64-v2", "Haswell": "x86-64-v3",
-                      "Skylake-Server": "x86-64-v4"}
+                      "Skylake-Server": "x86-64-v4",
+                      # AT_HWCAP under `qemu-aarch64 -cpu NAME` (QEMU 7.2)
+                      "cortex-a53": "armv8.0", "cortex-a72": "armv8.0",
+                      "cortex-a76": "armv8.2", "neoverse-n1": "armv8.2",
+                      "a64fx": "armv8.0",  # SVE without dotprod
+                      "max": "armv8.6"}
     assert CPU.unemulated("Haswell") == ()
     assert "avx512f" in CPU.unemulated("Skylake-Server")
 
@@ -70,6 +76,51 @@ def test_the_variant_the_loader_must_choose_on_each_model(model: str, variant: s
     # a tuned build has no variants to choose from
     assert emulate.expected_variant(_manifest("x86-64-v3", ("avx2",)),
                                     CPU.model_features(model)) is None
+
+
+def _arm(policy: str, required: tuple[str, ...]) -> Manifest:
+    return dataclasses.replace(_manifest(policy, required), platform="linux-aarch64")
+
+
+@pytest.mark.parametrize(("model", "variant"), [
+    ("cortex-a53", "armv8.0_1"), ("neoverse-n1", "armv8.2_2"), ("a64fx", "armv8.0_1"),
+    # ggml's loader weighs SME (1<<6) over SVE2 (1<<5): both armv9.2 variants fit, the one
+    # built for SVE2 too scores highest
+    ("max", "armv9.2_2")])
+def test_the_arm64_variant_the_loader_must_choose(model: str, variant: str) -> None:
+    assert emulate.expected_variant(_arm("all-variants", ("neon",)),
+                                    CPU.model_features(model)) == variant
+
+
+def test_arm64_claims_and_refusals() -> None:
+    v82 = _arm("armv8.2", tuple(sorted(CPU.level_features("armv8.2"))))
+    listed = ["cortex-a53", "neoverse-n1", "max"]
+    assert emulate.claimed_models(v82, listed) == ["neoverse-n1", "max"]
+    assert emulate.main_model(v82) == "max"
+    with pytest.raises(HostIncompatibleError, match="CPU model cortex-a53 lacks: dotprod, fp16"):
+        smoke.refuse_models(v82, ["cortex-a53"], run_anyway=False)
+    with pytest.raises(UsageError, match="CPU model 'Haswell' is x86_64"):
+        emulate.check_models(v82, ["Haswell"])
+
+
+def test_a_foreign_artifact_runs_under_its_emulator_with_the_sysroot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    m = _arm("armv8.2", tuple(sorted(CPU.level_features("armv8.2"))))
+    subject = Subject(kind="tarball", manifest=m, bench=tmp_path / "llama-bench",
+                      quantize=None, lib_dir=tmp_path)
+    monkeypatch.setattr(cmd, "which", lambda name, path=None: f"/usr/bin/{name}")
+    with pytest.raises(ToolchainError, match="needs their C library") as info:
+        emulate.foreign_subject(subject)
+    assert info.value.hint == "buildtool toolchain install sysroot-linux-aarch64"
+    root = tmp_path / "cache/toolchains/sysroot-linux-aarch64-bullseye"
+    root.mkdir(parents=True)
+    (root / "sysroot.json").write_text("{}")
+    wrapped = emulate.foreign_subject(subject)
+    assert wrapped.emulator_root == root
+    assert wrapped.command(["llama-bench", "-m", "x"], {}) == [
+        "/usr/bin/qemu-aarch64", "-L", str(root), "-cpu", "max", "llama-bench", "-m", "x"]
+    assert emulate.require(wrapped) == "/usr/bin/qemu-aarch64"
 
 
 def test_a_dropped_variant_is_not_expected() -> None:

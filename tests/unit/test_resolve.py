@@ -353,3 +353,62 @@ def test_a_recipe_audit_allow_joins_common_yaml(tmp_path: Path, data: Path,
     assert [a.file for a in rt.audit_allow] == [
         *(a.file for a in project.common.audit_allow), "libvendor.so"]
     assert res("vulkan", host(data), probe=False).audit_allow == project.common.audit_allow
+
+
+def _cross_tools(tools: dict[str, list[Program]], tmp_path: Path) -> Path:
+    llvm = tmp_path / "llvm-16" / "bin"
+    for name in ("clang", "clang++", "ld.lld"):
+        tools[name] = [Program(name, llvm / name, Version("16.0.6"))]
+    root = tmp_path / "cache" / "toolchains" / "sysroot-linux-aarch64-bullseye"
+    root.mkdir(parents=True)
+    (root / "sysroot.json").write_text('{"suite": "bullseye", "arch": "arm64", '
+                                       '"package:libc6": "2.31-13+deb11u11"}')
+    return root
+
+
+def test_another_linux_architecture_is_cross_compiled(
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    rt = res("cpu", host(data), overrides=Overrides(platform="linux-aarch64", cpu="armv8.2"))
+    assert (rt.platform, rt.cross, rt.platform_supported) == ("linux-aarch64", True, True)
+    assert rt.origins["platform"] == "--platform"
+    d = dict(rt.defines)
+    assert d["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod+fp16"
+    assert d["GGML_OPENMP"] == "OFF" and "GGML_OPENMP" in rt.host_only
+    assert rt.cpu_models == ("cortex-a53", "neoverse-n1", "max")
+    assert artifact_name(rt) == "llama.cpp-b11312-cpu-armv8.2-linux-aarch64"
+    # without clang, lld and the sysroot, preflight says what to install
+    problems = [p.what for p in preflight.check(rt)]
+    assert any("needs clang >=16" in p for p in problems)
+    assert any("needs its sysroot (Debian bullseye arm64)" in p for p in problems)
+    assert not any("needs cc" in p for p in problems)  # the host compiler is not used
+    root = _cross_tools(fake_tools, tmp_path)
+    assert preflight.check(rt) == []
+    plan = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                     tree_sha256="0" * 64)
+    assert dict(plan.cmake_defines)["CMAKE_TOOLCHAIN_FILE"] == str(plan.cross_file_path)
+    assert "CMAKE_TOOLCHAIN_FILE" in plan.host_only
+    assert plan.toolchain["cc"]["path"] == str(tmp_path / "llvm-16/bin/clang")
+    assert plan.toolchain["sysroot"]["version"] == \
+        "debian bullseye arm64, glibc 2.31-13+deb11u11"
+    assert plan.cross_file is not None
+    for line in ("set(CMAKE_SYSTEM_PROCESSOR aarch64)", f'set(CMAKE_SYSROOT "{root}")',
+                 "set(CMAKE_CXX_COMPILER_TARGET aarch64-linux-gnu)",
+                 f'set(CMAKE_SHARED_LINKER_FLAGS_INIT "--ld-path={tmp_path}/llvm-16/bin/ld.lld")'):
+        assert line in plan.cross_file.splitlines()
+    plan.write_cross_file()
+    assert plan.cross_file_path.read_text() == plan.cross_file
+
+
+def test_a_platform_the_target_is_not_built_for_is_refused(data: Path,
+                                                           fake_tools: object) -> None:
+    from buildtool.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--platform linux-aarch64: target openvino is built "
+                                         r"for linux-x86_64 \(from recipes/openvino.yaml\)"):
+        res("openvino", host(data), overrides=Overrides(platform="linux-aarch64"))
+    # a family that does not cross-compile names where it builds
+    rt = res("vulkan", host(data), overrides=Overrides(platform="linux-aarch64"))
+    assert (rt.cross, rt.platform_supported) == (False, False)
+    assert "this host is linux-x86_64" in preflight.check(rt)[0].what

@@ -61,6 +61,9 @@ class Subject:
     wrap: Callable[[list[str], Mapping[str, str]], list[str]] | None = None
     close: Callable[[], None] | None = None
     stage_models: bool = False  # models must lie in the work directory (mounted)
+    # programs of another architecture run under its emulator: the root their C library and
+    # C++ runtime come from (qemu -L; verify.emulate)
+    emulator_root: Path | None = None
 
     def command(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
         return self.wrap(argv, env) if self.wrap else argv
@@ -152,6 +155,12 @@ class ArtifactModule(Protocol):
     def host_fit(self, name: str, host: HostFacts) -> str | None:
         """Why a lab host cannot run this kind of artifact (None: it can)."""
         ...
+
+
+def foreign(manifest: Manifest, host: CpuInfo) -> bool:
+    """Whether the artifact is built for another architecture than ``host``'s (it runs under
+    an emulator here, or not at all)."""
+    return normalize_arch(manifest.platform.split("-", 1)[1]) != host.arch
 
 
 def check_host(manifest: Manifest, host: CpuInfo) -> None:

@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd, inputs, records
-from buildtool.artifacts.base import BuildJob, Made, Note, Subject, base_manifest, check_host
+from buildtool.archives import unzip
+from buildtool.artifacts.base import (
+    BuildJob,
+    Made,
+    Note,
+    Subject,
+    base_manifest,
+    check_host,
+    foreign,
+)
 from buildtool.config import naming
 from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
@@ -474,6 +483,8 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
     if manifest.wheel is None:
         raise DataError(f"{path.name}: its manifest has no 'wheel' section")
     module = manifest.wheel.module
+    if foreign(manifest, host):
+        return foreign_subject(path, manifest, work)
     check_host(manifest, host)  # before installing anything
     venv = work / "venv"
     try:
@@ -500,6 +511,23 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
     return Subject(kind=KIND, manifest=manifest, bench=bench,
                    quantize=quantize if quantize.exists() else None,
                    lib_dir=Path(info.bin_dir), env=with_library_dirs(list(info.library_dirs)))
+
+
+def foreign_subject(path: Path, manifest: Manifest, work: Path) -> Subject:
+    """A wheel of another architecture cannot be installed into this Python: its files are
+    unpacked as an installer would and its programs run under the architecture's emulator
+    (the caller wraps them), with the libraries auditwheel grafted in found by RPATH."""
+    assert manifest.wheel is not None
+    files = work / "wheel"
+    unzip(path, files, keep_modes=True, refuse=lambda member: WheelError(
+        f"{path.name}: member {member} leaves the wheel"))
+    bin_dir = files / manifest.wheel.module / "bin"
+    bench = bin_dir / "llama-bench"
+    if not bench.is_file():
+        raise SmokeError(f"{path.name} contains no {manifest.wheel.module}/bin/llama-bench")
+    quantize = bin_dir / "llama-quantize"
+    return Subject(kind=KIND, manifest=manifest, bench=bench,
+                   quantize=quantize if quantize.is_file() else None, lib_dir=bin_dir)
 
 
 def own_manifest(path: Path) -> Manifest | None:

@@ -171,6 +171,13 @@ class BackendModule(Protocol):
         """Its Linux wheels are built in the vendor image (not by cibuildwheel)."""
         ...
 
+    @property
+    def cross_compiles(self) -> bool:
+        """It builds for another Linux architecture on this host (clang and a sysroot:
+        :mod:`buildtool.toolchains.cross`); its toolkit would otherwise have to be in the
+        sysroot too."""
+        ...
+
     # --- running ------------------------------------------------------------------------
     @property
     def module_file(self) -> str | None:
@@ -217,6 +224,7 @@ class Backend:
     wheel_oses: tuple[str, ...] = ("linux",)
     wheels_in_container = False
     ci_builds_on_target = False
+    cross_compiles = False
     module_file: str | None = None
     gpu_vendors: tuple[str, ...] = ()
     gpu_preference = 0

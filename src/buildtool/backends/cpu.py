@@ -4,10 +4,12 @@ every llama.cpp build carries the ggml CPU backend."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
-from buildtool.backends.base import Backend
+from buildtool.backends.base import Backend, Toolchain
 from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo
+from buildtool.toolchains import cross
 
 # llama-bench's names of the backends that run on the CPU
 CPU_SIDE_BACKENDS = frozenset({"CPU", "BLAS"})
@@ -61,6 +63,13 @@ def _settings(policy: str, arch: str, host: CpuInfo | None,
 class CpuBackend(Backend):
     family = "cpu"
     wheel_oses = ("linux", "macos", "windows")
+    cross_compiles = True
+
+    def toolchains(self) -> tuple[Toolchain, ...]:
+        # every build carries the CPU backend: the sysroots of cross builds are listed here
+        return tuple(Toolchain(name=cp.sysroot_name, install=partial(cross.install_sysroot, cp),
+                               installed=partial(cross.installed_sysroot, cp))
+                     for cp in cross.PLATFORMS.values())
 
     def ran(self, reported: set[str], backend: str) -> tuple[bool, str]:
         # only CPU-side backends: a cpu build that silently picked up a GPU backend is no

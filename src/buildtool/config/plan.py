@@ -15,6 +15,7 @@ from buildtool.cmd import format_argv
 from buildtool.config import naming
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.paths import cache_dir
+from buildtool.toolchains import cross
 from buildtool.toolchains import discovery as toolchain
 from buildtool.toolchains.buildenv import BuildEnv
 
@@ -45,6 +46,18 @@ class BuildPlan:
     source_tree_sha256: str | None
     build_env: BuildEnv | None = None  # where configure and build run (None: this host)
     mounts: tuple[Path, ...] = ()  # what a build environment sees of this host
+    cross_file: str | None = None  # a cross build's CMake toolchain file (its text)
+
+    @property
+    def cross_file_path(self) -> Path:
+        return self.build_dir / "cross-toolchain.cmake"
+
+    def write_cross_file(self) -> None:
+        """Write the cross build's toolchain file into the build directory (configure
+        reads it)."""
+        if self.cross_file is not None:
+            self.build_dir.mkdir(parents=True, exist_ok=True)
+            self.cross_file_path.write_text(self.cross_file)
 
     @property
     def artifact_path(self) -> Path:
@@ -85,12 +98,22 @@ def artifact_name(rt: ResolvedTarget) -> str:
 
 
 def toolchain_versions(rt: ResolvedTarget) -> dict[str, dict[str, str | None]]:
-    names = ["cmake", "ninja", "cc", "cxx", *backends.family(rt.family).tools]
+    names = ["cmake", "ninja", *([] if rt.cross else ["cc", "cxx"]),
+             *backends.family(rt.family).tools]
     out: dict[str, dict[str, str | None]] = {}
+    if rt.cross:  # clang and lld for the target, and its sysroot (toolchains.cross)
+        for role, prog in cross.cross_tools().items():
+            out[role] = {"path": str(prog.path) if prog else None,
+                         "version": str(prog.version) if prog and prog.version else None}
+        sysroot = cross.installed_sysroot(cross.PLATFORMS[rt.platform])
+        out["sysroot"] = {"path": str(sysroot) if sysroot else None,
+                          "version": cross.sysroot_version(sysroot) if sysroot else None}
     for req in rt.requires:
         if req.tool not in names:
             names.append(req.tool)
     for name in names:
+        if name in out:  # a cross build's cc and cxx are clang's
+            continue
         spec = next((r.version for r in rt.requires if r.tool == name), "")
         prog = toolchain.best(name, spec)
         out[name] = {"path": str(prog.path) if prog else None,
@@ -168,6 +191,16 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
         # Share hits between build directories: paths under the project become relative.
         env.setdefault("CCACHE_BASEDIR", str(root))
         env.setdefault("CCACHE_NOHASHDIR", "1")
+    cross_file = None
+    if rt.cross:
+        paths = {role: (tools.get(role) or {}).get("path") for role in ("cc", "cxx", "ld",
+                                                                         "sysroot")}
+        if all(paths.values()):
+            cross_file = cross.toolchain_file(
+                cross.PLATFORMS[rt.platform], Path(str(paths["sysroot"])),
+                Path(str(paths["cc"])), Path(str(paths["cxx"])), Path(str(paths["ld"])))
+        defines.insert(0, ("CMAKE_TOOLCHAIN_FILE", str(build_dir / "cross-toolchain.cmake")))
+        host_only.add("CMAKE_TOOLCHAIN_FILE")
     configure = [cmake, "-S", str(project_dir), "-B", str(build_dir), "-G", "Ninja"]
     configure += [f"-D{k}={v}" for k, v in defines]
     build = [cmake, "--build", str(build_dir), "--target", *rt.build_targets]
@@ -178,7 +211,7 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
                      cmake_defines=tuple(defines), host_only=frozenset(host_only),
                      env=tuple(env.items()), key=key,
                      artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256,
-                     build_env=build_env, mounts=mounts)
+                     build_env=build_env, mounts=mounts, cross_file=cross_file)
 
 
 def env_ccache_dir(build_env: BuildEnv) -> Path:

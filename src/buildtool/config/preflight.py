@@ -5,6 +5,7 @@ from __future__ import annotations
 from buildtool.backends import REGISTRY, BackendContext, Problem
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.errors import ToolchainError
+from buildtool.toolchains import cross
 from buildtool.toolchains import discovery as toolchain
 
 
@@ -21,7 +22,11 @@ def check(rt: ResolvedTarget) -> list[Problem]:
             f"{rt.name} is built for {', '.join(rt.platforms)} and this host is "
             f"{rt.host_platform}", platform_fix(rt)))
         return problems
+    if rt.cross:
+        problems.extend(cross_problems(rt))
     for req in rt.requires:
+        if rt.cross and req.tool in ("cc", "cxx"):
+            continue  # clang builds for the target instead (cross_problems)
         if toolchain.best(req.tool, req.version) is not None:
             continue
         others = toolchain.find_all(req.tool)
@@ -36,6 +41,24 @@ def check(rt: ResolvedTarget) -> list[Problem]:
                          gpu_archs=rt.gpu_archs,
                          requires=tuple((r.tool, r.version) for r in rt.requires))
     problems.extend(REGISTRY[rt.family].preflight(ctx))
+    return problems
+
+
+def cross_problems(rt: ResolvedTarget) -> list[Problem]:
+    """What a cross build for ``rt.platform`` lacks: clang, clang++ and lld of a recent
+    enough version, and the platform's sysroot."""
+    problems: list[Problem] = []
+    for role, tool in cross.CROSS_TOOLS:
+        if toolchain.best(tool, cross.CLANG_VERSION) is None:
+            found = "; ".join(p.describe() for p in toolchain.find_all(tool)) or "not found"
+            problems.append(Problem(f"cross-compiling {rt.name} for {rt.platform} needs {tool} "
+                                    f"{cross.CLANG_VERSION} ({role}): {found}",
+                                    cross.INSTALL_CLANG))
+    cp = cross.PLATFORMS[rt.platform]
+    if cross.installed_sysroot(cp) is None:
+        problems.append(Problem(f"cross-compiling for {rt.platform} needs its sysroot "
+                                f"(Debian {cp.suite} {cp.debian_arch}): not installed",
+                                f"buildtool toolchain install {cp.sysroot_name}"))
     return problems
 
 

@@ -33,11 +33,12 @@ from buildtool.config.model import (
 from buildtool.config.project import Project
 from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import BuildtoolError, ConfigError
+from buildtool.errors import BuildtoolError, ConfigError, UsageError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
 from buildtool.records import AbiVersions
-from buildtool.schema import suggest
+from buildtool.schema import check_value, suggest
 from buildtool.source.vendor import Lock
+from buildtool.toolchains import cross
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,7 @@ class Overrides:
     """Values from the command line (highest precedence)."""
 
     cpu: str | None = None
+    platform: str | None = None
     abi_floor: AbiVersions | None = None
     toolkit: str | None = None
     gpu_archs: tuple[str, ...] | None = None
@@ -61,6 +63,7 @@ class ResolvedTarget:
     platforms: tuple[Platform, ...]
     host_platform: str
     platform_supported: bool
+    cross: bool = False  # compiled on this host for another architecture (toolchains.cross)
     cpu_policy: str
     cpu_requested: str = ""  # the policy configured, before it was adapted to this host
     cpu_level: str | None
@@ -126,7 +129,7 @@ class ResolvedTarget:
         return {
             "target": self.name, "description": self.description, "recipe": self.recipe_name,
             "family": self.family, "backend": self.backend, "gpu": self.recipe.gpu,
-            "platform": self.platform, "platforms": list(self.platforms),
+            "platform": self.platform, "platforms": list(self.platforms), "cross": self.cross,
             "cpu_policy": self.cpu_policy,
             "cpu_level": self.cpu_level, "cpu_features": list(self.cpu_features),
             "toolkit": self.toolkit, "gpu_archs": list(self.gpu_archs),
@@ -249,8 +252,19 @@ def resolve(
     origins: dict[str, str] = {}
 
     platforms = pick(configured, "platforms", origins)
-    platform_supported = host_platform in platforms
-    platform: Platform = next((p for p in platforms if p == host_platform), platforms[0])
+    if overrides.platform is not None:
+        if overrides.platform not in platforms:
+            raise UsageError(f"--platform {overrides.platform}: target {name} is built for "
+                             f"{', '.join(platforms)} (from {origins['platforms']})")
+        platform: Platform = check_value(Platform, overrides.platform, "--platform",
+                                         error=UsageError)
+        origins["platform"] = "--platform"
+    else:
+        platform = next((p for p in platforms if p == host_platform), platforms[0])
+    # another Linux architecture is cross-compiled, by the families that can
+    cross_build = cross.can_cross(host_platform, platform) and REGISTRY[
+        recipe.family].cross_compiles
+    platform_supported = platform == host_platform or cross_build
     arch = normalize_arch(platform.split("-", 1)[1])
 
     cpu_policy = pick(configured, "cpu", origins)
@@ -297,6 +311,11 @@ def resolve(
         Layer(f"buildtool ({platform} relocatable binaries)", defines=((
             "CMAKE_INSTALL_RPATH", "@loader_path" if platform.startswith("macos")
             else "$ORIGIN"),)),
+        # this machine's cross toolchain has no OpenMP runtime: a native build elsewhere
+        # (an image's build stage, CI's arm64 runner) keeps ggml's default
+        *([Layer(f"buildtool (cross build for {platform}: the sysroot has no OpenMP "
+                 "runtime for clang; ggml's own thread pool)", defines=(("GGML_OPENMP", "OFF"),),
+                 host_only=frozenset({"GGML_OPENMP"}))] if cross_build else []),
         Layer(f"{lock.path.name} (no .git in a vendored tree)", defines=(
             ("LLAMA_BUILD_COMMIT", lock.short_commit),
             ("LLAMA_BUILD_NUMBER", lock.build_number))),
@@ -324,7 +343,8 @@ def resolve(
         name=name, description=spec.description or recipe.description, recipe_name=spec.recipe,
         recipe=recipe, platform=platform, platforms=tuple(platforms),
         host_platform=host_platform,
-        platform_supported=platform_supported, cpu_policy=effective_policy,
+        platform_supported=platform_supported, cross=cross_build,
+        cpu_policy=effective_policy,
         cpu_requested=cpu_policy,
         cpu_level=cpu.level, cpu_features=cpu.required, toolkit=toolkit,
         gpu_archs=gpu_archs, build_targets=tuple(pick(configured, "build_targets", origins)),

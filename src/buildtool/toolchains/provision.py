@@ -40,7 +40,7 @@ def swap_in(done: Path, final: Path) -> Path:
 
 
 def _apt_config(work: Path, suite: str, mirror: str,
-                components: tuple[str, ...] = ("main",)) -> Path:
+                components: tuple[str, ...] = ("main",), arch: str = "amd64") -> Path:
     for sub in ("lists/partial", "archives/partial", "etc/sources.list.d", "etc/preferences.d"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={KEYRING}] " if Path(KEYRING).is_file() else "[trusted=yes] "
@@ -54,7 +54,7 @@ def _apt_config(work: Path, suite: str, mirror: str,
         f'Dir::Etc::SourceParts "{work}/etc/sources.list.d";',
         f'Dir::Etc::Preferences "{work}/etc/preferences";',
         f'Dir::Etc::PreferencesParts "{work}/etc/preferences.d";',
-        'APT::Architecture "amd64";',
+        f'APT::Architecture "{arch}";',
         'Acquire::Languages "none";',
     ]) + "\n")
     return conf
@@ -62,10 +62,11 @@ def _apt_config(work: Path, suite: str, mirror: str,
 
 def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
                     mirror: str = DEBIAN_MIRROR, components: tuple[str, ...] = ("main",),
-                    members: tuple[str, ...] = (),
+                    members: tuple[str, ...] = (), arch: str = "amd64",
                     progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
     """Download ``packages`` from Debian ``suite`` and unpack them into ``dest`` (only the
-    paths matching ``members``, when given); return their versions. The system's apt
+    paths matching ``members``, when given); return their versions. ``arch`` is Debian's
+    name of the packages' architecture (arm64 for a sysroot of another one). The system's apt
     configuration and package database are not touched."""
     for tool in ("apt-get", "dpkg-deb"):
         if cmd.which(tool) is None:
@@ -73,7 +74,7 @@ def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
                                  "Debian", hint="run on Debian/Ubuntu, or install by hand")
     work = Path(tempfile.mkdtemp(prefix="buildtool-apt-"))
     try:
-        conf = _apt_config(work, suite, mirror, components)
+        conf = _apt_config(work, suite, mirror, components, arch)
         env = {"APT_CONFIG": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         progress(f"apt-get update ({suite}, private configuration)")
         try:

@@ -2,12 +2,16 @@
 artifact declares — the cause of the "illegal instruction" reports in llama.cpp's, ollama's
 and LocalAI's trackers.
 
-Each x86-64 instruction is classified by the extensions it needs (from its mnemonic and its
-registers: ``%zmm``/``%k`` mean AVX-512, an integer operation on ``%ymm`` means AVX2, ...).
-The classification is deliberately about *classes* that decide an x86-64 level or a ggml
-option, not an exhaustive opcode map. A library is checked against the features its
-artifact declares; in an all-variants build each ``libggml-cpu-<variant>`` is checked
-against its own variant and everything else against the x86-64 baseline.
+Each instruction is classified by the extensions it needs, from its mnemonic and its
+registers. x86-64 (GNU objdump): ``%zmm``/``%k`` mean AVX-512, an integer operation on
+``%ymm`` means AVX2, ... AArch64 (llvm-objdump, which decodes every extension and runs on any
+host): ``z``/``p`` registers mean SVE, ``za``/``smstart`` SME, ``sdot`` on ``v`` registers
+dotprod, ``smmla``/``usdot`` i8mm, ``bfdot`` bf16, floating-point arithmetic on ``.8h``/``h``
+registers fp16, ``casal``/``ldadd`` LSE atomics. The classification is deliberately about
+*classes* that decide a level or a ggml option, not an exhaustive opcode map. A library is
+checked against the features its artifact declares (and what its level's ``-march`` base
+allows); in an all-variants build each ``libggml-cpu-<variant>`` is checked against its own
+variant and everything else against the architecture's baseline.
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ from pathlib import Path
 from buildtool import cmd
 from buildtool.config.model import AuditAllow
 from buildtool.cpudata import CPU
+from buildtool.errors import ToolchainError
 from buildtool.records import AuditRecord, FileAuditRecord
+from buildtool.toolchains import discovery
 
 # What every x86-64 CPU has, and so any file may use
 BASELINE_X86 = CPU.baseline("x86_64")
+
+# llvm-objdump: Debian's versioned LLVM directories too (it comes with clang)
+discovery.register("llvm-objdump", discovery.ToolSpec(
+    ("llvm-objdump", *(f"llvm-objdump-{v}" for v in range(21, 13, -1))),
+    install="apt-get install llvm-16 (Debian 12; it comes with clang-16)",
+    places=lambda: [d / "bin" / "llvm-objdump" for d in sorted(
+        Path("/usr/lib").glob("llvm-*"), key=discovery.version_key, reverse=True)]))
 
 
 # tzcnt is left out on purpose: it is `rep bsf`, which CPUs without BMI1 execute as BSF;
@@ -118,14 +131,18 @@ class FileAudit:
     path: str
     allowed: tuple[str, ...]
     waivers: tuple[AuditAllow, ...] = ()
+    arch: str = "x86_64"
     used: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     waived: dict[str, str] = field(default_factory=dict)  # feature → "symbol: reason"
 
     @property
     def violations(self) -> list[str]:
-        allowed = closure(self.allowed) | BASELINE_X86
-        return sorted(f for f in self.used if f not in allowed)
+        return sorted(f for f in self.used if f not in self.accepted)
+
+    @property
+    def accepted(self) -> frozenset[str]:
+        return closure(self.allowed) | CPU.baseline(self.arch)
 
 
 def closure(features: Iterable[str]) -> frozenset[str]:
@@ -178,18 +195,130 @@ def scan(disassembly: Iterable[str] | str, audit: FileAudit) -> FileAudit:
     return audit
 
 
+# ---------------------------------------------------------------------------- AArch64
+
+_A64_SVE_ONLY = {"ptrue", "ptrues", "pfalse", "rdvl", "addvl", "addpl", "cntb", "cnth", "cntw",
+                 "cntd", "cntp", "incb", "inch", "incw", "incd", "incp", "decb", "dech", "decw",
+                 "decd", "decp", "setffr", "rdffr", "rdffrs", "wrffr", "whilelo", "whilelt",
+                 "whilele", "whilels", "brka", "brkb", "brkn", "brkpa", "brkpb", "pfirst",
+                 "pnext", "ptest"}
+_A64_SVE2 = {"eor3", "bcax", "xar", "bsl", "bsl1n", "bsl2n", "nbsl", "histcnt", "histseg",
+             "match", "nmatch", "whilerw", "whilewr", "whilege", "whilegt", "whilehi",
+             "whilehs", "cdot", "cmla", "sqrdcmlah", "adclb", "adclt", "sbclb", "sbclt", "tbx",
+             "sqrdmlah", "sqrdmlsh", "sqdmulh", "sqrdmulh", "smulh", "umulh", "pmul", "sli",
+             "sri", "ssra", "usra", "srsra", "ursra", "addp", "smaxp", "sminp", "umaxp",
+             "uminp", "faddp", "fmaxp", "fminp", "fmaxnmp", "fminnmp", "sqabs", "sqneg",
+             "urecpe", "ursqrte", "flogb", "fcvtx", "fcvtxnt", "fcvtlt", "fcvtnt", "sadalp",
+             "uadalp", "shadd", "uhadd", "srhadd", "urhadd", "shsub", "uhsub", "sqshl", "uqshl",
+             "srshl", "urshl", "sqrshl", "uqrshl", "suqadd", "usqadd", "fmlalb", "fmlalt",
+             "fmlslb", "fmlslt", "aesd", "aese", "sm4e", "rax1"}
+# SVE2's widening/narrowing family: [su]addlb, sqxtnt, shrnb, pmullt, ...
+_A64_SVE2_BT = re.compile(r"^[a-z]*(?:l|w|n|un|nb|nt|lb|lt|wb|wt)[bt]?$")
+_A64_SVE2_SUFFIX = re.compile(r"(?:l|w|n|un|hn)[bt]$")
+# instructions SVE (not SVE2) has with these suffixes
+_A64_SVE_BT = {"uzp1", "uzp2", "trn1", "trn2", "zip1", "zip2", "lastb", "clastb", "fcvtnt"}
+_A64_SME = {"smstart", "smstop", "fmopa", "fmops", "bfmopa", "bfmops", "smopa", "smops",
+            "umopa", "umops", "sumopa", "sumops", "usmopa", "usmops", "addha", "addva",
+            "rdsvl", "addsvl", "addspl", "zero", "luti2", "luti4"}
+_A64_I8MM = {"smmla", "ummla", "usmmla", "usdot", "sudot"}
+_A64_BF16 = {"bfdot", "bfmmla", "bfmlalb", "bfmlalt", "bfcvt", "bfcvtn", "bfcvtn2", "bfcvtnt"}
+_A64_RDM = {"sqrdmlah", "sqrdmlsh"}
+_A64_LSE = re.compile(r"^(?:casp?|ld(?:add|clr|eor|set|smax|smin|umax|umin)|swp"
+                      r"|st(?:add|clr|eor|set|smax|smin|umax|umin))(?:a|al|l)?[bh]?$")
+# half-precision conversions every armv8.0 CPU has (FEAT_FP16 is the arithmetic)
+_A64_FP16_BASE = {"fcvt", "fcvtl", "fcvtl2", "fcvtn", "fcvtn2"}
+_A64_ZREG = re.compile(r"\bz\d+(?:\.[bhsdq])?\b|\bp\d+(?:\.[bhsd]|/[zm])\b|\bp\d+\b")
+_A64_ZA = re.compile(r"\bza(?:\d*[hv]?)?(?:\.[bhsdq])?\b|\bzt0\b|\bsvcr")
+_A64_HALF = re.compile(r"\bv\d+\.[48]h\b|\bv\d+\.h\[|\bh\d+\b")
+_A64_BYTE_VEC = re.compile(r"\bv\d+\.(?:8|16)b\b|\bv\d+\.4b\[")
+
+
+def classify_a64(mnemonic: str, operands: str) -> set[str]:
+    """The features one AArch64 instruction needs (an empty set: armv8.0 with Advanced
+    SIMD)."""
+    m = mnemonic.lower()
+    ops = operands.lower()
+    needs: set[str] = set()
+    if m in _A64_SME or _A64_ZA.search(ops) or (m == "msr" and "svcr" in ops):
+        needs.add("sme")
+        return needs
+    zregs = bool(_A64_ZREG.search(ops))
+    if zregs or m in _A64_SVE_ONLY:
+        needs.add("sve")
+        if zregs and (m in _A64_SVE2 or (_A64_SVE2_SUFFIX.search(m) and m not in _A64_SVE_BT
+                                           and not m.startswith(("ld", "st", "prf")))):
+            needs.add("sve2")
+    if m in _A64_I8MM:
+        needs.add("i8mm")
+    elif m in _A64_BF16:
+        needs.add("bf16")
+    elif m in {"sdot", "udot"} and not zregs:
+        needs.add("dotprod")
+    elif m in _A64_RDM and not zregs:
+        needs.add("rdm")
+    elif _A64_LSE.match(m):
+        needs.add("lse")
+    elif not zregs and (m.startswith("f") or m in {"scvtf", "ucvtf"}) and \
+            m not in _A64_FP16_BASE and _A64_HALF.search(ops):
+        needs.add("fp16")
+    return needs
+
+
+_A64_LINE = re.compile(r"^[0-9a-f]+ <(?P<symbol>.+)>:$"
+                       r"|^ *[0-9a-f]+:[ \t]+(?P<mnemonic>[a-z][a-z0-9.]*)"
+                       r"(?:[ \t]+(?P<ops>[^\n]*))?$", re.MULTILINE)
+
+
+def scan_a64(disassembly: Iterable[str] | str, audit: FileAudit) -> FileAudit:
+    """Feed ``llvm-objdump -d --no-show-raw-insn`` output of AArch64 code into ``audit``."""
+    text = disassembly if isinstance(disassembly, str) else "\n".join(disassembly)
+    symbol = ""
+    for match in _A64_LINE.finditer(text):
+        if match.group("symbol") is not None:
+            symbol = match.group("symbol")
+            continue
+        mnemonic = match.group("mnemonic")
+        operands = re.sub(r"<[^>]*>", "", (match.group("ops") or "").split("//", 1)[0])
+        for feature in classify_a64(mnemonic, operands):
+            if (w := _waiver(audit, symbol, feature)) is not None:
+                audit.waived.setdefault(feature, f"{symbol}: {w.reason}")
+                continue
+            audit.used[feature] = audit.used.get(feature, 0) + 1
+            audit.examples.setdefault(feature, f"{mnemonic} {operands}".strip())
+    return audit
+
+
+def disassemble(path: Path, arch: str) -> str:
+    """The file's code as text: GNU objdump for x86-64, llvm-objdump for AArch64."""
+    if arch == "x86_64":
+        return cmd.capture(["objdump", "-d", "--no-show-raw-insn", str(path)], timeout=600)
+    tool = discovery.best("llvm-objdump")
+    if tool is None:
+        raise ToolchainError(f"the ISA audit of {arch} code needs llvm-objdump: not found",
+                             hint=discovery.install_hint("llvm-objdump"))
+    return cmd.capture([str(tool.path), "-d", "--no-show-raw-insn", str(path)], timeout=600)
+
+
+SCANNERS = {"x86_64": scan, "aarch64": scan_a64}
+
+
 def audit_file(path: Path, allowed: Iterable[str],
-               waivers: tuple[AuditAllow, ...] = ()) -> FileAudit:
-    result = FileAudit(path=path.name, allowed=tuple(allowed), waivers=waivers)
-    out = cmd.capture(["objdump", "-d", "--no-show-raw-insn", str(path)], timeout=600)
-    return scan(out, result)
+               waivers: tuple[AuditAllow, ...] = (), arch: str = "x86_64") -> FileAudit:
+    result = FileAudit(path=path.name, allowed=tuple(allowed), waivers=waivers, arch=arch)
+    return SCANNERS[arch](disassemble(path, arch), result)
 
 
-def allowed_for(name: str, declared: tuple[str, ...], all_variants: bool) -> tuple[str, ...]:
-    """What a shipped file may use: its ggml CPU variant's features, or the declaration."""
-    m = re.match(r"libggml-cpu-([a-z0-9_]+)\.so", name)
-    variant = CPU.variant_features("x86_64", m.group(1)) if all_variants and m else None
-    return declared if variant is None else variant
+def allowed_for(name: str, declared: tuple[str, ...], all_variants: bool,
+                arch: str = "x86_64") -> tuple[str, ...]:
+    """What a shipped file may use: its ggml CPU variant's features (and what the variant's
+    -march base allows), or the declaration."""
+    m = re.match(r"libggml-cpu-([a-z0-9_.]+?)\.so", name)
+    if not all_variants or m is None:
+        return declared
+    variant = CPU.variant_features(arch, m.group(1))
+    if variant is None:
+        return declared
+    return tuple(dict.fromkeys([*variant, *sorted(CPU.variant_allows(arch, m.group(1)))]))
 
 
 def _is_elf(path: Path) -> bool:
@@ -201,24 +330,31 @@ def _is_elf(path: Path) -> bool:
 
 
 def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variants: bool,
-                platform: str, waivers: tuple[AuditAllow, ...] = ()) -> AuditRecord:
-    """Audit every shipped ELF file (in parallel); the report goes into the manifest."""
+                platform: str, waivers: tuple[AuditAllow, ...] = (),
+                level: str | None = None) -> AuditRecord:
+    """Audit every shipped ELF file (in parallel); the report goes into the manifest.
+    ``level``: the declared level, whose -march base may allow more than it requires."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    if not platform.endswith("x86_64"):
+    arch = CPU.arch(platform.split("-", 1)[1])
+    if not platform.startswith("linux-") or arch not in SCANNERS:
         return AuditRecord(verdict="skipped",
-                           reason=f"the audit reads x86-64 code; this is {platform}")
+                           reason=f"the audit reads ELF code of {', '.join(SCANNERS)}; "
+                                  f"this is {platform}")
+    if level is not None and CPU.arch_of_level(level) == arch:
+        declared = tuple(dict.fromkeys([*declared, *sorted(CPU.level_allows(level))]))
     targets = [p for p in files if not p.is_symlink() and _is_elf(p)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(
-            lambda p: audit_file(p, allowed_for(p.name, declared, all_variants), waivers),
+            lambda p: audit_file(p, allowed_for(p.name, declared, all_variants, arch),
+                                 waivers, arch),
             targets))
     bad = [r for r in results if r.violations]
     return AuditRecord(
         verdict="fail" if bad else "pass",
         files={r.path: FileAuditRecord(
-            allowed=tuple(sorted(closure(r.allowed) | BASELINE_X86)),
+            allowed=tuple(sorted(r.accepted)),
             used=tuple(sorted(r.used)), violations=tuple(r.violations),
             waived=dict(r.waived), examples={f: r.examples[f] for f in r.violations})
             for r in results})

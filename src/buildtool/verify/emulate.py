@@ -17,6 +17,13 @@ does not have raises SIGILL, as on the real CPU. The models and their features a
 
 Emulated runs prove the CPU code of an artifact (``-ngl 0``); its device is proven by the
 native smoke. Images run in a container engine and are not emulated.
+
+An artifact of **another architecture** (a linux-aarch64 tarball or wheel on an x86-64 host)
+runs entirely under its emulator (:func:`foreign_subject`): the main smoke on the highest
+emulated model its claim covers, the models the same way, all with ``qemu -L SYSROOT`` so its
+programs load the target's C library and C++ runtime from the platform's sysroot
+(:mod:`buildtool.toolchains.cross`) — whose versions are checked against the artifact's ABI
+floor first, as a host's are.
 """
 
 from __future__ import annotations
@@ -29,10 +36,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from buildtool import cmd
-from buildtool.artifacts.base import Subject
+from buildtool.artifacts.base import Subject, check_host
 from buildtool.cpudata import CPU
-from buildtool.errors import CommandError, SmokeError, ToolchainError, UsageError
+from buildtool.detect.cpu import CpuInfo
+from buildtool.errors import (
+    CommandError,
+    HostIncompatibleError,
+    SmokeError,
+    ToolchainError,
+    UsageError,
+)
 from buildtool.records import BenchTest, EmulatedRun, EmulatedVerdict, Manifest
+from buildtool.toolchains import cross
 
 _LOADED = re.compile(r"loaded CPU backend from \S*?libggml-cpu-([A-Za-z0-9_]+)\.so")
 # the bench under emulation: short (TCG runs AVX2 code 30-100x slower than the host)
@@ -102,8 +117,8 @@ def emulator(manifest: Manifest) -> str:
 
 def expected_variant(manifest: Manifest, features: frozenset[str]) -> str | None:
     """The ``libggml-cpu`` variant ggml's loader must choose on a CPU with ``features``
-    (all-variants builds; None for others): the variant needing the most, of those the CPU
-    has."""
+    (all-variants builds; None for others): of the variants the CPU has everything for, the
+    one the loader scores highest (``loader-score`` in data/cpu.yaml)."""
     if manifest.cpu.policy != "all-variants":
         return None
     arch = arch_of(manifest)
@@ -114,7 +129,7 @@ def expected_variant(manifest: Manifest, features: frozenset[str]) -> str | None
         needs = CPU.variant_features(arch, variant)
         if needs is None or not CPU.closure(needs) <= features:
             continue
-        score = len(CPU.closure(needs))
+        score = CPU.loader_score(arch, variant)
         if best is None or score > best[0]:
             best = (score, variant)
     return best[1] if best else None
@@ -125,10 +140,61 @@ def loaded_variant(stderr: str) -> str | None:
     return m[1] if m else None
 
 
+def emulated_cpu(model: str) -> CpuInfo:
+    """A CPU model as if it were the host: what the smoke checks a foreign artifact against."""
+    return CpuInfo(arch=CPU.model_arch(model) or "", model=f"{model} (emulated)",
+                   features=CPU.model_features(model))
+
+
+def sysroot(manifest: Manifest) -> Path:
+    """The root the programs of a foreign artifact load their C library and C++ runtime
+    from: the platform's sysroot (``buildtool toolchain install sysroot-<platform>``)."""
+    cp = cross.for_platform(manifest.platform)
+    if cp is None:
+        raise ToolchainError(f"{manifest.platform} programs cannot run on this host: "
+                             "buildtool has no sysroot for that platform")
+    root = cross.installed_sysroot(cp)
+    if root is None:
+        raise ToolchainError(f"running {manifest.platform} programs here needs their C library "
+                             f"and C++ runtime (Debian {cp.suite} {cp.debian_arch}): not "
+                             "installed", hint=f"buildtool toolchain install {cp.sysroot_name}")
+    return root
+
+
+def main_model(manifest: Manifest) -> str:
+    """The model the main smoke of a foreign artifact runs on: the highest emulated model its
+    claim covers (an all-variants build loads its best variant there)."""
+    arch = arch_of(manifest)
+    models = [m for m in CPU.covering_models(arch, manifest.cpu.required_features)
+              if not CPU.unemulated(m)]
+    if not models:
+        raise HostIncompatibleError(f"artifact {manifest.artifact} is built for "
+                                    f"{manifest.platform}: {why_none(manifest)}")
+    return models[-1]
+
+
+def foreign_subject(subject: Subject) -> Subject:
+    """The subject with its programs run under the emulator of their architecture (see the
+    module's docstring)."""
+    manifest = subject.manifest
+    if subject.wrap is not None:
+        raise UsageError(f"{manifest.artifact} is built for {manifest.platform}: its programs "
+                         "run under an emulator here, not in a container or another root")
+    qemu = emulator(manifest)
+    root = sysroot(manifest)
+    model = main_model(manifest)
+    check_host(manifest, emulated_cpu(model))
+
+    def wrap(argv: list[str], env: object) -> list[str]:
+        return [qemu, "-L", str(root), "-cpu", model, *argv]
+
+    return replace(subject, wrap=wrap, emulator_root=root)
+
+
 def require(subject: Subject) -> str:
     """The emulator for the subject, checked before anything runs: the subject runs here
     (not in a container or another root) and the emulator is installed."""
-    if subject.wrap is not None:
+    if subject.wrap is not None and subject.emulator_root is None:
         raise UsageError(f"{subject.kind}s run in a container or another root: CPU models are "
                          "emulated for tarballs and wheels run here")
     return emulator(subject.manifest)
@@ -167,7 +233,8 @@ def run_models(subject: Subject, work: Path, models: list[Path], names: list[str
                                            "artifact requires"))
             note(f"  {model}: refused ({runs[-1].reason})")
             continue
-        argv = [qemu, "-cpu", model, str(bench),
+        root = ["-L", str(subject.emulator_root)] if subject.emulator_root else []
+        argv = [qemu, *root, "-cpu", model, str(bench),
                 *(a for m in models for a in ("-m", str(m))), "-p", N_PROMPT, "-n", N_GEN,
                 "-r", "1", "-o", "json", "-ngl", "0", "-t", str(threads)]
         started = time.monotonic()

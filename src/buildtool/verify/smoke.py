@@ -27,7 +27,7 @@ from pathlib import Path
 from buildtool import abi, backends, cmd, inputs, records
 from buildtool.abi import SystemAbi
 from buildtool.artifacts import KINDS, kind_of
-from buildtool.artifacts.base import Subject, check_system
+from buildtool.artifacts.base import Subject, check_system, foreign
 from buildtool.cpudata import CPU
 from buildtool.detect.cpu import CpuInfo
 from buildtool.errors import (
@@ -190,6 +190,10 @@ def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str 
         subject = kind.subject(artifact, work, host, engine, note or (lambda _: None))
         if root is not None:
             subject = dataclasses.replace(subject, wrap=in_root(root), stage_models=True)
+        if not kind.CONTAINER and foreign(subject.manifest, host):
+            subject = emulate.foreign_subject(subject)
+            assert subject.emulator_root is not None
+            system = abi.system_abi(subject.emulator_root, emulate.arch_of(subject.manifest))
         if not kind.CONTAINER:
             check_system(subject.manifest, system)
         yield subject, work
@@ -278,6 +282,8 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
         system = abi.system_abi(root, host.arch)
     with opened(artifact, host=host, engine=engine, note=note, system=system,
                 root=root) as (subject, work):
+        if subject.emulator_root is not None:  # the sysroot's libraries are what ran
+            system = abi.system_abi(subject.emulator_root, emulate.arch_of(subject.manifest))
         models = emulate.check_models(subject.manifest, cpu_models)
         if models:
             emulate.require(subject)
