@@ -8,9 +8,15 @@ ARG RUNTIME_IMAGE=ubuntu:24.04
 
 FROM ${BUILD_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# arm64: ggml's armv9.2 CPU variants need a compiler that knows -march=...+sme (GCC 14;
+# Ubuntu 24.04 has it), as llama.cpp's own arm64 release build does
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ cmake ninja-build ccache \
+ && if [ "$(uname -m)" = aarch64 ]; then \
+      apt-get install -y --no-install-recommends gcc-14 g++-14 \
+      && ln -sf /usr/bin/gcc-14 /usr/local/bin/cc && ln -sf /usr/bin/g++-14 /usr/local/bin/c++; \
+    fi \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 ARG BUILDTOOL_TARGET=cpu
 COPY CMakeLists.txt ship.cmake /src/

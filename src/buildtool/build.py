@@ -182,9 +182,10 @@ def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> P
 
 
 def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
-         cpu: str = "all-variants",
+         cpu: str = "all-variants", platform: str | None = None,
          build_args: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """Write ``out``/docker-bake.hcl and the build context shared by the targets' images."""
+    """Write ``out``/docker-bake.hcl and the build context shared by the targets' images
+    (for ``platform``: each target resolved for it; its image is built natively there)."""
     image.cache_settings(cache, "check")  # an unknown cache kind fails before any work
     writable_dir(out, "--out")
     outputs.check_owned(out, image.CONTEXT)
@@ -192,10 +193,10 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     resolved: list[ResolvedTarget] = []
     skipped: dict[str, str] = {}
     for name in wanted:
-        rt = session.resolve(name)
-        if rt.cpu_policy == "host":  # images are for other machines
-            rt = session.resolve(name, Overrides(cpu=cpu))
         try:
+            rt = session.resolve(name, Overrides(platform=platform))
+            if rt.cpu_policy == "host":  # images are for other machines
+                rt = session.resolve(name, Overrides(cpu=cpu, platform=platform))
             image.require_image(rt)
         except UsageError as exc:
             if names:

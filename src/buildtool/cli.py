@@ -182,9 +182,12 @@ def detect(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command(name="matrix")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "github", "github-wheels"]),
-              default="table", help="github: the build jobs; github-wheels: the wheel jobs "
-                                    "(a target per OS its platforms name).")
+@click.option("--format", "fmt",
+              type=click.Choice(["table", "json", "github", "github-wheels", "github-images"]),
+              default="table", help="github: the build jobs (a target per platform with a "
+                                    "runner); github-wheels: the wheel jobs (a target per OS "
+                                    "its platforms name, per Linux platform); github-images: "
+                                    "the image jobs (a bake per Linux platform).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
@@ -199,6 +202,9 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
         return
     if fmt == "github-wheels":
         echo(json.dumps(matrix.github_wheel_matrix(session), separators=(",", ":")))
+        return
+    if fmt == "github-images":
+        echo(json.dumps(matrix.github_image_matrix(session), separators=(",", ":")))
         return
     rows = matrix.rows(session)
     if fmt == "json":
@@ -643,18 +649,22 @@ def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
 @click.option("--cpu", type=click.Choice(CPU_POLICIES), default="all-variants",
               show_default=True,
               help="CPU policy for targets whose own is 'host' (images run on other machines).")
+@click.option("--platform", type=click.Choice(ALL_PLATFORMS), default=None,
+              help="The Linux platform the images are for (default: this host's); targets not "
+                   "built for it are skipped. CI bakes each on a runner of that platform.")
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
               help="A build argument for every target (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def bake_cmd(ctx: click.Context, targets: tuple[str, ...], out: Path, cache: str, cpu: str,
-             build_args: tuple[str, ...], as_json: bool) -> None:
+             platform: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
     """Write docker-bake.hcl and one shared build context for the matrix's images, so that
     `docker buildx bake` builds them all in one call (BuildKit schedules and caches)."""
     from buildtool import build as build_mod
 
     session = _session(ctx)
     result = build_mod.bake(session, targets, out.resolve(), cache=cache, cpu=cpu,
+                            platform=platform,
                             build_args=_key_values(build_args, "--build-arg"))
     if as_json:
         emit_json(result)

@@ -554,3 +554,29 @@ def test_smoke_tells_a_missing_file_from_an_image_reference(
         cli.main(["smoke", "localhost/llama.cpp:cpu-b11312"])
     assert exc.value.code == ExitCode.TOOLCHAIN
     assert "no container engine found" in capsys.readouterr().err
+
+
+def test_an_arm64_image_is_baked_for_a_native_build_there(
+        data: Path, fake_tools: dict[str, list[Program]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`buildtool bake --platform linux-aarch64` on this x86-64 host: the plan is a cross
+    build here, but the image's build stage compiles natively on an arm64 runner, so what
+    only this machine's cross toolchain needs stays out of its definitions."""
+    import hcl2
+
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    rt = res("cpu", host(data), overrides=Overrides(cpu="all-variants",
+                                                    platform="linux-aarch64"))
+    assert rt.cross
+    plan = _plan(rt, tmp_path)
+    cache = image.defines_cmake(plan)
+    assert "GGML_CPU_ALL_VARIANTS" in cache
+    assert "GGML_OPENMP" not in cache and "CMAKE_TOOLCHAIN_FILE" not in cache
+    doc = hcl2.loads(image.bake_file([(plan, image.build_args(plan, LOCK))], cache="gha",
+                                     lock=LOCK))
+    cpu = next(v for block in doc["target"] for k, v in block.items() if _strip(k) == "cpu")
+    assert [_strip(p) for p in cpu["platforms"]] == ["linux/arm64"]
+    assert [_strip(t) for t in cpu["tags"]] == [
+        "${REGISTRY}/llama.cpp:cpu-b11312-arm64", "${REGISTRY}/llama.cpp:cpu-arm64"]
+    assert [_strip(c) for c in cpu["cache-from"]] == ["type=gha,scope=buildtool-cpu-arm64"]
+    assert _strip(cpu["output"][0]).endswith("llama.cpp-b11312-cpu-linux-aarch64.oci.tar")

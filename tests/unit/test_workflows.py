@@ -49,15 +49,38 @@ def _fed_by(job_name: str, output: str, fmt: str, needed: set[str]) -> list[dict
 
 
 def test_build_workflow_is_fed_by_buildtool_matrix(fake_tools: object) -> None:
-    _fed_by("build", "matrix", "github", {"target", "runner", "cpu"})
+    _fed_by("build", "matrix", "github", {"target", "runner", "cpu", "platform"})
     text = (ROOT / ".github" / "workflows" / "build.yml").read_text()
     # no target list is copied by hand into the workflow (family names may appear in `if:`)
     for target in ("cublas11", "cublas12", "cublas13", "hipblas"):
         assert target not in text
 
 
+def test_arm64_is_built_natively_on_arm64_runners(fake_tools: object) -> None:
+    rows = {(e["target"], e["platform"]): e for e in _rows()}
+    cpu_arm = rows[("cpu", "linux-aarch64")]
+    assert cpu_arm["runner"] == "ubuntu-24.04-arm"
+    assert cpu_arm["cpu"] == "all-variants"
+    assert cpu_arm["build_env"] == "recipes/build-env/Dockerfile"  # Debian 11, clang 16
+    assert rows[("cpu", "linux-x86_64")]["runner"] == "ubuntu-24.04"
+    # a target whose platforms leave out linux-aarch64 gets no arm64 job
+    assert ("cublas11", "linux-aarch64") not in rows and ("openvino", "linux-aarch64") \
+        not in rows
+    build = _workflow("build.yml")["jobs"]["build"]
+    runs = "\n".join(s.get("run", "") for s in build["steps"])
+    assert runs.count("--platform ${{ matrix.platform }}") == 2  # plan and build
+    wheels = {(e["target"], e["job"]): e for e in _rows("github-wheels")}
+    assert wheels[("cpu", "linux-aarch64")]["archs"] == "aarch64"
+    assert wheels[("cpu", "linux-aarch64")]["runner"] == "ubuntu-24.04-arm"
+    assert wheels[("cpu", "linux-x86_64")]["archs"] == "x86_64"
+    assert wheels[("cpu", "macos")]["archs"] == "arm64 x86_64"
+    images = _fed_by("images", "images", "github-images", {"platform", "runner"})
+    assert {(e["platform"], e["runner"]) for e in images} == {
+        ("linux-x86_64", "ubuntu-24.04"), ("linux-aarch64", "ubuntu-24.04-arm")}
+
+
 def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> None:
-    rows = {e["target"]: e for e in _rows()}
+    rows = {e["target"]: e for e in _rows() if e["platform"] != "linux-aarch64"}
     assert rows["cublas12"]["container"] == "nvidia/cuda:12.4.1-devel-ubuntu22.04"
     assert rows["cublas13"]["container"].startswith("nvidia/cuda:13.0")
     assert rows["hipblas"]["container"].startswith("rocm/dev-ubuntu-24.04:")
@@ -71,7 +94,7 @@ def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> 
 def test_runners_install_what_each_recipe_names(fake_tools: object) -> None:
     """Families that build on the runner itself get their recipe's ci-packages and the
     toolchain buildtool provisions for them; in a vendor container, neither."""
-    rows = {e["target"]: e for e in _rows()}
+    rows = {e["target"]: e for e in _rows() if e["platform"] != "linux-aarch64"}
     assert rows["vulkan"]["packages"].split() == ["glslc", "libvulkan-dev",
                                                   "mesa-vulkan-drivers", "debian-archive-keyring"]
     assert rows["vulkan"]["toolchain"] == "vulkan-headers"
@@ -98,11 +121,12 @@ def test_runners_install_what_each_recipe_names(fake_tools: object) -> None:
 
 def test_wheel_jobs_emit_the_project_and_index_every_target(fake_tools: object) -> None:
     entries = _fed_by("wheels", "wheels", "github-wheels",
-                      {"target", "runner", "cpu", "os", "wheels", "container"})
+                      {"target", "runner", "cpu", "job", "archs", "wheels", "container"})
     wf = _workflow("build.yml")
     wheels = wf["jobs"]["wheels"]
-    rows = {(e["target"], e["os"]): e for e in entries}
-    # manylinux (x86_64 + aarch64 per the recipe), macOS arm64 for metal, Windows for cpu
+    assert wheels["env"]["CIBW_ARCHS"] == "${{ matrix.archs }}"
+    rows = {(e["target"], e["os"]): e for e in entries if e["job"] != "linux-aarch64"}
+    # manylinux (per Linux platform), macOS arm64 for metal, Windows for cpu
     assert {("cpu", "linux"), ("cpu", "macos"), ("cpu", "windows"), ("metal", "macos"),
             ("cublas12", "linux"), ("vulkan", "linux")} <= set(rows)
     assert rows[("metal", "macos")]["runner"].startswith("macos")
@@ -143,7 +167,8 @@ def test_ci_workflow_runs_the_ci_script() -> None:
 def test_images_are_built_in_one_bake_call_from_buildtools_bake_file() -> None:
     job = _workflow("build.yml")["jobs"]["images"]
     runs = [s.get("run", "") for s in job["steps"]]
-    assert any("buildtool bake --out build/bake" in r for r in runs)
+    assert any("buildtool bake --out build/bake" in r and "--platform ${{ matrix.platform }}"
+               in r for r in runs)
     bake = next(s for s in job["steps"] if "docker buildx bake" in s.get("run", ""))
     assert bake["working-directory"] == "build/bake"
     assert any("buildtool smoke" in r and ".oci.tar" in r for r in runs)

@@ -70,18 +70,26 @@ def require_image(rt: ResolvedTarget) -> None:
                          "Linux images")
 
 
+def arch_suffix(rt: ResolvedTarget) -> str:
+    """``-arm64`` for an image of linux-aarch64 ('' for linux-x86_64, the default one)."""
+    oci = OCI_PLATFORMS.get(rt.platform, "")
+    return "" if oci in ("", "linux/amd64") else "-" + oci.split("/", 1)[1]
+
+
 def tag_name(rt: ResolvedTarget) -> str:
-    """``cpu-b11312``, ``cpu-host-x86-64-v4-b11312``, ``cublas12-b11312-r1``."""
+    """``cpu-b11312``, ``cpu-host-x86-64-v4-b11312``, ``cublas12-b11312-r1``,
+    ``cpu-b11312-arm64``."""
     name = f"{rt.name}-{rt.variant}" if rt.variant else rt.name
     name += f"-b{rt.build_number}" + (f"-r{rt.revision}" if rt.revision else "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:128]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name + arch_suffix(rt))[:128]
 
 
 def tags(rt: ResolvedTarget, registry: str = LOCAL_REGISTRY) -> list[str]:
-    """The version tag first, then the moving one (``:cpu``) for portable builds."""
+    """The version tag first, then the moving one (``:cpu``, ``:cpu-arm64``) for portable
+    builds."""
     out = [f"{registry}/{REPOSITORY}:{tag_name(rt)}"]
     if not rt.variant:
-        out.append(f"{registry}/{REPOSITORY}:{rt.name}")
+        out.append(f"{registry}/{REPOSITORY}:{rt.name}{arch_suffix(rt)}")
     return out
 
 
@@ -254,7 +262,7 @@ def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: st
     ]
     for plan, args in items:
         rt = plan.target
-        cache_from, cache_to = cache_settings(cache, rt.name)
+        cache_from, cache_to = cache_settings(cache, rt.name + arch_suffix(rt))
         tag_list = [Var(t.replace(f"{LOCAL_REGISTRY}/", "${REGISTRY}/", 1)) for t in tags(rt)]
         archive = Var(f"type=oci,dest=${{OUTPUT_DIR}}/{archive_name(plan)}")
         fields: list[tuple[str, Any]] = [

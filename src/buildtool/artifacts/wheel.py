@@ -62,6 +62,7 @@ from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
 from buildtool.records import HostFacts, Manifest, RepairRecord, WheelRecord
 from buildtool.source.vendor import Lock, copy_build_tree
+from buildtool.toolchains import cross
 
 TEMPLATE = Path("recipes") / "wheel"
 EMITTED = "wheel-project"  # what a directory `--emit` writes holds
@@ -161,11 +162,6 @@ def readme_values(plan: BuildPlan, lock: Lock) -> dict[str, str]:
     }
 
 
-# buildtool's platform names → cibuildwheel's architecture names, per OS
-CI_ARCHS = {"linux-x86_64": "x86_64", "linux-aarch64": "aarch64", "macos-arm64": "arm64",
-            "macos-x86_64": "x86_64", "windows-x86_64": "AMD64", "windows-arm64": "ARM64"}
-
-
 # what cibuildwheel must skip on an OS the target has no platform on (an empty archs list
 # would mean cibuildwheel's default, not nothing)
 CI_SKIP = {"linux": "*-manylinux_*", "macos": "*-macosx_*", "windows": "*-win*"}
@@ -173,7 +169,8 @@ CI_SKIP = {"linux": "*-manylinux_*", "macos": "*-macosx_*", "windows": "*-win*"}
 
 def ci_archs(rt: ResolvedTarget, os_name: str) -> list[str]:
     """cibuildwheel archs for one OS: the target's platforms there (none: nothing built)."""
-    return [CI_ARCHS[p] for p in rt.platforms if p.startswith(os_name + "-") and p in CI_ARCHS]
+    return [naming.CI_ARCHS[p] for p in rt.platforms
+            if p.startswith(os_name + "-") and p in naming.CI_ARCHS]
 
 
 def render(plan: BuildPlan, lock: Lock, manifest: Manifest, dest: Path, *,
@@ -421,7 +418,11 @@ def build(job: BuildJob) -> Made:
     work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
     try:
         rep.group(f"wheel {rt.name}")
-        raw = run_build(plan, project, work / "raw", env={**os.environ, **dict(plan.env)},
+        env = {**os.environ, **dict(plan.env)}
+        if rt.cross:  # the wheel is tagged for the target, not for this Python
+            plan.write_cross_file()
+            env["_PYTHON_HOST_PLATFORM"] = cross.PLATFORMS[rt.platform].python_platform
+        raw = run_build(plan, project, work / "raw", env=env,
                         log=log, echo=rep.command, on_line=rep.ninja_line)
         rep.endgroup()
         job.timings["wheel"] = time.monotonic() - t

@@ -9,8 +9,8 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 
 from buildtool.backends import REGISTRY
-from buildtool.config import preflight
-from buildtool.config.resolve import ResolvedTarget
+from buildtool.config import naming, preflight
+from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.config.session import Session
 from buildtool.detect.host import Gpu
 from buildtool.errors import BuildtoolError
@@ -90,6 +90,22 @@ def ci_targets(session: Session) -> list[ResolvedTarget]:
     return [session.resolve(name, probe=False) for name in session.project.matrix.targets]
 
 
+def ci_jobs(session: Session) -> list[tuple[ResolvedTarget, str]]:
+    """Every (target, runner) CI builds: each target on its first platform (its own runner),
+    and on each further Linux platform it lists whose matrix entry names a runner that
+    builds it natively (linux-aarch64 on arm64 runners)."""
+    platforms = session.project.matrix.platforms
+    jobs: list[tuple[ResolvedTarget, str]] = []
+    for rt in ci_targets(session):
+        jobs.append((rt, rt.runner))
+        for platform in rt.platforms[1:]:
+            spec = platforms.get(platform)
+            if platform.startswith("linux-") and spec is not None and spec.runner:
+                jobs.append((session.resolve(rt.name, Overrides(platform=platform),
+                                             probe=False), spec.runner))
+    return jobs
+
+
 def ci_cpu(rt: ResolvedTarget) -> str:
     """Release builds are portable: a target tuned to the build host ships all variants,
     unless its family builds on the hardware it targets (metal on Apple silicon runners)."""
@@ -102,9 +118,9 @@ BUILD_ENV = "recipes/build-env/Dockerfile"
 
 
 def github_matrix(session: Session) -> dict[str, Any]:
-    """The job matrix for GitHub Actions: one entry per target and platform."""
+    """The job matrix for GitHub Actions: one entry per target and platform (:func:`ci_jobs`)."""
     include: list[dict[str, Any]] = []
-    for rt in ci_targets(session):
+    for rt, runner in ci_jobs(session):
         backend = REGISTRY[rt.family]
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
@@ -114,10 +130,10 @@ def github_matrix(session: Session) -> dict[str, Any]:
         toolchain = "" if container else backend.toolchain_for(rt.toolkit) or ""
         # a target that needs nothing but compilers compiles in the older build environment
         # (recipes/build-env: Debian 11), so its tarball runs on older distributions too
-        build_env = BUILD_ENV if rt.platforms[0].startswith("linux-") and not (
+        build_env = BUILD_ENV if rt.platform.startswith("linux-") and not (
             container or packages or toolchain) else ""
         include.append({"target": rt.name, "recipe": rt.recipe_name, "family": rt.family,
-                        "platform": rt.platforms[0], "runner": rt.runner, "cpu": ci_cpu(rt),
+                        "platform": rt.platform, "runner": runner, "cpu": ci_cpu(rt),
                         "toolkit": rt.toolkit or "", "container": container,
                         "packages": packages, "toolchain": toolchain, "build_env": build_env,
                         "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
@@ -133,25 +149,48 @@ RUNNER_PREFIX = {"linux": "ubuntu", "macos": "macos", "windows": "windows"}
 
 
 def github_wheel_matrix(session: Session) -> dict[str, Any]:
-    """The wheel jobs: one entry per target and OS its platforms name."""
-    jobs = {(e["target"]): e for e in github_matrix(session)["include"]}
+    """The wheel jobs: one entry per target and OS its platforms name — on Linux one per
+    platform with a runner of its own (arm64 wheels are built natively, not emulated);
+    ``archs`` is cibuildwheel's CIBW_ARCHS for the job."""
     include: list[dict[str, Any]] = []
-    for rt in ci_targets(session):
+    for rt, runner in ci_jobs(session):
         backend = REGISTRY[rt.family]
+        first = rt.platform == rt.platforms[0]
         for os_name, default_runner in WHEEL_RUNNERS.items():
-            if not any(p.startswith(os_name + "-") for p in rt.platforms):
-                continue
             if os_name not in backend.wheel_oses:
                 continue
-            job = jobs[rt.name]
-            runner = job["runner"] if job["runner"].startswith(RUNNER_PREFIX[os_name]) \
+            if os_name == "linux":  # this job's platform only
+                platforms = [rt.platform] if rt.platform.startswith("linux-") else []
+            elif first:  # other OSes once per target, with the archs it lists there
+                platforms = [p for p in rt.platforms if p.startswith(os_name + "-")]
+            else:
+                platforms = []
+            archs = [naming.CI_ARCHS[p] for p in platforms if p in naming.CI_ARCHS]
+            if not archs:
+                continue
+            job_runner = runner if runner.startswith(RUNNER_PREFIX[os_name]) \
                 else default_runner
             container = os_name == "linux" and backend.wheels_in_container
+            job_container = rt.container or (rt.build_image or "" if backend.ci_container
+                                             else "")
             include.append({"target": rt.name, "family": rt.family, "os": os_name,
-                            "runner": runner, "cpu": job["cpu"],
+                            "job": platforms[0] if os_name == "linux" else os_name,
+                            "archs": " ".join(archs), "runner": job_runner, "cpu": ci_cpu(rt),
                             "wheels": "container" if container else "cibuildwheel",
-                            "container": job["container"] if container else "",
-                            "smoke": job["smoke"]})
+                            "container": job_container if container else "",
+                            "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
+    return {"include": include}
+
+
+def github_image_matrix(session: Session) -> dict[str, Any]:
+    """The image jobs: one `buildtool bake --platform P` per Linux platform with a runner
+    that builds it natively, when a target has an image for it."""
+    include: list[dict[str, Any]] = []
+    for platform, spec in session.project.matrix.platforms.items():
+        if not platform.startswith("linux-") or not spec.runner:
+            continue
+        if any(rt.platform == platform and rt.dockerfile for rt, _ in ci_jobs(session)):
+            include.append({"platform": platform, "runner": spec.runner})
     return {"include": include}
 
 

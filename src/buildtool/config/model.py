@@ -126,6 +126,9 @@ class PlatformSpec:
     cpu_models: tuple[CpuModelName, ...] = field(default=(), metadata=doc(
         "emulated CPU models (data/cpu.yaml cpu-models) the smoke runs each artifact on: "
         "those its CPU claim covers"))
+    runner: OneLine | None = field(default=None, metadata=doc(
+        "the CI runner that builds this platform natively (`buildtool matrix`: a job per "
+        "target and platform; a target's own runner is for its first platform)"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,9 @@ import re
 from buildtool.config.resolve import ResolvedTarget
 
 LIB_PATTERNS = ("lib*.so", "lib*.so.*", "*.dylib", "*.dll")
+# buildtool's platform names → cibuildwheel's architecture names (CIBW_ARCHS), per OS
+CI_ARCHS = {"linux-x86_64": "x86_64", "linux-aarch64": "aarch64", "macos-arm64": "arm64",
+            "macos-x86_64": "x86_64", "windows-x86_64": "AMD64", "windows-arm64": "ARM64"}
 _NORMALIZE = re.compile(r"[-_.]+")
 
 

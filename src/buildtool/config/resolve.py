@@ -262,7 +262,8 @@ def resolve(
     else:
         platform = next((p for p in platforms if p == host_platform), platforms[0])
     # another Linux architecture is cross-compiled, by the families that can
-    cross_build = cross.can_cross(host_platform, platform) and REGISTRY[
+    # (a plan for elsewhere — CI's jobs, probe=False — builds natively there)
+    cross_build = probe and cross.can_cross(host_platform, platform) and REGISTRY[
         recipe.family].cross_compiles
     platform_supported = platform == host_platform or cross_build
     arch = normalize_arch(platform.split("-", 1)[1])

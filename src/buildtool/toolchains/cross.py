@@ -31,7 +31,12 @@ from pathlib import Path
 
 from buildtool.errors import ToolchainError
 from buildtool.toolchains import discovery
-from buildtool.toolchains.provision import debian_packages, swap_in, toolchains_dir
+from buildtool.toolchains.provision import (
+    DEBIAN_ARCHS,
+    debian_packages,
+    swap_in,
+    toolchains_dir,
+)
 
 CLANG_VERSION = ">=16"  # the first clang whose -march knows +sme and with -fuse-ld/--ld-path
 CLANG_NAMES = (*(f"clang-{v}" for v in range(21, 15, -1)), "clang")
@@ -46,7 +51,6 @@ class CrossPlatform:
     platform: str  # buildtool's name: linux-aarch64
     triple: str  # the GNU triple clang targets and Debian's multiarch directory
     processor: str  # CMAKE_SYSTEM_PROCESSOR
-    debian_arch: str  # the packages' architecture
     suite: str  # the Debian release the sysroot comes from
     packages: tuple[str, ...]  # what the sysroot is unpacked from
 
@@ -54,16 +58,27 @@ class CrossPlatform:
     def sysroot_name(self) -> str:
         return f"sysroot-{self.platform}"
 
+    @property
+    def debian_arch(self) -> str:
+        """The architecture of the sysroot's packages, as Debian names it."""
+        return DEBIAN_ARCHS[self.processor]
+
+    @property
+    def python_platform(self) -> str:
+        """Python's name of the platform (sysconfig.get_platform(), _PYTHON_HOST_PLATFORM):
+        what a wheel built for it is tagged with before auditwheel's manylinux tag."""
+        return f"linux-{self.processor}"
+
 
 _SYSROOT_PACKAGES = ("libc6", "libc6-dev", "linux-libc-dev", "libcrypt1", "libcrypt-dev",
                      "libgcc-s1", "libgcc-10-dev", "libstdc++6", "libstdc++-10-dev",
                      "libgomp1", "libatomic1")
 
 PLATFORMS: dict[str, CrossPlatform] = {
-    "linux-aarch64": CrossPlatform("linux-aarch64", "aarch64-linux-gnu", "aarch64", "arm64",
-                                   "bullseye", _SYSROOT_PACKAGES),
-    "linux-x86_64": CrossPlatform("linux-x86_64", "x86_64-linux-gnu", "x86_64", "amd64",
-                                  "bullseye", _SYSROOT_PACKAGES),
+    "linux-aarch64": CrossPlatform("linux-aarch64", "aarch64-linux-gnu", "aarch64", "bullseye",
+                                   _SYSROOT_PACKAGES),
+    "linux-x86_64": CrossPlatform("linux-x86_64", "x86_64-linux-gnu", "x86_64", "bullseye",
+                                  _SYSROOT_PACKAGES),
 }
 
 

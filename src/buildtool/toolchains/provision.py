@@ -39,8 +39,20 @@ def swap_in(done: Path, final: Path) -> Path:
     return final
 
 
+# Debian's names of the architectures (uname -m → dpkg --print-architecture)
+DEBIAN_ARCHS = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64el",
+                "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def host_debian_arch() -> str:
+    import platform
+
+    machine = platform.machine()
+    return DEBIAN_ARCHS.get(machine.lower(), machine.lower())
+
+
 def _apt_config(work: Path, suite: str, mirror: str,
-                components: tuple[str, ...] = ("main",), arch: str = "amd64") -> Path:
+                components: tuple[str, ...] = ("main",), arch: str | None = None) -> Path:
     for sub in ("lists/partial", "archives/partial", "etc/sources.list.d", "etc/preferences.d"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={KEYRING}] " if Path(KEYRING).is_file() else "[trusted=yes] "
@@ -54,7 +66,7 @@ def _apt_config(work: Path, suite: str, mirror: str,
         f'Dir::Etc::SourceParts "{work}/etc/sources.list.d";',
         f'Dir::Etc::Preferences "{work}/etc/preferences";',
         f'Dir::Etc::PreferencesParts "{work}/etc/preferences.d";',
-        f'APT::Architecture "{arch}";',
+        f'APT::Architecture "{arch or host_debian_arch()}";',
         'Acquire::Languages "none";',
     ]) + "\n")
     return conf
@@ -62,11 +74,12 @@ def _apt_config(work: Path, suite: str, mirror: str,
 
 def debian_packages(packages: tuple[str, ...], suite: str, dest: Path, *,
                     mirror: str = DEBIAN_MIRROR, components: tuple[str, ...] = ("main",),
-                    members: tuple[str, ...] = (), arch: str = "amd64",
+                    members: tuple[str, ...] = (), arch: str | None = None,
                     progress: Callable[[str], None] = lambda _: None) -> dict[str, str]:
     """Download ``packages`` from Debian ``suite`` and unpack them into ``dest`` (only the
     paths matching ``members``, when given); return their versions. ``arch`` is Debian's
-    name of the packages' architecture (arm64 for a sysroot of another one). The system's apt
+    name of the packages' architecture (default: this machine's; arm64 for a sysroot of
+    another one). The system's apt
     configuration and package database are not touched."""
     for tool in ("apt-get", "dpkg-deb"):
         if cmd.which(tool) is None:
