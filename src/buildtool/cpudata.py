@@ -113,6 +113,10 @@ class CpuData:
         key = name.strip().lower()
         return self._canonical.get(key, key)
 
+    def feature_arch(self, feature: str) -> str | None:
+        known = self.data.features.get(self.canonical(feature))
+        return known.arch if known else None
+
     def spellings(self, feature: str) -> list[str]:
         """Every name that means ``feature`` (pni for sse3, asimd for neon, ...)."""
         known = self.data.features.get(feature)

@@ -179,6 +179,13 @@ A64_PLANTED = A64_DISASM.replace("   54f58:      \tret", "   54f58:      \tptrue
     ("sqxtnt", "z0.b, z1.h", {"sve", "sve2"}),
     ("eor3", "z0.d, z0.d, z1.d, z2.d", {"sve", "sve2"}),
     ("zip1", "z0.s, z1.s, z2.s", {"sve"}),
+    # SVE compares and loops that end like SVE2's bottom/top forms (seen in ggml's armv8.2_3)
+    ("fcmlt", "p2.s, p0/z, z5.s, #0.0", {"sve"}),
+    ("cmplt", "p0.s, p1/z, z0.s, #0", {"sve"}),
+    ("whilelt", "p0.s, x0, x1", {"sve"}),
+    ("lastb", "w0, p0, z0.s", {"sve"}),
+    ("sqshrunb", "z0.b, z1.h, #1", {"sve", "sve2"}),
+    ("umulh", "z0.s, p0/m, z0.s, z1.s", {"sve"}),  # predicated: SVE's own
     ("smstart", "", {"sme"}),
     ("fmopa", "za0.s, p0/m, p1/m, z0.s, z1.s", {"sme"}),
     ("ldadd", "x0, x0, [x1]", {"lse"}),

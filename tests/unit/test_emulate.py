@@ -131,6 +131,9 @@ def test_a_dropped_variant_is_not_expected() -> None:
 def test_the_loaded_variant_is_read_from_ggmls_log() -> None:
     assert emulate.loaded_variant("noise\n" + LOADED) == "sandybridge"
     assert emulate.loaded_variant("load_backend: loaded RPC backend from x.so\n") is None
+    # arm64 variant names carry the architecture version's dot
+    assert emulate.loaded_variant("load_backend: loaded CPU backend from /x/libggml-cpu-"
+                                  "armv9.2_2.so\n") == "armv9.2_2"
 
 
 def test_models_are_checked_against_the_artifact() -> None:

@@ -568,6 +568,9 @@ def test_an_arm64_image_is_baked_for_a_native_build_there(
     rt = res("cpu", host(data), overrides=Overrides(cpu="all-variants",
                                                     platform="linux-aarch64"))
     assert rt.cross
+    with pytest.raises(UsageError, match="an image for linux-aarch64 is built on a "
+                                         "linux-aarch64 host"):
+        image.accepts(rt)  # `build --artifact image` here would need binfmt emulation
     plan = _plan(rt, tmp_path)
     cache = image.defines_cmake(plan)
     assert "GGML_CPU_ALL_VARIANTS" in cache

@@ -290,6 +290,13 @@ COMPILES_HERE = False  # the Dockerfile's build stage compiles
 
 def accepts(rt: ResolvedTarget) -> None:
     require_image(rt)
+    if rt.cross:
+        raise UsageError(
+            f"an image for {rt.platform} is built on a {rt.platform} host: its Dockerfile's "
+            f"build stage compiles natively (this host is {rt.host_platform})",
+            hint=f"`buildtool bake --platform {rt.platform}` writes its build for "
+                 "`docker buildx bake` on such a host (CI: an arm64 runner); tarballs and "
+                 "wheels cross-compile here")
 
 
 def owns(name: str) -> bool:

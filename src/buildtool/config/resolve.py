@@ -353,7 +353,9 @@ def resolve(
         defines=tuple(defines.items()), host_only=frozenset(host_only),
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
         smoke=project.matrix.defaults.smoke, origins=origins, commit=lock.commit,
-        build_number=lock.build_number, avoided=project.common.avoid_cpu_features,
+        build_number=lock.build_number,
+        avoided=tuple(a for a in project.common.avoid_cpu_features  # those of its architecture
+                      if any(CPU.feature_arch(f) == arch for f in a.features)),
         audit_allow=(*project.common.audit_allow, *recipe.audit_allow), runtime=dynamic.runtime,
         revision=revision or 0,
         runner=pick(configured, "runner", origins),

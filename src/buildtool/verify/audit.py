@@ -205,18 +205,20 @@ _A64_SVE_ONLY = {"ptrue", "ptrues", "pfalse", "rdvl", "addvl", "addpl", "cntb", 
 _A64_SVE2 = {"eor3", "bcax", "xar", "bsl", "bsl1n", "bsl2n", "nbsl", "histcnt", "histseg",
              "match", "nmatch", "whilerw", "whilewr", "whilege", "whilegt", "whilehi",
              "whilehs", "cdot", "cmla", "sqrdcmlah", "adclb", "adclt", "sbclb", "sbclt", "tbx",
-             "sqrdmlah", "sqrdmlsh", "sqdmulh", "sqrdmulh", "smulh", "umulh", "pmul", "sli",
+             "sqrdmlah", "sqrdmlsh", "sqdmulh", "sqrdmulh", "pmul", "sli",
              "sri", "ssra", "usra", "srsra", "ursra", "addp", "smaxp", "sminp", "umaxp",
              "uminp", "faddp", "fmaxp", "fminp", "fmaxnmp", "fminnmp", "sqabs", "sqneg",
              "urecpe", "ursqrte", "flogb", "fcvtx", "fcvtxnt", "fcvtlt", "fcvtnt", "sadalp",
              "uadalp", "shadd", "uhadd", "srhadd", "urhadd", "shsub", "uhsub", "sqshl", "uqshl",
              "srshl", "urshl", "sqrshl", "uqrshl", "suqadd", "usqadd", "fmlalb", "fmlalt",
              "fmlslb", "fmlslt", "aesd", "aese", "sm4e", "rax1"}
-# SVE2's widening/narrowing family: [su]addlb, sqxtnt, shrnb, pmullt, ...
-_A64_SVE2_BT = re.compile(r"^[a-z]*(?:l|w|n|un|nb|nt|lb|lt|wb|wt)[bt]?$")
-_A64_SVE2_SUFFIX = re.compile(r"(?:l|w|n|un|hn)[bt]$")
-# instructions SVE (not SVE2) has with these suffixes
-_A64_SVE_BT = {"uzp1", "uzp2", "trn1", "trn2", "zip1", "zip2", "lastb", "clastb", "fcvtnt"}
+# SVE2's widening (…lb/…lt, …wb/…wt) and narrowing (…nb/…nt) forms, as a pattern: SVE
+# itself has no such mnemonics (its cmplt, fcmlt, whilelt, lastb end alike but do not match)
+_A64_SVE2_BT = re.compile(r"^(?:[su](?:add|sub|abd|mul|mla|mls|aba)l|sqdm(?:ul|la|ls)l|pmull"
+                          r"|[su]shll|[su](?:add|sub)w|r?(?:add|sub)hn|(?:[su]q)?r?shrn"
+                          r"|sq?r?shrun|[su]qxtu?n)[bt]$")
+_A64_SVE2_BT_MORE = {"saddlbt", "ssublbt", "ssubltb", "eorbt", "eortb", "fcvtlt", "fcvtnt",
+                     "fcvtxnt"}
 _A64_SME = {"smstart", "smstop", "fmopa", "fmops", "bfmopa", "bfmops", "smopa", "smops",
             "umopa", "umops", "sumopa", "sumops", "usmopa", "usmops", "addha", "addva",
             "rdsvl", "addsvl", "addspl", "zero", "luti2", "luti4"}
@@ -245,8 +247,7 @@ def classify_a64(mnemonic: str, operands: str) -> set[str]:
     zregs = bool(_A64_ZREG.search(ops))
     if zregs or m in _A64_SVE_ONLY:
         needs.add("sve")
-        if zregs and (m in _A64_SVE2 or (_A64_SVE2_SUFFIX.search(m) and m not in _A64_SVE_BT
-                                           and not m.startswith(("ld", "st", "prf")))):
+        if zregs and (m in _A64_SVE2 or m in _A64_SVE2_BT_MORE or _A64_SVE2_BT.match(m)):
             needs.add("sve2")
     if m in _A64_I8MM:
         needs.add("i8mm")

@@ -49,7 +49,7 @@ from buildtool.errors import (
 from buildtool.records import BenchTest, EmulatedRun, EmulatedVerdict, Manifest
 from buildtool.toolchains import cross
 
-_LOADED = re.compile(r"loaded CPU backend from \S*?libggml-cpu-([A-Za-z0-9_]+)\.so")
+_LOADED = re.compile(r"loaded CPU backend from \S*?libggml-cpu-([A-Za-z0-9_.]+?)\.so")
 # the bench under emulation: short (TCG runs AVX2 code 30-100x slower than the host)
 N_PROMPT = "16"
 N_GEN = "4"
