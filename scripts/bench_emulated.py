@@ -6,8 +6,9 @@ model its claim covers (and the emulator can execute), side by side in one run.
         dist/llama_cpp_bin_cpu-11312.0-py3-none-manylinux_2_35_x86_64.whl
 
 For each artifact: `buildtool smoke ARTIFACT --cpu-model M ... --json --no-record` (the
-native smoke, then llama-bench -p 16 -n 4 -r 1 on the F32 and Q4_0 synthetic models under
-`qemu-x86_64 -cpu M`). Printed per model: the variant ggml's loader chose, the prompt and
+native smoke — under the emulator for another architecture's — then llama-bench -p 16 -n 4
+-r 1 on the F32 and Q4_0 synthetic models under `qemu-x86_64 -cpu M` or `qemu-aarch64 -cpu
+M`). Printed per model: the variant ggml's loader chose, the prompt and
 generation tokens/s under emulation (F32 / Q4_0) and the seconds the emulated run took.
 """
 
