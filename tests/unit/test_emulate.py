@@ -97,6 +97,9 @@ def test_arm64_claims_and_refusals() -> None:
     listed = ["cortex-a53", "neoverse-n1", "max"]
     assert emulate.claimed_models(v82, listed) == ["neoverse-n1", "max"]
     assert emulate.main_model(v82) == "max"
+    # the release gate asks for a run on the lowest model a claim covers: the matrix's
+    assert CPU.lowest_model("aarch64", v82.cpu.required_features) == "neoverse-n1"
+    assert CPU.lowest_model("aarch64", ["neon"]) == "cortex-a53"
     with pytest.raises(HostIncompatibleError, match="CPU model cortex-a53 lacks: dotprod, fp16"):
         smoke.refuse_models(v82, ["cortex-a53"], run_anyway=False)
     with pytest.raises(UsageError, match="CPU model 'Haswell' is x86_64"):
