@@ -251,7 +251,13 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
     echo(f"target       {rt.name}: {rt.description}")
     echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
                f"{rt.backend})")
-    echo(f"platform     {rt.platform}")
+    echo(f"platform     {rt.platform}" + (f" [{rt.origins['platform']}]"
+                                             if "platform" in rt.origins else ""))
+    if rt.cross:
+        tools = plan.toolchain
+        echo(f"cross        from {rt.host_platform}: {tools['cc']['path'] or 'clang (missing)'}"
+             f", sysroot {tools['sysroot']['path'] or '(not installed)'}; toolchain file "
+             f"{plan.cross_file_path}")
     if rt.abi_floor is not None:
         floor = ", ".join(f"{k} {v}" for k, v in vars(rt.abi_floor).items() if v)
         echo(f"abi floor    {floor} [{rt.origins.get('abi_floor', '')}]")
