@@ -38,9 +38,8 @@ from buildtool.toolchains.provision import (
     toolchains_dir,
 )
 
-CLANG_VERSION = ">=16"  # the first clang whose -march knows +sme and with -fuse-ld/--ld-path
-CLANG_NAMES = (*(f"clang-{v}" for v in range(21, 15, -1)), "clang")
-INSTALL_CLANG = "apt-get install clang-16 lld-16 (Debian 12), or any clang >= 16 with lld"
+CLANG_VERSION = ">=16"  # the first clang whose -march knows +sme, with --ld-path
+INSTALL_CLANG = discovery.INSTALL_LLVM
 RECORD = "sysroot.json"
 
 
@@ -93,22 +92,6 @@ def can_cross(host_platform: str, platform: str) -> bool:
 
 
 # --------------------------------------------------------------------------- compilers
-
-def _clang_places(suffix: str) -> list[Path]:
-    """Debian's versioned LLVM directories, newest first (clang, clang++ and ld.lld side by
-    side)."""
-    return [d / "bin" / suffix for d in sorted(Path("/usr/lib").glob("llvm-*"),
-                                               key=discovery.version_key, reverse=True)]
-
-
-discovery.register("clang", discovery.ToolSpec(
-    CLANG_NAMES, install=INSTALL_CLANG, places=lambda: _clang_places("clang")))
-discovery.register("clang++", discovery.ToolSpec(
-    tuple(n.replace("clang", "clang++") for n in CLANG_NAMES), install=INSTALL_CLANG,
-    places=lambda: _clang_places("clang++")))
-discovery.register("ld.lld", discovery.ToolSpec(
-    ("ld.lld", *(f"ld.lld-{v}" for v in range(21, 15, -1))), install=INSTALL_CLANG,
-    version_pattern=r"LLD (\d+\.\d+(?:\.\d+)?)", places=lambda: _clang_places("ld.lld")))
 
 # the tools a cross build records in place of cc / cxx, and the version each must have
 CROSS_TOOLS = (("cc", "clang"), ("cxx", "clang++"), ("ld", "ld.lld"))

@@ -56,9 +56,34 @@ def _python_package_bin(module: str, attr: str, exe: str) -> list[Path]:
     return [Path(value) / exe] if value else []
 
 
-# The tools every build needs. Each backend family adds its own (nvcc, glslc, the Vulkan
-# headers, ROCm's libraries, ...) through `register`, from its module's `finders`.
+def version_key(path: Path) -> tuple[int, ...]:
+    """The numbers in a directory's name, to sort versioned installations (cuda-12.4)."""
+    return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
+
+
+def _llvm_bin(exe: str) -> Callable[[], list[Path]]:
+    """Debian's versioned LLVM directories, newest first (/usr/lib/llvm-16/bin/clang)."""
+    return lambda: [d / "bin" / exe for d in sorted(Path("/usr/lib").glob("llvm-*"),
+                                                     key=version_key, reverse=True)]
+
+
+_LLVM_VERSIONS = range(21, 13, -1)
+INSTALL_LLVM = "apt-get install clang-16 lld-16 llvm-16 (Debian 12), or any LLVM >= 16"
+
+# The tools every build needs, and those of cross builds and the AArch64 audit (clang, lld,
+# llvm-objdump: one LLVM targets every architecture). Each backend family adds its own (nvcc,
+# glslc, the Vulkan headers, ROCm's libraries, ...) through `register`, from its module's
+# `finders`.
 TOOLS: dict[str, ToolSpec] = {
+    "clang": ToolSpec((*(f"clang-{v}" for v in _LLVM_VERSIONS), "clang"),
+                      install=INSTALL_LLVM, places=_llvm_bin("clang")),
+    "clang++": ToolSpec((*(f"clang++-{v}" for v in _LLVM_VERSIONS), "clang++"),
+                        install=INSTALL_LLVM, places=_llvm_bin("clang++")),
+    "ld.lld": ToolSpec((*(f"ld.lld-{v}" for v in _LLVM_VERSIONS), "ld.lld"),
+                       version_pattern=r"LLD (\d+\.\d+(?:\.\d+)?)", install=INSTALL_LLVM,
+                       places=_llvm_bin("ld.lld")),
+    "llvm-objdump": ToolSpec((*(f"llvm-objdump-{v}" for v in _LLVM_VERSIONS), "llvm-objdump"),
+                             install=INSTALL_LLVM, places=_llvm_bin("llvm-objdump")),
     # the PyPI packages' binaries are preferred (they are pinned dependencies), then PATH
     "cmake": ToolSpec(("cmake",), install="pip install cmake (a dependency of buildtool)",
                       places=lambda: _python_package_bin("cmake", "CMAKE_BIN_DIR", "cmake")),
@@ -76,11 +101,6 @@ def register(name: str, spec: ToolSpec) -> None:
         raise ValueError(f"tool '{name}' is registered twice")
     TOOLS[name] = spec
     find_all.cache_clear()
-
-
-def version_key(path: Path) -> tuple[int, ...]:
-    """The numbers in a directory's name, to sort versioned installations (cuda-12.4)."""
-    return tuple(int(n) for n in re.findall(r"\d+", path.name)) or (0,)
 
 
 def _candidates(name: str, spec: ToolSpec) -> Iterator[Path]:

@@ -32,14 +32,6 @@ from buildtool.toolchains import discovery
 # What every x86-64 CPU has, and so any file may use
 BASELINE_X86 = CPU.baseline("x86_64")
 
-# llvm-objdump: Debian's versioned LLVM directories too (it comes with clang)
-discovery.register("llvm-objdump", discovery.ToolSpec(
-    ("llvm-objdump", *(f"llvm-objdump-{v}" for v in range(21, 13, -1))),
-    install="apt-get install llvm-16 (Debian 12; it comes with clang-16)",
-    places=lambda: [d / "bin" / "llvm-objdump" for d in sorted(
-        Path("/usr/lib").glob("llvm-*"), key=discovery.version_key, reverse=True)]))
-
-
 # tzcnt is left out on purpose: it is `rep bsf`, which CPUs without BMI1 execute as BSF;
 # compilers emit it for generic x86-64 (GCC does in libllama).
 _BMI1 = {"andn", "bextr", "blsi", "blsmsk", "blsr"}
