@@ -1,7 +1,7 @@
 """Claims proven on the machines they name, with real emulators and real older systems:
 
 * the CPU models of data/cpu.yaml are what QEMU's user-mode emulator says they are (a program
-  asks CPUID under each model);
+  asks CPUID under each x86-64 model, the kernel's hwcaps under each arm64 one);
 * a tarball built in a Debian 11 build environment (``--build-env``) needs glibc 2.31 at most,
   runs its smoke inside the Debian 11 root file system and here (slow: a whole build in the
   older environment, ``nox -s slow``).
@@ -47,7 +47,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "probe"
 
 
-@pytest.mark.parametrize("model", CPU.model_names())
+@pytest.mark.parametrize("model", CPU.covering_models("x86_64", ()))
 def test_each_cpu_model_is_what_the_emulator_says(model: str, probe: Path) -> None:
     emulator = CPU.emulator("x86_64")
     assert emulator and shutil.which(emulator), f"{emulator} is needed (.ci/run installs it)"
@@ -61,6 +61,43 @@ def test_each_cpu_model_is_what_the_emulator_says(model: str, probe: Path) -> No
     assert seen == expected, (model, done.stderr)
     # and what buildtool says cannot be emulated, the emulator says it cannot execute
     assert set(CPU.unemulated(model)) == {f for f in lacks if f in CPU.features}
+
+
+# what an arm64 program sees of the CPU: the kernel's hwcap names (AT_HWCAP, AT_HWCAP2 bits)
+HWCAP = {"neon": (1, 1), "lse": (1, 8), "fp16": (1, 10), "rdm": (1, 12), "dotprod": (1, 20),
+         "sve": (1, 22), "sve2": (2, 1), "i8mm": (2, 13), "bf16": (2, 14), "sme": (2, 23)}
+
+
+@pytest.fixture(scope="module")
+def probe_a64(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from buildtool.toolchains import cross
+
+    proc = buildtool("toolchain", "install", "sysroot-linux-aarch64", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = Path(proc.stdout.strip().rsplit(": ", 1)[1])
+    tools = cross.cross_tools()
+    assert tools["cc"] and tools["ld"], cross.INSTALL_CLANG
+    d = tmp_path_factory.mktemp("probe-a64")
+    checks = "".join(f'if ((getauxval({"AT_HWCAP" if word == 1 else "AT_HWCAP2"}) >> {bit}) '
+                     f'& 1) puts("{name}");\n' for name, (word, bit) in HWCAP.items())
+    (d / "probe.c").write_text("#include <stdio.h>\n#include <sys/auxv.h>\n"
+                               f"int main(void) {{\n{checks}return 0;\n}}\n")
+    subprocess.run([str(tools["cc"].path), "--target=aarch64-linux-gnu", f"--sysroot={root}",
+                    f"--ld-path={tools['ld'].path}", "-O1", "-o", str(d / "probe"),
+                    str(d / "probe.c")], check=True)
+    return d / "probe", root
+
+
+@pytest.mark.parametrize("model", CPU.covering_models("aarch64", ()))
+def test_each_arm_cpu_model_is_what_the_emulator_says(model: str,
+                                                      probe_a64: tuple[Path, Path]) -> None:
+    probe, root = probe_a64
+    emulator = CPU.emulator("aarch64")
+    assert emulator and shutil.which(emulator), f"{emulator} is needed (.ci/run installs it)"
+    done = subprocess.run([emulator, "-L", str(root), "-cpu", model, str(probe)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert set(done.stdout.split()) == set(CPU.model_features(model)), (model, done.stderr)
+    assert CPU.unemulated(model) == ()
 
 
 @pytest.mark.slow
