@@ -412,3 +412,36 @@ def test_a_platform_the_target_is_not_built_for_is_refused(data: Path,
     rt = res("vulkan", host(data), overrides=Overrides(platform="linux-aarch64"))
     assert (rt.cross, rt.platform_supported) == (False, False)
     assert "this host is linux-x86_64" in preflight.check(rt)[0].what
+
+
+def test_sysroot_links_are_made_relative_and_stay_inside(tmp_path: Path) -> None:
+    from buildtool.toolchains import cross
+
+    root = tmp_path / "sysroot"
+    (root / "lib/aarch64-linux-gnu").mkdir(parents=True)
+    (root / "lib/aarch64-linux-gnu/libm.so.6").write_text("")
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/libm.so").symlink_to("/lib/aarch64-linux-gnu/libm.so.6")
+    (root / "usr/lib/escape").symlink_to("/../../../etc/passwd")
+    (root / "usr/lib/relative").symlink_to("libm.so")
+    assert cross.relink(root) == 2
+    assert (root / "usr/lib/libm.so").readlink() == Path("../../lib/aarch64-linux-gnu/libm.so.6")
+    assert (root / "usr/lib/libm.so").resolve() == (root / "lib/aarch64-linux-gnu/libm.so.6")
+    assert (root / "usr/lib/escape").resolve() == (root / "etc/passwd")
+    assert (root / "usr/lib/relative").readlink() == Path("libm.so")
+
+
+def test_a_damaged_sysroot_record_is_named(data: Path, fake_tools: dict[str, list[Program]],
+                                           tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool.errors import ToolchainError
+
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    root = _cross_tools(fake_tools, tmp_path)
+    (root / "sysroot.json").write_text("{not json")
+    rt = res("cpu", host(data), overrides=Overrides(platform="linux-aarch64"))
+    with pytest.raises(ToolchainError, match=r"sysroot.json: unreadable") as info:
+        make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
+                  tree_sha256="0" * 64)
+    assert info.value.hint == "install it again: buildtool toolchain install " \
+                              "sysroot-linux-aarch64"

@@ -152,7 +152,7 @@ def relink(root: Path) -> int:
             target = str(link.readlink())
             if not target.startswith("/"):
                 continue
-            inside = root / target.lstrip("/")
+            inside = root / os.path.normpath(target).lstrip("/")  # /../x stays inside
             link.unlink()
             link.symlink_to(os.path.relpath(inside, link.parent))
             count += 1
