@@ -351,7 +351,19 @@ def _audit(session: Session, plan: BuildPlan, files: list[Path],
     session.reporter.info(f"ABI floor: {describe_floor(floor.floor) or floor.reason}"
                           + (f" (within {describe_floor(floor.declared)})"
                              if floor.declared else ""))
-    return Audits(isa=report, abi=floor)
+    device = backends.family(rt.family).device_code(
+        files, tools=plan.toolchain, toolkit=rt.toolkit, gpu_archs=rt.gpu_archs)
+    if device is not None:
+        session.reporter.step("device code")
+        if device.verdict == "fail":
+            raise AuditError(
+                f"{rt.name}'s device code is not what gpu-archs "
+                f"({';'.join(rt.gpu_archs)}, from {rt.origins.get('gpu_archs', '?')}) asks "
+                "for:\n" + "\n".join(f"  {v}" for v in device.violations),
+                hint="GPUs outside what it carries fail with \"no kernel image is available "
+                     "for execution on the device\"; check CMAKE_CUDA_ARCHITECTURES overrides")
+        session.reporter.info(f"device code: {device.verdict} ({device.summary or device.reason})")
+    return Audits(isa=report, abi=floor, device=device)
 
 
 def describe_floor(versions: AbiVersions | None) -> str:

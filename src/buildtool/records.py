@@ -16,7 +16,7 @@ when reading. ``schema/*.schema.json`` are generated from these classes and drif
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
@@ -142,6 +142,59 @@ class AbiRecord:
         "doc": "libraries the binaries load that the artifact does not ship"})
     files: dict[str, AbiVersions] = field(default_factory=dict)
     violations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceCode:
+    """GPU architectures with native code and with PTX (CUDA: ``86``, ``120a``)."""
+
+    sass: tuple[str, ...] = field(default=(), metadata={
+        "doc": "architectures with native code (a cubin: runs on that compute capability and, "
+               "but for 'a' architectures, on later minors of its major)"})
+    ptx: tuple[str, ...] = field(default=(), metadata={
+        "doc": "architectures with PTX (compiled by the driver for any later GPU)"})
+
+    @staticmethod
+    def ordered(archs: Iterable[str]) -> tuple[str, ...]:
+        """Architectures, once each, by number (``75``, ``86``, ``120a``)."""
+        def key(arch: str) -> tuple[int, str]:
+            digits = "".join(c for c in arch if c.isdigit())
+            return int(digits or 0), arch
+        return tuple(sorted(set(archs), key=key))
+
+    @classmethod
+    def union(cls, codes: Iterable[DeviceCode]) -> DeviceCode:
+        listed = list(codes)
+        return cls(sass=cls.ordered(a for c in listed for a in c.sass),
+                   ptx=cls.ordered(a for c in listed for a in c.ptx))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceCodeRecord:
+    """The device code a GPU artifact carries (README "The smoke gate")."""
+
+    verdict: Literal["pass", "fail", "skipped"]
+    reason: str | None = field(default=None, metadata=OPTIONAL)
+    tool: str = field(default="", metadata={
+        "doc": "what listed it (cuobjdump, its version and path)"})
+    toolkit: str | None = None
+    min_driver: str | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the oldest driver its native code runs on (minor-version "
+                           "compatibility)"})
+    min_driver_ptx: str | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the oldest driver that can compile its PTX (the toolkit's)"})
+    expected: DeviceCode = field(default_factory=DeviceCode, metadata={
+        "doc": "what the target's gpu-archs asked for"})
+    files: dict[str, DeviceCode] = field(default_factory=dict, metadata={
+        "doc": "per shipped file that carries device code"})
+    summary: str = field(default="", metadata={
+        "doc": "what it carries and the GPUs that covers, for people (release notes)"})
+    violations: tuple[str, ...] = ()
+
+    @property
+    def code(self) -> DeviceCode:
+        """Everything the artifact carries, over its files."""
+        return DeviceCode.union(self.files.values())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -336,6 +389,8 @@ class Manifest:
     isa_audit: AuditRecord | None = None
     abi: AbiRecord | None = field(default=None, metadata={
         **OPTIONAL, "doc": "the glibc/libstdc++ floor of the shipped ELF files"})
+    device_code: DeviceCodeRecord | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "GPU artifacts (CUDA): the SASS and PTX per shipped library"})
     buildtool_version: str
     build_key: str
     built_at: str
@@ -376,6 +431,8 @@ class GpuRecord:
     driver: str | None = None
     memory: str | None = None
     source: str = ""
+    compute_capability: str | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "NVIDIA: the GPU's compute capability (nvidia-smi), e.g. 8.6"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -475,6 +532,8 @@ class ReleaseArtifact:
     platform: str | None = None
     abi_floor: AbiVersions | None = field(default=None, metadata={
         "doc": "what it needs of the system (glibc, libstdc++ symbol versions)"})
+    gpus: str | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "GPU artifacts: the device code it carries and the GPUs it covers"})
     smoke: ReleaseSmoke
     tags: tuple[str, ...] = ()
 

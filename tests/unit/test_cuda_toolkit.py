@@ -68,12 +68,13 @@ def test_missing_parts_names_each_piece(tmp_path: Path) -> None:
     _touch(tmp_path / "include" / "cuda_runtime.h")
     _touch(tmp_path / "lib64" / "libcudart.so")
     _touch(tmp_path / "lib64" / "libcudart_static.a")
-    assert missing_parts(tmp_path) == ["cuBLAS headers", "cuBLAS library",
-                                       "libcuda.so (driver or link stub)"]
+    assert missing_parts(tmp_path) == ["cuobjdump (the device-code audit)", "cuBLAS headers",
+                                       "cuBLAS library", "libcuda.so (driver or link stub)"]
     # Debian's multiarch layout counts too
     _touch(tmp_path / "include" / "cublas_v2.h")
     _touch(tmp_path / "lib" / "x86_64-linux-gnu" / "libcublas.so")
     _touch(tmp_path / "lib" / "x86_64-linux-gnu" / "stubs" / "libcuda.so")
+    _touch(tmp_path / "bin" / "cuobjdump")
     assert missing_parts(tmp_path) == []
 
 
@@ -84,6 +85,7 @@ def _debian_staging(root: Path) -> None:
         _touch(usr / "bin" / tool)
     tk = usr / "lib" / "nvidia-cuda-toolkit"
     _touch(tk / "bin" / "nvcc", b"ELF")
+    _touch(usr / "bin" / "cuobjdump", b"ELF")  # Debian installs it into /usr/bin
     _touch(tk / "bin" / "cicc")
     _touch(tk / "bin" / "crt" / "link.stub")
     (tk / "bin" / "nvcc.profile").symlink_to("/etc/nvcc.profile")
@@ -135,6 +137,7 @@ def test_pypi_cu13_tree_gets_lib64_and_links(tmp_path: Path) -> None:
     wheels, prefix = tmp_path / "wheels", tmp_path / "prefix"
     cu13 = wheels / "nvidia" / "cu13"
     _touch(cu13 / "bin" / "nvcc")
+    _touch(cu13 / "bin" / "cuobjdump")  # nvidia-cuda-cuobjdump
     _touch(cu13 / "bin" / "nvcc.profile", b"LIBRARIES =+ -L$(TOP)/lib$(_TARGET_SIZE_)\n")
     _touch(cu13 / "lib" / "libcudart.so.13")
     _touch(cu13 / "lib" / "libcublas.so.13")

@@ -16,7 +16,7 @@ import pytest
 from buildtool import records
 from buildtool.abi import SystemAbi
 from buildtool.detect.cpu import from_flag_list
-from buildtool.detect.host import parse_nvidia_smi, vulkan_icds
+from buildtool.detect.host import parse_nvidia_smi, vulkan_icds, with_capabilities
 from buildtool.errors import ExitCode, SmokeError
 from buildtool.lab import report
 from buildtool.lab import runner as lab
@@ -40,8 +40,14 @@ def test_host_facts_parsers(tmp_path: Path) -> None:
     gpus = parse_nvidia_smi(NVIDIA_SMI)
     assert next(g.to_json() for g in gpus) == {"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3",
                                              "driver": "580.95.05", "memory": "81559 MiB",
-                                             "source": "nvidia-smi"}
+                                             "source": "nvidia-smi",
+                                             "compute_capability": None}
     assert len(gpus) == 2
+    # the capability is asked on its own (older drivers refuse the field); one line per GPU
+    with_cc = with_capabilities(gpus, "9.0\n9.0\n")
+    assert [g.compute_capability for g in with_cc] == ["9.0", "9.0"]
+    assert with_capabilities(gpus, "9.0\n") == gpus  # another GPU count: not guessed
+    assert with_capabilities(gpus, "[N/A]\n[N/A]\n") == gpus
     assert lab.parse_os_release(OS_RELEASE) == "Debian GNU/Linux 12 (bookworm)"
     assert lab.parse_meminfo("MemTotal:       24609636 kB\nMemFree: 1 kB\n") == 24609636 * 1024
     assert lab.parse_meminfo("nothing") is None

@@ -20,6 +20,7 @@ from buildtool.artifacts import find
 from buildtool.errors import ExitCode
 from buildtool.release import gate as release
 from buildtool.release import publish
+from buildtool.text import md
 from tests.standins import fake_github
 from tests.unit import release_data as data
 from tests.unit.helpers import manifest, run_cli
@@ -480,3 +481,29 @@ def test_a_tarball_and_an_image_of_one_build_keep_their_own_sidecars(tmp_path: P
                      "llama.cpp-b11312-cpu-linux-x86_64.smoke.json"]
     code, _, err = run(capsys, "publish", str(tmp_path), "--out", str(tmp_path / "rel"))
     assert code == 0, err
+
+
+def test_the_notes_list_the_gpus_each_cuda_artifact_covers(dist: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    cuda = dist / "llama.cpp-b11312-cublas12-linux-x86_64.tar.gz"
+    summary = ("SASS sm_86, sm_89; PTX compute_90: GPUs of compute capability 8.6+, 8.9+ "
+               "natively, >= 9.0 by JIT; driver >= 525.60.13")
+    data.rewrite_sidecar(cuda, "manifest", device_code={
+        "verdict": "pass", "tool": "cuobjdump 12.4", "toolkit": "12.4",
+        "min_driver": "525.60.13", "min_driver_ptx": "550.54.14",
+        "expected": {"sass": ["86", "89"], "ptx": ["90"]},
+        "files": {"libggml-cuda.so": {"sass": ["86", "89"], "ptx": ["90"]}},
+        "summary": summary})
+    out = tmp_path / "rel"
+    code, _, err = run(capsys, "publish", str(dist), "--out", str(out), "--json")
+    assert code == 0, err
+    notes = (out / release.NOTES).read_text()
+    section = notes.split("## GPUs covered", 1)[1]
+    # escaped like every value that came from an artifact
+    assert f"- `{cuda.name}`: {md(summary)}" in section
+    assert "8.6\\+, 8.9\\+ natively, &gt;= 9.0 by JIT" in section
+    assert "cpu" not in section.split("##", 1)[0]  # only GPU artifacts are listed
+    record = json.loads((out / "release.json").read_text())
+    by_file = {a["file"]: a for a in record["artifacts"]}
+    assert by_file[cuda.name]["gpus"] == summary

@@ -33,6 +33,7 @@ from buildtool.records import (
     AuditRecord,
     BuildHost,
     CpuClaim,
+    DeviceCodeRecord,
     HostFacts,
     Manifest,
     SourceRecord,
@@ -85,6 +86,7 @@ class Audits:
 
     isa: AuditRecord
     abi: AbiRecord
+    device: DeviceCodeRecord | None = None  # GPU code compiled ahead of time (CUDA)
 
 
 @dataclass(kw_only=True)
@@ -231,7 +233,8 @@ def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
         toolchain={name: Tool(path=t["path"], version=t["version"])
                    for name, t in plan.toolchain.items()},
         files=files, isa_audit=audit.isa if audit else None,
-        abi=audit.abi if audit else None, buildtool_version=__version__, build_key=plan.key,
+        abi=audit.abi if audit else None, device_code=audit.device if audit else None,
+        buildtool_version=__version__, build_key=plan.key,
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_host=BuildHost(platform=rt.host_platform, machine=_platform.node(),
                              builder=builder_uri(),

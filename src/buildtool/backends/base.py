@@ -14,13 +14,13 @@ the build pipeline, release, lab or the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
-from buildtool.records import HostFacts
+from buildtool.records import DeviceCodeRecord, GpuRecord, HostFacts
 from buildtool.toolchains import discovery
 from buildtool.toolchains.discovery import Program, ToolSpec
 from buildtool.toolchains.engines import Devices
@@ -128,6 +128,18 @@ class BackendModule(Protocol):
 
     def tool_unusable(self, program: Program) -> str | None:
         """Why a found tool cannot serve this family (a CUDA toolkit without cuBLAS)."""
+        ...
+
+    def device_code(self, files: Sequence[Path], *, tools: Mapping[str, Mapping[str, Any]],
+                    toolkit: str | None, gpu_archs: Sequence[str]) -> DeviceCodeRecord | None:
+        """The device code the shipped ``files`` carry, held against ``gpu_archs`` (None: the
+        family compiles no device code ahead of time)."""
+        ...
+
+    def device_fit(self, record: DeviceCodeRecord | None,
+                   gpus: Sequence[GpuRecord]) -> str | None:
+        """Why none of ``gpus`` can run the artifact's device code (None: one can, or it
+        cannot be known)."""
         ...
 
     def image_args(self, toolkit: str | None,
@@ -240,6 +252,14 @@ class Backend:
         return []
 
     def tool_unusable(self, program: Program) -> str | None:
+        return None
+
+    def device_code(self, files: Sequence[Path], *, tools: Mapping[str, Mapping[str, Any]],
+                    toolkit: str | None, gpu_archs: Sequence[str]) -> DeviceCodeRecord | None:
+        return None
+
+    def device_fit(self, record: DeviceCodeRecord | None,
+                   gpus: Sequence[GpuRecord]) -> str | None:
         return None
 
     def image_args(self, toolkit: str | None,

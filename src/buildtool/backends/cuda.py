@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from buildtool.backends import cuda_toolkit
+from buildtool.backends import cuda_devicecode, cuda_toolkit
 from buildtool.backends.base import (
     Backend,
     BackendContext,
@@ -24,7 +25,7 @@ from buildtool.backends.base import (
     has_gpu,
 )
 from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
-from buildtool.records import HostFacts
+from buildtool.records import DeviceCodeRecord, GpuRecord, HostFacts
 from buildtool.toolchains import discovery
 from buildtool.toolchains.discovery import Program, ToolSpec, version_key
 from buildtool.toolchains.engines import Devices
@@ -88,7 +89,8 @@ def _installer(version: str) -> Callable[[Progress], Path]:
 def _installed(name: str) -> Callable[[], Path | None]:
     def installed() -> Path | None:
         prefix = toolchains_dir() / name
-        return prefix if prefix.exists() else None
+        # an install that predates a part a build now needs (cuobjdump) is installed again
+        return prefix if prefix.exists() and not missing_parts(prefix) else None
     return installed
 
 
@@ -108,12 +110,30 @@ def nvcc_candidates() -> list[Path]:
     return found
 
 
+def cuobjdump_for(nvcc: str | Path | None) -> Path | None:
+    """The cuobjdump of the toolkit whose nvcc built the artifact, else one on PATH."""
+    if nvcc:
+        beside = Path(nvcc).parent / "cuobjdump"
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return beside
+    found = discovery.best("cuobjdump")
+    return found.path if found else None
+
+
+INSTALL_CUOBJDUMP = "cuobjdump comes with NVIDIA's CUDA toolkit and Debian's " \
+    "nvidia-cuda-toolkit; `buildtool toolchain install cuda-X.Y` includes it"
+
+
 class CudaBackend(Backend):
     family = "cuda"
     finders = MappingProxyType({
         "nvcc": ToolSpec(("nvcc",), version_pattern=r"release (\d+\.\d+)",
                          install="a CUDA toolkit: NVIDIA's installer, or Debian's "
                                  "nvidia-cuda-toolkit", places=nvcc_candidates),
+        "cuobjdump": ToolSpec(("cuobjdump",), version_pattern=r"release (\d+\.\d+)",
+                              install=INSTALL_CUOBJDUMP,
+                              places=lambda: [p.parent / "cuobjdump"
+                                              for p in nvcc_candidates()]),
     })
     tools = ("nvcc",)
     compiler_languages = ("CUDA",)
@@ -129,6 +149,34 @@ class CudaBackend(Backend):
             return None
         missing = missing_parts(toolkit_root(program.path))
         return f"its toolkit lacks {', '.join(missing)}" if missing else None
+
+    def device_code(self, files: Sequence[Path], *, tools: Mapping[str, Mapping[str, Any]],
+                    toolkit: str | None, gpu_archs: Sequence[str]) -> DeviceCodeRecord | None:
+        nvcc = (tools.get("nvcc") or {}).get("path")
+        cuobjdump = cuobjdump_for(nvcc)
+        if cuobjdump is None:
+            return DeviceCodeRecord(verdict="skipped", toolkit=toolkit,
+                                    reason="cuobjdump not found here: " + INSTALL_CUOBJDUMP)
+        version = discovery.version_of("cuobjdump", cuobjdump)
+        return cuda_devicecode.audit(
+            files, cuobjdump=cuobjdump, tool=f"cuobjdump {version or '?'} at {cuobjdump}",
+            toolkit=toolkit, gpu_archs=gpu_archs)
+
+    def device_fit(self, record: DeviceCodeRecord | None,
+                   gpus: Sequence[GpuRecord]) -> str | None:
+        if record is None or record.verdict != "pass":
+            return None
+        known = [g for g in gpus if g.vendor == "NVIDIA" and g.compute_capability]
+        if not known:
+            return None  # no NVIDIA GPU here, or an old driver: the smoke's device check says
+        code = record.code
+        if any(cuda_devicecode.coverage(code, g.compute_capability or "") for g in known):
+            return None
+        listed = ", ".join(f"{g.name} (compute capability {g.compute_capability})"
+                           for g in known)
+        return (f"no device code for {listed}: the artifact carries "
+                f"{cuda_devicecode.describe(code)} (\"no kernel image is available for "
+                "execution on the device\")")
 
     def image_args(self, toolkit: str | None,
                    define: Callable[[str], str | None]) -> dict[str, str]:

@@ -10,7 +10,8 @@ A toolkit prefix that CMake and nvcc accept has NVIDIA's layout::
 from package registries only (the system is not touched):
 
 * **13.x**: PyPI wheels alone (``nvidia-cuda-nvcc``, ``-crt``, ``nvidia-nvvm``,
-  ``-cuda-runtime``, ``-cuda-cccl``, ``nvidia-cublas``), which share one ``nvidia/cu13`` tree.
+  ``-cuda-runtime``, ``-cuda-cccl``, ``nvidia-cublas``, ``nvidia-cuda-cuobjdump``), which
+  share one ``nvidia/cu13`` tree.
   Missing from the wheels: ``lib64`` (nvcc.profile links with ``$(TOP)/lib64``), unversioned
   ``.so`` links, and the ``libcuda.so`` link stub — generated here from ``cuda.h``.
 * **12.4 / 11.8**: the CUDA 12.x/11.x wheels hold no nvcc, so the compiler, headers and static
@@ -38,6 +39,7 @@ from buildtool.toolchains import provision
 # What a build of ggml-cuda needs in a toolkit, relative to its root.
 REQUIRED = {
     "nvcc": ("bin/nvcc",),
+    "cuobjdump (the device-code audit)": ("bin/cuobjdump",),
     "CUDA runtime headers": ("include/cuda_runtime.h",),
     "cuBLAS headers": ("include/cublas_v2.h",),
     "CUDA runtime library": ("lib64/libcudart.so", "lib/libcudart.so",
@@ -111,7 +113,9 @@ KITS: dict[str, CudaKit] = {
         "13.0",
         wheels=("nvidia-cuda-nvcc==13.0.88", "nvidia-cuda-crt==13.0.88", "nvidia-nvvm==13.0.88",
                 "nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cccl==13.0.85",
-                "nvidia-cublas==13.0.2.14"),
+                "nvidia-cublas==13.0.2.14",
+                # the device-code audit's lister: PyPI has it from 13.2 (it reads 13.0 code)
+                "nvidia-cuda-cuobjdump==13.2.51"),
         wheel_roots=("nvidia/cu13",),
     ),
     "12.4": CudaKit(

@@ -4,7 +4,10 @@ GPUs, drivers, device nodes, Vulkan drivers, container engines and tools. Builds
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import platform as _platform
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,14 +85,29 @@ class Gpu:
     source: str
     driver: str | None = None
     memory: str | None = None
+    compute_capability: str | None = None  # NVIDIA: 8.6 (nvidia-smi)
 
     def to_json(self) -> dict[str, Any]:
         return {"vendor": self.vendor, "name": self.name, "driver": self.driver,
-                "memory": self.memory, "source": self.source}
+                "memory": self.memory, "source": self.source,
+                "compute_capability": self.compute_capability}
 
 
 NVIDIA_SMI = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
               "--format=csv,noheader"]
+
+
+# asked on its own: drivers before 510 know no compute_cap field and refuse the whole query
+NVIDIA_SMI_CC = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"]
+
+
+def with_capabilities(gpus: list[Gpu], text: str) -> list[Gpu]:
+    """``NVIDIA_SMI_CC``'s lines (one ``8.6`` per GPU, in the same order) onto ``gpus``."""
+    caps = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(caps) != len(gpus) or not all(re.fullmatch(r"\d+\.\d+", c) for c in caps):
+        return gpus
+    return [dataclasses.replace(g, compute_capability=c) for g, c in zip(gpus, caps,
+                                                                         strict=True)]
 
 
 def parse_nvidia_smi(text: str) -> list[Gpu]:
@@ -189,6 +207,9 @@ def detect_gpus(sys_root: Path = Path("/")) -> tuple[Gpu, ...]:
     if cmd.which("nvidia-smi"):
         try:
             found = parse_nvidia_smi(cmd.capture(NVIDIA_SMI, timeout=20))
+            # an old driver: the capability stays unknown
+            with contextlib.suppress(CommandError, ToolchainError):
+                found = with_capabilities(found, cmd.capture(NVIDIA_SMI_CC, timeout=20))
             gpus = [g for g in gpus if g.vendor != "NVIDIA"] + found
         except (CommandError, ToolchainError):
             pass

@@ -77,7 +77,8 @@ def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
         gpus=tuple(GpuRecord(vendor=g.vendor, name=records.clean(g.name),
                              driver=records.clean(g.driver) if g.driver else None,
                              memory=records.clean(g.memory) if g.memory else None,
-                             source=g.source) for g in host.gpus),
+                             source=g.source, compute_capability=g.compute_capability)
+                   for g in host.gpus),
         drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
         engines=host.engines, python=_platform.python_version(),
         system=host.system.record() if host.system else None)
@@ -115,7 +116,9 @@ def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
         old = system.missing(manifest.abi.floor)
         if old:
             return f"needs a newer C library or C++ runtime: {'; '.join(old)}"
-    return backends.family(manifest.family).host_fit(host) or KINDS[kind].host_fit(name, host)
+    family = backends.family(manifest.family)
+    return family.host_fit(host) or family.device_fit(manifest.device_code, host.gpus) or \
+        KINDS[kind].host_fit(name, host)
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def run_one(path: Path, kind: ArtifactKind, manifest: Manifest, host: HostFacts,
     models = list(settings.cpu_models) if not KINDS[kind].CONTAINER else []
     try:
         with smoke.opened(path, host=cpu, engine=engine, note=note,
-                          system=system) as (subject, work):
+                          system=system, gpus=host.gpus) as (subject, work):
             result = smoke.smoke_subject(subject, work, path, model=settings.model,
                                          threads=settings.threads, cpu_models=models,
                                          note=note, system=system.record() if system else None)

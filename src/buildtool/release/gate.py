@@ -379,6 +379,8 @@ def record(v: Verification, tag: str) -> ReleaseRecord:
             file=a.name, kind=a.kind, target=a.target, size=a.size, sha256=a.sha256,
             platform=a.manifest.platform if a.manifest else None,
             abi_floor=a.manifest.abi.floor if a.manifest and a.manifest.abi else None,
+            gpus=a.manifest.device_code.summary if a.manifest and a.manifest.device_code
+            and a.manifest.device_code.verdict == "pass" else None,
             smoke=_release_smoke(a.smoke),
             tags=a.manifest.image.tags if a.manifest and a.manifest.image else ())
         for a in v.artifacts),
@@ -409,6 +411,14 @@ def notes(rec: ReleaseRecord) -> str:
                      f"| {s.verdict.value if s.verdict else 'none'} | {speed(s.pp)} | "
                      f"{speed(s.tg)} | {md(s.device)} | {md(floor_text(a.abi_floor))} | "
                      f"{md(proven_text(s))} |")
+    covering = [a for a in rec.artifacts if a.gpus]
+    if covering:
+        lines += ["", "## GPUs covered", "",
+                  "The device code each GPU artifact carries (native code runs on its compute "
+                  "capability and later minors of the same major; PTX is compiled by the "
+                  "driver for newer GPUs):", ""]
+        lines.extend(f"- {md_code(a.file)}: {md(a.gpus or '')}"
+                     for a in sorted(covering, key=lambda a: a.file))
     if rec.exceptions:
         lines += ["", "## Exceptions", "",
                   "These artifacts ship without the proof the release gate asks for:", ""]

@@ -131,6 +131,11 @@ def _probe_version(path: Path, spec: ToolSpec) -> Version | None:
         return None
 
 
+def version_of(name: str, path: Path) -> Version | None:
+    """The version of the program at ``path``, read as tool ``name``'s is."""
+    return _probe_version(path, TOOLS.get(name) or ToolSpec((name,)))
+
+
 @functools.cache
 def find_all(name: str) -> tuple[Program, ...]:
     spec = TOOLS.get(name) or ToolSpec((name,))

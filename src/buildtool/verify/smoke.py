@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from buildtool.records import (
     CheckRecord,
     EmulatedRun,
     EmulatedVerdict,
+    GpuRecord,
     Manifest,
     SmokeRecord,
     Speed,
@@ -167,15 +168,40 @@ def verdict(records: list[BenchTest], *, backend: str, family: str,
     return tuple(checks)
 
 
+def host_gpus() -> tuple[GpuRecord, ...]:
+    """This machine's GPUs, as a lab records them."""
+    from buildtool.detect.host import detect_gpus
+
+    return tuple(GpuRecord(vendor=g.vendor, name=g.name, driver=g.driver, memory=g.memory,
+                           source=g.source, compute_capability=g.compute_capability)
+                 for g in detect_gpus())
+
+
+def check_device_code(manifest: Manifest, gpus: Sequence[GpuRecord] | None) -> None:
+    """Refuse, before anything runs, a GPU artifact without device code for any GPU here
+    (exit 9 instead of "no kernel image is available for execution on the device")."""
+    if manifest.device_code is None or manifest.device_code.verdict != "pass":
+        return
+    why = backends.family(manifest.family).device_fit(
+        manifest.device_code, host_gpus() if gpus is None else gpus)
+    if why:
+        raise HostIncompatibleError(
+            f"artifact {manifest.artifact}: {why}",
+            hint="use an artifact built for this GPU's architecture (gpu-archs in "
+                 "build_matrix.yaml, --gpu-archs), or one with PTX older than it")
+
+
 @contextmanager
 def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str | None = None,
            note: Callable[[str], None] | None = None, system: SystemAbi | None = None,
-           root: Path | None = None) -> Iterator[tuple[Subject, Path]]:
+           root: Path | None = None,
+           gpus: Sequence[GpuRecord] | None = None) -> Iterator[tuple[Subject, Path]]:
     """The artifact made runnable by its kind (unpacked, installed into a venv, or loaded as
     an image) in a scratch directory, both removed afterwards. An unpacked tarball
     directory counts as a tarball. ``system``: the C library and C++ runtime the programs
     will load (checked against the artifact's ABI floor before anything runs; images bring
-    their own). ``root``: a root file system (an older distribution) the tarball runs in."""
+    their own). ``root``: a root file system (an older distribution) the tarball runs in.
+    ``gpus``: the GPUs here (None: detected when the artifact carries device code)."""
     kind = KINDS[kind_of(artifact) or "tarball"]
     scratch = None
     if root is not None:
@@ -190,6 +216,7 @@ def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str 
         subject = kind.subject(artifact, work, host, engine, note or (lambda _: None))
         if root is not None:
             subject = dataclasses.replace(subject, wrap=in_root(root), stage_models=True)
+        check_device_code(subject.manifest, gpus)
         if not kind.CONTAINER and foreign(subject.manifest, host):
             subject = emulate.foreign_subject(subject)
             assert subject.emulator_root is not None
