@@ -116,6 +116,10 @@ class AuditRecord:
 
 
 AbiVersion = Annotated[str, Match(r"[0-9]{1,4}(\.[0-9]{1,4}){0,3}", "a version such as 2.34")]
+# CUDA's architecture numbers (86, 120a) and NVIDIA compute capabilities (8.6)
+GpuArchNumber = Annotated[str, Match(r"[0-9]{2,3}[a-z]?", "a GPU architecture such as 86 or 120a")]
+ComputeCapability = Annotated[str, Match(r"[0-9]{1,2}\.[0-9]{1,2}",
+                                         "a compute capability such as 8.6")]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,10 +152,10 @@ class AbiRecord:
 class DeviceCode:
     """GPU architectures with native code and with PTX (CUDA: ``86``, ``120a``)."""
 
-    sass: tuple[str, ...] = field(default=(), metadata={
+    sass: tuple[GpuArchNumber, ...] = field(default=(), metadata={
         "doc": "architectures with native code (a cubin: runs on that compute capability and, "
                "but for 'a' architectures, on later minors of its major)"})
-    ptx: tuple[str, ...] = field(default=(), metadata={
+    ptx: tuple[GpuArchNumber, ...] = field(default=(), metadata={
         "doc": "architectures with PTX (compiled by the driver for any later GPU)"})
 
     @staticmethod
@@ -185,7 +189,7 @@ class DeviceCodeRecord:
         **OPTIONAL, "doc": "the oldest driver that can compile its PTX (the toolkit's)"})
     expected: DeviceCode = field(default_factory=DeviceCode, metadata={
         "doc": "what the target's gpu-archs asked for"})
-    files: dict[str, DeviceCode] = field(default_factory=dict, metadata={
+    files: dict[FileName, DeviceCode] = field(default_factory=dict, metadata={
         "doc": "per shipped file that carries device code"})
     summary: str = field(default="", metadata={
         "doc": "what it carries and the GPUs that covers, for people (release notes)"})
@@ -431,7 +435,7 @@ class GpuRecord:
     driver: str | None = None
     memory: str | None = None
     source: str = ""
-    compute_capability: str | None = field(default=None, metadata={
+    compute_capability: ComputeCapability | None = field(default=None, metadata={
         **OPTIONAL, "doc": "NVIDIA: the GPU's compute capability (nvidia-smi), e.g. 8.6"})
 
 

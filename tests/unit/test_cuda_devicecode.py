@@ -139,3 +139,30 @@ def test_a_gpu_the_code_does_not_cover_is_refused_before_running(
     smoke.check_device_code(m, [dataclasses.replace(v100, compute_capability=None)])
     assert REGISTRY["cuda"].device_fit(record, [v100]) is not None
     assert REGISTRY["vulkan"].device_fit(record, [v100]) is None  # no ahead-of-time code
+
+
+def test_hostile_device_code_in_a_manifest_is_refused_where_it_is_read() -> None:
+    """An architecture or a compute capability that is no such thing (a damaged or forged
+    manifest, a lab result file) stops at the boundary, naming the file and the field."""
+    import json
+
+    from buildtool import records
+    from buildtool.errors import DataError
+    from buildtool.records import Manifest
+    from tests.unit.helpers import manifest_data
+
+    data = manifest_data("cublas12", family="cuda", recipe="cuda", backend="CUDA", gpu=True)
+    data["device_code"] = {"verdict": "pass", "tool": "cuobjdump",
+                           "files": {"libggml-cuda.so": {"sass": ["86", "abc"]}}}
+    with pytest.raises(DataError, match=r"m\.json: device_code\.files\.libggml-cuda\.so\.sass"
+                                        r"\[1\]: 'abc': expected a GPU architecture"):
+        records.from_text(Manifest, json.dumps(data), "m.json")
+    data["device_code"]["files"] = {"../evil.so": {"sass": ["86"]}}
+    with pytest.raises(DataError, match=r"device_code\.files"):
+        records.from_text(Manifest, json.dumps(data), "m.json")
+    with pytest.raises(DataError, match=r"'8\.6\.x': expected a compute capability"):
+        records.from_data(GpuRecord, {"vendor": "NVIDIA", "name": "g",
+                                      "compute_capability": "8.6.x"}, "lab.json")
+    # cuobjdump printing something that is no architecture lists nothing for it
+    assert cuda_devicecode.parse_listing("ELF file    1: x.1.sm_5.cubin\n"
+                                         "ELF file    2: x.2.sm_86;rm.cubin\n") == DeviceCode()

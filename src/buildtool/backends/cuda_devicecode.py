@@ -34,7 +34,9 @@ MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580.65.06"}
 TOOLKIT_DRIVER = {"11.8": "520.61.05", "12.4": "550.54.14", "12.8": "570.26",
                   "12.9": "575.51.03", "13.0": "580.65.06"}
 
-_LISTED = re.compile(r"^(ELF|PTX) file\s+\d+:\s+\S*?\.(?:sm|compute)_(\d+[a-z]?)\.(?:cubin|ptx)$")
+# the architecture as GpuArchNumber (records) spells it: two or three digits, a suffix
+_LISTED = re.compile(r"^(ELF|PTX) file\s+\d+:\s+\S*?\.(?:sm|compute)_(\d{2,3}[a-z]?)"
+                     r"\.(?:cubin|ptx)$")
 _ARCH = re.compile(r"^(\d+)([a-z]?)(?:-(real|virtual))?$")
 
 
