@@ -57,6 +57,12 @@ def one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
+def cmake_string(value: str) -> str:
+    """A CMake quoted argument: no variable references, no escapes left to interpret."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
 def md(text: object) -> str:
     """Inline Markdown text: no table breaks, links, emphasis, inline HTML or headings
     (``<``, ``>``, ``&`` and backticks become entities, the rest is backslash-escaped)."""

@@ -24,6 +24,7 @@ from buildtool.artifacts.base import base_manifest as build_manifest
 from buildtool.config.plan import BuildPlan, make_plan, portable_defines
 from buildtool.config.resolve import Overrides, ResolvedTarget
 from buildtool.errors import ExitCode, ToolchainError, UsageError
+from buildtool.text import cmake_string
 from buildtool.toolchains import engines as engine
 from buildtool.toolchains.discovery import Program
 from tests.unit.helpers import ROOT, fake_cuda_tree
@@ -320,7 +321,7 @@ def test_defines_cmake_is_the_plans_definitions(data: Path, fake_tools: object,
     keys = dict(got)
     assert "LLAMA_CPP_SOURCE_DIR" not in keys and "CMAKE_MAKE_PROGRAM" not in keys
     assert keys["BUILDTOOL_PROGRAMS"] == ";".join(plan.target.build_targets)
-    assert image.cmake_string('a"b\\c${x}') == '"a\\"b\\\\c\\${x}"'
+    assert cmake_string('a"b\\c${x}') == '"a\\"b\\\\c\\${x}"'
 
 
 def test_context_holds_one_tree_and_a_directory_per_target(

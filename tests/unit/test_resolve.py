@@ -445,3 +445,15 @@ def test_a_damaged_sysroot_record_is_named(data: Path, fake_tools: dict[str, lis
                   tree_sha256="0" * 64)
     assert info.value.hint == "install it again: buildtool toolchain install " \
                               "sysroot-linux-aarch64"
+
+
+def test_the_toolchain_file_takes_paths_literally() -> None:
+    """A cache under a path with quotes or ${...} (XDG_CACHE_HOME is the user's) cannot
+    break or inject into the CMake toolchain file."""
+    from buildtool.toolchains import cross
+
+    cp = cross.PLATFORMS["linux-aarch64"]
+    text = cross.toolchain_file(cp, Path('/c/a"b${HOME}/sysroot'), Path("/llvm/clang"),
+                                Path("/llvm/clang++"), Path("/l$x/ld.lld"))
+    assert 'set(CMAKE_SYSROOT "/c/a\\"b\\${HOME}/sysroot")' in text.splitlines()
+    assert 'set(CMAKE_EXE_LINKER_FLAGS_INIT "--ld-path=/l\\$x/ld.lld")' in text.splitlines()

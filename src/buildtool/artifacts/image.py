@@ -45,6 +45,7 @@ from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_j
 from buildtool.paths import source_date_epoch
 from buildtool.records import HostFacts, ImageRecord, Manifest
 from buildtool.source.vendor import Lock, Materialized, copy_build_tree
+from buildtool.text import cmake_string
 from buildtool.toolchains import engines
 
 DOCKER_DIR = Path("recipes") / "docker"
@@ -134,12 +135,6 @@ def image_key(plan: BuildPlan, root: Path, args: Mapping[str, str]) -> str:
                "dockerfile": dockerfile_sha256(root, plan.target),
                "args": {k: v for k, v in sorted(args.items()) if k not in VOLATILE_ARGS}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def cmake_string(value: str) -> str:
-    """A CMake quoted argument: no variable references, no escapes left to interpret."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-    return f'"{escaped}"'
 
 
 def defines_cmake(plan: BuildPlan) -> str:

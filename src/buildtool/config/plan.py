@@ -105,9 +105,10 @@ def toolchain_versions(rt: ResolvedTarget) -> dict[str, dict[str, str | None]]:
         for role, prog in cross.cross_tools().items():
             out[role] = {"path": str(prog.path) if prog else None,
                          "version": str(prog.version) if prog and prog.version else None}
-        sysroot = cross.installed_sysroot(cross.PLATFORMS[rt.platform])
+        cp = cross.PLATFORMS[rt.platform]
+        sysroot = cross.installed_sysroot(cp)
         out["sysroot"] = {"path": str(sysroot) if sysroot else None,
-                          "version": cross.sysroot_version(sysroot) if sysroot else None}
+                          "version": cross.sysroot_version(cp) if sysroot else None}
     for req in rt.requires:
         if req.tool not in names:
             names.append(req.tool)

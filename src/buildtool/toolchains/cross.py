@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildtool.errors import ToolchainError
+from buildtool.text import cmake_string
 from buildtool.toolchains import discovery
 from buildtool.toolchains.provision import (
     DEBIAN_ARCHS,
@@ -103,19 +104,26 @@ def cross_tools() -> dict[str, discovery.Program | None]:
 
 # --------------------------------------------------------------------------- sysroot
 
+def sysroot_dir(cp: CrossPlatform) -> Path:
+    """Where the platform's sysroot is installed (and looked for)."""
+    return toolchains_dir() / f"{cp.sysroot_name}-{cp.suite}"
+
+
 def installed_sysroot(cp: CrossPlatform) -> Path | None:
-    path = toolchains_dir() / f"{cp.sysroot_name}-{cp.suite}"
+    path = sysroot_dir(cp)
     return path if (path / RECORD).is_file() else None
 
 
-def sysroot_record(path: Path) -> dict[str, str]:
-    """What a sysroot was unpacked from (suite, architecture, package versions)."""
+def sysroot_record(cp: CrossPlatform) -> dict[str, str]:
+    """What the platform's sysroot was unpacked from (suite, architecture, package
+    versions)."""
+    path = sysroot_dir(cp) / RECORD
     try:
-        data = json.loads((path / RECORD).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ToolchainError(f"{path / RECORD}: unreadable ({exc})",
+        raise ToolchainError(f"{path}: unreadable ({exc})",
                              hint="install it again: buildtool toolchain install "
-                                  f"{path.name.rsplit('-', 1)[0]}") from exc
+                                  f"{cp.sysroot_name}") from exc
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
@@ -134,7 +142,7 @@ def install_sysroot(cp: CrossPlatform,
         (staging / RECORD).write_text(json.dumps({
             "platform": cp.platform, "suite": cp.suite, "arch": cp.debian_arch,
             **{f"package:{k}": v for k, v in versions.items()}}, indent=1, sort_keys=True))
-        return swap_in(staging, base / f"{cp.sysroot_name}-{cp.suite}")
+        return swap_in(staging, sysroot_dir(cp))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -159,8 +167,8 @@ def relink(root: Path) -> int:
     return count
 
 
-def sysroot_version(path: Path) -> str:
-    record = sysroot_record(path)
+def sysroot_version(cp: CrossPlatform) -> str:
+    record = sysroot_record(cp)
     return f"debian {record.get('suite', '?')} {record.get('arch', '?')}, glibc " \
            f"{record.get('package:libc6', '?')}"
 
@@ -169,18 +177,17 @@ def sysroot_version(path: Path) -> str:
 
 def toolchain_file(cp: CrossPlatform, sysroot: Path, cc: Path, cxx: Path, ld: Path) -> str:
     """The CMake toolchain file of a cross build (written into its build directory)."""
-    flags = f"--ld-path={ld}"
+    flags = cmake_string(f"--ld-path={ld}")
     lines = [
         "# written by buildtool: cross-compiling for " + cp.platform,
         "set(CMAKE_SYSTEM_NAME Linux)",
         f"set(CMAKE_SYSTEM_PROCESSOR {cp.processor})",
-        f'set(CMAKE_SYSROOT "{sysroot}")',
-        f'set(CMAKE_C_COMPILER "{cc}")',
-        f'set(CMAKE_CXX_COMPILER "{cxx}")',
+        f"set(CMAKE_SYSROOT {cmake_string(str(sysroot))})",
+        f"set(CMAKE_C_COMPILER {cmake_string(str(cc))})",
+        f"set(CMAKE_CXX_COMPILER {cmake_string(str(cxx))})",
         f"set(CMAKE_C_COMPILER_TARGET {cp.triple})",
         f"set(CMAKE_CXX_COMPILER_TARGET {cp.triple})",
-        *(f'set(CMAKE_{kind}_LINKER_FLAGS_INIT "{flags}")'
-          for kind in ("EXE", "SHARED", "MODULE")),
+        *(f"set(CMAKE_{kind}_LINKER_FLAGS_INIT {flags})" for kind in ("EXE", "SHARED", "MODULE")),
         "set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)",
         "set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)",
         "set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)",
