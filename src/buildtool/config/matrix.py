@@ -106,6 +106,12 @@ def ci_jobs(session: Session) -> list[tuple[ResolvedTarget, str]]:
     return jobs
 
 
+def ci_container(rt: ResolvedTarget) -> str:
+    """The container a CI job builds the target in ('' : on the runner itself): the
+    matrix's, else the recipe's build image for families whose toolchain lives in one."""
+    return rt.container or (rt.build_image or "" if REGISTRY[rt.family].ci_container else "")
+
+
 def ci_cpu(rt: ResolvedTarget) -> str:
     """Release builds are portable: a target tuned to the build host ships all variants,
     unless its family builds on the hardware it targets (metal on Apple silicon runners)."""
@@ -124,7 +130,7 @@ def github_matrix(session: Session) -> dict[str, Any]:
         backend = REGISTRY[rt.family]
         # Hosted runners have no CUDA/ROCm/oneAPI GPU: those artifacts are smoke-tested on a
         # lab machine (`buildtool smoke`); Vulkan runs on Mesa's lavapipe, Metal on macOS.
-        container = rt.container or (rt.build_image or "" if backend.ci_container else "")
+        container = ci_container(rt)
         # on the runner itself: the recipe's packages, then the toolchain buildtool provisions
         packages = "" if container else " ".join(rt.recipe.ci_packages)
         toolchain = "" if container else backend.toolchain_for(rt.toolkit) or ""
@@ -171,13 +177,11 @@ def github_wheel_matrix(session: Session) -> dict[str, Any]:
             job_runner = runner if runner.startswith(RUNNER_PREFIX[os_name]) \
                 else default_runner
             container = os_name == "linux" and backend.wheels_in_container
-            job_container = rt.container or (rt.build_image or "" if backend.ci_container
-                                             else "")
             include.append({"target": rt.name, "family": rt.family, "os": os_name,
                             "job": platforms[0] if os_name == "linux" else os_name,
                             "archs": " ".join(archs), "runner": job_runner, "cpu": ci_cpu(rt),
                             "wheels": "container" if container else "cibuildwheel",
-                            "container": job_container if container else "",
+                            "container": ci_container(rt) if container else "",
                             "smoke": "--no-smoke" if backend.ci_container else "--smoke"})
     return {"include": include}
 
@@ -185,11 +189,12 @@ def github_wheel_matrix(session: Session) -> dict[str, Any]:
 def github_image_matrix(session: Session) -> dict[str, Any]:
     """The image jobs: one `buildtool bake --platform P` per Linux platform with a runner
     that builds it natively, when a target has an image for it."""
+    with_image = {rt.platform for rt, _ in ci_jobs(session) if rt.dockerfile}
     include: list[dict[str, Any]] = []
     for platform, spec in session.project.matrix.platforms.items():
         if not platform.startswith("linux-") or not spec.runner:
             continue
-        if any(rt.platform == platform and rt.dockerfile for rt, _ in ci_jobs(session)):
+        if platform in with_image:
             include.append({"platform": platform, "runner": spec.runner})
     return {"include": include}
 

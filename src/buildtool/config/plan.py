@@ -23,6 +23,7 @@ from buildtool.toolchains.buildenv import BuildEnv
 # install component naming what artifacts ship), relative to the repository root.
 CMAKE_PROJECT = Path("recipes") / "cmake"
 CMAKE_PROJECT_FILES = ("CMakeLists.txt", "ship.cmake")
+CROSS_FILE = "cross-toolchain.cmake"  # a cross build's toolchain file, in its build directory
 
 
 
@@ -50,7 +51,7 @@ class BuildPlan:
 
     @property
     def cross_file_path(self) -> Path:
-        return self.build_dir / "cross-toolchain.cmake"
+        return self.build_dir / CROSS_FILE
 
     def write_cross_file(self) -> None:
         """Write the cross build's toolchain file into the build directory (configure
@@ -200,7 +201,7 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
             cross_file = cross.toolchain_file(
                 cross.PLATFORMS[rt.platform], Path(str(paths["sysroot"])),
                 Path(str(paths["cc"])), Path(str(paths["cxx"])), Path(str(paths["ld"])))
-        defines.insert(0, ("CMAKE_TOOLCHAIN_FILE", str(build_dir / "cross-toolchain.cmake")))
+        defines.insert(0, ("CMAKE_TOOLCHAIN_FILE", str(build_dir / CROSS_FILE)))
         host_only.add("CMAKE_TOOLCHAIN_FILE")
     configure = [cmake, "-S", str(project_dir), "-B", str(build_dir), "-G", "Ninja"]
     configure += [f"-D{k}={v}" for k, v in defines]
