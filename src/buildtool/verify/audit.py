@@ -136,6 +136,15 @@ class FileAudit:
     def accepted(self) -> frozenset[str]:
         return closure(self.allowed) | CPU.baseline(self.arch)
 
+    def note(self, symbol: str, features: Iterable[str], example: str) -> None:
+        """Count what one instruction of ``symbol`` needs, or the waiver that covers it."""
+        for feature in features:
+            if (w := _waiver(self, symbol, feature)) is not None:
+                self.waived.setdefault(feature, f"{symbol}: {w.reason}")
+                continue
+            self.used[feature] = self.used.get(feature, 0) + 1
+            self.examples.setdefault(feature, example)
+
 
 def closure(features: Iterable[str]) -> frozenset[str]:
     return CPU.closure(features)
@@ -178,12 +187,7 @@ def scan(disassembly: Iterable[str] | str, audit: FileAudit) -> FileAudit:
             mnemonic = "{vex}" + mnemonic
         else:
             mnemonic, _, operands = insn.partition(" ")
-        for feature in classify(mnemonic, operands):
-            if (w := _waiver(audit, symbol, feature)) is not None:
-                audit.waived.setdefault(feature, f"{symbol}: {w.reason}")
-                continue
-            audit.used[feature] = audit.used.get(feature, 0) + 1
-            audit.examples.setdefault(feature, insn)
+        audit.note(symbol, classify(mnemonic, operands), insn)
     return audit
 
 
@@ -203,14 +207,13 @@ _A64_SVE2 = {"eor3", "bcax", "xar", "bsl", "bsl1n", "bsl2n", "nbsl", "histcnt", 
              "urecpe", "ursqrte", "flogb", "fcvtx", "fcvtxnt", "fcvtlt", "fcvtnt", "sadalp",
              "uadalp", "shadd", "uhadd", "srhadd", "urhadd", "shsub", "uhsub", "sqshl", "uqshl",
              "srshl", "urshl", "sqrshl", "uqrshl", "suqadd", "usqadd", "fmlalb", "fmlalt",
-             "fmlslb", "fmlslt", "aesd", "aese", "sm4e", "rax1"}
+             "fmlslb", "fmlslt", "aesd", "aese", "sm4e", "rax1", "saddlbt", "ssublbt",
+             "ssubltb", "eorbt", "eortb"}
 # SVE2's widening (…lb/…lt, …wb/…wt) and narrowing (…nb/…nt) forms, as a pattern: SVE
 # itself has no such mnemonics (its cmplt, fcmlt, whilelt, lastb end alike but do not match)
 _A64_SVE2_BT = re.compile(r"^(?:[su](?:add|sub|abd|mul|mla|mls|aba)l|sqdm(?:ul|la|ls)l|pmull"
                           r"|[su]shll|[su](?:add|sub)w|r?(?:add|sub)hn|(?:[su]q)?r?shrn"
                           r"|sq?r?shrun|[su]qxtu?n)[bt]$")
-_A64_SVE2_BT_MORE = {"saddlbt", "ssublbt", "ssubltb", "eorbt", "eortb", "fcvtlt", "fcvtnt",
-                     "fcvtxnt"}
 _A64_SME = {"smstart", "smstop", "fmopa", "fmops", "bfmopa", "bfmops", "smopa", "smops",
             "umopa", "umops", "sumopa", "sumops", "usmopa", "usmops", "addha", "addva",
             "rdsvl", "addsvl", "addspl", "zero", "luti2", "luti4"}
@@ -224,7 +227,6 @@ _A64_FP16_BASE = {"fcvt", "fcvtl", "fcvtl2", "fcvtn", "fcvtn2"}
 _A64_ZREG = re.compile(r"\bz\d+(?:\.[bhsdq])?\b|\bp\d+(?:\.[bhsd]|/[zm])\b|\bp\d+\b")
 _A64_ZA = re.compile(r"\bza(?:\d*[hv]?)?(?:\.[bhsdq])?\b|\bzt0\b|\bsvcr")
 _A64_HALF = re.compile(r"\bv\d+\.[48]h\b|\bv\d+\.h\[|\bh\d+\b")
-_A64_BYTE_VEC = re.compile(r"\bv\d+\.(?:8|16)b\b|\bv\d+\.4b\[")
 
 
 def classify_a64(mnemonic: str, operands: str) -> set[str]:
@@ -239,7 +241,7 @@ def classify_a64(mnemonic: str, operands: str) -> set[str]:
     zregs = bool(_A64_ZREG.search(ops))
     if zregs or m in _A64_SVE_ONLY:
         needs.add("sve")
-        if zregs and (m in _A64_SVE2 or m in _A64_SVE2_BT_MORE or _A64_SVE2_BT.match(m)):
+        if zregs and (m in _A64_SVE2 or _A64_SVE2_BT.match(m)):
             needs.add("sve2")
     if m in _A64_I8MM:
         needs.add("i8mm")
@@ -272,12 +274,7 @@ def scan_a64(disassembly: Iterable[str] | str, audit: FileAudit) -> FileAudit:
             continue
         mnemonic = match.group("mnemonic")
         operands = re.sub(r"<[^>]*>", "", (match.group("ops") or "").split("//", 1)[0])
-        for feature in classify_a64(mnemonic, operands):
-            if (w := _waiver(audit, symbol, feature)) is not None:
-                audit.waived.setdefault(feature, f"{symbol}: {w.reason}")
-                continue
-            audit.used[feature] = audit.used.get(feature, 0) + 1
-            audit.examples.setdefault(feature, f"{mnemonic} {operands}".strip())
+        audit.note(symbol, classify_a64(mnemonic, operands), f"{mnemonic} {operands}".strip())
     return audit
 
 
