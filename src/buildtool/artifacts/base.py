@@ -65,6 +65,9 @@ class Subject:
     # programs of another architecture run under its emulator: the root their C library and
     # C++ runtime come from (qemu -L; verify.emulate)
     emulator_root: Path | None = None
+    # the C library and C++ runtime its programs load (this host's, a --root's or the
+    # emulator's sysroot's), checked against the artifact's floor before anything runs
+    system: SystemAbi | None = None
 
     def command(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
         return self.wrap(argv, env) if self.wrap else argv

@@ -201,7 +201,8 @@ def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str 
     directory counts as a tarball. ``system``: the C library and C++ runtime the programs
     will load (checked against the artifact's ABI floor before anything runs; images bring
     their own). ``root``: a root file system (an older distribution) the tarball runs in.
-    ``gpus``: the GPUs here (None: detected when the artifact carries device code)."""
+    ``gpus``: the GPUs here (None: detected when the artifact carries device code). The
+    subject carries the system its programs load (``Subject.system``)."""
     kind = KINDS[kind_of(artifact) or "tarball"]
     scratch = None
     if root is not None:
@@ -223,6 +224,7 @@ def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str 
             system = abi.system_abi(subject.emulator_root, emulate.arch_of(subject.manifest))
         if not kind.CONTAINER:
             check_system(subject.manifest, system)
+            subject = dataclasses.replace(subject, system=system)
         yield subject, work
     finally:
         if subject is not None and subject.close is not None:
@@ -304,13 +306,8 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
     or, as a string, an image reference); the same verdict for all. ``cpu_models``: also run
     it on these emulated CPU models (see :mod:`buildtool.verify.emulate`)."""
-    if root is not None:  # what the programs load is the root's, not this host's
-        root = root_file_system(root)
-        system = abi.system_abi(root, host.arch)
     with opened(artifact, host=host, engine=engine, note=note, system=system,
                 root=root) as (subject, work):
-        if subject.emulator_root is not None:  # the sysroot's libraries are what ran
-            system = abi.system_abi(subject.emulator_root, emulate.arch_of(subject.manifest))
         models = emulate.check_models(subject.manifest, cpu_models)
         if models:
             emulate.require(subject)
@@ -319,7 +316,7 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
                                n_gen=n_gen, repetitions=repetitions, threads=threads, env=env,
                                allow_cpu_fallback=allow_cpu_fallback, cpu_models=models,
                                run_anyway=run_anyway, note=note,
-                               system=system.record() if system else None)
+                               system=subject.system.record() if subject.system else None)
     if store and isinstance(artifact, Path) and artifact.is_file():
         if not sidecar(artifact, "manifest").is_file():
             adopted = KINDS[subject.kind].adopt(artifact, subject.manifest,
