@@ -48,6 +48,8 @@ def test_host_facts_parsers(tmp_path: Path) -> None:
     assert [g.compute_capability for g in with_cc] == ["9.0", "9.0"]
     assert with_capabilities(gpus, "9.0\n") == gpus  # another GPU count: not guessed
     assert with_capabilities(gpus, "[N/A]\n[N/A]\n") == gpus
+    assert with_capabilities(gpus, "9.0\n123.4\n") == gpus  # no such capability: not taken
+    assert [g.record().compute_capability for g in with_cc] == ["9.0", "9.0"]
     assert lab.parse_os_release(OS_RELEASE) == "Debian GNU/Linux 12 (bookworm)"
     assert lab.parse_meminfo("MemTotal:       24609636 kB\nMemFree: 1 kB\n") == 24609636 * 1024
     assert lab.parse_meminfo("nothing") is None

@@ -23,7 +23,7 @@ from buildtool.detect.cpu import (
     parse_sysctl,
 )
 from buildtool.errors import CommandError, ToolchainError
-from buildtool.records import clean
+from buildtool.records import GpuRecord, clean
 from buildtool.toolchains import discovery as toolchain
 
 PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
@@ -92,6 +92,13 @@ class Gpu:
                 "memory": self.memory, "source": self.source,
                 "compute_capability": self.compute_capability}
 
+    def record(self) -> GpuRecord:
+        """As results files record it (what a tool printed, cleaned of control characters)."""
+        return GpuRecord(vendor=self.vendor, name=clean(self.name),
+                         driver=clean(self.driver) if self.driver else None,
+                         memory=clean(self.memory) if self.memory else None,
+                         source=self.source, compute_capability=self.compute_capability)
+
 
 NVIDIA_SMI = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
               "--format=csv,noheader"]
@@ -104,7 +111,7 @@ NVIDIA_SMI_CC = ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader
 def with_capabilities(gpus: list[Gpu], text: str) -> list[Gpu]:
     """``NVIDIA_SMI_CC``'s lines (one ``8.6`` per GPU, in the same order) onto ``gpus``."""
     caps = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(caps) != len(gpus) or not all(re.fullmatch(r"\d+\.\d+", c) for c in caps):
+    if len(caps) != len(gpus) or not all(re.fullmatch(r"\d{1,2}\.\d{1,2}", c) for c in caps):
         return gpus
     return [dataclasses.replace(g, compute_capability=c) for g, c in zip(gpus, caps,
                                                                          strict=True)]

@@ -33,7 +33,6 @@ from buildtool.grammar import ArtifactKind
 from buildtool.outputs import sidecar, write_json
 from buildtool.records import (
     BenchTest,
-    GpuRecord,
     HostCpu,
     HostFacts,
     LabEntry,
@@ -74,11 +73,7 @@ def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
                     cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
                     features=tuple(sorted(cpu.features))),
         memory_bytes=parse_meminfo(read_system_file(sys_root / "proc/meminfo")),
-        gpus=tuple(GpuRecord(vendor=g.vendor, name=records.clean(g.name),
-                             driver=records.clean(g.driver) if g.driver else None,
-                             memory=records.clean(g.memory) if g.memory else None,
-                             source=g.source, compute_capability=g.compute_capability)
-                   for g in host.gpus),
+        gpus=tuple(g.record() for g in host.gpus),
         drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
         engines=host.engines, python=_platform.python_version(),
         system=host.system.record() if host.system else None)

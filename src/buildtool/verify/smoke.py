@@ -172,9 +172,7 @@ def host_gpus() -> tuple[GpuRecord, ...]:
     """This machine's GPUs, as a lab records them."""
     from buildtool.detect.host import detect_gpus
 
-    return tuple(GpuRecord(vendor=g.vendor, name=g.name, driver=g.driver, memory=g.memory,
-                           source=g.source, compute_capability=g.compute_capability)
-                 for g in detect_gpus())
+    return tuple(g.record() for g in detect_gpus())
 
 
 def check_device_code(manifest: Manifest, gpus: Sequence[GpuRecord] | None) -> None:
