@@ -24,7 +24,7 @@ from buildtool.backends.base import (
     find_tool,
     has_gpu,
 )
-from buildtool.backends.cuda_toolkit import missing_parts, toolkit_root
+from buildtool.backends.cuda_toolkit import missing_parts, toolkit_major, toolkit_root
 from buildtool.records import DeviceCodeRecord, GpuRecord, HostFacts
 from buildtool.toolchains import discovery
 from buildtool.toolchains.discovery import Program, ToolSpec, version_key
@@ -49,10 +49,6 @@ def default_archs(toolkit: str | None) -> tuple[str, ...]:
     if v >= Version("12.9"):
         archs += ["121a-real"]
     return tuple(archs)
-
-
-def toolkit_major(toolkit: str | None) -> int:
-    return Version(toolkit or "12.4").major
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from buildtool import cmd
+from buildtool.backends.cuda_toolkit import toolkit_major
 from buildtool.errors import CommandError, ToolchainError
 from buildtool.records import DeviceCode, DeviceCodeRecord
 
@@ -158,9 +159,8 @@ def audit(files: Iterable[Path], *, cuobjdump: Path, tool: str, toolkit: str | N
         if extra:
             violations.append(f"{name} carries {', '.join(extra)}, which gpu-archs does not "
                               "name")
-    major = int(toolkit.split(".")[0]) if toolkit and toolkit[0].isdigit() else None
     carried = DeviceCode.union(found.values())
-    min_driver = MIN_DRIVER.get(major) if major is not None else None
+    min_driver = MIN_DRIVER.get(toolkit_major(toolkit)) if toolkit else None
     return DeviceCodeRecord(
         verdict="fail" if violations else "pass", tool=tool, toolkit=toolkit,
         min_driver=min_driver, min_driver_ptx=TOOLKIT_DRIVER.get(toolkit or ""),

@@ -32,9 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.version import Version
+
 from buildtool import cmd
 from buildtool.errors import ToolchainError
 from buildtool.toolchains import provision
+
+
+def toolkit_major(toolkit: str | None) -> int:
+    """The CUDA major version of a toolkit version ("12.4" → 12; unnamed: 12.4's)."""
+    return Version(toolkit or "12.4").major
+
 
 # What a build of ggml-cuda needs in a toolkit, relative to its root.
 REQUIRED = {
