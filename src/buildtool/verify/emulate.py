@@ -140,6 +140,12 @@ def loaded_variant(stderr: str) -> str | None:
     return m[1] if m else None
 
 
+def under(qemu: str, model: str, root: Path | None) -> list[str]:
+    """The emulator's command line for running a program as CPU ``model`` (``root``: where a
+    foreign program's C library and C++ runtime come from)."""
+    return [qemu, *(["-L", str(root)] if root else []), "-cpu", model]
+
+
 def emulated_cpu(model: str) -> CpuInfo:
     """A CPU model as if it were the host: what the smoke checks a foreign artifact against."""
     return CpuInfo(arch=CPU.model_arch(model) or "", model=f"{model} (emulated)",
@@ -186,7 +192,7 @@ def foreign_subject(subject: Subject) -> Subject:
     check_host(manifest, emulated_cpu(model))
 
     def wrap(argv: list[str], env: object) -> list[str]:
-        return [qemu, "-L", str(root), "-cpu", model, *argv]
+        return [*under(qemu, model, root), *argv]
 
     return replace(subject, wrap=wrap, emulator_root=root)
 
@@ -233,8 +239,7 @@ def run_models(subject: Subject, work: Path, models: list[Path], names: list[str
                                            "artifact requires"))
             note(f"  {model}: refused ({runs[-1].reason})")
             continue
-        root = ["-L", str(subject.emulator_root)] if subject.emulator_root else []
-        argv = [qemu, *root, "-cpu", model, str(bench),
+        argv = [*under(qemu, model, subject.emulator_root), str(bench),
                 *(a for m in models for a in ("-m", str(m))), "-p", N_PROMPT, "-n", N_GEN,
                 "-r", "1", "-o", "json", "-ngl", "0", "-t", str(threads)]
         started = time.monotonic()
