@@ -176,22 +176,20 @@ class CpuData:
             current = table[current].parent
         return chain
 
-    def level_features(self, level: str) -> frozenset[str]:
-        """All features a level implies (its own and its parents')."""
+    def _level_chain(self, level: str) -> list[Level]:
         arch = self.arch_of_level(level)
         if arch is None:
             raise KeyError(level)
-        table = self.data.architectures[arch].levels
-        return frozenset(f for lv in self._chain(table, level) for f in lv.features)
+        return self._chain(self.data.architectures[arch].levels, level)
+
+    def level_features(self, level: str) -> frozenset[str]:
+        """All features a level implies (its own and its parents')."""
+        return frozenset(f for lv in self._level_chain(level) for f in lv.features)
 
     def level_allows(self, level: str) -> frozenset[str]:
         """What a level's code may use beyond what it requires (its -march base's extras,
         its parents' included)."""
-        arch = self.arch_of_level(level)
-        if arch is None:
-            raise KeyError(level)
-        table = self.data.architectures[arch].levels
-        return frozenset(f for lv in self._chain(table, level) for f in lv.allows)
+        return frozenset(f for lv in self._level_chain(level) for f in lv.allows)
 
     def level_of(self, arch: str, features: Iterable[str]) -> str | None:
         """The highest level whose features all are in ``features`` (None: not even the
