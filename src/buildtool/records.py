@@ -302,6 +302,59 @@ class EmulatedVerdict(enum.StrEnum):
     NOT_EMULATED = "not-emulated"
 
 
+class NumericsVerdict(enum.StrEnum):
+    """``pass``: every run agreed with its reference within the tolerance of its type;
+    ``fail``: one did not; ``missing``: nothing was compared (the artifact ships no
+    llama-results, or a model has no reference here)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    MISSING = "missing"
+
+
+Deviation = Annotated[float, Range(minimum=0)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumericsRun:
+    """One model type's logits for the check prompt, held against its reference
+    (:mod:`buildtool.verify.numerics`)."""
+
+    model_type: str = field(metadata={"doc": "F32, Q4_0, Q4_K_M, or a --model's own type"})
+    nmse: Deviation = field(metadata={
+        "doc": "normalized mean squared error of the logits: sum((run-ref)^2) / sum(ref^2)"})
+    kl: Deviation = field(metadata={
+        "doc": "mean KL divergence KL(ref || run) of the next-token distributions, in nats"})
+    kl_max: Deviation = 0.0
+    top1: Annotated[float, Range(minimum=0, maximum=1)] = field(default=1.0, metadata={
+        "doc": "share of positions whose most likely next token is the reference's"})
+    max_nmse: Deviation = field(metadata={"doc": "the tolerance of this type"})
+    max_kl: Deviation
+    ok: bool
+    nmse_f32: Deviation | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "against the F32 model's reference: what quantization costs "
+                           "(informative; not judged)"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class NumericsRecord:
+    """Whether an artifact computes the right thing: its logits for a fixed prompt, per
+    model type, against a reference computed without it."""
+
+    verdict: NumericsVerdict
+    reference: str = field(default="", metadata={"doc": "what the runs were held against"})
+    tokens: NonNegative = 0
+    runs: tuple[NumericsRun, ...] = ()
+    reason: str = ""
+
+    @property
+    def worst(self) -> NumericsRun | None:
+        """The run closest to (or furthest past) its tolerance."""
+        return max(self.runs, key=lambda r: max(r.nmse / r.max_nmse if r.max_nmse else 0,
+                                                r.kl / r.max_kl if r.max_kl else 0),
+                   default=None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmulatedRun:
     """The smoke on one emulated CPU model (QEMU user mode)."""
@@ -316,6 +369,8 @@ class EmulatedRun:
     expected_variant: str | None = None
     tests: tuple[BenchTest, ...] = ()
     duration_s: Seconds = 0.0
+    numerics: tuple[NumericsRun, ...] = field(default=(), metadata={
+        "doc": "the logits on this model against the smoke's references"})
 
     @property
     def passed(self) -> bool:
@@ -352,6 +407,9 @@ class SmokeRecord:
         **OPTIONAL, "doc": "the glibc and libstdc++ it ran on (images: their own)"})
     emulated: tuple[EmulatedRun, ...] = field(default=(), metadata={
         "doc": "the runs on emulated CPU models (smoke --cpu-model, the matrix's cpu-models)"})
+    numerics: NumericsRecord | None = field(default=None, metadata={
+        **OPTIONAL, "doc": "the outputs against a reference (None: a smoke older than the "
+                           "check)"})
 
     @property
     def passed(self) -> bool:

@@ -66,7 +66,7 @@ def test_the_tarball_kind_compiles_audits_packages_and_records(
     calls: list[str] = []
     made = tarball.build(_job(plan, source, calls))
     assert calls == ["compile", "audit:libggml.so.0,libggml.so.0.9.0,llama-bench,llama-cli,"
-                     "llama-quantize,llama-server"]
+                     "llama-quantize,llama-results,llama-server"]
     assert made.kind == "tarball" and made.path == plan.artifact_path
     assert made.manifest.files is not None and made.manifest.isa_audit == PASS
     assert made.manifest.abi == FLOOR

@@ -267,12 +267,13 @@ def test_plan_commands(data: Path, fake_tools: object, tmp_path: Path) -> None:
                                   "-B", str(plan.build_dir))
     defines = dict(plan.cmake_defines)
     assert defines["LLAMA_CPP_SOURCE_DIR"] == str(tmp_path / "vendor/llama.cpp")
-    assert defines["BUILDTOOL_PROGRAMS"] == "llama-server;llama-cli;llama-bench;llama-quantize"
+    assert defines["BUILDTOOL_PROGRAMS"] == \
+        "llama-server;llama-cli;llama-bench;llama-quantize;llama-results"
     assert defines["BUILDTOOL_DESTINATION"] == "llama_cpp_bin_cpu/bin"
     assert plan.configure[7:] == tuple(f"-D{k}={v}" for k, v in plan.cmake_defines)
     assert "-DGGML_AVX2=ON" in plan.configure and "-G" in plan.configure
-    assert plan.build[-7:] == ("--target", "llama-server", "llama-cli", "llama-bench",
-                               "llama-quantize", "--parallel", "2")
+    assert plan.build[-8:] == ("--target", "llama-server", "llama-cli", "llama-bench",
+                               "llama-quantize", "llama-results", "--parallel", "2")
     # Same inputs → same key; any input change → another key.
     again = make_plan(rt, root=tmp_path, source_dir=tmp_path / "vendor/llama.cpp",
                       tree_sha256="0" * 64, use_ccache=False)

@@ -57,6 +57,7 @@ class Subject:
     bench: Path
     quantize: Path | None
     lib_dir: Path  # where the backend modules lie (to tell why one did not load)
+    results: Path | None = None  # llama-results: the numerics check (verify.numerics)
     env: Mapping[str, str] | None = None  # what the programs run with (a wheel's launcher)
     # an image: argv, environment → the engine command that runs argv inside the container
     wrap: Callable[[list[str], Mapping[str, str]], list[str]] | None = None

@@ -433,7 +433,9 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo,
     bin_dir = Path(PROGRAMS_DIR)
     return Subject(kind=KIND, manifest=manifest, bench=bin_dir / "llama-bench",
                    quantize=bin_dir / "llama-quantize", lib_dir=bin_dir, wrap=wrap,
-                   close=stop, stage_models=True)
+                   close=stop, stage_models=True,
+                   results=bin_dir / "llama-results"
+                   if "llama-results" in manifest.build_targets else None)
 
 
 def own_manifest(path: Path) -> Manifest | None:

@@ -207,9 +207,10 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
     bench = root / "llama-bench"
     if not bench.exists():
         raise SmokeError(f"{artifact} contains no llama-bench")
-    quantize = root / "llama-quantize"
+    quantize, results = root / "llama-quantize", root / "llama-results"
     return Subject(kind=KIND, manifest=manifest, bench=bench,
-                   quantize=quantize if quantize.exists() else None, lib_dir=root)
+                   quantize=quantize if quantize.exists() else None, lib_dir=root,
+                   results=results if results.exists() else None)
 
 
 def own_manifest(path: Path) -> Manifest | None:

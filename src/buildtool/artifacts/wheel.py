@@ -508,9 +508,10 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
     bench = scripts / f"llama-bench{suffix}"
     if not bench.exists():
         raise SmokeError(f"{path.name} installed no llama-bench entry point")
-    quantize = scripts / f"llama-quantize{suffix}"
+    quantize, results = scripts / f"llama-quantize{suffix}", scripts / f"llama-results{suffix}"
     return Subject(kind=KIND, manifest=manifest, bench=bench,
                    quantize=quantize if quantize.exists() else None,
+                   results=results if results.exists() else None,
                    lib_dir=Path(info.bin_dir), env=with_library_dirs(list(info.library_dirs)))
 
 
@@ -526,9 +527,10 @@ def foreign_subject(path: Path, manifest: Manifest, work: Path) -> Subject:
     bench = bin_dir / "llama-bench"
     if not bench.is_file():
         raise SmokeError(f"{path.name} contains no {manifest.wheel.module}/bin/llama-bench")
-    quantize = bin_dir / "llama-quantize"
+    quantize, results = bin_dir / "llama-quantize", bin_dir / "llama-results"
     return Subject(kind=KIND, manifest=manifest, bench=bench,
-                   quantize=quantize if quantize.is_file() else None, lib_dir=bin_dir)
+                   quantize=quantize if quantize.is_file() else None, lib_dir=bin_dir,
+                   results=results if results.is_file() else None)
 
 
 def own_manifest(path: Path) -> Manifest | None:

@@ -65,7 +65,7 @@ class Defaults:
     cpu: CpuPolicy | None = field(default=None, metadata=doc("CPU instruction policy"))
     artifacts: tuple[ArtifactKind, ...] = ("tarball",)
     build_targets: tuple[FileName, ...] = field(
-        default=("llama-server", "llama-cli", "llama-bench", "llama-quantize"),
+        default=("llama-server", "llama-cli", "llama-bench", "llama-quantize", "llama-results"),
         metadata=doc("CMake targets to build; the artifact ships exactly these and their "
                      "shared libraries"))
     cmake_defines: dict[CMakeName, DefineValue] = field(default_factory=dict)

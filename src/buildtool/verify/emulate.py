@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,8 +46,12 @@ from buildtool.errors import (
     ToolchainError,
     UsageError,
 )
-from buildtool.records import BenchTest, EmulatedRun, EmulatedVerdict, Manifest
+from buildtool.records import BenchTest, EmulatedRun, EmulatedVerdict, Manifest, NumericsRun
 from buildtool.toolchains import cross
+from buildtool.verify.numerics import describe
+
+# the emulator's command, the environment and threads → each model type's logits, held
+Numerics = Callable[[list[str], Mapping[str, str], int], tuple[NumericsRun, ...]]
 
 _LOADED = re.compile(r"loaded CPU backend from \S*?libggml-cpu-([A-Za-z0-9_.]+?)\.so")
 # the bench under emulation: short (TCG runs AVX2 code 30-100x slower than the host)
@@ -209,8 +213,11 @@ def require(subject: Subject) -> str:
 def run_models(subject: Subject, work: Path, models: list[Path], names: list[str], *,
                threads: int, run_anyway: bool = False,
                parse: Callable[[str], list[BenchTest]],
-               note: Callable[[str], None] = lambda _: None) -> list[EmulatedRun]:
-    """The smoke's llama-bench on each CPU model in ``names`` (see the module's docstring)."""
+               note: Callable[[str], None] = lambda _: None,
+               numerics: Numerics | None = None) -> list[EmulatedRun]:
+    """The smoke's llama-bench on each CPU model in ``names`` (see the module's docstring);
+    ``numerics``: the logits on the model (given its emulator command, environment and
+    threads), held against the smoke's references."""
     manifest = subject.manifest
     qemu = require(subject)
     bench = subject.lib_dir / Path(subject.bench).name
@@ -272,8 +279,19 @@ def run_models(subject: Subject, work: Path, models: list[Path], names: list[str
                 if expected is not None and variant != expected:
                     problems.append(f"the loader chose {variant or 'no CPU variant'}, "
                                     f"{expected} fits {model}")
+                held: tuple[NumericsRun, ...] = ()
+                if numerics is not None:
+                    try:
+                        held = numerics(under(qemu, model, subject.emulator_root),
+                                        run_env, threads)
+                    except SmokeError as exc:
+                        problems.append(exc.message.splitlines()[0])
+                    wrong = [r for r in held if not r.ok]
+                    if wrong:
+                        problems.append("outputs differ from the reference: "
+                                        + describe(wrong))
                 runs.append(replace(
-                    run, tests=tuple(tests),
+                    run, tests=tuple(tests), numerics=held,
                     verdict=EmulatedVerdict.FAIL if problems else EmulatedVerdict.PASS,
                     reason="; ".join(problems) or (f"ran {variant}" if variant else "ran")))
         note(f"  {model}: {runs[-1].verdict.value} ({runs[-1].reason}, {duration:.1f} s)")

@@ -46,13 +46,16 @@ from buildtool.records import (
     EmulatedVerdict,
     GpuRecord,
     Manifest,
+    NumericsRecord,
+    NumericsRun,
+    NumericsVerdict,
     SmokeRecord,
     Speed,
     SystemRecord,
     Verdict,
 )
 from buildtool.toolchains import engines
-from buildtool.verify import emulate
+from buildtool.verify import emulate, numerics
 from buildtool.verify.synthetic import cached_model
 
 Check = CheckRecord
@@ -357,20 +360,26 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
     inside = {**manifest.smoke_env, **(env or {})}
     run_env = {**manifest.smoke_env, **os.environ, **(env or {})}
     models = [model_path]
+    typed = {numerics.model_type(model_path): model_path}
     quantized = None
     if model is None and subject.quantize is not None:
-        # the artifact's own llama-quantize makes a Q4_0 copy: proves the tool and runs
-        # the quantized kernels, which an F32 model never reaches
-        q4 = work / "synthetic-Q4_0.gguf"
-        try:
-            cmd.capture(subject.command([str(subject.quantize), str(model_path), str(q4),
-                                         "Q4_0"], inside), cwd=work, env=run_env,
-                        timeout=600)
-        except CommandError as exc:
-            raise SmokeError(f"llama-quantize failed ({cmd.describe_exit(exc.returncode)}):\n"
-                             "    " + "\n    ".join(exc.tail)) from exc
-        models.append(q4)
+        # the artifact's own llama-quantize makes a Q4_0 and a K-quant copy: proves the tool
+        # and runs the quantized kernels, which an F32 model never reaches
+        typed = {"F32": model_path}
+        for model_type in numerics.QUANTIZED:
+            typed[model_type] = quantize(subject, work, model_path, model_type, inside,
+                                         run_env)
+        models.append(typed["Q4_0"])
         quantized = "Q4_0"
+    threads = threads or max(1, os.cpu_count() or 1)
+    run = None if subject.results is None else numerics.Runner(
+        subject, work, inside=inside, run_env=run_env, threads=threads)
+    refs = None
+    if run is None:
+        checked = NumericsRecord(verdict=NumericsVerdict.MISSING, reason=(
+            "the artifact ships no llama-results (build-targets)"))
+    else:
+        checked, refs = numerics.main_run(typed, run, synthetic=model is None, gpu=gpu)
     started = time.monotonic()
     tests, argv = bench(subject, work, models, n_prompt=str(n_prompt), n_gen=str(n_gen),
                         repetitions=repetitions, threads=threads, env=env)
@@ -382,14 +391,26 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
     checks = verdict(tests, backend=manifest.backend, family=manifest.family, gpu=gpu,
                      allow_cpu_fallback=allow_cpu_fallback, unloadable=unloadable,
                      quantized=quantized)
+    if checked.verdict is not NumericsVerdict.MISSING:
+        checks += (Check(name="outputs match the reference",
+                         ok=checked.verdict is NumericsVerdict.PASS,
+                         detail=f"{numerics.describe(checked.runs)} (against the "
+                                f"{checked.reference}, {checked.tokens} tokens)"),)
     emulated: list[EmulatedRun] = []
     names = list(cpu_models)
     if names:
         (note or (lambda _: None))(f"emulated CPU models: {', '.join(names)}")
+        held = None
+        if run is not None and refs is not None:
+            def held(prefix: list[str], env: Mapping[str, str], threads: int,
+                     refs: numerics.References = refs,
+                     run: numerics.Runner = run) -> tuple[NumericsRun, ...]:
+                return refs.hold({t: run(path, offload=False, emulator=prefix, env=env,
+                                         threads=threads) for t, path in typed.items()})
         emulated = emulate.run_models(subject, work, models, names,
-                                      threads=min(4, threads or os.cpu_count() or 1),
-                                      run_anyway=run_anyway, parse=parse_bench,
-                                      note=note or (lambda _: None))
+                                      threads=min(4, threads), run_anyway=run_anyway,
+                                      parse=parse_bench, note=note or (lambda _: None),
+                                      numerics=held)
         failed = [r for r in emulated if r.verdict is EmulatedVerdict.FAIL]
         checks += (Check(name="emulated CPU models", ok=not failed, detail="; ".join(
             f"{r.model}: {r.verdict.value} ({r.reason})" for r in emulated)),)
@@ -404,7 +425,22 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
         artifact_sha256=sha256_file(artifact) if isinstance(artifact, Path)
         and artifact.is_file() else None, ran_at=now(),
         system=system if not KINDS[subject.kind].CONTAINER else None,
-        emulated=tuple(emulated))
+        emulated=tuple(emulated), numerics=checked)
+
+
+def quantize(subject: Subject, work: Path, model: Path, model_type: str,
+             inside: Mapping[str, str], run_env: Mapping[str, str]) -> Path:
+    """A copy of ``model`` quantized by the artifact's own llama-quantize."""
+    assert subject.quantize is not None
+    out = work / f"{model.stem}-{model_type}.gguf"
+    try:
+        cmd.capture(subject.command([str(subject.quantize), str(model), str(out), model_type],
+                                    inside), cwd=work, env=run_env, timeout=600)
+    except CommandError as exc:
+        raise SmokeError(f"llama-quantize {model_type} failed "
+                         f"({cmd.describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail)) from exc
+    return out
 
 
 def why_unloadable(root: Path, family: str, env: Mapping[str, str] | None = None, *,

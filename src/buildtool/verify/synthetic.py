@@ -1,8 +1,12 @@
 """A small synthetic llama-architecture GGUF for smoke tests (no download possible).
 
 Random weights and a byte-fallback SPM vocabulary: llama-bench loads it and runs prompt
-processing and generation; it does not care what the weights say. Files are cached by a
-hash of their parameters and written atomically.
+processing and generation; it does not care what the weights say. The numerics check
+(:mod:`buildtool.verify.numerics`) computes the same model's logits independently, so the
+shapes suit every quantization type it checks (rows of 256 for the K-quants' super-blocks)
+and the output projection is scaled so the next-token distribution is peaked enough for a
+KL divergence to mean something. Files are cached by a hash of their parameters and written
+atomically.
 """
 
 from __future__ import annotations
@@ -16,18 +20,19 @@ from pathlib import Path
 
 from buildtool.paths import cache_dir
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WORD_PIECES = ("▁the", "▁a", "▁of", "▁and", "▁to", "▁in", "▁is", "▁it", "▁that", "▁llama",
                "▁build", "▁test", "▁smoke", "ing", "ed", "er", "s", "▁")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelParams:
-    n_embd: int = 128
+    n_embd: int = 256  # a multiple of 256: K-quant super-blocks (Q4_K) need whole rows
     n_layer: int = 2
     n_head: int = 4
     n_head_kv: int = 4
-    n_ff: int = 256
+    n_ff: int = 512
+    output_std: float = 0.125  # logits with a standard deviation of about 2
     n_ctx: int = 512
     seed: int = 0
 
@@ -59,8 +64,8 @@ def write_model(path: Path, params: ModelParams) -> None:
     head_dim = params.n_embd // params.n_head
     n_embd_kv = head_dim * params.n_head_kv
 
-    def rand(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+    def rand(*shape: int, std: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape) * std).astype(np.float32)
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("buildtool synthetic smoke model")
@@ -92,7 +97,7 @@ def write_model(path: Path, params: ModelParams) -> None:
         writer.add_tensor(f"blk.{i}.ffn_up.weight", rand(params.n_ff, params.n_embd))
         writer.add_tensor(f"blk.{i}.ffn_down.weight", rand(params.n_embd, params.n_ff))
     writer.add_tensor("output_norm.weight", np.ones(params.n_embd, np.float32))
-    writer.add_tensor("output.weight", rand(n_vocab, params.n_embd))
+    writer.add_tensor("output.weight", rand(n_vocab, params.n_embd, std=params.output_std))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
