@@ -60,7 +60,17 @@ def smoke_result(artifact: Path, target: str, *, backend: str = "CPU", gpu_info:
             "ran_at": "2026-11-20T11:00:00+00:00",
             "system": {"root": "/", "glibc": "2.36", "libstdcxx": "3.4.30"},
             # the portable fixtures (all-variants) are proven on the lowest model they claim
-            "emulated": [emulated_run("qemu64", "x64")]}
+            "emulated": [emulated_run("qemu64", "x64")],
+            "numerics": {"verdict": "pass", "tokens": 63, "runs": [
+                numerics_run("F32", 5.5e-8), numerics_run("Q4_0", 1.6e-4)],
+                "reference": "NumPy float64 forward pass of the same weights"}}
+
+
+def numerics_run(model_type: str, nmse: float, *, ok: bool = True) -> dict[str, Any]:
+    """A run as the smoke records it (measured figures of the cpu artifact here)."""
+    limit = 1e-5 if model_type == "F32" else 2e-3
+    return {"model_type": model_type, "nmse": nmse, "kl": nmse * 1.5, "kl_max": nmse * 3,
+            "top1": 1.0, "max_nmse": limit, "max_kl": limit, "ok": ok}
 
 
 def emulated_run(model: str, variant: str, verdict: str = "pass") -> dict[str, Any]:

@@ -153,6 +153,16 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "portable artifact failing on its lowest model": (
         "cpu-not-proven", lambda d: data.rewrite_sidecar(
             _cpu(d), "smoke", emulated=[data.emulated_run("qemu64", "x64", "fail")])),
+    "outputs differ from the reference": ("numerics-failed", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", numerics={"verdict": "fail", "tokens": 63, "reference": "NumPy",
+                                    "runs": [data.numerics_run("Q4_0", 1.3, ok=False)]})),
+    "outputs wrong on an emulated CPU": ("numerics-failed", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", emulated=[{**data.emulated_run("qemu64", "x64"), "numerics": [
+            data.numerics_run("Q4_K_M", 0.9, ok=False)]}])),
+    "outputs never compared": ("numerics-missing", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", numerics=None)),
+    "an artifact without llama-results": ("numerics-missing", lambda d: data.rewrite_sidecar(
+        _cpu(d), "smoke", numerics={"verdict": "missing", "reason": "no llama-results"})),
     "two llama.cpp commits": ("mixed-source", lambda d: data.rewrite_sidecar(
         _cpu(d), "manifest", llama_cpp={"commit": "1" * 40, "version": "b99999",
                                         "repository": "https://github.com/ggml-org/llama.cpp"})),
@@ -507,3 +517,13 @@ def test_the_notes_list_the_gpus_each_cuda_artifact_covers(dist: Path, tmp_path:
     record = json.loads((out / "release.json").read_text())
     by_file = {a["file"]: a for a in record["artifacts"]}
     assert by_file[cuda.name]["gpus"] == summary
+
+
+def test_a_numerics_refusal_shows_the_deviation(dist: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    CASES["outputs differ from the reference"][1](dist)
+    code, stdout, err = run(capsys, "publish", str(dist), "--json")
+    assert code == ExitCode.RELEASE_REFUSED
+    failed = [p for p in json.loads(stdout)["problems"] if p["reason"] == "numerics-failed"]
+    assert [p["detail"] for p in failed] == [
+        "Q4_0 NMSE 1.3e+00 > 2e-03, KL 2.0e+00 > 2e-03 (against the NumPy)"]

@@ -22,6 +22,10 @@ reason                 what failed
 ``cpu-not-proven``     a portable artifact (all-variants or a named CPU level) with no
                        passing smoke run on the lowest emulated CPU model it claims
                        (tarballs and wheels; images run in a container engine)
+``numerics-failed``    its outputs (logits) differed from the reference beyond the
+                       tolerance of a model type, on its device or an emulated CPU
+``numerics-missing``   its smoke compared no outputs with a reference (a smoke older
+                       than the check, or an artifact without llama-results)
 ``mixed-source``       artifacts built from different llama.cpp commits
 =====================  ============================================================
 
@@ -60,6 +64,7 @@ from buildtool.paths import source_date_epoch
 from buildtool.records import (
     AbiVersions,
     Manifest,
+    NumericsVerdict,
     ProblemRecord,
     ReleaseArtifact,
     ReleaseException,
@@ -70,6 +75,7 @@ from buildtool.records import (
     Speed,
 )
 from buildtool.text import md, md_code, md_url, redact
+from buildtool.verify import numerics
 from buildtool.verify.smoke import backend_names, best_speeds
 
 R = TypeVar("R")
@@ -84,7 +90,8 @@ SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/buildtool/buildtool/blob/main/README.md#build-v1"
 REASONS = ("manifest-missing", "manifest-invalid", "manifest-mismatch", "checksum-mismatch",
            "smoke-missing", "smoke-invalid", "smoke-failed", "smoke-stale", "smoke-waived",
-           "gpu-not-proven", "cpu-not-proven", "mixed-source")
+           "gpu-not-proven", "cpu-not-proven", "numerics-failed", "numerics-missing",
+           "mixed-source")
 
 
 class ReleaseRefused(BuildtoolError):
@@ -266,6 +273,25 @@ def check(a: Artifact, sums: Mapping[str, str]) -> list[Problem]:
     why = cpu_proof(a)
     if why:
         out.append(problem("cpu-not-proven", why))
+    out.extend(problem(*p) for p in numerics_problems(s))
+    return out
+
+
+def numerics_problems(s: SmokeRecord) -> list[tuple[str, str]]:
+    """``numerics-failed`` / ``numerics-missing`` of a smoke result (its main run and its
+    emulated CPU models)."""
+    n = s.numerics
+    if n is None or n.verdict is NumericsVerdict.MISSING:
+        why = n.reason if n is not None else "the smoke result has no numerics record"
+        return [("numerics-missing", f"no outputs were compared with a reference ({why}); "
+                                     "smoke it again with this buildtool")]
+    out = []
+    if n.verdict is NumericsVerdict.FAIL:
+        out.append(("numerics-failed", f"{numerics.describe([r for r in n.runs if not r.ok])}"
+                                       f" (against the {n.reference})"))
+    out.extend(("numerics-failed", f"on CPU model {r.model}: "
+                                   f"{numerics.describe([x for x in r.numerics if not x.ok])}")
+               for r in s.emulated if any(not x.ok for x in r.numerics))
     return out
 
 
