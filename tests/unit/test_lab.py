@@ -220,14 +220,23 @@ def result_doc(host: str, started: str, results: list[dict[str, Any]], **facts: 
 
 
 def entry(artifact: str, target: str, kind: str, status: str, *, pp: float = 0.0,
-          tg: float = 0.0, reason: str | None = None, gpu: str = "") -> dict[str, Any]:
+          tg: float = 0.0, reason: str | None = None, gpu: str = "",
+          nmse: dict[str, float] | None = None) -> dict[str, Any]:
+    """``nmse``: the smoke's deviation from the reference per model type (past the
+    tolerance: not ok)."""
     bench = [] if status in ("skipped", "error") else [
         {"test": "pp64", "avg_ts": pp, "stddev_ts": pp / 50, "gpu_info": gpu,
          "model_type": "llama ?B all F32"},
         {"test": "tg16", "avg_ts": tg, "stddev_ts": tg / 50, "gpu_info": gpu,
          "model_type": "llama ?B all F32"}]
+    smoke = None
+    if nmse is not None:
+        runs = [data.numerics_run(t, v, ok=v <= (1e-5 if t == "F32" else 2e-3))
+                for t, v in nmse.items()]
+        smoke = {"artifact": artifact, "target": target, "verdict": status, "numerics": {
+            "verdict": "pass" if all(r["ok"] for r in runs) else "fail", "runs": runs}}
     return {"artifact": artifact, "target": target, "kind": kind, "status": status,
-            "reason": reason, "bench": bench, "smoke": None}
+            "reason": reason, "bench": bench, "smoke": smoke}
 
 
 CPU_TGZ = "llama.cpp-b11312-cpu-linux-x86_64.tar.gz"
@@ -244,12 +253,14 @@ def lab_files(tmp_path: Path) -> list[Path]:
             entry(CPU_WHL, "cpu", "wheel", "pass", pp=480, tg=48)]),
         "gpu-1": result_doc("gpu-1", "2026-11-21T08:00:00+00:00", [
             entry(CPU_TGZ, "cpu", "tarball", "fail", pp=1, tg=0.5,
-                  reason="backend is CPU only: backends: CPU, CUDA"),
+                  reason="outputs match the reference: Q4_0 NMSE 1.3e+00 > 2e-03",
+                  nmse={"F32": 5.5e-8, "Q4_0": 1.3}),
             entry(CUDA_TGZ, "cublas12", "tarball", "pass", pp=9000, tg=180,
-                  gpu="NVIDIA H100 80GB HBM3")],
+                  gpu="NVIDIA H100 80GB HBM3", nmse={"F32": 1e-7, "Q4_K_M": 3.1e-5})],
             gpus=[{"vendor": "NVIDIA", "name": "NVIDIA H100 80GB HBM3", "driver": "580.95.05"}]),
         "cpu-2": result_doc("cpu-2", "2026-11-21T09:00:00+00:00", [
-            entry(CPU_TGZ, "cpu", "tarball", "pass", pp=300, tg=30),
+            entry(CPU_TGZ, "cpu", "tarball", "pass", pp=300, tg=30,
+                  nmse={"F32": 5.5e-8, "Q4_0": 1.6e-4}),
             entry(CPU_TGZ.replace("-cpu-", "-cpu-x86-64-v4-"), "cpu", "tarball", "skipped",
                   reason="needs CPU features this host lacks: avx512f"),
             entry(CUDA_TGZ, "cublas12", "tarball", "skipped", reason="no NVIDIA GPU"),
@@ -322,8 +333,16 @@ def test_report_for_several_hosts(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "killed by signal 11" in page and "9,000.0" in page
     md = md_out.read_text()
     assert "| target | kind | cpu-2 | gpu-1 |" in md
-    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s) \\[2 artifacts: 1 pass, 1 "\
-        "skipped\\] | ❌ fail (pp 1.0 / tg 0.5 t/s) |" in md
+    # the deviation from the reference beside tokens/s: the largest, or the one past its
+    # tolerance
+    assert "| cpu | tarball | ✅ pass (pp 300.0 / tg 30.0 t/s; max NMSE 1.6e-04 (Q4_0)) "\
+        "\\[2 artifacts: 1 pass, 1 skipped\\] | ❌ fail (pp 1.0 / tg 0.5 t/s; NMSE 1.3e+00 > "\
+        "2e-03 (Q4_0)) |" in md
+    assert "| cublas12 | tarball | ⏭️ skipped | ✅ pass (pp 9,000.0 / tg 180.0 t/s; max NMSE "\
+        "3.1e-05 (Q4_K_M)) |" in md
+    assert '<small class="numerics">max NMSE 3.1e-05 (Q4_K_M)</small>' in page
+    # a result without a numerics record says so (an older buildtool's lab run)
+    assert "(pp 480.0 / tg 48.0 t/s; numerics missing)" in md
     assert "2 artifacts: 1 pass, 1 skipped" in page
     assert "| vulkan | tarball | ⚠️ error | — missing |" in md
     assert "- **cpu-2** `llama.cpp-b11312-vulkan-linux-x86_64.tar.gz`: error" in md

@@ -95,6 +95,21 @@ def cell_figures(entries: Iterable[LabEntry]) -> tuple[float | None, float | Non
     return pp, tg, top.device
 
 
+def cell_numerics(entries: Iterable[LabEntry]) -> str:
+    """The largest deviation from the reference of a cell's smoke runs (``max NMSE 2.8e-05
+    (Q4_K_M)``; ``NMSE 1.3e+00 > 2e-03 (Q4_0)`` past its tolerance), or why there is none."""
+    records = [e.smoke.numerics if e.smoke else None for e in entries]
+    runs = [r for n in records if n is not None for r in n.runs]
+    runs += [r for e in entries if e.smoke for x in e.smoke.emulated for r in x.numerics]
+    if not runs:
+        return "numerics missing"
+    worst = max(runs, key=lambda r: r.nmse / r.max_nmse if r.max_nmse else 0.0)
+    if worst.ok and all(r.ok for r in runs):
+        return f"max NMSE {worst.nmse:.1e} ({worst.model_type})"
+    bad = max((r for r in runs if not r.ok), key=lambda r: r.nmse)
+    return f"NMSE {bad.nmse:.1e} > {bad.max_nmse:.0e} ({bad.model_type})"
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
@@ -211,6 +226,7 @@ def render_html(m: Merged) -> str:
             if status in ("pass", "fail"):
                 pp, tg, device = cell_figures(entries)
                 figures = (f"<small>pp {_fmt(pp)} · tg {_fmt(tg)} t/s</small>"
+                           f'<small class="numerics">{_e(cell_numerics(entries))}</small>'
                            f"<small>{_e(device)}</small>")
             elif entries and entries[0].reason:
                 figures = f"<small>{_e(entries[0].reason[:60])}</small>"
@@ -276,7 +292,7 @@ def render_markdown(m: Merged) -> str:
             text = f"{SYMBOLS[status]} {status}" if status != "missing" else "— missing"
             if status in ("pass", "fail"):
                 pp, tg, _ = cell_figures(entries)
-                text += f" (pp {_fmt(pp)} / tg {_fmt(tg)} t/s)"
+                text += f" (pp {_fmt(pp)} / tg {_fmt(tg)} t/s; {cell_numerics(entries)})"
             if len(entries) > 1:
                 text += f" \\[{tally(entries)}\\]"
             cells.append(text)
