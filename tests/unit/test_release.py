@@ -522,7 +522,7 @@ def test_the_notes_list_the_gpus_each_cuda_artifact_covers(dist: Path, tmp_path:
 def test_a_numerics_refusal_shows_the_deviation(dist: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     CASES["outputs differ from the reference"][1](dist)
-    code, stdout, err = run(capsys, "publish", str(dist), "--json")
+    code, stdout, _ = run(capsys, "publish", str(dist), "--json")
     assert code == ExitCode.RELEASE_REFUSED
     failed = [p for p in json.loads(stdout)["problems"] if p["reason"] == "numerics-failed"]
     assert [p["detail"] for p in failed] == [

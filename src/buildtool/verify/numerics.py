@@ -154,7 +154,10 @@ def reference(model: Path, tokens: np.ndarray) -> np.ndarray:
     n_head_kv = int(value("llama.attention.head_count_kv", n_head))
     eps = value("llama.attention.layer_norm_rms_epsilon")
     base = value("llama.rope.freq_base", 10000.0)
-    x = weights["token_embd.weight"][tokens]
+    embd = weights["token_embd.weight"]
+    if tokens.size == 0 or tokens.min() < 0 or tokens.max() >= embd.shape[0]:
+        raise NoReference(f"token ids outside {model.name}'s vocabulary of {embd.shape[0]}")
+    x = embd[tokens]
     n, d = x.shape
     hd = d // n_head
     if int(value("llama.rope.dimension_count", hd)) != hd or hd % 2:
