@@ -47,6 +47,15 @@ def test_build_produces_a_verified_smoked_tarball(built: dict[str, object]) -> N
     # the synthetic F32 model and its Q4_0 copy made by the artifact's own llama-quantize
     assert set(tests) == {("pp32", "F32"), ("tg16", "F32"), ("pp32", "Q4_0"), ("tg16", "Q4_0")}
     assert all(t["avg_ts"] > 0 and t["backends"] == "CPU" for t in tests.values())
+    # its outputs agree with the NumPy reference of the same weights, per type, by at least
+    # an order of magnitude below each tolerance; quantizing costs what it should
+    numerics = outcome["smoke"]["numerics"]
+    assert numerics["verdict"] == "pass" and numerics["reference"].startswith("NumPy")
+    assert [r["model_type"] for r in numerics["runs"]] == ["F32", "Q4_0", "Q4_K_M"]
+    assert all(r["ok"] and r["nmse"] < r["max_nmse"] / 10 and r["top1"] > 0.9
+               for r in numerics["runs"]), numerics
+    assert all(0.005 < r["nmse_f32"] < 0.2 for r in numerics["runs"][1:]), numerics
+    assert "[ok] outputs match the reference: F32 NMSE" in str(built["stderr"])
     # llama-bench reports the pinned commit, not "unknown" (no .git in the tree)
     assert {t["build_commit"] for t in tests.values()} == {"0c1e57098"}
     stderr = str(built["stderr"])
@@ -73,7 +82,7 @@ def test_manifest_and_checksums(built: dict[str, object]) -> None:
                 continue
             data = tf.extractfile(f"{name}/{rel}").read()  # type: ignore[union-attr]
             assert hashlib.sha256(data).hexdigest() == digest, rel
-    for exe in ("llama-server", "llama-cli", "llama-bench", "llama-quantize"):
+    for exe in ("llama-server", "llama-cli", "llama-bench", "llama-quantize", "llama-results"):
         assert f"{name}/{exe}" in names
     assert any(n.startswith(f"{name}/libllama.so") for n in names)
     assert manifest["llama_cpp"]["source_sha256"] in (

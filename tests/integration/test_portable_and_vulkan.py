@@ -49,6 +49,10 @@ def test_all_variants_cpu_build(work: Path) -> None:
         assert [r["variant"] for r in runs] == VARIANTS == [r["expected_variant"]
                                                             for r in runs]
         assert all(t["avg_ts"] > 0 for r in runs for t in r["tests"])
+        # each variant the loader chose computed what the reference says, every type
+        assert all([n["model_type"] for n in r["numerics"]] == ["F32", "Q4_0", "Q4_K_M"]
+                   and all(n["ok"] for n in r["numerics"]) for r in runs), runs
+        assert made["smoke"]["numerics"]["verdict"] == "pass"
         assert made["smoke"]["system"]["glibc"]
     manifest = _manifest(outcome["artifact"])
     assert manifest["abi"]["verdict"] == "pass" and manifest["abi"]["floor"]["glibc"]
@@ -83,6 +87,12 @@ def test_vulkan_build_runs_on_a_vulkan_device(work: Path) -> None:
         assert "Vulkan" in test["backends"].split(",")
         assert test["gpu_info"]  # lavapipe (llvmpipe) here; a real GPU elsewhere
         assert test["n_gpu_layers"] == 99
+    # what the Vulkan device computed agrees with the CPU-free reference (measured on
+    # lavapipe: F32 NMSE 6.8e-07, Q4_0 2.2e-05, Q4_K_M 2.8e-05)
+    numerics = smoke["numerics"]
+    assert numerics["verdict"] == "pass"
+    assert [r["model_type"] for r in numerics["runs"]] == ["F32", "Q4_0", "Q4_K_M"]
+    assert all(r["ok"] and r["nmse"] < r["max_nmse"] / 5 for r in numerics["runs"]), numerics
     manifest = _manifest(outcome["artifact"])
     assert manifest["cmake_defines"]["GGML_VULKAN"] == "ON"
     assert manifest["cmake_defines"]["Vulkan_INCLUDE_DIR"].endswith("/usr/include")

@@ -9,7 +9,9 @@ Verdict (all must hold):
 * the ``backends`` field names the backend the recipe promises (for the cpu family: only
   CPU-side backends, so a build that silently picked up a GPU backend is caught too);
 * for GPU recipes: ``gpu_info`` names a device and layers were offloaded — ``backends``
-  only lists what was compiled in, not what ran.
+  only lists what was compiled in, not what ran;
+* its outputs are right: llama-results' logits for the F32, Q4_0 and Q4_K_M models agree
+  with a reference within each type's tolerance (:mod:`buildtool.verify.numerics`).
 """
 
 from __future__ import annotations
