@@ -52,7 +52,7 @@ def test_build_produces_a_verified_smoked_tarball(built: dict[str, object]) -> N
     numerics = outcome["smoke"]["numerics"]
     assert numerics["verdict"] == "pass" and numerics["reference"].startswith("NumPy")
     assert [r["model_type"] for r in numerics["runs"]] == ["F32", "Q4_0", "Q4_K_M"]
-    assert all(r["ok"] and r["nmse"] < r["max_nmse"] / 10 and r["top1"] > 0.9
+    assert all(r["ok"] and r["nmse"] < r["max_nmse"] / 10 and r["top1"] > 0.8
                for r in numerics["runs"]), numerics
     assert all(0.005 < r["nmse_f32"] < 0.2 for r in numerics["runs"][1:]), numerics
     assert "[ok] outputs match the reference: F32 NMSE" in str(built["stderr"])
@@ -194,8 +194,9 @@ def test_smoke_command(built: dict[str, object]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["verdict"] == "pass"
-    assert [c["ok"] for c in result["checks"]] == [True] * 5
-    assert "Q4_0 model ran" in [c["name"] for c in result["checks"]]
+    assert [c["ok"] for c in result["checks"]] == [True] * 6
+    names = [c["name"] for c in result["checks"]]
+    assert "Q4_0 model ran" in names and "outputs match the reference" in names
 
 
 def test_failed_compile_shows_tail_and_log_and_leaves_no_artifact(work: Path) -> None:

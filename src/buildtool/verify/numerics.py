@@ -22,7 +22,7 @@ Two measures, both from llama.cpp's own tools: the normalized mean squared error
 logits (``llama-results --check``, ``sum((run-ref)^2) / sum(ref^2)``), and the mean KL
 divergence of the next-token distributions (``llama-perplexity --kl-divergence``). The
 tolerances (:data:`TOLERANCES`) are an order of magnitude above what correct kernels measure
-here, and three to four orders below what a broken one gives (an unrelated answer: NMSE
+here, and two to five orders below what a broken one gives (an unrelated answer: NMSE
 about 1 or more). README: "What the smoke proves".
 """
 
@@ -64,7 +64,7 @@ TOLERANCES: Mapping[str, Tolerance] = {
     "F16": Tolerance(nmse=1e-4, kl=1e-4),
     "BF16": Tolerance(nmse=1e-3, kl=1e-3),
 }
-QUANTIZED_TOLERANCE = Tolerance(nmse=2e-3, kl=3e-3)
+QUANTIZED_TOLERANCE = Tolerance(nmse=3e-3, kl=5e-3)
 
 
 def tolerance(model_type: str) -> Tolerance:
@@ -243,7 +243,7 @@ def judge(model_type: str, ref: np.ndarray, got: np.ndarray,
 
 
 def describe(runs: Sequence[NumericsRun]) -> str:
-    """``F32 NMSE 5.4e-08, KL 8.3e-08; Q4_0 NMSE 1.2e+00 > 2e-03, KL ...``"""
+    """``F32 NMSE 5.4e-08, KL 8.3e-08; Q4_0 NMSE 1.2e+00 > 3e-03, KL ...``"""
     parts = []
     for r in runs:
         nmse = f"NMSE {r.nmse:.1e}" + (f" > {r.max_nmse:.0e}" if r.nmse > r.max_nmse else "")
