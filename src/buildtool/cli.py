@@ -705,7 +705,7 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
                    f"{len(entry.wheels)} wheel{'s' if len(entry.wheels) != 1 else ''})")
 
 
-@cli.command(name="vendor")
+@cli.group(name="vendor", invoke_without_command=True)
 @click.option("--source", type=click.Path(path_type=Path, exists=True), default=None,
               callback=file_or_directory, help="Local llama.cpp tree or archive to use first.")
 @click.option("--force", is_flag=True, help="Fetch again even if the tree is present.")
@@ -714,10 +714,16 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
 @click.pass_context
 def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: bool,
                as_json: bool) -> None:
-    """Materialize vendor/llama.cpp from the pinned sources (verified), or check it."""
+    """Materialize vendor/llama.cpp from the pinned sources (verified), or check it;
+    `vendor lock` moves the pin."""
     from buildtool.paths import writable_dir
     from buildtool.source import vendor
 
+    if ctx.invoked_subcommand is not None:
+        if source or force or verify or as_json:
+            raise UsageError(f"--source, --force, --verify and --json belong after "
+                             f"'{ctx.invoked_subcommand}' or to `buildtool vendor` alone")
+        return
     session = _session(ctx)
     lock = session.lock
     dest = session.vendor_dir
@@ -735,6 +741,59 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
     else:
         echo(f"{dest}: llama.cpp {lock.version} ({lock.short_commit}) from {made.source}"
                    f", tree sha256 {made.tree_sha256}")
+
+
+@vendor_cmd.command(name="lock")
+@click.argument("ref", required=False, metavar="[TAG|COMMIT]")
+@click.option("--pypi", "pypi_version", metavar="VERSION",
+              help="A llama-cpp-python release whose sdist vendors the tree (0.3.36).")
+@click.option("--local", type=click.Path(path_type=Path, exists=True), default=None,
+              callback=file_or_directory, help="A local llama.cpp tree or archive.")
+@click.option("--build-number", type=click.IntRange(min=0), default=None,
+              help="The commit's build number (its bN tag), when no source says it.")
+@click.option("--commit", type=str, default=None,
+              help="The full upstream commit, when no source says it (a local tree).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The lock to write (default: the one build_matrix.yaml names).")
+@click.option("--repository", default=None,
+              help="Upstream repository URL (default: the current lock's).")
+@click.option("--pypi-index", default=None, envvar="BUILDTOOL_PYPI_JSON",
+              help="PyPI's JSON API (default https://pypi.org/pypi).")
+@click.option("--dry-run", is_flag=True, help="Fetch, measure and compare; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
+                local: Path | None, build_number: int | None, commit: str | None,
+                out: Path | None, repository: str | None, pypi_index: str | None,
+                dry_run: bool, as_json: bool) -> None:
+    """Write the lock for another llama.cpp version: an upstream build tag (b11400) or
+    commit, a llama-cpp-python release (--pypi), or a local tree or archive (--local).
+
+    Each source is fetched and hashed; all must hold the same tree. What changed against
+    the current lock is shown (version, commit, ggml, CMake options, CPU variants)."""
+    from buildtool.errors import ConfigError as _ConfigError
+    from buildtool.source import pin, vendor
+
+    session = _session(ctx)
+    if commit is not None and not pin.COMMIT.fullmatch(commit):
+        raise UsageError(f"--commit {commit!r}: a full commit is 40 lower-case hex digits")
+    lock_path = out or session.project.lock_path
+    try:
+        previous: vendor.Lock | None = session.lock
+    except _ConfigError:
+        previous = None
+    check_cache()  # downloaded archives are kept there
+    outcome = pin.make_lock(
+        lock_path=lock_path, repository=repository or (
+            previous.repository if previous else "https://github.com/ggml-org/llama.cpp"),
+        upstream=ref, pypi=pypi_version, local=local, build_number=build_number,
+        commit=commit, previous=previous, previous_tree=session.vendor_dir,
+        recipes_dir=session.root / "recipes", pypi_index=pypi_index or pin.PYPI,
+        dry_run=dry_run, progress=session.reporter.info)
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        echo(pin.report(outcome))
 
 
 @cli.command()

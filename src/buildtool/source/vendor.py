@@ -251,25 +251,33 @@ def materialize(lock: Lock, dest: Path, *, local: Path | None = None,
 
 def _fetch(entry: SourceEntry, progress: Progress) -> Path:
     assert entry.url and entry.sha256
+    return download(entry.url, entry.name, progress, expect=entry.sha256)[0]
+
+
+def download(url: str, name: str, progress: Progress, *,
+             expect: str | None = None) -> tuple[Path, str]:
+    """``url`` in the source cache (``~/.cache/buildtool/sources/<sha256>``) and its sha256;
+    ``expect``: the sha256 it must have (a cached copy is used, a mismatch refused)."""
     store = cache_dir() / "sources"
-    target = store / entry.sha256
-    if target.is_file():
-        if sha256_file(target) == entry.sha256:
-            progress(f"using cached {entry.name} archive {target}")
-            return target
-        target.unlink()
+    if expect is not None:
+        target = store / expect
+        if target.is_file():
+            if sha256_file(target) == expect:
+                progress(f"using cached {name} archive {target}")
+                return target, expect
+            target.unlink()
     store.mkdir(parents=True, exist_ok=True)
-    if entry.url.startswith("file:"):
-        local = Path(urllib.request.url2pathname(entry.url.removeprefix("file://")))
+    if url.startswith("file:"):
+        local = Path(urllib.request.url2pathname(url.removeprefix("file://")))
         if local.exists() and not local.is_file():
-            raise SourceError(f"download failed: {entry.url} is not a regular file")
-    progress(f"downloading {entry.name}: {entry.url}")
+            raise SourceError(f"download failed: {url} is not a regular file")
+    progress(f"downloading {name}: {url}")
     fd, tmp_name = tempfile.mkstemp(dir=store, prefix=".part-")
     tmp = Path(tmp_name)
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, \
-                urllib.request.urlopen(entry.url, timeout=60) as resp:
+                urllib.request.urlopen(url, timeout=60) as resp:
             length = str(resp.headers.get("Content-Length") or "")
             total = int(length) if length.isdigit() else 0
             done = 0
@@ -290,12 +298,13 @@ def _fetch(entry: SourceEntry, progress: Progress) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     digest = h.hexdigest()
-    if digest != entry.sha256:
+    if expect is not None and digest != expect:
         tmp.unlink(missing_ok=True)
-        raise SourceError(f"checksum mismatch: expected sha256 {entry.sha256}, got {digest}; "
+        raise SourceError(f"checksum mismatch: expected sha256 {expect}, got {digest}; "
                           "refused")
+    target = store / digest
     tmp.replace(target)
-    return target
+    return target, digest
 
 
 def _from_local(lock: Lock, entry: SourceEntry, path: Path, dest: Path,

@@ -1,0 +1,231 @@
+"""`buildtool vendor lock`: a lock for another version from loopback stand-ins that serve
+a tarball the way GitHub's archive URLs do and llama-cpp-python's sdist the way PyPI does."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from buildtool.errors import ExitCode, SourceError, UsageError
+from buildtool.source import pin, vendor
+from tests.unit.helpers import run_cli
+
+COMMIT = "ab" * 20
+
+
+REPO = "https://github.com/ggml-org/llama.cpp"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+CMAKE = 'option(LLAMA_BUILD_TOOLS "tools" ON)\noption(LLAMA_CURL "curl" OFF)\n'
+GGML = ('set(GGML_VERSION_MAJOR 0)\nset(GGML_VERSION_MINOR 26)\nset(GGML_VERSION_PATCH 1)\n'
+        'option(GGML_NATIVE "native" ON)\noption(GGML_NEW_THING "new" OFF)\n')
+VARIANTS = "ggml_add_cpu_backend_variant(x64)\nggml_add_cpu_backend_variant(haswell AVX2)\n" \
+           "ggml_add_cpu_backend_variant(novalake AVX10)\n"
+
+
+def tree_files(extra: str = "") -> dict[str, bytes]:
+    return {"CMakeLists.txt": CMAKE.encode(), "ggml/CMakeLists.txt": GGML.encode(),
+            "ggml/src/CMakeLists.txt": VARIANTS.encode(),
+            "src/llama.cpp": f"// llama{extra}\n".encode()}
+
+
+def tarball(files: dict[str, bytes], top: str, *, comment: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    headers = {"comment": comment} if comment else {}
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT,
+                      pax_headers=headers) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sdist(version: str, tree: dict[str, bytes], commit: str = COMMIT) -> bytes:
+    top = f"llama_cpp_python-{version}"
+    files = {f"vendor/llama.cpp/{k}": v for k, v in tree.items()}
+    files["vendor/llama.cpp/.git"] = b"gitdir: ../../.git/modules/vendor/llama.cpp\n"
+    files[".git/modules/vendor/llama.cpp/HEAD"] = f"{commit}\n".encode()
+    files["pyproject.toml"] = b"[project]\nname = 'llama_cpp_python'\n"
+    return tarball(files, top)
+
+
+@contextmanager
+def serve(routes: dict[str, bytes]) -> Iterator[str]:
+    """GitHub's archive URLs and PyPI's JSON API and files, on loopback."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def pypi_routes(base: str, versions: dict[str, bytes]) -> dict[str, bytes]:
+    doc = {"releases": {v: [{"packagetype": "sdist", "url": f"../../files/{v}.tar.gz",
+                             "digests": {"sha256": sha256_bytes(data)}}]
+                        for v, data in versions.items()}}
+    routes = {"/pypi/llama-cpp-python/json": json.dumps(doc).encode()}
+    routes.update({f"/files/{v}.tar.gz": data for v, data in versions.items()})
+    return routes
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def previous_lock(tmp_path: Path) -> tuple[vendor.Lock, Path]:
+    """The lock being moved and its tree (one option and one CPU variant fewer)."""
+    old_tree = tmp_path / "old"
+    for name, data in {**tree_files(), "ggml/CMakeLists.txt": GGML.replace(
+            'option(GGML_NEW_THING "new" OFF)\n', 'option(GGML_GONE "gone" OFF)\n').encode(),
+                       "ggml/src/CMakeLists.txt": VARIANTS.replace(
+                           "ggml_add_cpu_backend_variant(novalake AVX10)\n", "").encode()
+                       }.items():
+        (old_tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (old_tree / name).write_bytes(data)
+    path = tmp_path / "vendor" / "llama.cpp.lock.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(pin.lock_document("https://github.com/ggml-org/llama.cpp",
+                                                 "cd" * 20, 800, vendor.tree_digest(old_tree),
+                                                 [])))
+    return vendor.load_lock(path), old_tree
+
+
+def test_a_lock_from_the_upstream_tag_and_a_pypi_sdist(tmp_path: Path, cache: Path) -> None:
+    tree = tree_files()
+    archive = tarball(tree, "llama.cpp-b900", comment=COMMIT)
+    previous, old_tree = previous_lock(tmp_path)
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "cpu.yaml").write_text("cmake-defines:\n  GGML_GONE: ON\n")
+    with serve({"/ggml-org/llama.cpp/archive/b900.tar.gz": archive}) as github, \
+            serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree)})) as pypi:
+        out = pin.make_lock(lock_path=previous.path, repository=f"{github}/ggml-org/llama.cpp",
+                            upstream="b900", pypi="0.3.40", pypi_index=f"{pypi}/pypi",
+                            previous=previous, previous_tree=old_tree, recipes_dir=recipes)
+    written = vendor.load_lock(previous.path)
+    # the build number from the tag, the commit from GitHub's pax header and the sdist's
+    # submodule, the tree digest both sources agree on
+    assert (written.build_number, written.commit) == (900, COMMIT)
+    assert written.tree_sha256 == out.tree_sha256
+    assert [s.name for s in written.sources] == ["local", "upstream", "pypi-sdist"]
+    by_name = {s.name: s for s in written.sources}
+    assert by_name["upstream"].sha256 == sha256_bytes(archive)
+    assert by_name["pypi-sdist"].subdir == "llama_cpp_python-0.3.40/vendor/llama.cpp"
+    assert by_name["pypi-sdist"].url.endswith("/files/0.3.40.tar.gz")  # resolved
+    # what a release engineer looks at
+    assert out.changes == [
+        "version: b800 -> b900", f"commit: {'cd' * 4}c -> {COMMIT[:9]}",
+        "new CMake option GGML_NEW_THING",
+        "removed CMake option GGML_GONE: named in recipes/cpu.yaml",
+        "new CPU variant novalake (data/cpu.yaml, recipes/cpu.yaml)"]
+    # and `buildtool vendor` materializes the new pin from what it lists
+    made = vendor.materialize(written, tmp_path / "tree")
+    assert made.tree_sha256 == written.tree_sha256 and made.commit == COMMIT
+
+
+def test_github_unreachable_is_reported_and_pypi_still_works(tmp_path: Path,
+                                                             cache: Path) -> None:
+    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+        out = pin.make_lock(lock_path=tmp_path / "lock.json", upstream="b900",
+                            repository="http://127.0.0.1:9/ggml-org/llama.cpp",
+                            pypi="0.3.40", pypi_index=f"{pypi}/pypi")
+    (gone,) = out.unreachable
+    assert gone.name == "upstream" and gone.url.endswith("/archive/b900.tar.gz")
+    assert "download failed" in gone.why
+    lock = vendor.load_lock(tmp_path / "lock.json")
+    assert [s.name for s in lock.sources] == ["local", "pypi-sdist"]
+    assert "unreachable" in pin.report(out) and "left out of the lock" in pin.report(out)
+
+
+def test_sources_holding_different_trees_are_refused(tmp_path: Path, cache: Path) -> None:
+    with serve({"/o/r/archive/b900.tar.gz": tarball(tree_files(" patched"), "r-b900",
+                                                    comment=COMMIT)}) as github, \
+            serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi, \
+            pytest.raises(SourceError, match="the sources hold different trees"):
+        pin.make_lock(lock_path=tmp_path / "lock.json", repository=f"{github}/o/r",
+                      upstream="b900", pypi="0.3.40", pypi_index=f"{pypi}/pypi")
+    assert not (tmp_path / "lock.json").exists()
+
+
+def test_what_cannot_be_known_here_is_asked_for(tmp_path: Path, cache: Path) -> None:
+    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+        with pytest.raises(UsageError, match="build number of commit ababababa is not in"):
+            pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, pypi="0.3.40",
+                          pypi_index=f"{pypi}/pypi")
+        with pytest.raises(SourceError, match=r"llama-cpp-python 0\.1\.0 is not on"):
+            pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, pypi="0.1.0",
+                          pypi_index=f"{pypi}/pypi", build_number=1)
+        with pytest.raises(UsageError, match="contradicts the tag b900"):
+            pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, upstream="b900",
+                          build_number=901)
+    tree = tmp_path / "t"
+    for name, data in tree_files().items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    with pytest.raises(UsageError, match="--repository: 'x': expected an http"):
+        pin.make_lock(lock_path=tmp_path / "l.json", repository="x", local=tree)
+    with pytest.raises(UsageError, match="no source says which commit"):
+        pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, local=tree,
+                      build_number=5)
+    out = pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, local=tree,
+                        build_number=5, commit=COMMIT)
+    assert out.tree_sha256 == vendor.tree_digest(tree)
+    assert [s.name for s in vendor.load_lock(tmp_path / "l.json").sources] == ["local"]
+
+
+def test_a_hostile_sdist_is_refused(tmp_path: Path, cache: Path) -> None:
+    evil = sdist("0.3.41", {**tree_files(), "../../escape": b"x"})
+    with serve(pypi_routes("", {"0.3.41": evil})) as pypi, \
+            pytest.raises(SourceError, match="unsafe path"):
+        pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, pypi="0.3.41",
+                      pypi_index=f"{pypi}/pypi", build_number=1)
+    assert not (tmp_path / "l.json").exists() and not (tmp_path / "escape").exists()
+
+
+def test_cli(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "vendor", "--force", "lock", "b1")
+    assert code == ExitCode.USAGE and "belong after 'lock'" in err
+    code, _, err = run_cli(capsys, "vendor", "lock", "main")
+    assert code == ExitCode.USAGE and "neither a build tag" in err
+    code, _, err = run_cli(capsys, "vendor", "lock", "--commit", "abc", "--local",
+                           str(tmp_path))
+    assert code == ExitCode.USAGE and "40 lower-case hex digits" in err
+    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+        out = tmp_path / "new.lock.json"
+        code, stdout, err = run_cli(capsys, "vendor", "lock", "--pypi", "0.3.40",
+                                    "--build-number", "900", "--pypi-index", f"{pypi}/pypi",
+                                    "--out", str(out), "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["version"] == "b900" and doc["commit"] == COMMIT and doc["written"] is True
+    assert doc["ggml_version"] == "0.26.1"
+    assert vendor.load_lock(out).tree_sha256 == doc["tree_sha256"]
