@@ -790,6 +790,9 @@ def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
         commit=commit, previous=previous, previous_tree=session.vendor_dir,
         recipes_dir=session.root / "recipes", pypi_index=pypi_index or pin.PYPI,
         dry_run=dry_run, progress=session.reporter.info)
+    # each known defect steered around: does it still apply to the new build?
+    outcome.changes += [a.at(outcome.build_number)
+                        for a in session.project.common.avoid_cpu_features]
     if as_json:
         emit_json(outcome.to_json())
     else:

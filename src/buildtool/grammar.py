@@ -28,6 +28,7 @@ OneLine = Annotated[str, Match(r"[^\x00-\x08\x0a-\x1f\x7f]*",
 EnvName = Annotated[str, Match(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
                                "an environment variable name")]
 Version = Annotated[str, Match(r"[0-9]+(?:\.[0-9]+){0,3}", "a version such as 12.4")]
+BuildTag = Annotated[str, Match(r"b[0-9]{1,7}", "a llama.cpp build tag such as b11312")]
 GpuArch = Annotated[str, Match(r"[A-Za-z0-9_.+-]{1,32}",
                                "a GPU architecture such as 89-real or gfx1100")]
 FeatureName = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a CPU feature name such as avx2")]

@@ -80,6 +80,33 @@ def test_known_defect_features_are_never_enabled(data: Path) -> None:
     assert forced.define("GGML_AMX_INT8") == "ON"
 
 
+def test_a_workaround_applies_only_to_the_builds_it_names(data: Path) -> None:
+    """An avoid-cpu-features entry with `fixed-in` no longer applies to a pin at or after it
+    (and `since` to one before it): AMX is built again, the variant shipped again."""
+    import dataclasses
+
+    (amx,) = PROJECT.common.avoid_cpu_features
+    assert amx.since is None and amx.fixed_in is None  # open upstream at this pin
+    assert "still applies (open upstream" in amx.at(11312)
+    fixed = dataclasses.replace(amx, since="b10000", fixed_in="b11400")
+    project = dataclasses.replace(PROJECT, common=dataclasses.replace(
+        PROJECT.common, avoid_cpu_features=(fixed,)))
+    cpu = host(data, "linux-x86_64-xeon6-graniterapids.txt")
+    for build, avoided in ((9999, False), (10000, True), (11399, True), (11400, False)):
+        lock = dataclasses.replace(LOCK, build_number=build)
+        rt = resolve(project, "cpu", lock=lock, host_cpu=cpu, host_platform="linux-x86_64",
+                     overrides=Overrides(), env={}, probe=True)
+        assert (rt.define("GGML_AMX_INT8") == "OFF") is avoided, build
+        assert bool(rt.avoided) is avoided
+        portable = resolve(project, "cpu", lock=lock, host_cpu=cpu,
+                           host_platform="linux-x86_64",
+                           overrides=Overrides(cpu="all-variants"), env={}, probe=True)
+        assert (portable.dropped_variants == ("sapphirerapids",)) is avoided
+    assert fixed.at(11400).endswith("fixed in b11400, inactive from b11400 on: drop it")
+    assert "still applies (fixed in b11400)" in fixed.at(11000)
+    assert "inactive at b9000 (the defect arrived in b10000)" in fixed.at(9000)
+
+
 @pytest.mark.parametrize(("policy", "on", "off"), [
     ("x86-64-v2", {"GGML_SSE42"}, {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_AVX512"}),
     ("x86-64-v3", {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_BMI2"},

@@ -14,6 +14,7 @@ from buildtool.backends import REGISTRY
 from buildtool.cpudata import CPU
 from buildtool.grammar import (
     ArtifactKind,
+    BuildTag,
     CMakeName,
     Count,
     CpuLevel,
@@ -242,6 +243,28 @@ class AvoidCpuFeatures:
     reason: str = field(metadata=doc("what goes wrong, with the upstream report"))
     variants: tuple[KnownVariant, ...] = field(default=(), metadata=doc(
         "GGML_CPU_ALL_VARIANTS libraries (libggml-cpu-<name>.so) left out of artifacts"))
+    since: BuildTag | None = field(default=None, metadata=doc(
+        "the first llama.cpp build with the defect (absent: every build before fixed-in)"))
+    fixed_in: BuildTag | None = field(default=None, metadata=doc(
+        "the first build with the fix (absent: still open upstream); from it on the "
+        "workaround no longer applies and `vendor lock` says to drop it"))
+
+    def applies(self, build_number: int) -> bool:
+        """Whether a tree of this build number has the defect."""
+        return (self.since is None or build_number >= int(self.since[1:])) and \
+            (self.fixed_in is None or build_number < int(self.fixed_in[1:]))
+
+    def at(self, build_number: int) -> str:
+        """What a lock update to ``build_number`` means for this workaround."""
+        what = f"workaround avoid-cpu-features {', '.join(self.features)}"
+        if self.applies(build_number):
+            if self.fixed_in is None:
+                return f"{what}: still applies (open upstream: check its report)"
+            return f"{what}: still applies (fixed in {self.fixed_in})"
+        if self.fixed_in is not None and build_number >= int(self.fixed_in[1:]):
+            return f"{what}: fixed in {self.fixed_in}, inactive from b{build_number} on: " \
+                   "drop it"
+        return f"{what}: inactive at b{build_number} (the defect arrived in {self.since})"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -283,7 +283,8 @@ def resolve(
     if floor is not None:
         origins["cpu_floor"] = f"recipes/{spec.recipe}.yaml"
     try:
-        avoid = frozenset(f for a in project.common.avoid_cpu_features for f in a.features)
+        avoid = frozenset(f for a in project.common.avoid_cpu_features
+                          if a.applies(lock.build_number) for f in a.features)
         cpu = cpu_settings(effective_policy, arch, host_cpu, avoid, floor)
     except ValueError as exc:
         raise ConfigError(f"target {name}: {exc}", hint="choose a CPU policy for " + arch) \
@@ -354,8 +355,10 @@ def resolve(
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
         smoke=project.matrix.defaults.smoke, origins=origins, commit=lock.commit,
         build_number=lock.build_number,
-        avoided=tuple(a for a in project.common.avoid_cpu_features  # those of its architecture
-                      if any(CPU.feature_arch(f) == arch for f in a.features)),
+        # those of its architecture, for the pinned build
+        avoided=tuple(a for a in project.common.avoid_cpu_features
+                      if a.applies(lock.build_number)
+                      and any(CPU.feature_arch(f) == arch for f in a.features)),
         audit_allow=(*project.common.audit_allow, *recipe.audit_allow), runtime=dynamic.runtime,
         revision=revision or 0,
         runner=pick(configured, "runner", origins),
