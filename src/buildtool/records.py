@@ -67,6 +67,15 @@ class LabStatus(enum.StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PatchRecord:
+    """A patch of the lock's queue applied to the tree (vendor/patches)."""
+
+    file: RelativePath
+    sha256: Sha256
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourceRecord:
     """The llama.cpp tree an artifact was built from."""
 
@@ -75,7 +84,10 @@ class SourceRecord:
     version: str
     source: str = ""
     source_sha256: Sha256 | None = None
-    tree_sha256: Sha256 | None = None
+    tree_sha256: Sha256 | None = field(default=None, metadata={
+        "doc": "the tree that was built: the pinned commit with its patches applied"})
+    patches: tuple[PatchRecord, ...] = field(default=(), metadata={
+        "doc": "the lock's patches, in the order they were applied"})
 
 
 @dataclass(frozen=True, kw_only=True)

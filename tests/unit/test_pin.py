@@ -232,3 +232,60 @@ def test_cli(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "workaround avoid-cpu-features amx_tile, amx_int8, amx_bf16: still applies (open " \
         "upstream: check its report)" in doc["changes"]
     assert vendor.load_lock(out).tree_sha256 == doc["tree_sha256"]
+
+
+def test_vendor_lock_rechecks_the_patch_queue(tmp_path: Path, cache: Path) -> None:
+    """Each patch of the current lock against the new tree: kept when it applies, dropped
+    when its change is already upstream, and a conflict stops the lock (shown by --dry-run)."""
+    import difflib
+
+    def diff(path: str, before: str, after: str) -> str:
+        return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                            f"a/{path}", f"b/{path}"))
+
+    previous, old_tree = previous_lock(tmp_path)
+    queue = {
+        "0001-fix-llama.patch": ("a fix upstream lacks", diff(
+            "src/llama.cpp", "// llama\n", "// llama, fixed\n")),
+        "0002-curl.patch": ("merged upstream since", diff(
+            "CMakeLists.txt", CMAKE.replace('option(LLAMA_CURL "curl" OFF)\n', ""), CMAKE)),
+        "0003-old-api.patch": ("rewritten upstream", diff(
+            "ggml/CMakeLists.txt", "set(GGML_VERSION_MAJOR 9)\n", "set(GGML_VERSION_MAJOR 10)\n")),
+    }
+    (tmp_path / "vendor" / "patches").mkdir()
+    doc = json.loads(previous.path.read_text())
+    doc["patches"] = []
+    for name, (reason, text) in queue.items():
+        (tmp_path / "vendor" / "patches" / name).write_text(text)
+        doc["patches"].append({"file": f"patches/{name}", "sha256": sha256_bytes(text.encode()),
+                               "reason": reason})
+    previous.path.write_text(json.dumps(doc))
+    previous = vendor.load_lock(previous.path)
+    before = previous.path.read_text()
+    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+        def run(dry_run: bool) -> pin.Outcome:
+            return pin.make_lock(lock_path=previous.path, repository=REPO, pypi="0.3.40",
+                                 build_number=900, pypi_index=f"{pypi}/pypi", previous=previous,
+                                 previous_tree=old_tree, dry_run=dry_run)
+
+        shown = run(True)
+        with pytest.raises(SourceError, match=r"patches of the current lock conflict with "
+                                              r"b900: patch patches/0003-old-api\.patch"):
+            run(False)
+        assert previous.path.read_text() == before  # nothing written
+        assert [c for c in shown.changes if c.startswith("patch ")] == [
+            "patch patches/0001-fix-llama.patch: applies (kept)",
+            "patch patches/0002-curl.patch: already upstream (dropped)",
+            "patch patches/0003-old-api.patch: conflicts (0003-old-api.patch: hunk #1 "
+            "(@@ -1 +1 @@) of ggml/CMakeLists.txt does not match the tree)"]
+        # the conflicting one rebased away: the lock keeps the fix that still applies
+        doc["patches"].pop()
+        previous.path.write_text(json.dumps(doc))
+        previous = vendor.load_lock(previous.path)
+        run(False)
+    written = vendor.load_lock(previous.path)
+    assert [p.file for p in written.patches] == ["patches/0001-fix-llama.patch"]
+    made = vendor.materialize(written, tmp_path / "vendor" / "llama.cpp")
+    assert (tmp_path / "vendor" / "llama.cpp" / "src" / "llama.cpp").read_text() == \
+        "// llama, fixed\n"
+    assert made.patches == (written.patches[0].pinned,)

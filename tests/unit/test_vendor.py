@@ -204,3 +204,76 @@ def test_local_source_named_by_the_locks_environment_variable(
     monkeypatch.setenv("MY_LLAMA_TREE", str(tree))
     made = vendor.materialize(lock, tmp_path / "out")
     assert made.source == f"local:{tree}"
+
+
+# ------------------------------------------------------------------------- the patch queue
+
+FIX = """--- a/ggml/CMakeLists.txt
++++ b/ggml/CMakeLists.txt
+@@ -1 +1,2 @@
+ # ggml
++# fixed: the AMX tile configuration per thread
+"""
+STALE = """--- a/CMakeLists.txt
++++ b/CMakeLists.txt
+@@ -1 +1 @@
+-project(llama-old)
++project(llama-new)
+"""
+
+
+def patched_lock(tmp_path: Path, patches: dict[str, str], *,
+                 reasons: dict[str, str] | None = None) -> tuple[vendor.Lock, Path]:
+    tree = make_tree(tmp_path / "src")
+    (tmp_path / "vendor" / "patches").mkdir(parents=True)
+    entries = []
+    for name, text in patches.items():
+        (tmp_path / "vendor" / "patches" / name).write_text(text)
+        entries.append({"file": f"patches/{name}", "sha256": hashlib.sha256(
+            text.encode()).hexdigest(), "reason": (reasons or {}).get(name, "a fix")})
+    path = tmp_path / "vendor" / "llama.cpp.lock.json"
+    path.write_text(json.dumps({
+        "upstream": {"repository": "https://example.invalid/llama.cpp", "commit": "a" * 40,
+                     "build-number": 42},
+        "tree-sha256": vendor.tree_digest(tree),
+        "sources": [{"name": "local", "kind": "local"}], "patches": entries}))
+    return vendor.load_lock(path), tree
+
+
+def test_patches_are_applied_in_order_and_recorded(tmp_path: Path) -> None:
+    lock, tree = patched_lock(tmp_path, {"0001-amx.patch": FIX})
+    dest = tmp_path / "vendor" / "llama.cpp"
+    made = vendor.materialize(lock, dest, local=tree)
+    assert "fixed: the AMX" in (dest / "ggml" / "CMakeLists.txt").read_text()
+    assert not list(dest.rglob("*.orig")) and not list(dest.rglob("*.rej"))
+    # the tree that was built (and keyed) is the patched one, and the marker says so
+    assert made.tree_sha256 == vendor.tree_digest(dest) != lock.tree_sha256
+    assert made.patches == (f"patches/0001-amx.patch:{lock.patches[0].sha256}",)
+    assert vendor.verify(lock, dest).tree_sha256 == made.tree_sha256
+    # a lock whose queue changed materializes again
+    unpatched = vendor.Lock(**{**lock.__dict__, "patches": ()})
+    assert vendor.current(unpatched, dest) is None
+
+
+def test_a_patch_that_does_not_apply_names_itself_and_its_hunk(tmp_path: Path) -> None:
+    lock, tree = patched_lock(tmp_path, {"0001-amx.patch": FIX, "0002-stale.patch": STALE})
+    dest = tmp_path / "vendor" / "llama.cpp"
+    with pytest.raises(SourceError) as info:
+        vendor.materialize(lock, dest, local=tree)
+    message = info.value.message
+    assert "patch patches/0002-stale.patch does not apply to llama.cpp b42" in message
+    assert "hunk #1 (@@ -1 +1 @@) of CMakeLists.txt does not match the tree" in message
+    assert not dest.exists()  # nothing half-made
+    assert not list((tmp_path / "vendor").glob(".llama.cpp.tmp-*"))
+
+
+def test_a_changed_or_escaping_patch_is_refused(tmp_path: Path) -> None:
+    lock, tree = patched_lock(tmp_path, {"0001-amx.patch": FIX})
+    (tmp_path / "vendor" / "patches" / "0001-amx.patch").write_text(FIX + " \n")
+    with pytest.raises(SourceError, match=r"patch patches/0001-amx\.patch has sha256 .* pins"):
+        vendor.materialize(lock, tmp_path / "vendor" / "llama.cpp", local=tree)
+    doc = json.loads(lock.path.read_text())
+    doc["patches"][0]["file"] = "../outside.patch"
+    lock.path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"patches\[0\]\.file"):
+        vendor.load_lock(lock.path)

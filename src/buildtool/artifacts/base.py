@@ -36,6 +36,7 @@ from buildtool.records import (
     DeviceCodeRecord,
     HostFacts,
     Manifest,
+    PatchRecord,
     SourceRecord,
     Tool,
 )
@@ -226,7 +227,10 @@ def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
         llama_cpp=SourceRecord(repository=lock.repository, commit=lock.commit,
                                version=lock.version, source=source.source,
                                source_sha256=source.archive_sha256,
-                               tree_sha256=source.tree_sha256),
+                               tree_sha256=source.tree_sha256,
+                               patches=tuple(PatchRecord(file=p.file, sha256=p.sha256,
+                                                         reason=p.reason)
+                                             for p in lock.patches)),
         cpu=CpuClaim(policy=rt.cpu_policy, level=rt.cpu_level,
                      required_features=rt.cpu_features,
                      avoided_features=tuple(sorted({f for a in rt.avoided

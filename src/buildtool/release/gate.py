@@ -424,6 +424,9 @@ def notes(rec: ReleaseRecord) -> str:
              f"source sha256 {md_code(str(src.source_sha256 if src else '?'))}) by buildtool "
              f"{md(rec.buildtool_version)}. Every artifact below passed its smoke test "
              "(llama-bench on the hardware of its backend) unless listed under exceptions.", "",
+             *([f"Patched: {'; '.join(f'{md_code(p.file)} ({md(p.reason)})' for p in src.patches)}"
+                f" (applied in this order; sha256 in the lock).", ""]
+               if src and src.patches else []),
              "| Target | Artifact | Kind | Size | Smoke | Prompt t/s | Generation t/s | Device "
              "| Needs | Proven on |",
              "|---|---|---|---:|---|---:|---:|---|---|---|"]
@@ -495,6 +498,8 @@ def statement(a: Artifact, exception: str | None) -> dict[str, Any]:
         deps.append({"uri": f"buildtool-source:{src.source}",
                      "digest": {"sha256": src.source_sha256},
                      "annotations": {"tree_sha256": src.tree_sha256}})
+    deps.extend({"uri": f"buildtool-patch:{p.file}", "digest": {"sha256": p.sha256},
+                 "annotations": {"reason": p.reason}} for p in src.patches)
     smoke = records.to_json(_release_smoke(a.smoke))
     predicate: dict[str, Any] = {
         "buildDefinition": {

@@ -38,7 +38,7 @@ from buildtool import inputs
 from buildtool.errors import SourceError, UsageError
 from buildtool.outputs import write_json
 from buildtool.schema import check_value
-from buildtool.source import vendor
+from buildtool.source import patches, vendor
 from buildtool.source.vendor import Lock
 
 Progress = Callable[[str], None]
@@ -233,7 +233,8 @@ def changes(old_lock: Lock | None, old: TreeFacts | None, new_commit: str, build
 
 
 def lock_document(repository: str, commit: str, build_number: int, tree_sha256: str,
-                  sources: Iterable[vendor.SourceEntry]) -> dict[str, Any]:
+                  sources: Iterable[vendor.SourceEntry],
+                  patches: Iterable[vendor.PatchEntry] = ()) -> dict[str, Any]:
     """The lock as JSON (the file's kebab-case keys), sources in the order they are tried:
     the local tree first, then the archives."""
     entries: list[dict[str, Any]] = [{
@@ -248,9 +249,42 @@ def lock_document(repository: str, commit: str, build_number: int, tree_sha256: 
         if s.note:
             entry["note"] = s.note
         entries.append(entry)
-    return {"upstream": {"repository": repository, "commit": commit,
-                         "build-number": build_number},
-            "tree-sha256": tree_sha256, "sources": entries}
+    doc: dict[str, Any] = {"upstream": {"repository": repository, "commit": commit,
+                                        "build-number": build_number},
+                           "tree-sha256": tree_sha256, "sources": entries}
+    queue = [{"file": p.file, "sha256": p.sha256, "reason": p.reason} for p in patches]
+    if queue:
+        doc["patches"] = queue
+    return doc
+
+
+def recheck_patches(previous: Lock | None, tree: Path, scratch: Path
+                    ) -> tuple[list[vendor.PatchEntry], list[str], list[str]]:
+    """The current lock's patches against the new tree, in order (each on the tree with the
+    earlier ones applied): those that apply are kept; one whose change is already there
+    (it reverses cleanly: checked first, as a fix that only adds lines would apply twice)
+    is dropped; one that does neither conflicts. Returns the kept patches, a line per patch,
+    and the conflicts."""
+    if previous is None or not previous.patches:
+        return [], [], []
+    work = scratch / "patched"
+    shutil.copytree(tree, work, symlinks=True)
+    kept: list[vendor.PatchEntry] = []
+    notes: list[str] = []
+    conflicts: list[str] = []
+    for entry in previous.patches:
+        path = vendor.patch_file(previous, entry)
+        if patches.applies(work, path, reverse=True)[0]:
+            notes.append(f"patch {entry.file}: already upstream (dropped)")
+            continue
+        ok, said = patches.applies(work, path)
+        if ok:
+            patches.apply(work, path, name=entry.file)
+            kept.append(entry)
+            notes.append(f"patch {entry.file}: applies (kept)")
+        else:
+            conflicts.append(f"patch {entry.file}: conflicts ({said})")
+    return kept, notes, conflicts
 
 
 def make_lock(*, lock_path: Path, repository: str, upstream: str | None = None,
@@ -317,6 +351,13 @@ def make_lock(*, lock_path: Path, repository: str, upstream: str | None = None,
         if build_number is None:
             raise UsageError(f"the build number of commit {found[:9]} is not in the sources "
                              "here", hint="give --build-number N (its bN release tag)")
+        kept, notes, conflicts = recheck_patches(previous, measured[0].tree, scratch)
+        if conflicts and not dry_run:
+            raise SourceError("patches of the current lock conflict with b"
+                              f"{build_number}: " + "; ".join(conflicts),
+                              hint="rebase each on the new tree (or drop it from the current "
+                                   "lock) and run `buildtool vendor lock` again; --dry-run "
+                                   "shows the whole report")
         facts = tree_facts(measured[0].tree)
         old_facts = tree_facts(previous_tree) if previous_tree is not None and \
             (previous_tree / "CMakeLists.txt").is_file() else None
@@ -325,10 +366,11 @@ def make_lock(*, lock_path: Path, repository: str, upstream: str | None = None,
         outcome = Outcome(lock_path=lock_path, repository=repository, commit=found,
                           build_number=build_number, tree_sha256=digests.pop(),
                           sources=measured, unreachable=unreachable, facts=facts,
-                          changes=changes(previous, old_facts, found, build_number, facts,
-                                          recipes))
+                          changes=[*changes(previous, old_facts, found, build_number, facts,
+                                            recipes), *notes, *conflicts])
         document = lock_document(repository, found, build_number, outcome.tree_sha256,
-                                 [m.entry for m in measured if m.entry.kind == "archive"])
+                                 [m.entry for m in measured if m.entry.kind == "archive"],
+                                 kept)
         write_json(scratch / "lock.json", document)
         vendor.load_lock(scratch / "lock.json")  # it reads back before it replaces anything
         if not dry_run:

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -85,12 +85,27 @@ class SourceEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PatchEntry:
+    """A fix the pinned commit lacks, applied (``patch -p1``) after extraction, in order."""
+
+    file: RelativePath = field(metadata={"doc": "the patch, relative to the lock's directory "
+                                                "(vendor/patches/0001-….patch)"})
+    sha256: Sha256
+    reason: OneLine = field(metadata={"doc": "why it is needed: the upstream report or fix"})
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.file}:{self.sha256}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class LockFile:
     """vendor/llama.cpp.lock.json: the pinned llama.cpp commit and its verified sources."""
 
     upstream: Upstream
     tree_sha256: Sha256
     sources: tuple[SourceEntry, ...]
+    patches: tuple[PatchEntry, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +116,7 @@ class Lock:
     build_number: int
     tree_sha256: str
     sources: tuple[SourceEntry, ...]
+    patches: tuple[PatchEntry, ...] = ()
 
     @property
     def version(self) -> str:
@@ -121,14 +137,15 @@ class Materialized:
     tree: Path
     source: str
     archive_sha256: str | None
-    tree_sha256: str
+    tree_sha256: str  # after the lock's patches: what the build key and the manifest carry
     commit: str
     fetched_at: str
+    patches: tuple[str, ...] = ()  # "file:sha256" of each patch applied, in order
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "archive_sha256": self.archive_sha256,
                 "tree_sha256": self.tree_sha256, "commit": self.commit,
-                "fetched_at": self.fetched_at}
+                "fetched_at": self.fetched_at, "patches": list(self.patches)}
 
 
 def load_lock(path: Path) -> Lock:
@@ -141,7 +158,7 @@ def load_lock(path: Path) -> Lock:
     up = data.upstream
     return Lock(path=path, repository=up.repository, commit=up.commit,
                 build_number=up.build_number, tree_sha256=data.tree_sha256,
-                sources=data.sources)
+                sources=data.sources, patches=data.patches)
 
 
 def tree_digest(root: Path) -> str:
@@ -178,6 +195,7 @@ class Marker:
     tree_sha256: Sha256
     commit: Commit
     fetched_at: OneLine
+    patches: tuple[OneLine, ...] = ()
 
 
 def read_marker(tree: Path) -> Materialized | None:
@@ -189,15 +207,55 @@ def read_marker(tree: Path) -> Materialized | None:
     except SourceError:
         return None
     return Materialized(tree=tree, source=m.source, archive_sha256=m.archive_sha256,
-                        tree_sha256=m.tree_sha256, commit=m.commit, fetched_at=m.fetched_at)
+                        tree_sha256=m.tree_sha256, commit=m.commit, fetched_at=m.fetched_at,
+                        patches=m.patches)
 
 
 def current(lock: Lock, tree: Path) -> Materialized | None:
-    """The materialized tree if its marker says it was made from this lock's pin."""
+    """The materialized tree if its marker says it was made from this lock's pin (its commit
+    and its patches)."""
     marker = read_marker(tree)
-    if marker is None or marker.commit != lock.commit:
+    if marker is None or marker.commit != lock.commit or \
+            marker.patches != tuple(p.pinned for p in lock.patches):
         return None
     return marker
+
+
+def patch_file(lock: Lock, entry: PatchEntry) -> Path:
+    """A patch of the lock, checked: a regular file below the lock's directory with the
+    pinned sha256."""
+    base = lock.path.parent.resolve()
+    path = (base / entry.file).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        raise SourceError(f"patch {entry.file} (in {lock.path.name}) is not a file below "
+                          f"{base}")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise SourceError(f"patch {entry.file} has sha256 {digest}, {lock.path.name} pins "
+                          f"{entry.sha256}; refused",
+                          hint="if you changed it on purpose, put its new sha256 in the lock")
+    return path
+
+
+def apply_patches(lock: Lock, tree: Path, progress: Progress) -> tuple[str, ...]:
+    """Apply the lock's patches in order; a patch that does not apply is a SourceError naming
+    it and its failed hunks (nothing of it is applied)."""
+    from buildtool.source import patches
+
+    applied = []
+    for entry in lock.patches:
+        path = patch_file(lock, entry)
+        try:
+            patches.apply(tree, path, name=entry.file)
+        except patches.PatchError as exc:
+            raise SourceError(f"patch {entry.file} does not apply to llama.cpp {lock.version} "
+                              f"({lock.short_commit}): {exc.message}",
+                              hint="rebase the patch on this version, or remove it from "
+                                   f"{lock.path.name} if the fix is upstream (`buildtool "
+                                   "vendor lock` checks each patch)") from exc
+        progress(f"applied {entry.file} ({entry.reason})")
+        applied.append(entry.pinned)
+    return tuple(applied)
 
 
 def verify(lock: Lock, dest: Path) -> Materialized:
@@ -381,9 +439,13 @@ def _finish(lock: Lock, tmp: Path, dest: Path, source: str, archive_sha: str | N
     if not (tmp / "CMakeLists.txt").is_file() or not (tmp / "ggml").is_dir():
         raise SourceError("the extracted tree does not look like llama.cpp (no CMakeLists.txt "
                           "and ggml/)")
+    patches = apply_patches(lock, tmp, lambda _: None)
+    if patches:
+        digest = tree_digest(tmp)  # what was built: the pin and its patches
     made = Materialized(tree=dest, source=source, archive_sha256=archive_sha, tree_sha256=digest,
                         commit=lock.commit,
-                        fetched_at=datetime.now(UTC).isoformat(timespec="seconds"))
+                        fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                        patches=patches)
     (tmp / MARKER).write_text(json.dumps(made.to_json(), indent=2) + "\n")
     tmp.chmod(0o777 & ~_umask())  # mkdtemp made it 0700: the tree is for everyone to read
     if dest.exists():
