@@ -163,6 +163,9 @@ CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
         _cpu(d), "smoke", numerics=None)),
     "an artifact without llama-results": ("numerics-missing", lambda d: data.rewrite_sidecar(
         _cpu(d), "smoke", numerics={"verdict": "missing", "reason": "no llama-results"})),
+    "one artifact with a patch the others lack": ("mixed-source", lambda d: data.rewrite_sidecar(
+        _cpu(d), "manifest", llama_cpp={**data.base_manifest("cpu")["llama_cpp"], "patches": [
+            {"file": "patches/0001-amx.patch", "sha256": "a" * 64, "reason": "AMX"}]})),
     "two llama.cpp commits": ("mixed-source", lambda d: data.rewrite_sidecar(
         _cpu(d), "manifest", llama_cpp={"commit": "1" * 40, "version": "b99999",
                                         "repository": "https://github.com/ggml-org/llama.cpp"})),
@@ -527,3 +530,23 @@ def test_a_numerics_refusal_shows_the_deviation(dist: Path,
     failed = [p for p in json.loads(stdout)["problems"] if p["reason"] == "numerics-failed"]
     assert [p["detail"] for p in failed] == [
         "Q4_0 NMSE 1.3e+00 > 2e-03, KL 2.0e+00 > 2e-03 (against the NumPy)"]
+
+
+def test_patched_sources_are_named_in_the_notes_and_the_provenance(
+        dist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    patch = {"file": "patches/0001-amx-xtiledata.patch", "sha256": "b" * 64,
+             "reason": "ggml-org/llama.cpp#26954: request XTILEDATA per thread"}
+    for artifact in find(dist):
+        data.rewrite_sidecar(artifact, "manifest", llama_cpp={
+            **data.base_manifest("cpu")["llama_cpp"], "patches": [patch]})
+    out = tmp_path / "rel"
+    code, _, err = run(capsys, "publish", str(dist), "--out", str(out), "--json")
+    assert code == 0, err
+    notes = (out / release.NOTES).read_text()
+    assert "Patched: `patches/0001-amx-xtiledata.patch` (ggml-org/llama.cpp\\#26954: request " \
+        "XTILEDATA per thread) (applied in this order; sha256 in the lock)." in notes
+    statement = json.loads((out / "provenance.intoto.jsonl").read_text().splitlines()[0])
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert {"uri": "buildtool-patch:patches/0001-amx-xtiledata.patch",
+            "digest": {"sha256": "b" * 64},
+            "annotations": {"reason": patch["reason"]}} in deps

@@ -26,7 +26,7 @@ reason                 what failed
                        tolerance of a model type, on its device or an emulated CPU
 ``numerics-missing``   its smoke compared no outputs with a reference (a smoke older
                        than the check, or an artifact without llama-results)
-``mixed-source``       artifacts built from different llama.cpp commits
+``mixed-source``       artifacts built from different llama.cpp commits (or patch queues)
 =====================  ============================================================
 
 ``--allow NAME=REASON`` turns one artifact's problems into a recorded exception (release
@@ -324,14 +324,16 @@ def verify(directory: Path, *, allow: Mapping[str, str] | None = None) -> Verifi
                                     detail=exc.message) for a in artifacts if a.path.parent == d)
     for a in artifacts:
         problems.extend(check(a, sums[a.path.parent]))
-    commits = {a.manifest.llama_cpp.commit for a in artifacts if a.manifest}
-    if len(commits) > 1:
-        first = sorted(commits)[0]
+    def pin(m: Manifest) -> str:  # the commit and the patches applied to it
+        src = m.llama_cpp
+        return src.commit + "".join(f" + {p.file}" for p in src.patches)
+
+    pins = {pin(a.manifest) for a in artifacts if a.manifest}
+    if len(pins) > 1:
+        first = sorted(pins)[0]
         problems.extend(Problem(artifact=a.name, reason="mixed-source",
-                                detail=f"llama.cpp {a.manifest.llama_cpp.commit}; "
-                                       f"others are from {first}")
-                        for a in artifacts if a.manifest
-                        and a.manifest.llama_cpp.commit != first)
+                                detail=f"llama.cpp {pin(a.manifest)}; others are from {first}")
+                        for a in artifacts if a.manifest and pin(a.manifest) != first)
     allowed: dict[str, str] = {}
     for pattern, why in (allow or {}).items():
         hits = [a.name for a in artifacts if fnmatch.fnmatchcase(a.name, pattern)]
