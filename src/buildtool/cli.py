@@ -778,6 +778,12 @@ def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
     if commit is not None and not pin.COMMIT.fullmatch(commit):
         raise UsageError(f"--commit {commit!r}: a full commit is 40 lower-case hex digits")
     lock_path = out or session.project.lock_path
+    if out is not None and out.exists():
+        try:
+            vendor.load_lock(out)
+        except _ConfigError as exc:
+            raise UsageError(f"--out {out} exists and is not a llama.cpp lock; refusing to "
+                             "replace it", hint="name a new file or an existing lock") from exc
     try:
         previous: vendor.Lock | None = session.lock
     except _ConfigError:

@@ -1,16 +1,18 @@
 """A deliberately broken build fails the smoke's numerics check, with the deviation shown.
 
 The pinned tree with one kernel patched — ggml's CPU RMS norm sums only the first 32
-elements of each row, as a reduction that covers one warp of a GPU block would — is built by
-buildtool from a test project whose lock pins the patched tree (a local source, verified by
-its tree digest like any other). Everything else about the artifact is right: it loads, runs
-at a positive speed on the promised backend, and computes the wrong answer. Marked slow: the
-patched tree compiles cold (about 5 minutes on 2 cores; other paths than the main builds', so
-ccache cannot help).
+elements of each row, as a reduction that covers one warp of a GPU block would — built by
+buildtool from a test project whose lock carries the change as a patch of its queue
+(vendor/patches, applied after extraction like any fix the pin lacks). Everything else about
+the artifact is right: it loads, runs at a positive speed on the promised backend, and
+computes the wrong answer. Marked slow: the patched tree compiles cold (about 5 minutes on
+2 cores; other paths than the main builds', so ccache cannot help).
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from buildtool.errors import ExitCode
-from buildtool.source import vendor
 from tests.integration.conftest import ROOT, buildtool
 
 KERNEL = "ggml/src/ggml-cpu/ops.cpp"
@@ -26,21 +27,21 @@ RIGHT = """                for (int64_t i00 = 0; i00 < ne00; i00++) {
                     sum += (ggml_float)(x[i00] * x[i00]);
                 }"""
 WRONG = RIGHT.replace("i00 < ne00;", "i00 < 32 && i00 < ne00;")
+PATCH = "patches/0001-rms-norm-one-warp.patch"
 
 
-def patched_project(tmp: Path) -> tuple[Path, Path]:
-    """A project (matrix, recipes, lock) pinning the patched tree, and the tree."""
+def patched_project(tmp: Path) -> Path:
+    """A project (matrix, recipes, lock with a patch queue) building the broken tree."""
     proc = buildtool("vendor")  # the pinned tree, when no earlier module materialized it
     assert proc.returncode == 0, proc.stderr[-3000:]
-    tree = tmp / "llama.cpp-patched"
-    shutil.copytree(ROOT / "vendor" / "llama.cpp", tree, symlinks=True,
-                    ignore=shutil.ignore_patterns(vendor.MARKER))
-    kernel = tree / KERNEL
-    text = kernel.read_text()
-    assert text.count(RIGHT) == 1, "the RMS norm loop moved: update the patch"
-    kernel.write_text(text.replace(RIGHT, WRONG))
+    original = (ROOT / "vendor" / "llama.cpp" / KERNEL).read_text()
+    assert original.count(RIGHT) == 1, "the RMS norm loop moved: update the patch"
+    diff = "".join(difflib.unified_diff(
+        original.splitlines(True), original.replace(RIGHT, WRONG).splitlines(True),
+        f"a/{KERNEL}", f"b/{KERNEL}"))
     project = tmp / "project"
-    (project / "vendor").mkdir(parents=True)
+    (project / "vendor" / "patches").mkdir(parents=True)
+    (project / "vendor" / PATCH).write_text(diff)
     shutil.copytree(ROOT / "recipes", project / "recipes")
     matrix = (ROOT / "build_matrix.yaml").read_text()
     # the programs the smoke needs, nothing more
@@ -50,26 +51,32 @@ def patched_project(tmp: Path) -> tuple[Path, Path]:
     assert "build-targets: [llama-bench," in matrix
     (project / "build_matrix.yaml").write_text(matrix)
     lock = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())
-    lock["tree-sha256"] = vendor.tree_digest(tree)
-    lock["sources"] = [s for s in lock["sources"] if s["kind"] == "local"]
+    lock["patches"] = [{"file": PATCH, "sha256": hashlib.sha256(diff.encode()).hexdigest(),
+                        "reason": "a reduction over one warp's worth of each row (a test)"}]
     (project / "vendor" / "llama.cpp.lock.json").write_text(json.dumps(lock, indent=2))
-    return project, tree
+    return project
 
 
 @pytest.mark.slow
 def test_a_broken_kernel_fails_the_smoke_with_its_deviation(tmp_path: Path) -> None:
-    project, tree = patched_project(tmp_path)
+    project = patched_project(tmp_path)
     dist = tmp_path / "dist"
+    # the pinned tree (verified by its digest), patched by the project's queue
     proc = buildtool("--matrix", str(project / "build_matrix.yaml"), "build", "--target",
                      "cpu", "--cpu", "x86-64-v2", "--dist", str(dist), "--build-root",
                      str(tmp_path / "build"), "--json",
-                     env={"BUILDTOOL_LLAMA_SOURCE": str(tree)}, timeout=3600)
+                     env={"BUILDTOOL_LLAMA_SOURCE": str(ROOT / "vendor" / "llama.cpp")},
+                     timeout=3600)
     assert proc.returncode == ExitCode.SMOKE, proc.stderr[-4000:]
     # the artifact ran: loaded, right backend, tokens/s > 0 ...
     assert "[ok] backend is CPU" in proc.stderr and "[ok] tokens/s > 0" in proc.stderr
     # ... and computed the wrong thing, every type of it, by orders of magnitude
     assert "[FAIL] outputs match the reference: F32 NMSE" in proc.stderr
     assert "smoke test failed" in proc.stderr and "outputs match the reference" in proc.stderr
+    manifest = json.loads(next(dist.glob("*.manifest.json")).read_text())
+    assert [p["file"] for p in manifest["llama_cpp"]["patches"]] == [PATCH]
+    pristine = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())
+    assert manifest["llama_cpp"]["tree_sha256"] != pristine["tree-sha256"]  # what was built
     smoke = json.loads(next(dist.glob("*.smoke.json")).read_text())
     numerics = smoke["numerics"]
     assert smoke["verdict"] == "fail" and numerics["verdict"] == "fail"

@@ -219,6 +219,17 @@ def test_cli(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run_cli(capsys, "vendor", "lock", "--commit", "abc", "--local",
                            str(tmp_path))
     assert code == ExitCode.USAGE and "40 lower-case hex digits" in err
+    precious = tmp_path / "notes.json"
+    precious.write_text('{"mine": true}')
+    code, _, err = run_cli(capsys, "vendor", "lock", "b1", "--out", str(precious))
+    assert code == ExitCode.USAGE and "exists and is not a llama.cpp lock" in err
+    assert precious.read_text() == '{"mine": true}'
+    # an index pointing the sdist at a local file is refused before anything is read
+    routes = pypi_routes("", {"0.3.40": b""})
+    routes["/pypi/llama-cpp-python/json"] = routes["/pypi/llama-cpp-python/json"].replace(
+        b"../../files/0.3.40.tar.gz", b"file:///etc/shadow")
+    with serve(routes) as evil, pytest.raises(SourceError, match="is not http"):
+        pin.pypi_sdist("0.3.40", f"{evil}/pypi")
     with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
         out = tmp_path / "new.lock.json"
         code, stdout, err = run_cli(capsys, "vendor", "lock", "--pypi", "0.3.40",

@@ -124,7 +124,11 @@ def pypi_sdist(version: str, index: str = PYPI) -> tuple[str, str]:
             href = f.get("url")
             if isinstance(href, str) and isinstance(digest, str) and \
                     re.fullmatch(r"[0-9a-f]{64}", digest):
-                return urllib.parse.urljoin(url, href), digest
+                resolved = urllib.parse.urljoin(url, href)
+                if urllib.parse.urlsplit(resolved).scheme not in ("https", "http"):
+                    raise SourceError(f"{url}: the sdist's URL {resolved!r} is not http(s); "
+                                      "refused")
+                return resolved, digest
     raise SourceError(f"{PROJECT} {version} on {index} has no sdist")
 
 
