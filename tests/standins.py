@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,20 +156,53 @@ def _handler(state: GitHubState, base: list[str]) -> type[BaseHTTPRequestHandler
 
 
 @contextmanager
+def loopback(handler: Callable[..., BaseHTTPRequestHandler],
+             host: str = "127.0.0.1") -> Iterator[str]:
+    """``handler`` served on ``host`` (a port of its own) while the block runs; yields the
+    root URL."""
+    server = ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def static_routes(routes: dict[str, bytes]) -> Iterator[str]:
+    """Fixed answers by path, 404 for any other: GitHub's archive URLs
+    (``/<owner>/<repo>/archive/<ref>.tar.gz``), PyPI's JSON API and its files."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with loopback(Handler) as url:
+        yield url
+
+
+@contextmanager
 def fake_github(repo: str = "lab/llama-builds", token: str = "ghp_" + "s3cr3t" * 6
                 ) -> Iterator[tuple[str, GitHubState]]:
     """A GitHub API on 127.0.0.1; yields its root URL and its state."""
     state = GitHubState(repo=repo, token=token)
     base: list[str] = [""]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state, base))
-    base[0] = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield base[0], state
-    finally:
-        server.shutdown()
-        server.server_close()
+
+    def handler(*args: Any) -> BaseHTTPRequestHandler:
+        return _handler(state, base)(*args)  # type: ignore[no-any-return]
+
+    with loopback(handler) as url:
+        base[0] = url
+        yield url, state
 
 
 @dataclass
@@ -200,11 +233,5 @@ def recording_server(host: str = "127.0.0.2") -> Iterator[tuple[str, Recorder]]:
 
         do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
-    server = ThreadingHTTPServer((host, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}", rec
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(Handler, host) as url:
+        yield url, rec

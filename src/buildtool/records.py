@@ -359,13 +359,6 @@ class NumericsRecord:
     runs: tuple[NumericsRun, ...] = ()
     reason: str = ""
 
-    @property
-    def worst(self) -> NumericsRun | None:
-        """The run closest to (or furthest past) its tolerance."""
-        return max(self.runs, key=lambda r: max(r.nmse / r.max_nmse if r.max_nmse else 0,
-                                                r.kl / r.max_kl if r.max_kl else 0),
-                   default=None)
-
 
 @dataclass(frozen=True, kw_only=True)
 class EmulatedRun:

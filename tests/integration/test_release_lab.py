@@ -15,10 +15,9 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from buildtool.outputs import sidecar
 from buildtool.records import Manifest
 from buildtool.release.publish import image_tags
 from tests.integration.conftest import BASE, buildtool
-from tests.standins import fake_github
+from tests.standins import fake_github, loopback
 
 GREEN, RED, ORANGE = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E), (0xBC, 0x4C, 0x00)
 
@@ -110,13 +109,8 @@ def http_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, s
     root = tmp_path_factory.mktemp("served")
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None  # type: ignore[method-assign,assignment]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(handler) as url:
+        yield root, url
 
 
 def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str,

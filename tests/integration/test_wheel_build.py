@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import buildtool
+from tests.standins import loopback
 
 
 def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -112,14 +112,8 @@ def test_check_wheel_contents_passes_with_the_projects_configuration(
 def served(directory: Path) -> Iterator[str]:
     """``directory`` alone over HTTP on loopback, as a web server would publish an index."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(handler) as url:
+        yield url
 
 
 def test_pip_installs_it_from_the_index_and_it_runs(built: dict[str, object],

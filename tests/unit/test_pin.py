@@ -7,16 +7,13 @@ import hashlib
 import io
 import json
 import tarfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from buildtool.errors import ExitCode, SourceError, UsageError
 from buildtool.source import pin, vendor
+from tests.standins import static_routes
 from tests.unit.helpers import run_cli
 
 COMMIT = "ab" * 20
@@ -61,31 +58,6 @@ def sdist(version: str, tree: dict[str, bytes], commit: str = COMMIT) -> bytes:
     return tarball(files, top)
 
 
-@contextmanager
-def serve(routes: dict[str, bytes]) -> Iterator[str]:
-    """GitHub's archive URLs and PyPI's JSON API and files, on loopback."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = routes.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def pypi_routes(base: str, versions: dict[str, bytes]) -> dict[str, bytes]:
     doc = {"releases": {v: [{"packagetype": "sdist", "url": f"../../files/{v}.tar.gz",
                              "digests": {"sha256": sha256_bytes(data)}}]
@@ -126,8 +98,8 @@ def test_a_lock_from_the_upstream_tag_and_a_pypi_sdist(tmp_path: Path, cache: Pa
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "cpu.yaml").write_text("cmake-defines:\n  GGML_GONE: ON\n")
-    with serve({"/ggml-org/llama.cpp/archive/b900.tar.gz": archive}) as github, \
-            serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree)})) as pypi:
+    with static_routes({"/ggml-org/llama.cpp/archive/b900.tar.gz": archive}) as github, \
+            static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree)})) as pypi:
         out = pin.make_lock(lock_path=previous.path, repository=f"{github}/ggml-org/llama.cpp",
                             upstream="b900", pypi="0.3.40", pypi_index=f"{pypi}/pypi",
                             previous=previous, previous_tree=old_tree, recipes_dir=recipes)
@@ -154,7 +126,7 @@ def test_a_lock_from_the_upstream_tag_and_a_pypi_sdist(tmp_path: Path, cache: Pa
 
 def test_github_unreachable_is_reported_and_pypi_still_works(tmp_path: Path,
                                                              cache: Path) -> None:
-    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+    with static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
         out = pin.make_lock(lock_path=tmp_path / "lock.json", upstream="b900",
                             repository="http://127.0.0.1:9/ggml-org/llama.cpp",
                             pypi="0.3.40", pypi_index=f"{pypi}/pypi")
@@ -167,9 +139,9 @@ def test_github_unreachable_is_reported_and_pypi_still_works(tmp_path: Path,
 
 
 def test_sources_holding_different_trees_are_refused(tmp_path: Path, cache: Path) -> None:
-    with serve({"/o/r/archive/b900.tar.gz": tarball(tree_files(" patched"), "r-b900",
+    with static_routes({"/o/r/archive/b900.tar.gz": tarball(tree_files(" patched"), "r-b900",
                                                     comment=COMMIT)}) as github, \
-            serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi, \
+            static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi, \
             pytest.raises(SourceError, match="the sources hold different trees"):
         pin.make_lock(lock_path=tmp_path / "lock.json", repository=f"{github}/o/r",
                       upstream="b900", pypi="0.3.40", pypi_index=f"{pypi}/pypi")
@@ -177,7 +149,7 @@ def test_sources_holding_different_trees_are_refused(tmp_path: Path, cache: Path
 
 
 def test_what_cannot_be_known_here_is_asked_for(tmp_path: Path, cache: Path) -> None:
-    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+    with static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
         with pytest.raises(UsageError, match="build number of commit ababababa is not in"):
             pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, pypi="0.3.40",
                           pypi_index=f"{pypi}/pypi")
@@ -204,7 +176,7 @@ def test_what_cannot_be_known_here_is_asked_for(tmp_path: Path, cache: Path) -> 
 
 def test_a_hostile_sdist_is_refused(tmp_path: Path, cache: Path) -> None:
     evil = sdist("0.3.41", {**tree_files(), "../../escape": b"x"})
-    with serve(pypi_routes("", {"0.3.41": evil})) as pypi, \
+    with static_routes(pypi_routes("", {"0.3.41": evil})) as pypi, \
             pytest.raises(SourceError, match="unsafe path"):
         pin.make_lock(lock_path=tmp_path / "l.json", repository=REPO, pypi="0.3.41",
                       pypi_index=f"{pypi}/pypi", build_number=1)
@@ -228,9 +200,9 @@ def test_cli(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) ->
     routes = pypi_routes("", {"0.3.40": b""})
     routes["/pypi/llama-cpp-python/json"] = routes["/pypi/llama-cpp-python/json"].replace(
         b"../../files/0.3.40.tar.gz", b"file:///etc/shadow")
-    with serve(routes) as evil, pytest.raises(SourceError, match="is not http"):
+    with static_routes(routes) as evil, pytest.raises(SourceError, match="is not http"):
         pin.pypi_sdist("0.3.40", f"{evil}/pypi")
-    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+    with static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
         out = tmp_path / "new.lock.json"
         code, stdout, err = run_cli(capsys, "vendor", "lock", "--pypi", "0.3.40",
                                     "--build-number", "900", "--pypi-index", f"{pypi}/pypi",
@@ -273,7 +245,7 @@ def test_vendor_lock_rechecks_the_patch_queue(tmp_path: Path, cache: Path) -> No
     previous.path.write_text(json.dumps(doc))
     previous = vendor.load_lock(previous.path)
     before = previous.path.read_text()
-    with serve(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
+    with static_routes(pypi_routes("", {"0.3.40": sdist("0.3.40", tree_files())})) as pypi:
         def run(dry_run: bool) -> pin.Outcome:
             return pin.make_lock(lock_path=previous.path, repository=REPO, pypi="0.3.40",
                                  build_number=900, pypi_index=f"{pypi}/pypi", previous=previous,
