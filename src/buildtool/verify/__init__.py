@@ -1,5 +1,6 @@
 """Proof that an artifact is what it claims: the smoke test (llama-bench on a model and the
-verdict), the ISA audit of shipped binaries, the synthetic model.
+verdict), its outputs against a reference (numerics), the ISA audit of shipped binaries, the
+synthetic model.
 
 May import: everything below it (foundation, detect, source, toolchains, backends, config,
 artifacts). Never the build pipeline, release, lab or the CLI.
