@@ -6,7 +6,7 @@ buildtool from a test project whose lock carries the change as a patch of its qu
 (vendor/patches, applied after extraction like any fix the pin lacks). Everything else about
 the artifact is right: it loads, runs at a positive speed on the promised backend, and
 computes the wrong answer. Marked slow: the patched tree compiles cold (about 5 minutes on
-2 cores; other paths than the main builds', so ccache cannot help).
+2 cores the first time: other paths than the main builds', so only its own reruns hit ccache).
 """
 
 from __future__ import annotations
