@@ -358,6 +358,8 @@ class NumericsRecord:
     tokens: NonNegative = 0
     runs: tuple[NumericsRun, ...] = ()
     reason: str = ""
+    note: str = field(default="", metadata={
+        "doc": "why other quantized types than Q4_0 and Q4_K_M were checked (the recipe)"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -448,6 +450,9 @@ class Manifest:
     cmake_defines: dict[str, str] = field(default_factory=dict)
     build_targets: tuple[FileName, ...] = ()
     smoke_env: dict[EnvName, str] = field(default_factory=dict)
+    smoke_quantized: tuple[str, ...] = field(default=(), metadata={
+        "doc": "the quantized types its smoke checks instead of Q4_0 and Q4_K_M (the "
+               "recipe's smoke-quantized)"})
     toolchain: dict[str, Tool] | None = field(default=None, metadata={
         **OPTIONAL, "doc": "the compilers and tools that built it (not for images)"})
     files: dict[RelativePath, FileDigest] | None = field(default=None, metadata={

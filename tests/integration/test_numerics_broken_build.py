@@ -87,4 +87,4 @@ def test_a_broken_kernel_fails_the_smoke_with_its_deviation(tmp_path: Path) -> N
     assert proc.returncode == ExitCode.RELEASE_REFUSED, proc.stderr[-3000:]
     problems = json.loads(proc.stdout)["problems"]
     failed = [p["detail"] for p in problems if p["reason"] == "numerics-failed"]
-    assert failed and "F32 NMSE" in failed[0] and "> 1e-05" in failed[0], problems
+    assert failed and "F32 NMSE" in failed[0] and "> 3e-04" in failed[0], problems

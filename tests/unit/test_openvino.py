@@ -153,6 +153,10 @@ def test_the_target_resolves_with_the_found_runtime(
     assert rt.wheel_requires == ("openvino==2026.4.1",)
     assert rt.wheel_library_dirs == ("openvino/libs",)
     assert backends.family("openvino").toolchain_for(rt.toolkit) == "openvino-2026.4.1"
+    # its smoke checks Q4_0 and the K-quant Q6_K: Q4_K/Q5_K batches abort in ggml-openvino
+    assert rt.recipe.smoke_quantized is not None
+    assert rt.recipe.smoke_quantized.types == ("Q4_0", "Q6_K")
+    assert "shape mismatch" in rt.recipe.smoke_quantized.reason
     # the emitted project (CI, an image's build stage) finds OpenVINO its own way
     from buildtool.config.plan import make_plan
     from tests.unit.helpers import ROOT

@@ -238,6 +238,8 @@ def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
                      dropped_variants=rt.dropped_variants),
         toolkit=rt.toolkit, gpu_archs=rt.gpu_archs, cmake_defines=dict(rt.defines),
         build_targets=rt.build_targets, smoke_env=dict(rt.recipe.smoke_env),
+        smoke_quantized=rt.recipe.smoke_quantized.types if rt.recipe.smoke_quantized
+        else (),
         toolchain={name: Tool(path=t["path"], version=t["version"])
                    for name, t in plan.toolchain.items()},
         files=files, isa_audit=audit.isa if audit else None,

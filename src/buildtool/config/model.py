@@ -30,6 +30,7 @@ from buildtool.grammar import (
     PackageName,
     PathGlob,
     Platform,
+    QuantType,
     RelativePath,
     Revision,
     TargetName,
@@ -205,6 +206,9 @@ class Recipe:
         "toolchain container)"))
     smoke_env: dict[EnvName, str] = field(default_factory=dict, metadata=doc(
         "environment for llama-bench during the smoke test"))
+    smoke_quantized: SmokeQuantized | None = field(default=None, metadata=doc(
+        "the quantized types the smoke's numerics check runs, instead of Q4_0 and Q4_K_M "
+        "(a backend defect at the pin), with why"))
     docker: DockerSpec | None = None
     wheel_name: WheelName = field(default="llama-cpp-bin-{family}", metadata=doc(
         "the wheel's distribution name, one per target (cupy-cuda12x style); may use "
@@ -232,6 +236,15 @@ class AuditAllow:
     symbol: OneLine = field(metadata=doc("glob on the (mangled) function name"))
     features: tuple[KnownFeature, ...]
     reason: str = field(metadata=doc("why it is safe: where the runtime check is"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeQuantized:
+    """The quantized types a backend's smoke checks, when the defaults cannot run there."""
+
+    types: tuple[QuantType, ...] = field(metadata=doc(
+        "llama-quantize types; the first is also benchmarked; keep a K-quant among them"))
+    reason: str = field(metadata=doc("what fails with the defaults, with the upstream report"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,8 +21,8 @@ and holds them against a reference:
 Two measures, both from llama.cpp's own tools: the normalized mean squared error of the
 logits (``llama-results --check``, ``sum((run-ref)^2) / sum(ref^2)``), and the mean KL
 divergence of the next-token distributions (``llama-perplexity --kl-divergence``). The
-tolerances (:data:`TOLERANCES`) are an order of magnitude above what correct kernels measure
-here, and two to five orders below what a broken one gives (an unrelated answer: NMSE
+tolerances (:data:`TOLERANCES`) are at least six times what correct kernels measure here,
+and two to four orders below what a broken one gives (an unrelated answer: NMSE
 about 1 or more). README: "What the smoke proves".
 """
 
@@ -56,12 +56,14 @@ class Tolerance:
     kl: float
 
 
-# Measured against the NumPy reference of the same weights (x86-64 CPU variants, lavapipe):
-# F32 about 5e-8 NMSE / 1e-7 KL (float32 sums, the F16 KV cache); quantized about 2e-4 NMSE /
-# 3e-4 KL (the kernels quantize activations to 8 bits: Q8_0, Q8_K, Q8_1 on GPUs).
+# Measured against the NumPy reference of the same weights: F32 about 5e-8 NMSE / 1e-7 KL on
+# the x86-64 CPU variants (float32 sums, the F16 KV cache), 7e-7 on lavapipe, 5e-5 / 8e-5 on
+# OpenVINO's CPU device (its plugin computes F32 models in reduced precision on BF16/AMX
+# hosts); quantized about 2e-4 NMSE / 3e-4 KL (the kernels quantize activations to 8 bits:
+# Q8_0, Q8_K, Q8_1 on GPUs), 4e-4 / 7e-4 for Q6_K on OpenVINO. A wrong kernel: NMSE ~ 1.
 TOLERANCES: Mapping[str, Tolerance] = {
-    "F32": Tolerance(nmse=1e-5, kl=1e-5),
-    "F16": Tolerance(nmse=1e-4, kl=1e-4),
+    "F32": Tolerance(nmse=3e-4, kl=3e-4),
+    "F16": Tolerance(nmse=3e-4, kl=3e-4),
     "BF16": Tolerance(nmse=1e-3, kl=1e-3),
 }
 QUANTIZED_TOLERANCE = Tolerance(nmse=3e-3, kl=5e-3)

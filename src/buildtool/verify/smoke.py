@@ -368,11 +368,12 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
         # the artifact's own llama-quantize makes a Q4_0 and a K-quant copy: proves the tool
         # and runs the quantized kernels, which an F32 model never reaches
         typed = {"F32": model_path}
-        for model_type in numerics.QUANTIZED:
+        kinds = manifest.smoke_quantized or numerics.QUANTIZED
+        for model_type in kinds:
             typed[model_type] = quantize(subject, work, model_path, model_type, inside,
                                          run_env)
-        models.append(typed["Q4_0"])
-        quantized = "Q4_0"
+        models.append(typed[kinds[0]])
+        quantized = kinds[0]
     threads = threads or max(1, os.cpu_count() or 1)
     run = None if subject.results is None else numerics.Runner(
         subject, work, inside=inside, run_env=run_env, threads=threads)
@@ -382,6 +383,10 @@ def smoke_subject(subject: Subject, work: Path, artifact: Path | str, *,
             "the artifact ships no llama-results (build-targets)"))
     else:
         checked, refs = numerics.main_run(typed, run, synthetic=model is None, gpu=gpu)
+        if manifest.smoke_quantized and model is None:
+            checked = dataclasses.replace(checked, note=(
+                f"{', '.join(manifest.smoke_quantized)} instead of "
+                f"{', '.join(numerics.QUANTIZED)}: the recipe's smoke-quantized"))
     started = time.monotonic()
     tests, argv = bench(subject, work, models, n_prompt=str(n_prompt), n_gen=str(n_gen),
                         repetitions=repetitions, threads=threads, env=env)
