@@ -772,12 +772,15 @@ def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
     Each source is fetched and hashed; all must hold the same tree. What changed against
     the current lock is shown (version, commit, ggml, CMake options, CPU variants)."""
     from buildtool.errors import ConfigError as _ConfigError
+    from buildtool.paths import writable_file
     from buildtool.source import pin, vendor
 
     session = _session(ctx)
     if commit is not None and not pin.COMMIT.fullmatch(commit):
         raise UsageError(f"--commit {commit!r}: a full commit is 40 lower-case hex digits")
     lock_path = out or session.project.lock_path
+    if not dry_run:  # where the lock goes, before anything is fetched
+        writable_file(lock_path, "--out" if out else "the lock")
     if out is not None and out.exists():
         try:
             vendor.load_lock(out)

@@ -191,6 +191,12 @@ def test_cli(tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]) ->
     code, _, err = run_cli(capsys, "vendor", "lock", "--commit", "abc", "--local",
                            str(tmp_path))
     assert code == ExitCode.USAGE and "40 lower-case hex digits" in err
+    # a lock below a regular file is refused before anything is fetched or hashed
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(capsys, "vendor", "lock", "--local", str(tmp_path), "--commit",
+                           COMMIT, "--build-number", "1", "--out",
+                           str(tmp_path / "file" / "l.json"))
+    assert code == ExitCode.USAGE and "is not a directory" in err and "hashing" not in err
     precious = tmp_path / "notes.json"
     precious.write_text('{"mine": true}')
     code, _, err = run_cli(capsys, "vendor", "lock", "b1", "--out", str(precious))

@@ -243,7 +243,9 @@ def patched_lock(tmp_path: Path, patches: dict[str, str], *,
 def test_patches_are_applied_in_order_and_recorded(tmp_path: Path) -> None:
     lock, tree = patched_lock(tmp_path, {"0001-amx.patch": FIX})
     dest = tmp_path / "vendor" / "llama.cpp"
-    made = vendor.materialize(lock, dest, local=tree)
+    said: list[str] = []
+    made = vendor.materialize(lock, dest, local=tree, progress=said.append)
+    assert "applied patches/0001-amx.patch (a fix)" in said
     assert "fixed: the AMX" in (dest / "ggml" / "CMakeLists.txt").read_text()
     assert not list(dest.rglob("*.orig")) and not list(dest.rglob("*.rej"))
     # the tree that was built (and keyed) is the patched one, and the marker says so

@@ -401,10 +401,11 @@ def measure_local(path: Path, scratch: Path, progress: Progress) -> Measured:
     # pinned by its sha256 (what `buildtool vendor --source ARCHIVE` checks), listed with
     # where it lay: elsewhere that URL fails and the next source is tried
     sha = inputs.sha256_file(path)
-    subdir = sdist_subdir(path) if sdist_commit(path) else ""
+    vendored = sdist_commit(path)  # a llama-cpp-python sdist: its tree is vendor/llama.cpp
     return measure("local-archive", path, url=path.resolve().as_uri(), sha256=sha,
-                   subdir=subdir, note="a local archive", commit=archive_commit(path)
-                   or sdist_commit(path), scratch=scratch, progress=progress)
+                   subdir=sdist_subdir(path) if vendored else "", note="a local archive",
+                   commit=archive_commit(path) or vendored, scratch=scratch,
+                   progress=progress)
 
 
 def report(outcome: Outcome) -> str:

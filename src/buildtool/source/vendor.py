@@ -384,7 +384,7 @@ def _from_local(lock: Lock, entry: SourceEntry, path: Path, dest: Path,
             shutil.copytree(path, tmp, symlinks=True, dirs_exist_ok=True,
                             ignore=lambda d, names: [n for n in names if Path(d) == path
                                                      and n in EXCLUDED_TOP | {MARKER}])
-            return _finish(lock, tmp, dest, f"{entry.name}:{path}", None, digest)
+            return _finish(lock, tmp, dest, f"{entry.name}:{path}", None, digest, progress)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -428,18 +428,18 @@ def _install_archive(lock: Lock, name: str, archive: Path, sha: str, subdir: str
     try:
         extract(archive, tmp, subdir)
         digest = tree_digest(tmp)
-        return _finish(lock, tmp, dest, name, sha, digest)
+        return _finish(lock, tmp, dest, name, sha, digest, progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
 def _finish(lock: Lock, tmp: Path, dest: Path, source: str, archive_sha: str | None,
-            digest: str) -> Materialized:
+            digest: str, progress: Progress) -> Materialized:
     if not (tmp / "CMakeLists.txt").is_file() or not (tmp / "ggml").is_dir():
         raise SourceError("the extracted tree does not look like llama.cpp (no CMakeLists.txt "
                           "and ggml/)")
-    patches = apply_patches(lock, tmp, lambda _: None)
+    patches = apply_patches(lock, tmp, progress)
     if patches:
         digest = tree_digest(tmp)  # what was built: the pin and its patches
     made = Materialized(tree=dest, source=source, archive_sha256=archive_sha, tree_sha256=digest,
