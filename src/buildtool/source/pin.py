@@ -21,7 +21,6 @@ removed.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import tarfile
@@ -418,7 +417,3 @@ def report(outcome: Outcome) -> str:
               for u in outcome.unreachable]
     lines += [f"  {line}" for line in outcome.changes]
     return "\n".join(lines)
-
-
-def dumps(outcome: Outcome) -> str:
-    return json.dumps(outcome.to_json(), indent=2)
