@@ -92,7 +92,7 @@ class BuildOutcome:
 
 def plan_for(session: Session, rt: ResolvedTarget, options: BuildOptions, *,
              tree_sha256: str | None, build_env: BuildEnv | None = None) -> BuildPlan:
-    return make_plan(rt, root=session.root, source_dir=session.vendor_dir,
+    return make_plan(rt, root=session.root, source_dir=rt.lock.tree,
                      tree_sha256=tree_sha256, jobs=options.jobs, use_ccache=options.ccache,
                      build_root=options.build_root, dist_dir=options.dist,
                      build_env=build_env)
@@ -121,10 +121,10 @@ def open_build_env(session: Session, rt: ResolvedTarget, options: BuildOptions,
 
 def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
     rt = session.resolve(options.target, options.overrides)
-    marker = vendor.current(session.lock, session.vendor_dir)
+    marker = vendor.current(rt.lock, rt.lock.tree)
     build_env = open_build_env(session, rt, options, artifact_kinds(rt, options))
     plan = plan_for(session, rt, options,
-                    tree_sha256=marker.tree_sha256 if marker else session.lock.tree_sha256,
+                    tree_sha256=marker.tree_sha256 if marker else rt.lock.tree_sha256,
                     build_env=build_env)
     return BuildOutcome(plan=plan)
 
@@ -134,8 +134,8 @@ def emit_wheel_project(session: Session, options: BuildOptions, dest: Path) -> P
     writable_dir(dest, "--emit")
     outputs.check_owned(dest, wheel.EMITTED)
     plan, source = _portable_plan(session, options, "a wheel project")
-    inner = wheel.wheel_manifest(plan, base_manifest(plan, session.lock, source))
-    project = wheel.render(plan, session.lock, inner, dest, root=session.root, emit=True)
+    inner = wheel.wheel_manifest(plan, base_manifest(plan, source))
+    project = wheel.render(plan, inner, dest, root=session.root, emit=True)
     return outputs.mark_owned(project, wheel.EMITTED)
 
 
@@ -149,17 +149,16 @@ def _portable_plan(session: Session, options: BuildOptions, what: str, *,
         raise UsageError(f"target {rt.name}: CPU policy 'host' means this machine's CPU; "
                          f"{what} built elsewhere needs a portable one",
                          hint="add --cpu all-variants (or a named level such as x86-64-v3)")
-    source = _source(session, options.source)
+    source = _source(session, rt.lock, options.source)
     return plan_for(session, rt, options, tree_sha256=source.tree_sha256), source
 
 
-def _source(session: Session, local: Path | None) -> vendor.Materialized:
-    """The vendored tree, fetched (or taken from ``local``) and verified if not there yet."""
-    source = vendor.current(session.lock, session.vendor_dir)
+def _source(session: Session, lock: vendor.Lock, local: Path | None) -> vendor.Materialized:
+    """The lock's tree, fetched (or taken from ``local``) and verified if not there yet."""
+    source = vendor.current(lock, lock.tree)
     if source is None:
-        session.reporter.step(f"fetching llama.cpp {session.lock.version} "
-                              f"({session.lock.short_commit})")
-        source = vendor.materialize(session.lock, session.vendor_dir, local=local,
+        session.reporter.step(f"fetching llama.cpp {lock.version} ({lock.short_commit})")
+        source = vendor.materialize(lock, lock.tree, local=local,
                                     progress=session.reporter.info)
         session.reporter.info(f"source: {source.source} (tree sha256 "
                               f"{source.tree_sha256[:16]}…)")
@@ -172,17 +171,17 @@ def emit_image_context(session: Session, options: BuildOptions, dest: Path) -> P
     writable_dir(dest, "--emit")
     outputs.check_owned(dest, image.CONTEXT)
     plan, source = _portable_plan(session, options, "an image build context", image_only=True)
-    entry, args = image.context_target(plan, session.lock, source, session.root,
+    entry, args = image.context_target(plan, source, session.root,
                                        dict(options.build_args))
     image.render_context([entry], dest, root=session.root)
     outputs.mark_owned(dest, image.CONTEXT)
-    (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none",
-                                                          lock=session.lock))
+    (dest / "docker-bake.hcl").write_text(image.bake_file([(plan, args)], cache="none"))
     return dest
 
 
 def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
          cpu: str = "all-variants", platform: str | None = None,
+         llama_cpp: str | None = None,
          build_args: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """Write ``out``/docker-bake.hcl and the build context shared by the targets' images
     (for ``platform``: each target resolved for it; its image is built natively there)."""
@@ -194,9 +193,10 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     skipped: dict[str, str] = {}
     for name in wanted:
         try:
-            rt = session.resolve(name, Overrides(platform=platform))
+            rt = session.resolve(name, Overrides(platform=platform, llama_cpp=llama_cpp))
             if rt.cpu_policy == "host":  # images are for other machines
-                rt = session.resolve(name, Overrides(cpu=cpu, platform=platform))
+                rt = session.resolve(name, Overrides(cpu=cpu, platform=platform,
+                                                     llama_cpp=llama_cpp))
             image.require_image(rt)
         except UsageError as exc:
             if names:
@@ -206,13 +206,20 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
         resolved.append(rt)
     if not resolved:
         raise UsageError("no target has a container image")
-    source = _source(session, None)
+    versions = {rt.lock.version: rt.name for rt in resolved}
+    if len(versions) > 1:  # the context holds one llama.cpp tree (the Dockerfiles' COPY)
+        raise UsageError("one build context holds one llama.cpp tree; these targets build "
+                         + ", ".join(f"{v} ({n}…)" for v, n in versions.items()),
+                         hint="bake each version apart: `buildtool bake --llama-cpp VERSION "
+                              "[TARGET...]`")
+    lock = resolved[0].lock
+    source = _source(session, lock, None)
     items: list[tuple[BuildPlan, dict[str, str]]] = []
     contexts = []
     for rt in resolved:
-        plan = make_plan(rt, root=session.root, source_dir=session.vendor_dir,
+        plan = make_plan(rt, root=session.root, source_dir=lock.tree,
                          tree_sha256=source.tree_sha256)
-        entry, args = image.context_target(plan, session.lock, source, session.root,
+        entry, args = image.context_target(plan, source, session.root,
                                            dict(build_args))
         contexts.append(entry)
         items.append((plan, args))
@@ -220,7 +227,7 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     image.render_context(contexts, out, root=session.root)
     outputs.mark_owned(out, image.CONTEXT)
     bake_path = out / "docker-bake.hcl"
-    bake_path.write_text(image.bake_file(items, cache=cache, lock=session.lock))
+    bake_path.write_text(image.bake_file(items, cache=cache))
     return {"bake_file": str(bake_path), "context": str(out), "cache": cache,
             "targets": {p.target.name: image.tags(p.target)[0] for p, _ in items},
             "skipped": skipped}
@@ -241,16 +248,16 @@ def artifact_kinds(rt: ResolvedTarget, options: BuildOptions) -> tuple[ArtifactK
     return kinds
 
 
-def check_outputs(session: Session, options: BuildOptions) -> None:
+def check_outputs(session: Session, options: BuildOptions, lock: vendor.Lock) -> None:
     """Every place a build writes, checked before any long work: the dist and build
-    directories, the cache (source archives, the synthetic model) and, when the pinned tree
+    directories, the cache (source archives, the synthetic model) and, when the lock's tree
     is not there yet, vendor/."""
     writable_dir(options.dist or session.root / "dist", "--dist")
     writable_dir(options.build_root or session.root / "build", "--build-root")
     check_cache()
-    if vendor.current(session.lock, session.vendor_dir) is None:
-        writable_dir(session.vendor_dir, "the llama.cpp tree")
-        vendor.check_replaceable(session.vendor_dir)
+    if vendor.current(lock, lock.tree) is None:
+        writable_dir(lock.tree, "the llama.cpp tree")
+        vendor.check_replaceable(lock.tree)
 
 
 def build(session: Session, options: BuildOptions) -> BuildOutcome:
@@ -259,13 +266,13 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     t0 = time.monotonic()
     rt = session.resolve(options.target, options.overrides)
     kinds = artifact_kinds(rt, options)
-    check_outputs(session, options)
+    check_outputs(session, options, rt.lock)
     build_env = open_build_env(session, rt, options, kinds)
     if any(KINDS[k].COMPILES_HERE for k in kinds) and build_env is None:
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
     eng = engine.choose(options.engine) if not all(KINDS[k].COMPILES_HERE for k in kinds) \
         else None
-    source = _source(session, options.source)
+    source = _source(session, rt.lock, options.source)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256, build_env=build_env)
     fresh = options.fresh  # delete the build directory once: the artifact kinds share it
     timings["prepare"] = time.monotonic() - t0
@@ -278,7 +285,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
         return outcome
 
-    job = BuildJob(plan=plan, lock=session.lock, source=source, root=session.root,
+    job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
                    compile=lambda: _compile(session, plan, options, timings),
                    audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),

@@ -99,13 +99,13 @@ def _parse_defines(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 def _overrides(cpu: str | None, toolkit: str | None, gpu_archs: str | None,
                defines: tuple[str, ...], abi_floor: str | None = None,
-               platform: str | None = None) -> Overrides:
+               platform: str | None = None, llama_cpp: str | None = None) -> Overrides:
     from buildtool.config.resolve import parse_abi_floor
 
     archs = tuple(a for a in gpu_archs.replace(",", ";").split(";") if a) \
         if gpu_archs else None
     return Overrides(
-        cpu=cpu, platform=platform,
+        cpu=cpu, platform=platform, llama_cpp=llama_cpp,
         toolkit=check_value(Version, toolkit, "--toolkit", error=UsageError)
         if toolkit is not None else None,
         gpu_archs=check_value(tuple[GpuArch, ...], archs, "--gpu-archs", error=UsageError)
@@ -130,7 +130,18 @@ target_options = [
     click.option("--abi-floor", default=None, metavar="FAMILY=VERSION,...",
                  help="The glibc/libstdc++ symbol versions the binaries may need, over "
                       "build_matrix.yaml's platforms (e.g. glibc=2.31,libstdcxx=3.4.28)."),
+    click.option("--llama-cpp", "llama_cpp", default=None, metavar="VERSION",
+                 callback=lambda ctx, param, v: _build_tag(v, "--llama-cpp"),
+                 help="The llama.cpp version to build (b10454): the default lock's or one "
+                      "kept beside it (vendor/llama.cpp-VERSION.lock.json)."),
 ]
+
+
+def _build_tag(value: str | None, option: str) -> str | None:
+    from buildtool.grammar import BuildTag
+
+    return check_value(BuildTag, value, option, error=UsageError) if value is not None \
+        else None
 
 
 def with_target_options(f: Any) -> Any:
@@ -228,7 +239,7 @@ def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:
 @click.pass_context
 def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
          gpu_archs: str | None, defines: tuple[str, ...], platform: str | None,
-         abi_floor: str | None, as_json: bool) -> None:
+         abi_floor: str | None, llama_cpp: str | None, as_json: bool) -> None:
     """Show the resolved target (with where each value came from) and the exact commands."""
     from buildtool.build import BuildOptions, dry_run
     from buildtool.config import preflight
@@ -237,7 +248,7 @@ def plan(ctx: click.Context, target: str, cpu: str | None, toolkit: str | None,
     outcome = dry_run(session, BuildOptions(target=target,
                                             overrides=_overrides(cpu, toolkit, gpu_archs,
                                                                  defines, abi_floor,
-                                                                 platform)))
+                                                                 platform, llama_cpp)))
     problems = preflight.check(outcome.plan.target)
     if as_json:
         emit_json({**outcome.plan.to_json(),
@@ -251,6 +262,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
     echo(f"target       {rt.name}: {rt.description}")
     echo(f"recipe       recipes/{rt.recipe_name}.yaml (family {rt.family}, backend "
                f"{rt.backend})")
+    echo(f"llama.cpp    {rt.lock.version} ({rt.lock.short_commit}), tree {rt.lock.tree} "
+         f"[{rt.origins.get('llama_cpp', rt.lock.path.name)}]")
     echo(f"platform     {rt.platform}" + (f" [{rt.origins['platform']}]"
                                              if "platform" in rt.origins else ""))
     if rt.cross:
@@ -335,7 +348,8 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
 @click.pass_context
 def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str | None,
           gpu_archs: str | None, defines: tuple[str, ...], platform: str | None,
-          abi_floor: str | None, build_env: str | None, dry_run: bool, configure_only: bool,
+          abi_floor: str | None, llama_cpp: str | None, build_env: str | None,
+          dry_run: bool, configure_only: bool,
           artifacts: tuple[str, ...], emit: Path | None, engine: str | None,
           build_args: tuple[str, ...], smoke: bool, force: bool,
           fresh: bool, jobs: int | None, ccache: bool,
@@ -354,7 +368,7 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         session.reporter.step(f"no --target given: building '{target}' ({reason})")
     options = build_mod.BuildOptions(
         target=target, overrides=_overrides(cpu, toolkit, gpu_archs, defines, abi_floor,
-                                            platform),
+                                            platform, llama_cpp),
         build_env=build_env, smoke=smoke,
         force=force, fresh=fresh, jobs=jobs, ccache=ccache, source=source, model=model,
         dist=dist.resolve() if dist else None,
@@ -660,17 +674,21 @@ def lab_report(files: tuple[Path, ...], out: Path, markdown: Path | None,
                    "built for it are skipped. CI bakes each on a runner of that platform.")
 @click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
               help="A build argument for every target (repeatable).")
+@click.option("--llama-cpp", "llama_cpp", default=None, metavar="VERSION",
+              callback=lambda ctx, param, v: _build_tag(v, "--llama-cpp"),
+              help="The llama.cpp version every image builds (one context holds one tree).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def bake_cmd(ctx: click.Context, targets: tuple[str, ...], out: Path, cache: str, cpu: str,
-             platform: str | None, build_args: tuple[str, ...], as_json: bool) -> None:
+             platform: str | None, build_args: tuple[str, ...], llama_cpp: str | None,
+             as_json: bool) -> None:
     """Write docker-bake.hcl and one shared build context for the matrix's images, so that
     `docker buildx bake` builds them all in one call (BuildKit schedules and caches)."""
     from buildtool import build as build_mod
 
     session = _session(ctx)
     result = build_mod.bake(session, targets, out.resolve(), cache=cache, cpu=cpu,
-                            platform=platform,
+                            platform=platform, llama_cpp=llama_cpp,
                             build_args=_key_values(build_args, "--build-arg"))
     if as_json:
         emit_json(result)
@@ -710,23 +728,28 @@ def index_cmd(directory: Path, out: Path | None, as_json: bool) -> None:
               callback=file_or_directory, help="Local llama.cpp tree or archive to use first.")
 @click.option("--force", is_flag=True, help="Fetch again even if the tree is present.")
 @click.option("--verify", is_flag=True, help="Re-hash the present tree against its record.")
+@click.option("--llama-cpp", "llama_cpp", default=None, metavar="VERSION",
+              callback=lambda ctx, param, v: _build_tag(v, "--llama-cpp"),
+              help="A kept version's tree (vendor/llama.cpp-VERSION) instead of the default "
+                   "lock's (vendor/llama.cpp).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: bool,
-               as_json: bool) -> None:
+               llama_cpp: str | None, as_json: bool) -> None:
     """Materialize vendor/llama.cpp from the pinned sources (verified), or check it;
     `vendor lock` moves the pin."""
     from buildtool.paths import writable_dir
     from buildtool.source import vendor
 
     if ctx.invoked_subcommand is not None:
-        if source or force or verify or as_json:
-            raise UsageError(f"--source, --force, --verify and --json belong after "
-                             f"'{ctx.invoked_subcommand}' or to `buildtool vendor` alone")
+        if source or force or verify or as_json or llama_cpp:
+            raise UsageError(f"--source, --force, --verify, --llama-cpp and --json belong "
+                             f"after '{ctx.invoked_subcommand}' or to `buildtool vendor` "
+                             "alone")
         return
     session = _session(ctx)
-    lock = session.lock
-    dest = session.vendor_dir
+    lock = session.lock_for(llama_cpp)
+    dest = lock.tree
     if not verify:
         writable_dir(dest, "the llama.cpp tree")
         check_cache()  # downloaded archives are kept there
@@ -755,6 +778,9 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
               help="The full upstream commit, when no source says it (a local tree).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="The lock to write (default: the one build_matrix.yaml names).")
+@click.option("--keep", is_flag=True,
+              help="Keep this version beside the default pin (llama.cpp-bN.lock.json, built "
+                   "with --llama-cpp bN or the matrix's llama-cpp); the default stays.")
 @click.option("--repository", default=None,
               help="Upstream repository URL (default: the current lock's).")
 @click.option("--pypi-index", default=None, envvar="BUILDTOOL_PYPI_JSON",
@@ -764,8 +790,8 @@ def vendor_cmd(ctx: click.Context, source: Path | None, force: bool, verify: boo
 @click.pass_context
 def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
                 local: Path | None, build_number: int | None, commit: str | None,
-                out: Path | None, repository: str | None, pypi_index: str | None,
-                dry_run: bool, as_json: bool) -> None:
+                out: Path | None, keep: bool, repository: str | None,
+                pypi_index: str | None, dry_run: bool, as_json: bool) -> None:
     """Write the lock for another llama.cpp version: an upstream build tag (b11400) or
     commit, a llama-cpp-python release (--pypi), or a local tree or archive (--local).
 
@@ -778,6 +804,9 @@ def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
     session = _session(ctx)
     if commit is not None and not pin.COMMIT.fullmatch(commit):
         raise UsageError(f"--commit {commit!r}: a full commit is 40 lower-case hex digits")
+    if keep and out is not None:
+        raise UsageError("--keep writes the lock beside the default one, --out where you say: "
+                         "give one")
     lock_path = out or session.project.lock_path
     if not dry_run:  # where the lock goes, before anything is fetched
         writable_file(lock_path, "--out" if out else "the lock")
@@ -796,7 +825,8 @@ def vendor_lock(ctx: click.Context, ref: str | None, pypi_version: str | None,
         lock_path=lock_path, repository=repository or (
             previous.repository if previous else "https://github.com/ggml-org/llama.cpp"),
         upstream=ref, pypi=pypi_version, local=local, build_number=build_number,
-        commit=commit, previous=previous, previous_tree=session.vendor_dir,
+        commit=commit, previous=previous, keep=keep,
+        previous_tree=previous.tree if previous else None,
         recipes_dir=session.root / "recipes", pypi_index=pypi_index or pin.PYPI,
         dry_run=dry_run, progress=session.reporter.info)
     # each known defect steered around: does it still apply to the new build?

@@ -189,34 +189,34 @@ def _cuda(tools: dict[str, list[Program]], version: str, tmp_path: Path) -> None
 def test_build_arguments_per_target(data: Path, fake_tools: dict[str, list[Program]],
                                     tmp_path: Path) -> None:
     cpu = _plan(res("cpu", host(data)), tmp_path)
-    args = image.build_args(cpu, LOCK, created="2026-11-22T00:00:00Z")
+    args = image.build_args(cpu, created="2026-11-22T00:00:00Z")
     assert args == {"BUILD_IMAGE": "ubuntu:24.04", "RUNTIME_IMAGE": "ubuntu:24.04",
                     "BUILDTOOL_TARGET": "cpu", "LLAMA_CPP_VERSION": "b11312",
                     "LLAMA_CPP_COMMIT": LOCK.commit, "BUILD_KEY": cpu.key,
                     "CREATED": "2026-11-22T00:00:00Z"}
     _cuda(fake_tools, "12.4", tmp_path)
     cuda = _plan(res("cublas12", host(data)), tmp_path)
-    args = image.build_args(cuda, LOCK)
+    args = image.build_args(cuda)
     assert args["BUILD_IMAGE"] == "nvidia/cuda:12.4.1-devel-ubuntu22.04"  # build_matrix.yaml
     assert args["RUNTIME_IMAGE"] == "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
     assert args["CUDA_VERSION"] == "12.4"
     assert args["CUDA_ARCHITECTURES"] == cuda.target.define("CMAKE_CUDA_ARCHITECTURES")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", args["CREATED"])
     gpu = _plan(res("cublas12", host(data), overrides=Overrides(gpu_archs=("90",))), tmp_path)
-    assert image.build_args(gpu, LOCK)["CUDA_ARCHITECTURES"] == "90"
+    assert image.build_args(gpu)["CUDA_ARCHITECTURES"] == "90"
     fake_tools.pop("nvcc")
     hip = _plan(res("hipblas", host(data), probe=False), tmp_path)
-    args = image.build_args(hip, LOCK)
+    args = image.build_args(hip)
     assert args["BUILD_IMAGE"] == "rocm/dev-ubuntu-24.04:7.2.1-complete"  # recipe {toolkit}
     assert args["ROCM_VERSION"] == "7.2.1"
     assert args["AMDGPU_TARGETS"] == hip.target.define("GPU_TARGETS") and "gfx942" in \
         args["AMDGPU_TARGETS"]
     intel = _plan(res("intel", host(data), probe=False), tmp_path)
-    assert image.build_args(intel, LOCK)["ONEAPI_VERSION"] == "2026.1.1"
-    assert image.build_args(intel, LOCK)["BUILD_IMAGE"] == \
+    assert image.build_args(intel)["ONEAPI_VERSION"] == "2026.1.1"
+    assert image.build_args(intel)["BUILD_IMAGE"] == \
         "intel/oneapi-basekit:2026.1.1-devel-ubuntu24.04"
     vulkan = _plan(res("vulkan", host(data), probe=False), tmp_path)
-    args = image.build_args(vulkan, LOCK, overrides={"RUNTIME_IMAGE": "localhost/base:1"})
+    args = image.build_args(vulkan, overrides={"RUNTIME_IMAGE": "localhost/base:1"})
     assert args["BUILD_IMAGE"] == "debian:trixie-slim"
     assert args["RUNTIME_IMAGE"] == "localhost/base:1"
     assert not {"CUDA_VERSION", "ROCM_VERSION", "AMDGPU_TARGETS"} & set(args)
@@ -229,7 +229,7 @@ def test_rendered_arguments_are_declared_by_the_dockerfile(
         plan = _plan(res(name, host(data), probe=name == "cublas12"), tmp_path)
         text = image.dockerfile(ROOT, plan.target).read_text()
         declared = set(re.findall(r"^ARG (\w+)", text, flags=re.M))
-        assert set(image.build_args(plan, LOCK)) <= declared, name
+        assert set(image.build_args(plan)) <= declared, name
 
 
 def test_metal_has_no_image_and_says_so(data: Path) -> None:
@@ -329,8 +329,8 @@ def test_context_holds_one_tree_and_a_directory_per_target(
     items = []
     for name in ("cpu", "vulkan"):
         plan = _plan(res(name, host(data), probe=False), tmp_path)
-        args = image.build_args(plan, LOCK)
-        manifest = image.image_manifest(plan, build_manifest(plan, LOCK, _source(tmp_path),
+        args = image.build_args(plan)
+        manifest = image.image_manifest(plan, build_manifest(plan, _source(tmp_path),
                                                              files={}),
                                         args, image.tags(plan.target), ROOT)
         items.append(image.ContextTarget(plan=plan, manifest=manifest))
@@ -348,7 +348,7 @@ def test_context_holds_one_tree_and_a_directory_per_target(
     assert (dest / image.OUTPUT_DIR).is_dir()
     assert f"{image.OUTPUT_DIR}/" in (dest / ".dockerignore").read_text().splitlines()
     assert f'default = "{image.OUTPUT_DIR}"' in image.bake_file(
-        [(items[0].plan, {})], cache="none", lock=LOCK)
+        [(items[0].plan, {})], cache="none")
     manifest = json.loads((dest / "targets/vulkan/manifest.json").read_text())
     assert manifest["kind"] == "image" and manifest["target"] == "vulkan"
     assert manifest["image"]["build_args"]["BUILD_IMAGE"] == "debian:trixie-slim"
@@ -360,9 +360,9 @@ def test_context_holds_one_tree_and_a_directory_per_target(
 def test_image_key_follows_inputs_not_timestamps(data: Path, fake_tools: object,
                                                  tmp_path: Path) -> None:
     plan = _plan(res("cpu", host(data)), tmp_path)
-    base = image.build_args(plan, LOCK, created="2026-01-01T00:00:00Z")
-    later = image.build_args(plan, LOCK, created="2026-11-22T00:00:00Z")
-    other = image.build_args(plan, LOCK, overrides={"BUILD_IMAGE": "localhost/debian:12"})
+    base = image.build_args(plan, created="2026-01-01T00:00:00Z")
+    later = image.build_args(plan, created="2026-11-22T00:00:00Z")
+    other = image.build_args(plan, overrides={"BUILD_IMAGE": "localhost/debian:12"})
     assert image.image_key(plan, ROOT, base) == image.image_key(plan, ROOT, later)
     assert image.image_key(plan, ROOT, base) != image.image_key(plan, ROOT, other)
     assert image.image_key(plan, ROOT, base) != plan.key
@@ -380,9 +380,9 @@ def test_bake_file_parses_and_builds_every_target(data: Path,
     for name in ("cpu", "cublas12", "vulkan"):
         overrides = Overrides(cpu="all-variants") if name == "cpu" else Overrides()
         plan = _plan(res(name, host(data), overrides=overrides), tmp_path)
-        items.append((plan, image.build_args(plan, LOCK)))
+        items.append((plan, image.build_args(plan)))
     for cache in image.CACHE_KINDS:
-        text = image.bake_file(items, cache=cache, lock=LOCK)
+        text = image.bake_file(items, cache=cache)
         doc = hcl2.loads(text)
         targets = {_strip(k): v for block in doc["target"] for k, v in block.items()}
         assert set(targets) == {"cpu", "cublas12", "vulkan"}
@@ -411,7 +411,7 @@ def test_bake_file_parses_and_builds_every_target(data: Path,
         else:
             assert cache_from == [] and cache_to == []
     with pytest.raises(UsageError, match="unknown cache kind 's3'"):
-        image.bake_file(items, cache="s3", lock=LOCK)
+        image.bake_file(items, cache="s3")
 
 
 def _strip(value: Any) -> Any:
@@ -576,8 +576,7 @@ def test_an_arm64_image_is_baked_for_a_native_build_there(
     cache = image.defines_cmake(plan)
     assert "GGML_CPU_ALL_VARIANTS" in cache
     assert "GGML_OPENMP" not in cache and "CMAKE_TOOLCHAIN_FILE" not in cache
-    doc = hcl2.loads(image.bake_file([(plan, image.build_args(plan, LOCK))], cache="gha",
-                                     lock=LOCK))
+    doc = hcl2.loads(image.bake_file([(plan, image.build_args(plan))], cache="gha"))
     cpu = next(v for block in doc["target"] for k, v in block.items() if _strip(k) == "cpu")
     assert [_strip(p) for p in cpu["platforms"]] == ["linux/arm64"]
     assert [_strip(t) for t in cpu["tags"]] == [

@@ -49,7 +49,7 @@ SOURCE = Materialized(tree=Path("/x"), source="pypi-sdist", archive_sha256="a" *
 
 
 def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-untyped-def]
-    artifact, outer = package.package(plan, LOCK, SOURCE)
+    artifact, outer = package.package(plan, SOURCE)
     assert artifact.name == "llama.cpp-b11312-cpu-host-x86-64-v3-linux-x86_64.tar.gz"
     name = artifact.name.removesuffix(".tar.gz")
     with tarfile.open(artifact) as tf:
@@ -84,7 +84,7 @@ def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-unty
 def test_failure_leaves_no_artifact(plan) -> None:  # type: ignore[no-untyped-def]
     (plan.build_dir / "bin" / "llama-quantize").unlink()
     with pytest.raises(package.PackageError, match="no 'llama-quantize'"):
-        package.package(plan, LOCK, SOURCE)
+        package.package(plan, SOURCE)
     assert list(plan.dist_dir.iterdir()) == []
 
 
@@ -94,12 +94,12 @@ def test_interrupt_while_writing_leaves_no_artifact(plan, monkeypatch) -> None: 
 
     monkeypatch.setattr(tarfile.TarFile, "add", boom)
     with pytest.raises(KeyboardInterrupt):
-        package.package(plan, LOCK, SOURCE)
+        package.package(plan, SOURCE)
     assert list(plan.dist_dir.iterdir()) == []
 
 
 def test_index_lookup_checks_integrity(plan) -> None:  # type: ignore[no-untyped-def]
-    artifact, outer = package.package(plan, LOCK, SOURCE)
+    artifact, outer = package.package(plan, SOURCE)
     assert outputs.lookup(plan.dist_dir, plan.key) is None
     assert outer.artifact_sha256 is not None
     outputs.record(plan.dist_dir, plan.key, artifact, outer.artifact_sha256)

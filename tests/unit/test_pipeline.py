@@ -25,7 +25,7 @@ from buildtool.source.vendor import Materialized
 from tests.unit import helpers
 from tests.unit import release_data as data
 from tests.unit.helpers import ROOT
-from tests.unit.test_resolve import LOCK, host, res
+from tests.unit.test_resolve import host, res
 from tests.unit.test_wheel import _source
 
 PASS = AuditRecord(verdict="pass")
@@ -52,7 +52,7 @@ def _job(plan: BuildPlan, source: Materialized, calls: list[str], **kw: Any) -> 
         calls.append("audit:" + ",".join(sorted(f.name for f in files))
                      + (" (own runtime)" if own_runtime else ""))
         return Audits(isa=PASS, abi=FLOOR)
-    return BuildJob(plan=plan, lock=LOCK, source=source, root=ROOT,
+    return BuildJob(plan=plan, source=source, root=ROOT,
                     reporter=Reporter(quiet=True), timings={},
                     compile=_compiler(plan, calls), audit=audit, **kw)
 
@@ -193,7 +193,7 @@ def session(tmp_path: Path, data: Path, fake_tools: object,
     monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
     s = open_session(tmp_path)
     source = _source(tmp_path / "elsewhere")  # as --source PATH: vendor/ stays untouched
-    monkeypatch.setattr(pipeline, "_source", lambda session, local: source)
+    monkeypatch.setattr(pipeline, "_source", lambda session, lock, local: source)
     return s
 
 

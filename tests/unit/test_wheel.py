@@ -173,9 +173,9 @@ def _render(rt: ResolvedTarget, tmp_path: Path, *, emit: bool) -> tuple[Path, An
     source = _source(tmp_path)
     plan = make_plan(rt, root=root, source_dir=source.tree, tree_sha256="0" * 64,
                      use_ccache=False)
-    inner = wheel.wheel_manifest(plan, build_manifest(plan, LOCK, source, files={}))
+    inner = wheel.wheel_manifest(plan, build_manifest(plan, source, files={}))
     dest = tmp_path / ("emit" if emit else "project")
-    wheel.render(plan, LOCK, inner, dest, root=root, emit=emit)
+    wheel.render(plan, inner, dest, root=root, emit=emit)
     return dest, plan
 
 

@@ -40,7 +40,7 @@ from buildtool.records import (
     SourceRecord,
     Tool,
 )
-from buildtool.source.vendor import Lock, Materialized
+from buildtool.source.vendor import Materialized
 
 if TYPE_CHECKING:
     from buildtool.toolchains.engines import Engine
@@ -103,7 +103,6 @@ class BuildJob:
     does: its floor is recorded, not held against the platform's)."""
 
     plan: BuildPlan
-    lock: Lock
     source: Materialized
     root: Path  # the project (recipes/ lives there)
     reporter: Reporter
@@ -215,11 +214,12 @@ def builder_uri(env: Mapping[str, str] | None = None) -> str:
     return "urn:buildtool:host:" + quote(_platform.node() or "unknown", safe="")
 
 
-def base_manifest(plan: BuildPlan, lock: Lock, source: Materialized,
+def base_manifest(plan: BuildPlan, source: Materialized,
                   files: dict[str, str] | None = None,
                   audit: Audits | None = None) -> Manifest:
     """The manifest every kind starts from: what the target is and how it was made."""
     rt = plan.target
+    lock = rt.lock
     return Manifest(
         artifact=plan.artifact_name, kind="tarball", target=rt.name,
         description=rt.description, recipe=rt.recipe_name, family=rt.family,

@@ -44,7 +44,7 @@ from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
 from buildtool.paths import source_date_epoch
 from buildtool.records import HostFacts, ImageRecord, Manifest
-from buildtool.source.vendor import Lock, Materialized, copy_build_tree
+from buildtool.source.vendor import Materialized, copy_build_tree
 from buildtool.text import cmake_string
 from buildtool.toolchains import engines
 
@@ -104,14 +104,14 @@ def created_at() -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_args(plan: BuildPlan, lock: Lock, *, created: str | None = None,
+def build_args(plan: BuildPlan, *, created: str | None = None,
                overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The Dockerfile's build arguments for this target (``overrides``: --build-arg)."""
     rt = plan.target
     require_image(rt)
     args = {"BUILD_IMAGE": str(rt.build_image), "RUNTIME_IMAGE": str(rt.runtime_image),
-            "BUILDTOOL_TARGET": rt.name, "LLAMA_CPP_VERSION": lock.version,
-            "LLAMA_CPP_COMMIT": lock.commit}
+            "BUILDTOOL_TARGET": rt.name, "LLAMA_CPP_VERSION": rt.lock.version,
+            "LLAMA_CPP_COMMIT": rt.lock.commit}
     args.update(backends.family(rt.family).image_args(rt.toolkit, rt.define))
     args["BUILD_KEY"] = plan.key
     args["CREATED"] = created or created_at()
@@ -242,10 +242,11 @@ def cache_settings(kind: str, target: str) -> tuple[list[str], list[str]]:
     raise UsageError(f"unknown cache kind '{kind}'", hint="one of: " + ", ".join(CACHE_KINDS))
 
 
-def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: str,
-              lock: Lock) -> str:
-    """docker-bake.hcl for the given (plan, build arguments), context = its directory."""
+def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: str) -> str:
+    """docker-bake.hcl for the given (plan, build arguments), context = its directory (one
+    llama.cpp tree: the plans build one version)."""
     names = [plan.target.name for plan, _ in items]
+    lock = items[0][0].target.lock
     out = [
         f"# llama.cpp {lock.version} ({lock.short_commit}) images for {', '.join(names)}.",
         "# Written by `buildtool bake`; build them all with `docker buildx bake` in this",
@@ -298,18 +299,17 @@ def owns(name: str) -> bool:
     return name.endswith(SUFFIX)
 
 
-def context_target(plan: BuildPlan, lock: Lock, source: Materialized, root: Path,
+def context_target(plan: BuildPlan, source: Materialized, root: Path,
                    overrides: Mapping[str, str]) -> tuple[ContextTarget, dict[str, str]]:
     """The target's entry in an image build context (its manifest) and its build arguments."""
-    args = build_args(plan, lock, overrides=overrides)
-    inner = image_manifest(plan, base_manifest(plan, lock, source), args, tags(plan.target),
+    args = build_args(plan, overrides=overrides)
+    inner = image_manifest(plan, base_manifest(plan, source), args, tags(plan.target),
                            root)
     return ContextTarget(plan=plan, manifest=inner), args
 
 
 def key(job: BuildJob) -> str:
-    return image_key(job.plan, job.root, build_args(job.plan, job.lock,
-                                                    overrides=job.build_args))
+    return image_key(job.plan, job.root, build_args(job.plan, overrides=job.build_args))
 
 
 def build(job: BuildJob) -> Made:
@@ -319,7 +319,7 @@ def build(job: BuildJob) -> Made:
     assert eng is not None, "the pipeline chooses an engine for images"
     rt = plan.target
     t = time.monotonic()
-    entry, args = context_target(plan, job.lock, job.source, job.root, job.build_args)
+    entry, args = context_target(plan, job.source, job.root, job.build_args)
     inner = entry.manifest
     tag_list = tags(rt)
     rep.step(f"image {tag_list[0]} with {eng.describe()}")

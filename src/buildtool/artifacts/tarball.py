@@ -48,7 +48,7 @@ from buildtool.grammar import ArtifactKind
 from buildtool.inputs import RECORD_LIMIT, read_text, sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
 from buildtool.records import HostFacts, Manifest
-from buildtool.source.vendor import Lock, Materialized
+from buildtool.source.vendor import Materialized
 
 KIND: ArtifactKind = "tarball"
 SUFFIX = ".tar.gz"
@@ -84,7 +84,7 @@ def collect(plan: BuildPlan) -> list[Path]:
     return files
 
 
-def package(plan: BuildPlan, lock: Lock, source: Materialized,
+def package(plan: BuildPlan, source: Materialized,
             audit: Audits | None = None) -> tuple[Path, Manifest]:
     """Stage, checksum and tar the artifact; return its path and manifest."""
     name = plan.artifact_name
@@ -116,7 +116,7 @@ def package(plan: BuildPlan, lock: Lock, source: Materialized,
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)
-        manifest = base_manifest(plan, lock, source, files, audit)
+        manifest = base_manifest(plan, source, files, audit)
         (stage / "manifest.json").write_text(json.dumps(records.to_json(manifest), indent=2)
                                              + "\n")
         final = plan.artifact_path
@@ -163,7 +163,7 @@ def build(job: BuildJob) -> Made:
     report = job.audit(collect(plan))
     t = time.monotonic()
     job.reporter.step("packaging")
-    artifact, manifest = package(plan, job.lock, job.source, audit=report)
+    artifact, manifest = package(plan, job.source, audit=report)
     assert manifest.artifact_sha256 is not None
     record(plan.dist_dir, key(job), artifact, manifest.artifact_sha256)
     job.timings["package"] = time.monotonic() - t

@@ -61,7 +61,7 @@ from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
 from buildtool.records import HostFacts, Manifest, RepairRecord, WheelRecord
-from buildtool.source.vendor import Lock, copy_build_tree
+from buildtool.source.vendor import copy_build_tree
 from buildtool.toolchains import cross
 
 TEMPLATE = Path("recipes") / "wheel"
@@ -119,7 +119,7 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str]:
+def template_values(plan: BuildPlan, *, emit: bool) -> dict[str, str]:
     """Values of recipes/wheel/pyproject.toml, each a TOML value or table body."""
     rt = plan.target
     defines = portable_defines(plan) if emit else list(plan.cmake_defines)
@@ -128,7 +128,7 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
     smoke = "buildtool smoke {wheel}" + (" --allow-cpu-fallback" if rt.recipe.gpu else "")
     return {
         "name": _toml(naming.distribution(rt)), "version": _toml(naming.version(rt)),
-        "description": _toml(f"llama.cpp {lock.version} for {rt.name}: {rt.description}"),
+        "description": _toml(f"llama.cpp {rt.lock.version} for {rt.name}: {rt.description}"),
         "dependencies": _toml(list(rt.wheel_requires)),
         "scripts": "\n".join(f"{json.dumps(p)} = {json.dumps(mod + '._launch:main')}"
                              for p in rt.build_targets),
@@ -150,13 +150,13 @@ def template_values(plan: BuildPlan, lock: Lock, *, emit: bool) -> dict[str, str
     }
 
 
-def readme_values(plan: BuildPlan, lock: Lock) -> dict[str, str]:
+def readme_values(plan: BuildPlan) -> dict[str, str]:
     """Values of recipes/wheel/README.md (the wheel's long description): plain text."""
     rt = plan.target
     return {
         "name": naming.distribution(rt), "module": naming.module(rt),
-        "description": rt.description, "llama_version": lock.version,
-        "commit": lock.short_commit, "target": rt.name, "backend": rt.backend,
+        "description": rt.description, "llama_version": rt.lock.version,
+        "commit": rt.lock.short_commit, "target": rt.name, "backend": rt.backend,
         "cpu_policy": rt.cpu_policy,
         "cpu_requires": f", requires {' '.join(rt.cpu_features)}" if rt.cpu_features else "",
     }
@@ -173,7 +173,7 @@ def ci_archs(rt: ResolvedTarget, os_name: str) -> list[str]:
             if p.startswith(os_name + "-") and p in naming.CI_ARCHS]
 
 
-def render(plan: BuildPlan, lock: Lock, manifest: Manifest, dest: Path, *,
+def render(plan: BuildPlan, manifest: Manifest, dest: Path, *,
            root: Path, emit: bool = False) -> Path:
     """Write the target's wheel project, with ``manifest`` (see wheel_manifest) as its
     package's manifest.json, into ``dest`` (replaced if present).
@@ -189,8 +189,8 @@ def render(plan: BuildPlan, lock: Lock, manifest: Manifest, dest: Path, *,
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name, values in (("pyproject.toml", template_values(plan, lock, emit=emit)),
-                         ("README.md", readme_values(plan, lock))):
+    for name, values in (("pyproject.toml", template_values(plan, emit=emit)),
+                         ("README.md", readme_values(plan))):
         text = (template / name).read_text()
         (dest / name).write_text(string.Template(text).substitute(values))
     license_file = plan.source_dir / "LICENSE"
@@ -412,8 +412,8 @@ def build(job: BuildJob) -> Made:
              f"build directory {plan.build_dir.name})")
     plan.build_dir.mkdir(parents=True, exist_ok=True)
     log = plan.build_dir / "buildtool.log"
-    inner = wheel_manifest(plan, base_manifest(plan, job.lock, job.source))
-    project = render(plan, job.lock, inner, plan.build_dir / "wheel-project", root=job.root)
+    inner = wheel_manifest(plan, base_manifest(plan, job.source))
+    project = render(plan, inner, plan.build_dir / "wheel-project", root=job.root)
     plan.dist_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
     try:

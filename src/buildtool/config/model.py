@@ -75,6 +75,10 @@ class Defaults:
     revision: Revision = field(default=0, metadata=doc(
         "packaging revision: bump it to republish the same llama.cpp build (a wheel's "
         "version is <llama.cpp build number>.<revision>)"))
+    llama_cpp: BuildTag | None = field(default=None, metadata=doc(
+        "the llama.cpp version every target builds (a build tag such as b11312): the default "
+        "lock's, or one kept beside it as vendor/llama.cpp-<version>.lock.json; default: "
+        "the default lock's"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +108,9 @@ class TargetSpec:
         "the wheel's dependencies, instead of the recipe's wheel-requires"))
     docker: DockerImages | None = field(default=None, metadata=doc(
         "base images of this target's container image, instead of the recipe's"))
+    llama_cpp: BuildTag | None = field(default=None, metadata=doc(
+        "the llama.cpp version this target builds, instead of defaults.llama-cpp (a kept "
+        "lock's version, vendor/llama.cpp-<version>.lock.json)"))
 
 
 @dataclass(frozen=True, kw_only=True)

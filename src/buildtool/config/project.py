@@ -7,9 +7,10 @@ from pathlib import Path
 
 from buildtool.config.model import CommonRecipe, Matrix, Recipe, TargetSpec
 from buildtool.errors import ConfigError, UnknownTargetError
-from buildtool.inputs import load_yaml
+from buildtool.inputs import Doc, load_yaml
 from buildtool.paths import MATRIX_FILE
 from buildtool.schema import convert, suggest
+from buildtool.source.vendor import LockSet, kept_lock_path
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def load_project(root: Path, matrix_path: Path | None = None) -> Project:
                           hint="run buildtool from the project root, or pass --matrix PATH")
     doc = load_yaml(matrix_path)
     matrix: Matrix = convert(Matrix, doc.data, doc)
+    _check_versions(matrix, matrix_path, doc)
     recipes_dir = matrix_path.parent / "recipes"
     common_path = recipes_dir / "common.yaml"
     if not common_path.is_file():
@@ -69,6 +71,27 @@ def load_project(root: Path, matrix_path: Path | None = None) -> Project:
         paths[spec.recipe] = path
     return Project(root=root, matrix_path=matrix_path, matrix=matrix, recipes=recipes,
                    recipe_paths=paths, common=common, common_path=common_path)
+
+
+def _check_versions(matrix: Matrix, matrix_path: Path, doc: Doc) -> None:
+    """Each llama.cpp version the matrix names has a lock in the set (the default lock or one
+    kept beside it), or the matrix is refused at its line."""
+    named = [(("defaults", "llama-cpp"), matrix.defaults.llama_cpp),
+             *((("targets", name, "llama-cpp"), spec.llama_cpp)
+               for name, spec in matrix.targets.items())]
+    wanted = [(keys, version) for keys, version in named if version is not None]
+    if not wanted:
+        return
+    locks = LockSet((matrix_path.parent / matrix.lock).resolve())
+    available = locks.versions()
+    for keys, version in wanted:
+        if version not in available:
+            raise ConfigError(
+                f"{'.'.join(keys)}: no lock for llama.cpp {version} beside {matrix.lock} "
+                f"(kept versions: {', '.join(available)})", path=matrix_path,
+                line=doc.line(keys),
+                hint=f"`buildtool vendor lock {version} --keep` writes "
+                     f"{kept_lock_path(locks.default_path, version).name}")
 
 
 def _load_recipe(path: Path) -> Recipe:

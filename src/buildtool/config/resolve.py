@@ -37,7 +37,7 @@ from buildtool.errors import BuildtoolError, ConfigError, UsageError
 from buildtool.grammar import CPU_POLICIES, ArtifactKind, Platform
 from buildtool.records import AbiVersions
 from buildtool.schema import check_value, suggest
-from buildtool.source.vendor import Lock
+from buildtool.source.vendor import Lock, LockSet
 from buildtool.toolchains import cross
 
 
@@ -51,6 +51,7 @@ class Overrides:
     toolkit: str | None = None
     gpu_archs: tuple[str, ...] | None = None
     defines: tuple[tuple[str, str], ...] = ()
+    llama_cpp: str | None = None  # a version of the lock set (--llama-cpp b10454)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +79,7 @@ class ResolvedTarget:
     requires: tuple[ToolRequirement, ...]
     smoke: SmokeSpec
     origins: Mapping[str, str] = field(default_factory=dict)
-    commit: str
-    build_number: int
+    lock: Lock  # the llama.cpp version it builds: the pin every later stage reads
     avoided: tuple[AvoidCpuFeatures, ...] = ()  # known defects steered around (common.yaml)
     audit_allow: tuple[AuditAllow, ...] = ()  # common.yaml's and the recipe's
     runtime: tuple[Bundle, ...] = ()  # what a tarball bundles from the toolchain (this host)
@@ -106,6 +106,14 @@ class ResolvedTarget:
         return tuple(v for a in self.avoided for v in a.variants)
 
     @property
+    def commit(self) -> str:
+        return self.lock.commit
+
+    @property
+    def build_number(self) -> int:
+        return self.lock.build_number
+
+    @property
     def family(self) -> str:
         return self.recipe.family
 
@@ -129,6 +137,8 @@ class ResolvedTarget:
         return {
             "target": self.name, "description": self.description, "recipe": self.recipe_name,
             "family": self.family, "backend": self.backend, "gpu": self.recipe.gpu,
+            "llama_cpp": {"version": self.lock.version, "commit": self.lock.commit,
+                          "lock": self.lock.path.name},
             "platform": self.platform, "platforms": list(self.platforms), "cross": self.cross,
             "cpu_policy": self.cpu_policy,
             "cpu_level": self.cpu_level, "cpu_features": list(self.cpu_features),
@@ -214,7 +224,8 @@ def config_layers(project: Project, name: str, overrides: Overrides,
     above = [
         Layer(f"{mx}:defaults", {
             "cpu": defaults.cpu, "build_targets": defaults.build_targets,
-            "artifacts": defaults.artifacts, "revision": defaults.revision},
+            "artifacts": defaults.artifacts, "revision": defaults.revision,
+            "llama_cpp": defaults.llama_cpp},
             defines=tuple(defaults.cmake_defines.items())),
         Layer(f"{mx}:targets.{name}", {
             "platforms": spec.platforms, "cpu": spec.cpu, "toolkit": spec.toolkit,
@@ -222,12 +233,14 @@ def config_layers(project: Project, name: str, overrides: Overrides,
             "artifacts": spec.artifacts, "revision": spec.revision, "runner": spec.runner,
             "container": spec.container, "wheel_requires": spec.wheel_requires,
             "build_image": images.build_image if images else None,
-            "runtime_image": images.runtime_image if images else None},
+            "runtime_image": images.runtime_image if images else None,
+            "llama_cpp": spec.llama_cpp},
             defines=tuple(spec.cmake_defines.items())),
         Layer("environment BUILDTOOL_CPU", {"cpu": env.get("BUILDTOOL_CPU") or None}),
         Layer("--cpu", {"cpu": overrides.cpu}),
         Layer("--toolkit", {"toolkit": overrides.toolkit}),
         Layer("--gpu-archs", {"gpu_archs": overrides.gpu_archs}),
+        Layer("--llama-cpp", {"llama_cpp": overrides.llama_cpp}),
         Layer("-D (command line)", defines=overrides.defines),
     ]
     return below, above
@@ -237,7 +250,7 @@ def resolve(
     project: Project,
     name: str,
     *,
-    lock: Lock,
+    lock: Lock | LockSet,
     host_cpu: CpuInfo | None,
     host_platform: str,
     overrides: Overrides = Overrides(),
@@ -250,6 +263,7 @@ def resolve(
     below, above = config_layers(project, name, overrides, env)
     configured = below + above
     origins: dict[str, str] = {}
+    lock = choose_lock(lock, pick(configured, "llama_cpp", origins), origins)
 
     platforms = pick(configured, "platforms", origins)
     if overrides.platform is not None:
@@ -353,8 +367,7 @@ def resolve(
         artifacts=tuple(pick(configured, "artifacts", origins)),
         defines=tuple(defines.items()), host_only=frozenset(host_only),
         configure_env=tuple((k, v) for k, v, _ in dynamic.env), requires=requires,
-        smoke=project.matrix.defaults.smoke, origins=origins, commit=lock.commit,
-        build_number=lock.build_number,
+        smoke=project.matrix.defaults.smoke, origins=origins, lock=lock,
         # those of its architecture, for the pinned build
         avoided=tuple(a for a in project.common.avoid_cpu_features
                       if a.applies(lock.build_number)
@@ -376,6 +389,31 @@ def resolve(
         runtime_image=_fill(runtime_image, toolkit) if runtime_image else None,
         abi_floor=abi_floor, cpu_models=cpu_models,
     )
+
+
+def choose_lock(locks: Lock | LockSet, version: str | None, origins: dict[str, str]) -> Lock:
+    """The lock of the version asked for (None: the default lock); ``origins['llama_cpp']``
+    says who asked. A version the set lacks is a UsageError for --llama-cpp and a
+    ConfigError for the matrix (load_project checks the matrix's first, with its line)."""
+    if isinstance(locks, Lock):  # one lock given: only its version can be asked for
+        if version is not None and version != locks.version:
+            raise UsageError(f"llama.cpp {version} (from {origins['llama_cpp']}): only "
+                             f"{locks.version} is available here")
+        origins.setdefault("llama_cpp", locks.path.name)
+        return locks
+    try:
+        lock = locks.get(version)
+    except KeyError:
+        asked = origins["llama_cpp"]
+        error = UsageError if asked == "--llama-cpp" else ConfigError
+        raise error(f"llama.cpp {version} (from {asked}) has no lock in "
+                    f"{locks.default_path.parent}; locked versions: "
+                    f"{', '.join(locks.versions())}",
+                    hint=f"`buildtool vendor lock {version} --keep` (or --pypi VERSION "
+                         "--build-number N --keep) writes it") from None
+    origins["llama_cpp"] = f"{origins.get('llama_cpp', 'default')} → {lock.path.name}" \
+        if version is not None else lock.path.name
+    return lock
 
 
 def parse_abi_floor(text: str, where: str,

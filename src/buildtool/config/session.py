@@ -9,11 +9,11 @@ from pathlib import Path
 
 from buildtool.abi import SystemAbi
 from buildtool.config.project import Project, load_project
-from buildtool.config.resolve import Overrides, ResolvedTarget, resolve
+from buildtool.config.resolve import Overrides, ResolvedTarget, choose_lock, resolve
 from buildtool.detect.cpu import CpuInfo
 from buildtool.detect.host import detect_cpu, host_platform, host_system, os_name
 from buildtool.progress import Reporter
-from buildtool.source.vendor import Lock, load_lock
+from buildtool.source.vendor import Lock, LockSet
 
 
 @dataclass
@@ -23,8 +23,18 @@ class Session:
     host_cpu_override: CpuInfo | None = None
 
     @functools.cached_property
+    def locks(self) -> LockSet:
+        """The llama.cpp versions a target may build: the default lock and those kept."""
+        return LockSet(self.project.lock_path)
+
+    @property
     def lock(self) -> Lock:
-        return load_lock(self.project.lock_path)
+        """The default lock (a target's own is ``resolve(...).lock``)."""
+        return self.locks.default
+
+    def lock_for(self, version: str | None) -> Lock:
+        """The lock of ``version`` as --llama-cpp names it (None: the default)."""
+        return choose_lock(self.locks, version, {"llama_cpp": "--llama-cpp"})
 
     @functools.cached_property
     def host_cpu(self) -> CpuInfo:
@@ -43,13 +53,9 @@ class Session:
     def root(self) -> Path:
         return self.project.root
 
-    @property
-    def vendor_dir(self) -> Path:
-        return self.project.lock_path.parent / "llama.cpp"
-
     def resolve(self, name: str, overrides: Overrides = Overrides(), *,
                 probe: bool = True) -> ResolvedTarget:
-        return resolve(self.project, name, lock=self.lock, host_cpu=self.host_cpu,
+        return resolve(self.project, name, lock=self.locks, host_cpu=self.host_cpu,
                        host_platform=self.host_platform, overrides=overrides, env=os.environ,
                        probe=probe)
 

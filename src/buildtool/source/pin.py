@@ -294,9 +294,10 @@ def make_lock(*, lock_path: Path, repository: str, upstream: str | None = None,
               pypi: str | None = None, local: Path | None = None,
               build_number: int | None = None, commit: str | None = None,
               previous: Lock | None = None, previous_tree: Path | None = None,
-              recipes_dir: Path | None = None, pypi_index: str = PYPI,
+              keep: bool = False, recipes_dir: Path | None = None, pypi_index: str = PYPI,
               dry_run: bool = False, progress: Progress = lambda _: None) -> Outcome:
-    """Fetch and measure each source given, check they agree, and write the lock."""
+    """Fetch and measure each source given, check they agree, and write the lock
+    (``keep``: beside ``lock_path`` as ``llama.cpp-bN.lock.json``, a kept version)."""
     check_value(vendor.Url, repository, "--repository", error=UsageError)
     if not (upstream or pypi or local):
         raise UsageError("name a version: an upstream tag or commit, --pypi VERSION or "
@@ -354,6 +355,11 @@ def make_lock(*, lock_path: Path, repository: str, upstream: str | None = None,
         if build_number is None:
             raise UsageError(f"the build number of commit {found[:9]} is not in the sources "
                              "here", hint="give --build-number N (its bN release tag)")
+        if keep:
+            if previous is not None and previous.build_number == build_number:
+                raise UsageError(f"b{build_number} is the default pin ({lock_path.name}); "
+                                 "--keep is for other versions")
+            lock_path = vendor.kept_lock_path(lock_path, f"b{build_number}")
         kept, notes, conflicts = recheck_patches(previous, measured[0].tree, scratch)
         if conflicts and not dry_run:
             raise SourceError("patches of the current lock conflict with b"

@@ -19,10 +19,12 @@ directory, and is renamed into place only when complete.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tarfile
@@ -45,6 +47,8 @@ from buildtool.paths import cache_dir
 from buildtool.schema import Match, Range, convert
 
 MARKER = ".buildtool-source.json"
+KEPT_PREFIX = "llama.cpp-"  # a kept lock: llama.cpp-<version>.lock.json beside the default
+KEPT_SUFFIX = ".lock.json"
 EXCLUDED_TOP = {".git"}
 CHUNK = 1 << 20
 MAX_DOWNLOAD = 4 << 30  # no source archive of llama.cpp comes near this
@@ -126,6 +130,15 @@ class Lock:
     def short_commit(self) -> str:
         return self.commit[:9]
 
+    @property
+    def tree(self) -> Path:
+        """Where its tree is materialized: ``llama.cpp`` beside the default lock,
+        ``llama.cpp-<version>`` beside a kept one (``llama.cpp-<version>.lock.json``)."""
+        name = self.path.name
+        if name.startswith(KEPT_PREFIX) and name.endswith(KEPT_SUFFIX):
+            return self.path.parent / name.removesuffix(KEPT_SUFFIX)
+        return self.path.parent / "llama.cpp"
+
     def archive_hashes(self) -> dict[str, SourceEntry]:
         return {s.sha256: s for s in self.sources if s.kind == "archive" and s.sha256}
 
@@ -159,6 +172,60 @@ def load_lock(path: Path) -> Lock:
     return Lock(path=path, repository=up.repository, commit=up.commit,
                 build_number=up.build_number, tree_sha256=data.tree_sha256,
                 sources=data.sources, patches=data.patches)
+
+
+def kept_lock_path(default: Path, version: str) -> Path:
+    """Where the lock of ``version`` is kept beside the default lock ``default``."""
+    return default.parent / f"{KEPT_PREFIX}{version}{KEPT_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class LockSet:
+    """The versions a build may choose (``--llama-cpp``, the matrix's ``llama-cpp``): the
+    default lock and every lock kept beside it as ``llama.cpp-<version>.lock.json``, each
+    verified as the default is."""
+
+    default_path: Path
+    _loaded: dict[Path, Lock] = field(default_factory=dict, compare=False, repr=False)
+
+    @functools.cached_property
+    def default(self) -> Lock:
+        return load_lock(self.default_path)
+
+    def kept(self) -> dict[str, Path]:
+        """Each kept lock's version (from its file name) and path, in version order."""
+        found = {}
+        pattern = f"{KEPT_PREFIX}b*{KEPT_SUFFIX}"
+        for path in self.default_path.parent.glob(pattern):
+            version = path.name.removeprefix(KEPT_PREFIX).removesuffix(KEPT_SUFFIX)
+            if re.fullmatch(r"b[0-9]{1,7}", version) and path != self.default_path:
+                found[version] = path
+        return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:])))
+
+    def versions(self) -> list[str]:
+        return sorted({self.default.version, *self.kept()}, key=lambda v: int(v[1:]))
+
+    def get(self, version: str | None) -> Lock:
+        """The lock of ``version`` (None: the default); a kept lock whose content names
+        another version than its file name is a ConfigError naming the file."""
+        if version is None or version == self.default.version:
+            return self.default
+        path = self.kept().get(version)
+        if path is None:
+            raise KeyError(version)
+        if path not in self._loaded:
+            self._loaded[path] = _kept(path, version)
+        return self._loaded[path]
+
+
+def _kept(path: Path, version: str) -> Lock:
+    lock = load_lock(path)
+    if lock.version != version:
+        raise ConfigError(f"upstream.build-number: the lock is named for {version} but pins "
+                          f"{lock.version}", path=path,
+                          hint=f"rename it {kept_lock_path(path, lock.version).name} or "
+                               "write it again with `buildtool vendor lock --keep`")
+    return lock
 
 
 def tree_digest(root: Path) -> str:
