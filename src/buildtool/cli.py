@@ -198,7 +198,8 @@ def detect(ctx: click.Context, as_json: bool) -> None:
               default="table", help="github: the build jobs (a target per platform with a "
                                     "runner); github-wheels: the wheel jobs (a target per OS "
                                     "its platforms name, per Linux platform); github-images: "
-                                    "the image jobs (a bake per Linux platform).")
+                                    "the image jobs (a bake per Linux platform and llama.cpp "
+                                    "version).")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_context
 def matrix_cmd(ctx: click.Context, fmt: str, as_json: bool) -> None:

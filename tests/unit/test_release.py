@@ -281,6 +281,7 @@ def test_release_directory_contents(dist: Path, tmp_path: Path,
             "uri": f"git+https://github.com/ggml-org/llama.cpp@{data.COMMIT}",
             "digest": {"gitCommit": data.COMMIT}}
         assert definition["resolvedDependencies"][1]["digest"] == {"sha256": "8" * 64}
+        assert definition["externalParameters"]["llama_cpp"] == "b11312"  # the version chosen
         assert definition["internalParameters"]["cmake_defines"]["CMAKE_BUILD_TYPE"] == "Release"
         builder = s["predicate"]["runDetails"]["builder"]
         assert builder["id"] == "urn:buildtool:host:ci-runner-7"  # SLSA: a URI

@@ -218,3 +218,17 @@ def test_vendor_lock_keep_writes_beside_the_default(tmp_path: Path,
         assert code == ExitCode.USAGE and "give one" in err
     assert not (project / "vendor" / "llama.cpp-b11312.lock.json").exists()
     shutil.rmtree(project / "vendor" / "llama.cpp-b900", ignore_errors=True)
+
+
+def test_ci_bakes_each_version_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     fake_tools: object) -> None:
+    project = copy_project(tmp_path)
+    keep(project, 900)
+    matrix(project, vulkan="b900")
+    code, out, err = run_cli(capsys, "--matrix", str(project / "build_matrix.yaml"), "matrix",
+                             "--format", "github-images")
+    assert code == 0, err
+    x86 = {e["llama_cpp"]: e for e in json.loads(out)["include"]
+           if e["platform"] == "linux-x86_64"}
+    assert x86["b900"]["targets"] == "-t vulkan"
+    assert "-t cpu" in x86["b11312"]["targets"] and "vulkan" not in x86["b11312"]["targets"]

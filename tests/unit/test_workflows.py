@@ -74,9 +74,13 @@ def test_arm64_is_built_natively_on_arm64_runners(fake_tools: object) -> None:
     assert wheels[("cpu", "linux-aarch64")]["runner"] == "ubuntu-24.04-arm"
     assert wheels[("cpu", "linux-x86_64")]["archs"] == "x86_64"
     assert wheels[("cpu", "macos")]["archs"] == "arm64 x86_64"
-    images = _fed_by("images", "images", "github-images", {"platform", "runner"})
-    assert {(e["platform"], e["runner"]) for e in images} == {
-        ("linux-x86_64", "ubuntu-24.04"), ("linux-aarch64", "ubuntu-24.04-arm")}
+    images = _fed_by("images", "images", "github-images",
+                     {"platform", "runner", "llama_cpp", "targets"})
+    assert {(e["platform"], e["runner"], e["llama_cpp"]) for e in images} == {
+        ("linux-x86_64", "ubuntu-24.04", "b11312"),
+        ("linux-aarch64", "ubuntu-24.04-arm", "b11312")}
+    x86 = next(e for e in images if e["platform"] == "linux-x86_64")
+    assert "-t cpu" in x86["targets"] and "-t cublas12" in x86["targets"]
 
 
 def test_gpu_toolchains_build_in_their_vendor_containers(fake_tools: object) -> None:

@@ -187,15 +187,22 @@ def github_wheel_matrix(session: Session) -> dict[str, Any]:
 
 
 def github_image_matrix(session: Session) -> dict[str, Any]:
-    """The image jobs: one `buildtool bake --platform P` per Linux platform with a runner
-    that builds it natively, when a target has an image for it."""
-    with_image = {rt.platform for rt, _ in ci_jobs(session) if rt.dockerfile}
+    """The image jobs: one `buildtool bake --platform P --llama-cpp V` per Linux platform
+    with a runner that builds it natively and llama.cpp version its images build (one
+    build context holds one tree), with the targets it bakes."""
+    bakes: dict[tuple[str, str], list[str]] = {}
+    for rt, _ in ci_jobs(session):
+        if rt.dockerfile:
+            bakes.setdefault((rt.platform, rt.lock.version), []).append(rt.name)
     include: list[dict[str, Any]] = []
     for platform, spec in session.project.matrix.platforms.items():
         if not platform.startswith("linux-") or not spec.runner:
             continue
-        if platform in with_image:
-            include.append({"platform": platform, "runner": spec.runner})
+        for (where, version), names in bakes.items():
+            if where == platform:
+                include.append({"platform": platform, "runner": spec.runner,
+                                "llama_cpp": version,
+                                "targets": " ".join(f"-t {n}" for n in names)})
     return {"include": include}
 
 

@@ -507,7 +507,8 @@ def statement(a: Artifact, exception: str | None) -> dict[str, Any]:
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {"target": m.target, "kind": a.kind,
-                                   "platform": m.platform, "cpu": records.to_json(m.cpu),
+                                   "llama_cpp": src.version, "platform": m.platform,
+                                   "cpu": records.to_json(m.cpu),
                                    "toolkit": m.toolkit, "gpu_archs": list(m.gpu_archs)},
             "internalParameters": {"recipe": m.recipe, "cmake_defines": m.cmake_defines,
                                    "build_key": m.build_key},
