@@ -23,8 +23,10 @@ from buildtool.paths import check_cache, writable_dir
 from buildtool.records import AbiVersions, Manifest, SmokeRecord
 from buildtool.source import vendor
 from buildtool.toolchains import buildenv
+from buildtool.toolchains import compile_cache as ccache
 from buildtool.toolchains import engines as engine
 from buildtool.toolchains.buildenv import BuildEnv
+from buildtool.toolchains.compile_cache import CompileCache
 from buildtool.verify import audit, emulate, smoke
 
 
@@ -48,6 +50,8 @@ class BuildOptions:
     engine: str | None = None  # images: docker | podman | buildah (default: the first usable)
     build_args: tuple[tuple[str, str], ...] = ()  # images: --build-arg KEY=VALUE
     build_env: str | None = None  # tarballs: a root file system or image to compile in
+    compile_cache: str | None = None  # --compile-cache URL|none
+    compile_cache_read_only: bool = False
 
 
 @dataclass(kw_only=True)
@@ -68,6 +72,7 @@ class BuildOutcome:
     plan: BuildPlan
     artifacts: list[ArtifactOutcome] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    compile_cache: dict[str, Any] | None = None  # what ccache did for this build's compile
 
     @property
     def artifact(self) -> Path | None:
@@ -86,7 +91,9 @@ class BuildOutcome:
             "cached": first.cached if first else False,
             "smoke": records.to_json(first.smoke) if first and first.smoke else None,
             "artifacts": [a.to_json() for a in self.artifacts],
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            "timings": {k: round(v, 4 if k == "cache_hit_rate" else 2)
+                        for k, v in self.timings.items()},
+            "compile_cache": self.compile_cache,
         }
 
 
@@ -272,6 +279,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         preflight.require(rt)  # an image's toolchain is in its build stage's base image
     eng = engine.choose(options.engine) if not all(KINDS[k].COMPILES_HERE for k in kinds) \
         else None
+    cache = compile_cache(session, options)  # a bad URL fails here, before any work
     source = _source(session, rt.lock, options.source)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256, build_env=build_env)
     fresh = options.fresh  # delete the build directory once: the artifact kinds share it
@@ -287,7 +295,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
 
     job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
-                   compile=lambda: _compile(session, plan, options, timings),
+                   compile=lambda: _compile(session, plan, options, outcome, cache),
                    audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
     for kind_name in kinds:
@@ -449,17 +457,67 @@ def configure(session: Session, plan: BuildPlan, options: BuildOptions,
     return log
 
 
-def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
-             timings: dict[str, float]) -> None:
+def compile_cache(session: Session, options: BuildOptions) -> CompileCache | None:
+    """The shared compile cache this build uses: the matrix's ``compile-cache`` <
+    ``$BUILDTOOL_COMPILE_CACHE`` < ``--compile-cache``."""
+    spec = session.project.matrix.compile_cache
+    return ccache.configure(
+        matrix_url=spec.url if spec else None,
+        matrix_read_only=spec.read_only if spec else False,
+        matrix_origin=f"{session.project.matrix_path.name}:compile-cache.url",
+        env=os.environ, option=options.compile_cache,
+        option_read_only=options.compile_cache_read_only)
+
+
+def _cache_env(session: Session, plan: BuildPlan, cache: CompileCache | None,
+               stats_log: Path) -> dict[str, str]:
+    """ccache's settings for this compile: its stats log, and the remote cache when it
+    answers (a cache that does not is said and left out: the build compiles without it)."""
     rep = session.reporter
+    env = {"CCACHE_STATSLOG": str(stats_log)}
+    if cache is None:
+        return env
+    if plan.build_env is not None:
+        version = (plan.build_env.tools.get("ccache") or {}).get("version")
+        if version and not ccache.has_remote_storage(version):
+            rep.warn(f"compile cache {cache.shown}: the build environment's ccache {version} "
+                     "has no remote storage (4.4 or newer): compiling with its local cache")
+            return env
+    why = ccache.probe(cache)
+    if why is not None:
+        rep.warn(f"compile cache {cache.shown} does not answer ({why}): compiling without it")
+        return env
+    rep.info(f"compile cache: {cache.describe()}")
+    return {**env, **cache.env()}
+
+
+def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
+             outcome: BuildOutcome, cache: CompileCache | None) -> None:
+    rep = session.reporter
+    timings = outcome.timings
     log = configure(session, plan, options, timings)
-    env = {**os.environ, **dict(plan.env)}
+    cached = any(k.endswith("_COMPILER_LAUNCHER") for k, _ in plan.cmake_defines)
+    stats_log = plan.build_dir / ccache.STATS_LOG
+    stats_log.unlink(missing_ok=True)
+    extra = _cache_env(session, plan, cache, stats_log) if cached else {}
+    env = {**os.environ, **dict(plan.env), **extra}
     t = time.monotonic()
     rep.step(f"build {', '.join(plan.target.build_targets)}")
     rep.group(f"build {plan.target.name}")
-    cmd.run(plan.command(plan.build), env=env, log=log, echo=rep.command,
+    cmd.run(plan.command(plan.build, extra), env=env, log=log, echo=rep.command,
             on_line=rep.ninja_line,
             what="compilation failed", error_type=BuildError)
     rep.endgroup()
     timings["build"] = time.monotonic() - t
+    if cached:
+        stats = ccache.read_stats_log(stats_log)
+        timings["cache_hit_rate"] = stats.hit_rate
+        outcome.compile_cache = {**stats.to_json(),
+                                 "remote": cache.shown if "CCACHE_REMOTE_STORAGE" in extra
+                                 and cache else None}
+        rep.info(f"compile cache: {stats.describe()}" if stats.calls else
+                 "compile cache: nothing compiled (the build directory was up to date)")
+        if stats.remote_errors:
+            rep.warn(f"compile cache: {stats.remote_errors} compilations could not reach "
+                     "the remote cache and were compiled here")
 

@@ -343,6 +343,12 @@ def _print_plan(plan: Any, problems: list[Any]) -> None:
               help="Tarballs: compile in this root file system or container image (an older "
                    "distribution: a lower glibc floor); see README \"What an artifact "
                    "claims\".")
+@click.option("--compile-cache", "compile_cache", default=None, metavar="URL|none",
+              help="The shared compile cache (ccache remote storage: redis://HOST[:PORT], "
+                   "http://HOST/PATH, file:///DIR), over $BUILDTOOL_COMPILE_CACHE and the "
+                   "matrix's compile-cache; none: this machine's ccache only.")
+@click.option("--compile-cache-read-only", is_flag=True,
+              help="Read the shared compile cache, never write it (untrusted builds).")
 @click.option("--allow-cpu-fallback", is_flag=True,
               help="Smoke: pass a GPU artifact that ran on the CPU (recorded as waived).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
@@ -355,6 +361,7 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
           build_args: tuple[str, ...], smoke: bool, force: bool,
           fresh: bool, jobs: int | None, ccache: bool,
           source: Path | None, model: Path | None, dist: Path | None, build_root: Path | None,
+          compile_cache: str | None, compile_cache_read_only: bool,
           allow_cpu_fallback: bool, as_json: bool) -> None:
     """Build a target: fetch source, configure, compile, package, smoke-test."""
     from buildtool import build as build_mod
@@ -375,7 +382,8 @@ def build(ctx: click.Context, target: str | None, cpu: str | None, toolkit: str 
         dist=dist.resolve() if dist else None,
         build_root=build_root.resolve() if build_root else None,
         allow_cpu_fallback=allow_cpu_fallback, configure_only=configure_only,
-        artifacts=artifacts, engine=engine, build_args=_key_values(build_args, "--build-arg"))
+        artifacts=artifacts, engine=engine, build_args=_key_values(build_args, "--build-arg"),
+        compile_cache=compile_cache, compile_cache_read_only=compile_cache_read_only)
     if emit is not None:
         if artifacts == ("image",):
             context = build_mod.emit_image_context(session, options, emit.resolve())

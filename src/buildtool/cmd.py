@@ -79,7 +79,7 @@ def run(
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log_fh = log.open("a", encoding="utf-8", buffering=1)  # line by line: tail -f works
-        log_fh.write(f"$ {format_argv(args)}\n")
+        log_fh.write(redact(f"$ {format_argv(args)}\n"))
     try:
         proc = subprocess.Popen(
             args, cwd=cwd, env=dict(env) if env is not None else None,

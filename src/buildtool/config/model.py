@@ -141,6 +141,17 @@ class PlatformSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CompileCacheSpec:
+    """The compile cache every build shares (ccache's remote storage)."""
+
+    url: OneLine = field(metadata=doc(
+        "redis://HOST[:PORT], http://HOST[:PORT]/PATH (a server taking GET/PUT) or "
+        "file:///DIRECTORY; without credentials (those go in $BUILDTOOL_COMPILE_CACHE)"))
+    read_only: bool = field(default=False, metadata=doc(
+        "read the cache, never write it (untrusted builds)"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Matrix:
     """build_matrix.yaml: the declarative list of targets."""
 
@@ -152,6 +163,9 @@ class Matrix:
     platforms: dict[Platform, PlatformSpec] = field(default_factory=dict, metadata=doc(
         "per platform: the ABI floor its artifacts must meet and the CPU models they are "
         "proven on"))
+    compile_cache: CompileCacheSpec | None = field(default=None, metadata=doc(
+        "the shared compile cache (ccache remote storage) of every build; "
+        "$BUILDTOOL_COMPILE_CACHE and --compile-cache override it"))
     targets: dict[TargetName, TargetSpec]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,14 @@ class BuildPlan:
         lines += [format_argv(self.command(self.configure)), format_argv(self.command(self.build))]
         return "\n".join(lines)
 
-    def command(self, argv: tuple[str, ...]) -> list[str]:
-        """``argv`` as it runs: in the build environment, if there is one."""
+    def command(self, argv: tuple[str, ...],
+                extra_env: Mapping[str, str] | None = None) -> list[str]:
+        """``argv`` as it runs: in the build environment, if there is one (with the plan's
+        environment and ``extra_env``)."""
         if self.build_env is None:
             return list(argv)
-        return self.build_env.wrap(argv, mounts=self.mounts, env=dict(self.env))
+        return self.build_env.wrap(argv, mounts=self.mounts,
+                                   env={**dict(self.env), **(extra_env or {})})
 
     def to_json(self) -> dict[str, Any]:
         return {

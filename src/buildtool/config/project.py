@@ -11,6 +11,7 @@ from buildtool.inputs import Doc, load_yaml
 from buildtool.paths import MATRIX_FILE
 from buildtool.schema import convert, suggest
 from buildtool.source.vendor import LockSet, kept_lock_path
+from buildtool.toolchains import compile_cache
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ def load_project(root: Path, matrix_path: Path | None = None) -> Project:
     doc = load_yaml(matrix_path)
     matrix: Matrix = convert(Matrix, doc.data, doc)
     _check_versions(matrix, matrix_path, doc)
+    if matrix.compile_cache is not None:  # a URL ccache can use, without credentials
+        try:
+            compile_cache.parse(matrix.compile_cache.url, "compile-cache.url", error=ConfigError,
+                                allow_credentials=False)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=matrix_path,
+                              line=doc.line(("compile-cache", "url")), hint=exc.hint) from None
     recipes_dir = matrix_path.parent / "recipes"
     common_path = recipes_dir / "common.yaml"
     if not common_path.is_file():
