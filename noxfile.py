@@ -87,6 +87,14 @@ def smoke(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_cache(session: nox.Session) -> None:
+    """The shared compile cache on a Redis server on loopback: cold, warm from the remote
+    (a fresh clone with an empty local ccache), warm-local, and the server stopped halfway."""
+    session.install("-e", ".")
+    session.run("python", "scripts/bench_cache.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def cuda(session: nox.Session) -> None:
     """Build cublas13, cublas12 and cublas11 for real with toolkits buildtool provisions
     (one GPU architecture each; ~20+ min per target on 2 cores); prints wall times."""

@@ -190,3 +190,15 @@ def test_releases_go_through_the_gate_and_labs_report() -> None:
     assert any("buildtool lab run artifacts" in r for r in runs)
     report = [s.get("run", "") for s in lab["report"]["steps"]]
     assert any("buildtool lab report" in r and "GITHUB_STEP_SUMMARY" in r for r in report)
+
+
+def test_every_workflow_build_shares_the_compile_cache() -> None:
+    """The cache URL comes from a secret (it may carry credentials) for every job; a pull
+    request's builds read it and never write it."""
+    from buildtool.toolchains import compile_cache
+
+    for name in ("build.yml", "ci.yml"):
+        env = _workflow(name)["env"]
+        assert env[compile_cache.ENV_URL] == "${{ secrets.BUILDTOOL_COMPILE_CACHE }}"
+        assert env[compile_cache.ENV_READ_ONLY] == \
+            "${{ github.event_name == 'pull_request' }}"

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""The shared compile cache, measured in one run on a real server on loopback.
+
+Machines are simulated as separate clones of this repository (their own paths, build roots
+and empty local ccache directories) sharing one Redis server (Debian's redis-server) through
+`buildtool build --compile-cache redis://127.0.0.1:PORT`:
+
+1. cold:         machine A builds the target; nothing is cached anywhere (fills Redis)
+2. warm-remote:  machine B — a fresh clone, fresh build root, empty local ccache — builds it
+3. warm-local:   machine A again with --fresh (its build directory deleted), no remote
+4. server-down:  machine C, fresh like B, while the server is stopped after STOP_AFTER s:
+                 the build must still succeed (the rest compiled here, errors counted)
+
+Figures: wall seconds, ccache hit rate and remote hits/errors of each; ratio warm-remote/cold
+(goal <= 0.15). Each build is `--no-smoke --artifact tarball` (the compile is what is
+measured). Usage: python scripts/bench_cache.py [--target cpu] [--cpu x86-64-v2]
+[--stop-after 60] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_redis(port: int, work: Path) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("[bench] redis-server not found (apt-get install redis-server)")
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("[bench] redis-server did not start")
+
+
+def machine(work: Path, name: str) -> Path:
+    """A fresh clone of this repository (committed state), as another machine has it."""
+    clone = work / name
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    return clone
+
+
+def build(clone: Path, ccache_dir: Path, label: str, target: str, cpu: str,
+          extra: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "CCACHE_DIR": str(ccache_dir), "CI": "1"}
+    env.pop("BUILDTOOL_COMPILE_CACHE", None)
+    argv = [sys.executable, "-m", "buildtool", "--matrix", str(clone / "build_matrix.yaml"),
+            "build", "--target", target, "--cpu", cpu, "--no-smoke", "--artifact", "tarball",
+            "--dist", str(clone / "dist"), "--json", *extra]
+    print(f"[bench] {label}: {' '.join(argv[3:])}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True,
+                          check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"[bench] {label} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout)
+    stats = out.get("compile_cache") or {}
+    warned = [ln.strip() for ln in proc.stderr.splitlines() if "compile cache" in ln]
+    print(f"[bench] {label}: {wall:.1f} s; {'; '.join(warned)}", flush=True)
+    return {"wall_s": round(wall, 1), "build_s": out["timings"].get("build"),
+            "hit_rate": stats.get("hit_rate"), "calls": stats.get("calls"),
+            "remote_hits": stats.get("remote_hits"), "remote_errors": stats.get("remote_errors")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--cpu", default="x86-64-v2")
+    parser.add_argument("--stop-after", type=float, default=60.0,
+                        help="seconds into machine C's build when the server is stopped")
+    parser.add_argument("--json", type=Path, default=None, help="also write figures here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="buildtool-bench-cache-"))
+    port = free_port()
+    redis = start_redis(port, work)
+    url = f"redis://127.0.0.1:{port}"
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        a, b, c = (machine(work, n) for n in ("machine-a", "machine-b", "machine-c"))
+        remote = ["--compile-cache", url]
+        results["cold"] = build(a, work / "ccache-a", "cold (A)", args.target, args.cpu,
+                                remote)
+        results["warm-remote"] = build(b, work / "ccache-b", "warm-remote (B)", args.target,
+                                       args.cpu, remote)
+        results["warm-local"] = build(a, work / "ccache-a", "warm-local (A --fresh)",
+                                      args.target, args.cpu,
+                                      ["--compile-cache", "none", "--fresh", "--force"])
+        # C: the server goes away mid-build (its contents are flushed first, so C has
+        # something to ask it for and to write after it is gone)
+        subprocess.run(["redis-cli", "-p", str(port), "flushall"], check=False,
+                       capture_output=True)
+        stopper = threading.Timer(args.stop_after, redis.terminate)
+        stopper.start()
+        results["server-down"] = build(c, work / "ccache-c", "server stopped halfway (C)",
+                                       args.target, args.cpu, remote)
+        stopper.cancel()
+    finally:
+        redis.terminate()
+        redis.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(f"{'run':<14} {'wall s':>8} {'build s':>8} {'hit rate':>9} {'remote hits':>12} "
+          f"{'remote errors':>14}")
+    for name, r in results.items():
+        rate = f"{100 * r['hit_rate']:.1f} %" if r["hit_rate"] is not None else "-"
+        print(f"{name:<14} {r['wall_s']:>8} {r['build_s']:>8} {rate:>9} "
+              f"{r['remote_hits'] or 0:>12} {r['remote_errors'] or 0:>14}")
+    ratio = results["warm-remote"]["wall_s"] / results["cold"]["wall_s"]
+    print(f"\nwarm-remote / cold = {ratio:.3f} (goal <= 0.15)")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratio": ratio}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
