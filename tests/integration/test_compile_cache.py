@@ -1,0 +1,89 @@
+"""The shared compile cache on a real Redis server on loopback (Debian's redis-server).
+
+Machine A (a clone, its own build root, an empty local ccache) builds the cpu target and
+fills the server; machine B (another clone at another path, empty local ccache) builds the
+same target from it; machine C builds while the server is stopped halfway and still succeeds,
+the failed lookups counted. Marked slow: A compiles cold (about 10 minutes on 2 cores);
+`scripts/bench_cache.py` takes the same figures with wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import ROOT
+
+
+def _redis(port: int, work: Path) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is needed (.ci/run installs it with apt-get)"
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("redis-server did not start")
+
+
+def _build(clone: Path, ccache_dir: Path, url: str) -> tuple[dict[str, Any], str]:
+    env = {**os.environ, "CCACHE_DIR": str(ccache_dir)}
+    env.pop("BUILDTOOL_COMPILE_CACHE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "buildtool", "--matrix", str(clone / "build_matrix.yaml"),
+         "build", "--target", "cpu", "--cpu", "x86-64-v2", "--no-smoke", "--artifact",
+         "tarball", "--dist", str(clone / "dist"), "--compile-cache", url, "--json"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=5400, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout), proc.stderr
+
+
+@pytest.mark.slow
+def test_one_machine_compiles_the_others_hit(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = _redis(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}"
+    clones = {}
+    for name in ("a", "b", "c"):
+        clones[name] = tmp_path / f"machine-{name}"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clones[name])], check=True)
+    try:
+        a, a_err = _build(clones["a"], tmp_path / "ccache-a", url)
+        assert a["compile_cache"]["remote"] == url
+        assert a["compile_cache"]["remote_misses"] == a["compile_cache"]["calls"] > 100
+        b, b_err = _build(clones["b"], tmp_path / "ccache-b", url)
+        stats = b["compile_cache"]
+        # another path, an empty local cache: every object from the server
+        assert stats["calls"] == a["compile_cache"]["calls"]
+        assert stats["hit_rate"] >= 0.95 and stats["remote_hits"] >= 0.95 * stats["calls"]
+        assert f"compile cache: {stats['hits']}/{stats['calls']} hits" in b_err
+        assert b["timings"]["cache_hit_rate"] >= 0.95
+        # the server goes away while C compiles: the build succeeds and says so
+        subprocess.run(["redis-cli", "-p", str(port), "flushall"], check=False,
+                       capture_output=True)
+        stopper = threading.Timer(20, server.terminate)
+        stopper.start()
+        c, c_err = _build(clones["c"], tmp_path / "ccache-c", url)
+        stopper.cancel()
+        assert c["compile_cache"]["remote_errors"] > 0
+        assert "could not reach the remote cache and were compiled here" in c_err
+        assert Path(c["artifact"]).is_file()
+    finally:
+        server.terminate()
+        server.wait()
