@@ -66,6 +66,7 @@ def test_one_machine_compiles_the_others_hit(tmp_path: Path) -> None:
     try:
         a, a_err = _build(clones["a"], tmp_path / "ccache-a", url)
         assert a["compile_cache"]["remote"] == url
+        assert f"compile cache: {url} (read-write; --compile-cache)" in a_err
         assert a["compile_cache"]["remote_misses"] == a["compile_cache"]["calls"] > 100
         b, b_err = _build(clones["b"], tmp_path / "ccache-b", url)
         stats = b["compile_cache"]
