@@ -70,11 +70,13 @@ def test_one_machine_compiles_the_others_hit(tmp_path: Path) -> None:
         assert a["compile_cache"]["remote_misses"] == a["compile_cache"]["calls"] > 100
         b, b_err = _build(clones["b"], tmp_path / "ccache-b", url)
         stats = b["compile_cache"]
-        # another path, an empty local cache: every object from the server
+        # another path, an empty local cache: the objects from the server — all but llama's
+        # unity sources, which CMake writes with absolute #include paths (10 of 201 here;
+        # clones at the same path, as CI's are, hit those too)
         assert stats["calls"] == a["compile_cache"]["calls"]
-        assert stats["hit_rate"] >= 0.95 and stats["remote_hits"] >= 0.95 * stats["calls"]
+        assert stats["hit_rate"] >= 0.9 and stats["remote_hits"] >= 0.9 * stats["calls"]
         assert f"compile cache: {stats['hits']}/{stats['calls']} hits" in b_err
-        assert b["timings"]["cache_hit_rate"] >= 0.95
+        assert b["timings"]["cache_hit_rate"] >= 0.9
         # the server goes away while C compiles: the build succeeds and says so
         subprocess.run(["redis-cli", "-p", str(port), "flushall"], check=False,
                        capture_output=True)
