@@ -218,7 +218,11 @@ def test_failed_compile_shows_tail_and_log_and_leaves_no_artifact(work: Path) ->
 def test_ctrl_c_leaves_nothing_that_looks_finished(work: Path) -> None:
     dist = work / "dist-int"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "buildtool", "build", "--target", "cpu", "--no-smoke",
+        # Ctrl-C as a terminal delivers it: a test run started as a background job inherits
+        # SIGINT ignored, and Python would leave it ignored in the build
+        [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, "
+         "signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])",
+         "-m", "buildtool", "build", "--target", "cpu", "--no-smoke",
          "--no-ccache", "--dist", str(dist), "--build-root", str(work / "build-int"),
          "--cpu", "x86-64-v2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
