@@ -496,7 +496,7 @@ def _compile(session: Session, plan: BuildPlan, options: BuildOptions,
     rep = session.reporter
     timings = outcome.timings
     log = configure(session, plan, options, timings)
-    cached = any(k.endswith("_COMPILER_LAUNCHER") for k, _ in plan.cmake_defines)
+    cached = plan.ccache
     stats_log = plan.build_dir / ccache.STATS_LOG
     stats_log.unlink(missing_ok=True)
     extra = _cache_env(session, plan, cache, stats_log) if cached else {}

@@ -31,7 +31,8 @@ Version = Annotated[str, Match(r"[0-9]+(?:\.[0-9]+){0,3}", "a version such as 12
 # a llama-quantize type name (Q4_0, Q4_K_M, Q6_K, IQ4_XS, ...)
 QuantType = Annotated[str, Match(r"(?:I?Q[1-8]_[0-9A-Z_]{1,6}|TQ[12]_0|MXFP4(?:_MOE)?)",
                                  "a llama-quantize type such as Q4_K_M")]
-BuildTag = Annotated[str, Match(r"b[0-9]{1,7}", "a llama.cpp build tag such as b11312")]
+BUILD_TAG = r"b[0-9]{1,7}"  # a llama.cpp build tag: b<build number>
+BuildTag = Annotated[str, Match(BUILD_TAG, "a llama.cpp build tag such as b11312")]
 GpuArch = Annotated[str, Match(r"[A-Za-z0-9_.+-]{1,32}",
                                "a GPU architecture such as 89-real or gfx1100")]
 FeatureName = Annotated[str, Match(r"[a-z0-9_]{1,32}", "a CPU feature name such as avx2")]

@@ -11,33 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from scripts.bench_cache import free_port, start_redis
 
 from tests.integration.conftest import ROOT
-
-
-def _redis(port: int, work: Path) -> subprocess.Popen[bytes]:
-    server = shutil.which("redis-server")
-    assert server, "redis-server is needed (.ci/run installs it with apt-get)"
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(work)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(50):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("redis-server did not start")
 
 
 def _build(clone: Path, ccache_dir: Path, url: str) -> tuple[dict[str, Any], str]:
@@ -54,10 +37,8 @@ def _build(clone: Path, ccache_dir: Path, url: str) -> tuple[dict[str, Any], str
 
 @pytest.mark.slow
 def test_one_machine_compiles_the_others_hit(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = _redis(port, tmp_path)
+    port = free_port()
+    server = start_redis(port, tmp_path)  # the benchmark's: Debian's redis-server on loopback
     url = f"redis://127.0.0.1:{port}"
     clones = {}
     for name in ("a", "b", "c"):

@@ -49,6 +49,7 @@ class BuildPlan:
     build_env: BuildEnv | None = None  # where configure and build run (None: this host)
     mounts: tuple[Path, ...] = ()  # what a build environment sees of this host
     cross_file: str | None = None  # a cross build's CMake toolchain file (its text)
+    ccache: bool = False  # buildtool launches the compilers through ccache (stats are read)
 
     @property
     def cross_file_path(self) -> Path:
@@ -187,12 +188,14 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
         # its own compiler cache: another compiler, another ccache version
         env["CCACHE_DIR"] = str(env_ccache_dir(build_env))
         mounts = (root, source_dir, build_dir.parent, env_ccache_dir(build_env))
+    ccache = False
     if launch is not None:
         langs = ["C", "CXX", *backends.family(rt.family).compiler_languages]
         # a launcher the user defined (-D, the matrix) wins: -D has the highest precedence
         launchers = [f"CMAKE_{lang}_COMPILER_LAUNCHER" for lang in langs
                      if rt.define(f"CMAKE_{lang}_COMPILER_LAUNCHER") is None]
         defines += [(name, launch) for name in launchers]
+        ccache = bool(launchers)
         host_only.update(launchers)
         # Share hits between build directories: paths under the project become relative.
         env.setdefault("CCACHE_BASEDIR", str(root))
@@ -217,7 +220,8 @@ def make_plan(rt: ResolvedTarget, *, root: Path, source_dir: Path, tree_sha256: 
                      cmake_defines=tuple(defines), host_only=frozenset(host_only),
                      env=tuple(env.items()), key=key,
                      artifact_name=name, toolchain=tools, source_tree_sha256=tree_sha256,
-                     build_env=build_env, mounts=mounts, cross_file=cross_file)
+                     build_env=build_env, mounts=mounts, cross_file=cross_file,
+                     ccache=ccache)
 
 
 def env_ccache_dir(build_env: BuildEnv) -> Path:

@@ -35,6 +35,7 @@ from typing import Any
 
 from buildtool import inputs
 from buildtool.errors import SourceError, UsageError
+from buildtool.grammar import BUILD_TAG
 from buildtool.outputs import write_json
 from buildtool.schema import check_value
 from buildtool.source import patches, vendor
@@ -44,7 +45,7 @@ Progress = Callable[[str], None]
 PYPI = "https://pypi.org/pypi"
 PROJECT = "llama-cpp-python"
 SDIST_TREE = "vendor/llama.cpp"
-TAG = re.compile(r"b(\d{1,7})")
+TAG = re.compile(BUILD_TAG)
 COMMIT = re.compile(r"[0-9a-f]{40}")
 JSON_LIMIT = 16 << 20  # PyPI's JSON for llama-cpp-python is about 1 MB
 

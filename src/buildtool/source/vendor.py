@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal
 from buildtool import inputs
 from buildtool.archives import unzip
 from buildtool.errors import ConfigError, SourceError
-from buildtool.grammar import EnvName, OneLine, RelativePath, TargetName
+from buildtool.grammar import BUILD_TAG, EnvName, OneLine, RelativePath, TargetName
 from buildtool.inputs import sha256_file
 from buildtool.paths import cache_dir
 from buildtool.schema import Match, Range, convert
@@ -198,7 +198,7 @@ class LockSet:
         pattern = f"{KEPT_PREFIX}b*{KEPT_SUFFIX}"
         for path in self.default_path.parent.glob(pattern):
             version = path.name.removeprefix(KEPT_PREFIX).removesuffix(KEPT_SUFFIX)
-            if re.fullmatch(r"b[0-9]{1,7}", version) and path != self.default_path:
+            if re.fullmatch(BUILD_TAG, version) and path != self.default_path:
                 found[version] = path
         return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:])))
 
