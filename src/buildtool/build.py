@@ -128,6 +128,7 @@ def open_build_env(session: Session, rt: ResolvedTarget, options: BuildOptions,
 
 def dry_run(session: Session, options: BuildOptions) -> BuildOutcome:
     rt = session.resolve(options.target, options.overrides)
+    compile_cache(session, options)  # a URL no build could use fails a dry run as well
     marker = vendor.current(rt.lock, rt.lock.tree)
     build_env = open_build_env(session, rt, options, artifact_kinds(rt, options))
     plan = plan_for(session, rt, options,

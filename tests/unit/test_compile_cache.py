@@ -129,3 +129,10 @@ def test_the_matrix_names_a_cache_without_credentials(tmp_path: Path,
     assert code == ExitCode.CONFIG
     assert f"build_matrix.yaml:{line}: compile-cache.url: the URL carries credentials" in err
     assert "s3cr3tpassword" not in err and "BUILDTOOL_COMPILE_CACHE" in err
+
+
+def test_a_cache_url_no_build_could_use_fails_a_dry_run(capsys: pytest.CaptureFixture[str],
+                                                         fake_tools: object) -> None:
+    code, _, err = run_cli(capsys, "build", "-t", "cpu", "--dry-run", "--compile-cache",
+                           "redis://h\nx")
+    assert code == ExitCode.USAGE and "is not a compile cache URL" in err
