@@ -9,6 +9,13 @@
 ARG BUILD_IMAGE=ubuntu:24.04
 ARG RUNTIME_IMAGE=ubuntu:24.04
 
+# BUILT: where the runtime stage takes the programs from. "build" compiles them in the build
+# stage below (`buildtool bake`, `buildtool build --emit`: Docker is all it needs);
+# "prebuilt" packages the files `buildtool build --artifact image` compiled once for the
+# tarball and the wheel too (the context's prebuilt/bin and prebuilt/licenses), so that the
+# image holds the tarball's very bytes. podman and buildah need it given (--build-arg).
+ARG BUILT=build
+
 FROM ${BUILD_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -35,11 +42,25 @@ COPY CMakeLists.txt ship.cmake /src/
 COPY llama.cpp /src/llama.cpp
 COPY targets/${BUILDTOOL_TARGET}/defines.cmake /src/defines.cmake
 ENV CCACHE_DIR=/root/.cache/ccache
+# the shared compile cache (README, "The shared compile cache"): its URL comes as a build
+# secret (`docker buildx bake`: $BUILDTOOL_COMPILE_CACHE), never as a build argument,
+# which the image's history would keep; none given, the local cache mount alone
+ARG COMPILE_CACHE_READ_ONLY=
 RUN --mount=type=cache,id=buildtool-ccache-openvino,target=/root/.cache/ccache \
-    cmake -S /src -B /build -G Ninja -C /src/defines.cmake -DBUILDTOOL_DESTINATION=bin \
+    --mount=type=secret,id=compile-cache \
+    if [ -s /run/secrets/compile-cache ]; then \
+      CCACHE_REMOTE_STORAGE="$(cat /run/secrets/compile-cache)${COMPILE_CACHE_READ_ONLY:+|read-only=true}"; \
+      export CCACHE_REMOTE_STORAGE; \
+    fi \
+ && cmake -S /src -B /build -G Ninja -C /src/defines.cmake -DBUILDTOOL_DESTINATION=bin \
       -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
  && cmake --build /build --target buildtool_programs \
  && cmake --install /build --component buildtool --prefix /out
+
+FROM scratch AS prebuilt
+COPY prebuilt/ /out/
+
+FROM ${BUILT} AS built
 
 # OpenVINO's runtime lies beside the programs (RPATH $ORIGIN); the OpenCL ICD loader and
 # OpenMP come from the distribution. Intel's GPU and NPU drivers come from the host
@@ -52,8 +73,8 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/llama \
       --shell /usr/sbin/nologin llama
-COPY --from=build /out/bin/ /opt/llama.cpp/
-COPY --from=build /out/licenses/ /opt/llama.cpp/licenses/
+COPY --from=built /out/bin/ /opt/llama.cpp/
+COPY --from=built /out/licenses/ /opt/llama.cpp/licenses/
 ARG BUILDTOOL_TARGET=openvino
 COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json
 ENV PATH=/opt/llama.cpp:$PATH LLAMA_ARG_HOST=0.0.0.0 LLAMA_ARG_PORT=8080

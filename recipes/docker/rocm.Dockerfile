@@ -10,6 +10,13 @@ ARG ROCM_VERSION=7.2.1
 ARG BUILD_IMAGE=rocm/dev-ubuntu-24.04:${ROCM_VERSION}-complete
 ARG RUNTIME_IMAGE=ubuntu:24.04
 
+# BUILT: where the runtime stage takes the programs from. "build" compiles them in the build
+# stage below (`buildtool bake`, `buildtool build --emit`: Docker is all it needs);
+# "prebuilt" packages the files `buildtool build --artifact image` compiled once for the
+# tarball and the wheel too (the context's prebuilt/bin and prebuilt/licenses), so that the
+# image holds the tarball's very bytes. podman and buildah need it given (--build-arg).
+ARG BUILT=build
+
 FROM ${BUILD_IMAGE} AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -23,14 +30,33 @@ COPY targets/${BUILDTOOL_TARGET}/defines.cmake /src/defines.cmake
 ENV CCACHE_DIR=/root/.cache/ccache
 # empty: the targets in defines.cmake (the target's gpu-archs)
 ARG AMDGPU_TARGETS=
+# the shared compile cache (README, "The shared compile cache"): its URL comes as a build
+# secret (`docker buildx bake`: $BUILDTOOL_COMPILE_CACHE), never as a build argument,
+# which the image's history would keep; none given, the local cache mount alone
+ARG COMPILE_CACHE_READ_ONLY=
 RUN --mount=type=cache,id=buildtool-ccache-rocm,target=/root/.cache/ccache \
-    HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)" \
+    --mount=type=secret,id=compile-cache \
+    if [ -s /run/secrets/compile-cache ]; then \
+      CCACHE_REMOTE_STORAGE="$(cat /run/secrets/compile-cache)${COMPILE_CACHE_READ_ONLY:+|read-only=true}"; \
+      export CCACHE_REMOTE_STORAGE; \
+    fi \
+ && HIPCXX="$(hipconfig -l)/clang" HIP_PATH="$(hipconfig -R)" \
     cmake -S /src -B /build -G Ninja -C /src/defines.cmake -DBUILDTOOL_DESTINATION=bin \
       -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
       ${AMDGPU_TARGETS:+"-DGPU_TARGETS=${AMDGPU_TARGETS}"} \
  && cmake --build /build --target buildtool_programs \
- && cmake --install /build --component buildtool --prefix /out \
- && mkdir -p /out/rocm/lib \
+ && cmake --install /build --component buildtool --prefix /out
+
+FROM scratch AS prebuilt
+COPY prebuilt/ /out/
+
+# the programs (compiled or prebuilt) and the ROCm libraries they link, with rocBLAS and
+# hipBLASLt's kernel files, from the development image
+FROM ${BUILT} AS programs
+FROM ${BUILD_IMAGE} AS built
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --from=programs /out/ /out/
+RUN mkdir -p /out/rocm/lib \
  && ldd /out/bin/llama-* /out/bin/*.so* | awk '$3 ~ /^\/opt\/rocm/ {print $3}' | sort -u \
       | xargs -r cp -L -t /out/rocm/lib \
  && for data in rocblas hipblaslt; do \
@@ -46,8 +72,8 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/llama \
       --shell /usr/sbin/nologin llama
-COPY --from=build /out/bin/ /opt/llama.cpp/
-COPY --from=build /out/rocm/ /opt/rocm/
+COPY --from=built /out/bin/ /opt/llama.cpp/
+COPY --from=built /out/rocm/ /opt/rocm/
 ARG BUILDTOOL_TARGET=hipblas
 COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json
 ENV PATH=/opt/llama.cpp:$PATH LLAMA_ARG_HOST=0.0.0.0 LLAMA_ARG_PORT=8080 \

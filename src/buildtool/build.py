@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,10 @@ def bake(session: Session, names: tuple[str, ...], out: Path, *, cache: str,
     image.render_context(contexts, out, root=session.root)
     outputs.mark_owned(out, image.CONTEXT)
     bake_path = out / "docker-bake.hcl"
-    bake_path.write_text(image.bake_file(items, cache=cache))
+    spec = session.project.matrix.compile_cache
+    bake_path.write_text(image.bake_file(
+        items, cache=cache,
+        compile_cache_read_only=ccache.is_read_only(os.environ, bool(spec and spec.read_only))))
     return {"bake_file": str(bake_path), "context": str(out), "cache": cache,
             "targets": {p.target.name: image.tags(p.target)[0] for p, _ in items},
             "skipped": skipped}
@@ -276,10 +280,9 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
     kinds = artifact_kinds(rt, options)
     check_outputs(session, options, rt.lock)
     build_env = open_build_env(session, rt, options, kinds)
-    if any(KINDS[k].COMPILES_HERE for k in kinds) and build_env is None:
-        preflight.require(rt)  # an image's toolchain is in its build stage's base image
-    eng = engine.choose(options.engine) if not all(KINDS[k].COMPILES_HERE for k in kinds) \
-        else None
+    eng = engine.choose(options.engine) if any(KINDS[k].CONTAINER for k in kinds) else None
+    if build_env is None:
+        preflight.require(rt)
     cache = compile_cache(session, options)  # a bad URL fails here, before any work
     source = _source(session, rt.lock, options.source)
     plan = plan_for(session, rt, options, tree_sha256=source.tree_sha256, build_env=build_env)
@@ -296,7 +299,7 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
 
     job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
-                   compile=lambda: _compile(session, plan, options, outcome, cache),
+                   compile=_once(lambda: _compile(session, plan, options, outcome, cache)),
                    audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
     for kind_name in kinds:
@@ -313,6 +316,19 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
             _smoke(session, made, rt, options, timings, eng)
     timings["total"] = time.monotonic() - t0
     return outcome
+
+
+def _once(step: Callable[[], None]) -> Callable[[], None]:
+    """The compile of a build: the kinds made of it (tarball, wheel, image) each ask for
+    it; it runs the first time only."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            step()
+            done = True
+    return run
 
 
 def _fresh_start(plan: BuildPlan, fresh: bool) -> None:

@@ -1,13 +1,19 @@
-"""The cpu image, for real: built from recipes/docker/cpu.Dockerfile on a local Debian base
-(debootstrap; nothing can be pulled here) by the engine buildtool picks, saved as an OCI
-archive with its manifest, and smoke-tested inside its container — with podman (the build's
-engine here) and again with buildah (daemonless: `buildah from` + `buildah run`)."""
+"""The cpu image, for real: the tarball and the image of one build — one compile; the image
+is recipes/docker/cpu.Dockerfile's runtime stage on a local Debian base (debootstrap; nothing
+can be pulled here) plus the files compiled for the tarball (BUILT=prebuilt), built by the
+engine buildtool picks, saved as an OCI archive with its manifest, checked to hold the
+tarball's bytes, and smoke-tested inside its container — with podman (the build's engine
+here) and again with buildah (daemonless: `buildah from` + `buildah run`). The Dockerfile's
+own build stage (BUILT=build, what `bake` and `--emit` hand to Docker) compiles in the slow
+test below."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +25,65 @@ from tests.integration.conftest import BASE, ROOT, buildtool
 @pytest.fixture(scope="module")
 def built(engine_env: dict[str, str], work: Path) -> dict[str, Any]:
     dist = work / "image-dist"
+    proc = buildtool("build", "--target", "cpu", "--artifact", "tarball", "--artifact",
+                     "image", "--dist", str(dist), "--no-smoke", "--build-arg",
+                     f"BUILD_IMAGE={BASE}", "--build-arg", f"RUNTIME_IMAGE={BASE}", "--json",
+                     env=engine_env, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    first, first_log = json.loads(proc.stdout), proc.stderr
+    # the smoke in a second run: both artifacts are up to date, nothing is compiled again
     proc = buildtool("build", "--target", "cpu", "--artifact", "image", "--dist", str(dist),
                      "--build-arg", f"BUILD_IMAGE={BASE}", "--build-arg",
-                     f"RUNTIME_IMAGE={BASE}", "--json", env=engine_env, timeout=3600)
+                     f"RUNTIME_IMAGE={BASE}", "--json", env=engine_env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    return {"outcome": json.loads(proc.stdout), "dist": dist, "log": proc.stderr}
+    return {"first": first, "outcome": json.loads(proc.stdout), "dist": dist,
+            "log": proc.stderr, "first_log": first_log}
+
+
+def test_one_compile_makes_the_tarball_and_the_image_with_the_same_bytes(
+        built: dict[str, Any], tmp_path: Path) -> None:
+    from buildtool.artifacts import oci
+
+    tarball, img = built["first"]["artifacts"]
+    assert (tarball["kind"], img["kind"]) == ("tarball", "image")
+    timings = built["first"]["timings"]
+    assert "build" in timings and "image" in timings  # compiled here once, then packaged
+    t_manifest = _beside(Path(tarball["artifact"]), ".tar.gz")
+    i_manifest = _beside(Path(img["artifact"]), ".oci.tar")
+    files = t_manifest["files"]
+    assert {"llama-server", "llama-bench", "libggml-cpu.so.0", "LICENSE"} <= set(files)
+    assert i_manifest["files"] == files  # the image's manifest lists the tarball's files
+    assert i_manifest["toolchain"] == t_manifest["toolchain"]  # compiled here, by these
+    assert i_manifest["image"]["build_args"]["BUILT"] == "prebuilt"
+    # and the archive holds them: every file of the tarball, byte for byte, in /opt/llama.cpp
+    held = oci.digests(Path(img["artifact"]), "/opt/llama.cpp")
+    assert {k: held.get(k) for k in files} == files
+    with tarfile.open(tarball["artifact"]) as tf:
+        for member in tf:
+            rel = member.name.split("/", 1)[-1]
+            if member.isfile() and rel in files:
+                handle = tf.extractfile(member)
+                assert handle is not None
+                assert hashlib.sha256(handle.read()).hexdigest() == held[rel], rel
+
+
+def _beside(artifact: Path, suffix: str) -> dict[str, Any]:
+    name = artifact.name.removesuffix(suffix)
+    manifest = artifact.with_name(name + (".oci" if suffix == ".oci.tar" else "")
+                                  + ".manifest.json")
+    return dict(json.loads(manifest.read_text()))
 
 
 def test_cpu_image_builds_saves_and_passes_the_smoke_test_in_its_container(
         built: dict[str, Any]) -> None:
     outcome, dist = built["outcome"], built["dist"]
     (made,) = outcome["artifacts"]
-    assert made["kind"] == "image" and not made["cached"]
+    assert made["kind"] == "image" and made["cached"]
     archive = Path(made["artifact"])
     assert archive.name.endswith(".oci.tar") and archive.parent == dist
-    assert "image localhost/llama.cpp:cpu-host-" in built["log"]
-    assert "with podman" in built["log"]  # the engine used is said (docker has no daemon here)
+    assert "image localhost/llama.cpp:cpu-host-" in built["first_log"]
+    assert "with podman" in built["first_log"]  # the engine used is said (no Docker daemon)
+    assert "/opt/llama.cpp: the " in built["first_log"]  # and the bytes were checked
     smoke = made["smoke"]
     assert smoke["verdict"] == "pass", smoke
     assert smoke["kind"] == "image"
@@ -69,9 +118,10 @@ def test_the_archive_holds_only_the_runtime(built: dict[str, Any], tmp_path: Pat
     from buildtool.artifacts import oci
 
     archive = Path(built["outcome"]["artifacts"][0]["artifact"])
-    files = {p.name for p in oci.extract(archive, "/opt/llama.cpp", tmp_path / "bin")}
+    files = set(oci.digests(archive, "/opt/llama.cpp"))  # the tarball's layout: links kept
     assert {"llama-server", "llama-cli", "llama-bench", "llama-quantize", "libllama.so.0",
             "libggml.so.0", "libggml-base.so.0", "libggml-cpu.so.0", "manifest.json"} <= files
+    oci.extract(archive, "/opt/llama.cpp", tmp_path / "bin")
     usr = {p.name for p in oci.extract(archive, "/usr", tmp_path / "usr")}
     assert "bash" in usr and "libgomp.so.1.0.0" in usr  # the runtime base and libgomp1
     assert not {"cmake", "ninja", "ccache", "cc1plus", "g++", "x86_64-linux-gnu-g++-12",
@@ -143,3 +193,35 @@ def test_vulkan_image_runs_on_mesa_inside_its_container(engine_env: dict[str, st
     assert all(t["backends"] == "Vulkan" for t in smoke["tests"])
     assert all("llvmpipe" in str(t["gpu_info"]) for t in smoke["tests"])
     assert all(t["n_gpu_layers"] == 99 for t in smoke["tests"])
+
+
+@pytest.mark.slow
+def test_the_emitted_context_compiles_in_the_image_build_stage(engine_env: dict[str, str],
+                                                               work: Path) -> None:
+    """What `bake` and `--emit` hand to users who only have Docker: the Dockerfile's build
+    stage compiles (BUILT=build, written into the bake file), and the image passes the
+    smoke. About 15 minutes on 2 cores (a cold compile inside the container)."""
+    import hcl2
+
+    dest = work / "image-context-compile"
+    proc = buildtool("-q", "build", "--target", "cpu", "--cpu", "x86-64-v2", "--artifact",
+                     "image", "--emit", str(dest), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = hcl2.loads((dest / "docker-bake.hcl").read_text())
+    args = {k.strip('"'): v.strip('"') for block in doc["target"] for body in block.values()
+            for k, v in body["args"].items()}
+    args.pop("CREATED")  # ${timestamp()}: bake's
+    assert args["BUILT"] == "build"
+    assert not (dest / "prebuilt").exists() and (dest / "llama.cpp").is_dir()
+    args.update(BUILD_IMAGE=BASE, RUNTIME_IMAGE=BASE, CREATED="2026-12-01T00:00:00Z")
+    tag = "localhost/llama.cpp:compiled-in-stage"
+    argv = ["podman", "build", "--layers", "--file", str(dest / "docker" / "cpu.Dockerfile"),
+            "--tag", tag, *[f"--build-arg={k}={v}" for k, v in args.items()], str(dest)]
+    done = subprocess.run(argv, env={**os.environ, **engine_env}, capture_output=True,
+                          text=True, timeout=3600, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    assert "cmake --build /build" in done.stdout + done.stderr  # it compiled in the stage
+    proc = buildtool("smoke", tag, "--json", env=engine_env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout)
+    assert result["verdict"] == "pass" and result["kind"] == "image"

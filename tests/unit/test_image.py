@@ -190,8 +190,9 @@ def test_build_arguments_per_target(data: Path, fake_tools: dict[str, list[Progr
                                     tmp_path: Path) -> None:
     cpu = _plan(res("cpu", host(data)), tmp_path)
     args = image.build_args(cpu, created="2026-11-22T00:00:00Z")
-    assert args == {"BUILD_IMAGE": "ubuntu:24.04", "RUNTIME_IMAGE": "ubuntu:24.04",
-                    "BUILDTOOL_TARGET": "cpu", "LLAMA_CPP_VERSION": "b11312",
+    assert args == {"BUILT": "build", "BUILD_IMAGE": "ubuntu:24.04",
+                    "RUNTIME_IMAGE": "ubuntu:24.04", "BUILDTOOL_TARGET": "cpu",
+                    "LLAMA_CPP_VERSION": "b11312",
                     "LLAMA_CPP_COMMIT": LOCK.commit, "BUILD_KEY": cpu.key,
                     "CREATED": "2026-11-22T00:00:00Z"}
     _cuda(fake_tools, "12.4", tmp_path)
@@ -263,13 +264,20 @@ def test_dockerfile_shape(path: Path) -> None:
     assert labels["org.opencontainers.image.revision"] == "${LLAMA_CPP_COMMIT}"
     assert labels["dev.buildtool.target"] == "${BUILDTOOL_TARGET}"
     assert labels["dev.buildtool.manifest"] == "/opt/llama.cpp/manifest.json"
-    stages = re.findall(r"^FROM (\S+)", text, flags=re.M)
-    assert stages == ["${BUILD_IMAGE}", "${RUNTIME_IMAGE}"]  # multi-stage, bases are arguments
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, flags=re.M)
+    # multi-stage, bases are arguments; the runtime stage takes the programs from the stage
+    # BUILT names: "build" compiles them, "prebuilt" holds what buildtool compiled
+    assert stages[0] == ("${BUILD_IMAGE}", "build") and stages[-1] == ("${RUNTIME_IMAGE}", "")
+    assert ("scratch", "prebuilt") in stages
+    assert re.search(r"^ARG BUILT=build$", text[:text.index("\nFROM ")], flags=re.M)
+    assert ("${BUILT}", "built") in stages or ("${BUILT}", "programs") in stages
+    assert "COPY prebuilt/ /out/" in text
     runtime = text[text.rindex("\nFROM "):]
+    assert "--from=build " not in text  # only through BUILT
     assert "USER 10001" in runtime and "useradd --system --uid 10001" in runtime
     assert 'ENTRYPOINT ["/opt/llama.cpp/llama-server"]' in runtime
     assert "HEALTHCHECK" in runtime and "/health" in runtime
-    assert "COPY --from=build /out/bin/ /opt/llama.cpp/" in runtime
+    assert "COPY --from=built /out/bin/ /opt/llama.cpp/" in runtime
     # nothing of the toolchain in the runtime stage
     assert not re.search(r"\b(g\+\+|cmake|ninja-build|ccache|nvcc|glslc)\b", runtime)
     # the configuration is the target's resolved one, not a second hand-kept list
@@ -426,11 +434,16 @@ def test_bake_values_cannot_inject_interpolations() -> None:
 
 # ------------------------------------------------------------------------- OCI archives
 
-def _layer(files: dict[str, bytes]) -> bytes:
+def _layer(files: dict[str, bytes | str]) -> bytes:
+    """A layer of regular files (bytes) and symbolic links (str: the target)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
+            if isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tf.addfile(info)
+                continue
             info.size = len(data)
             info.mode = 0o755
             tf.addfile(info, io.BytesIO(data))
@@ -445,7 +458,7 @@ def _blob(tf: tarfile.TarFile, data: bytes) -> dict[str, Any]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def _archive(path: Path, layers: list[dict[str, bytes]], ref: str = "localhost/x:1") -> Path:
+def _archive(path: Path, layers: list[dict[str, bytes | str]], ref: str = "localhost/x:1") -> Path:
     with tarfile.open(path, "w") as tf:
         descs = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                   **_blob(tf, _layer(files))} for files in layers]
@@ -484,6 +497,20 @@ def test_oci_archive_is_read_without_an_engine(tmp_path: Path) -> None:
     (tmp_path / "bad.oci.tar").write_bytes(b"not a tar")
     with pytest.raises(oci.OciError, match="not a readable OCI archive"):
         oci.inspect(tmp_path / "bad.oci.tar")
+
+
+def test_digests_of_an_image_directory_are_a_manifests_files(tmp_path: Path) -> None:
+    archive = _archive(tmp_path / "x.oci.tar", [
+        {"opt/llama.cpp/libggml.so.0.25.3": b"lib", "opt/llama.cpp/libggml.so.0": "old",
+         "opt/llama.cpp/gone": b"x", "opt/other": b"y"},
+        {"opt/llama.cpp/libggml.so.0": "libggml.so.0.25.3", "opt/llama.cpp/.wh.gone": b""},
+    ])
+    assert oci.digests(archive, "/opt/llama.cpp") == {
+        "libggml.so.0": "symlink:libggml.so.0.25.3",  # the later layer's link
+        "libggml.so.0.25.3": hashlib.sha256(b"lib").hexdigest()}
+    # extract writes the regular files only
+    assert [p.name for p in oci.extract(archive, "/opt/llama.cpp", tmp_path / "o")] == \
+        ["libggml.so.0.25.3"]
 
 
 # --------------------------------------------------------------------------------- CLI
@@ -583,3 +610,103 @@ def test_an_arm64_image_is_baked_for_a_native_build_there(
         "${REGISTRY}/llama.cpp:cpu-b11312-arm64", "${REGISTRY}/llama.cpp:cpu-arm64"]
     assert [_strip(c) for c in cpu["cache-from"]] == ["type=gha,scope=buildtool-cpu-arm64"]
     assert _strip(cpu["output"][0]).endswith("llama.cpp-b11312-cpu-linux-aarch64.oci.tar")
+
+
+# ----------------------------------------------------------------- one compile, the image
+
+
+@pytest.fixture
+def compiled(data: Path, fake_tools: object, tmp_path: Path) -> BuildPlan:
+    """A cpu plan whose build directory holds what a compile leaves in bin/."""
+    source = _source(tmp_path)
+    plan = make_plan(res("cpu", host(data)), root=tmp_path, source_dir=source.tree,
+                     tree_sha256="0" * 64, use_ccache=False)
+    bin_dir = plan.build_dir / "bin"
+    bin_dir.mkdir(parents=True)
+    for exe in plan.target.build_targets:
+        (bin_dir / exe).write_bytes(b"\x7fELF " + exe.encode())
+        (bin_dir / exe).chmod(0o755)
+    (bin_dir / "libllama.so.0.5.0").write_bytes(b"\x7fELF lib")
+    (bin_dir / "libllama.so.0").symlink_to("libllama.so.0.5.0")
+    (bin_dir / "not-shipped.txt").write_text("x")
+    return plan
+
+
+def test_prebuilt_context_holds_the_tarballs_files_and_no_source(
+        compiled: BuildPlan, tmp_path: Path) -> None:
+    from buildtool.artifacts import base
+
+    files = image.prepare_prebuilt(compiled, tmp_path / "prebuilt")
+    # the tarball's payload, staged by the same function: the same names and digests
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    assert files == base.stage_payload(compiled, payload)
+    assert files["libllama.so.0"] == "symlink:libllama.so.0.5.0"
+    assert files["llama-bench"] == hashlib.sha256(b"\x7fELF llama-bench").hexdigest()
+    assert "not-shipped.txt" not in files
+    assert (tmp_path / "prebuilt/bin/libllama.so.0").is_symlink()
+    assert (tmp_path / "prebuilt/licenses").is_dir()  # what a Dockerfile may COPY, even empty
+
+    args = image.build_args(compiled, prebuilt=True)
+    assert args["BUILT"] == "prebuilt"
+    inner = image.image_manifest(compiled, build_manifest(compiled, _source(tmp_path), files),
+                                 args, image.tags(compiled.target), ROOT)
+    assert inner.files == files and inner.toolchain  # compiled here, and by what
+    dest = image.render_context([image.ContextTarget(plan=compiled, manifest=inner)],
+                                tmp_path / "ctx", root=ROOT, prebuilt=tmp_path / "prebuilt")
+    assert (dest / "prebuilt/bin/llama-server").read_bytes() == b"\x7fELF llama-server"
+    assert not (dest / "llama.cpp").exists() and not (dest / "CMakeLists.txt").exists()
+    assert not (dest / "targets/cpu/defines.cmake").exists()
+    assert json.loads((dest / "targets/cpu/manifest.json").read_text())["files"] == files
+    # compiled in the build stage (bake, --emit): neither files nor toolchain of this machine
+    staged = image.image_manifest(compiled, build_manifest(compiled, _source(tmp_path), files),
+                                  image.build_args(compiled), image.tags(compiled.target), ROOT)
+    assert staged.files is None and staged.toolchain is None
+
+
+def test_built_is_buildtools_and_the_key_follows_it(compiled: BuildPlan) -> None:
+    with pytest.raises(UsageError, match="--build-arg BUILT is buildtool's"):
+        image.build_args(compiled, overrides={"BUILT": "build"})
+    assert image.image_key(compiled, ROOT, image.build_args(compiled, prebuilt=True)) != \
+        image.image_key(compiled, ROOT, image.build_args(compiled))
+
+
+def test_differences_name_each_file_the_image_does_not_hold_as_compiled() -> None:
+    compiled = {"llama-bench": "a" * 64, "libllama.so.0": "symlink:libllama.so.0.5.0",
+                "LICENSE": "b" * 64}
+    assert image.differences(compiled, {**compiled, "manifest.json": "c" * 64}) == []
+    got = image.differences(compiled, {"llama-bench": "d" * 64,
+                                       "libllama.so.0": "symlink:libllama.so.0.4.0"})
+    assert got == ["LICENSE: missing",
+                   "libllama.so.0: symlink:libllama.so.0.4.0 in the image, "
+                   "symlink:libllama.so.0.5.0 compiled",
+                   "llama-bench: sha256 dddddddddddd in the image, sha256 aaaaaaaaaaaa compiled"]
+
+
+def test_the_bake_file_compiles_in_the_build_stage(compiled: BuildPlan) -> None:
+    import hcl2
+
+    text = image.bake_file([(compiled, image.build_args(compiled))], cache="none")
+    (body,) = hcl2.loads(text)["target"][0].values()
+    assert body["args"]["BUILT"].strip('"') == "build"
+    # the shared compile cache: a secret from the environment, never a build argument
+    assert [s.strip('"') for s in body["secret"]] == [
+        "id=compile-cache,env=BUILDTOOL_COMPILE_CACHE"]
+    assert body["args"]["COMPILE_CACHE_READ_ONLY"].strip('"') == ""
+    assert "redis://" not in text
+    ro = image.bake_file([(compiled, image.build_args(compiled))], cache="none",
+                         compile_cache_read_only=True)
+    (body,) = hcl2.loads(ro)["target"][0].values()
+    assert body["args"]["COMPILE_CACHE_READ_ONLY"].strip('"') == "true"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_the_build_stage_takes_the_compile_cache_as_a_secret(path: Path) -> None:
+    text = path.read_text()
+    build = text[:text.index("AS prebuilt")]
+    run = build[build.index("RUN --mount=type=cache,id=buildtool-ccache-"):]
+    assert "--mount=type=secret,id=compile-cache" in run
+    assert 'CCACHE_REMOTE_STORAGE="$(cat /run/secrets/compile-cache)' \
+        '${COMPILE_CACHE_READ_ONLY:+|read-only=true}"' in run
+    assert re.search(r"^ARG COMPILE_CACHE_READ_ONLY=$", build, flags=re.M)
+    assert "ARG BUILDTOOL_COMPILE_CACHE" not in text  # a build argument stays in the history

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from buildtool import outputs, records
+from buildtool.artifacts import base
 from buildtool.artifacts import tarball as package
 from buildtool.config.plan import make_plan
 from buildtool.config.project import load_project
@@ -83,7 +84,7 @@ def test_tarball_layout_manifest_and_sums(plan) -> None:  # type: ignore[no-unty
 
 def test_failure_leaves_no_artifact(plan) -> None:  # type: ignore[no-untyped-def]
     (plan.build_dir / "bin" / "llama-quantize").unlink()
-    with pytest.raises(package.PackageError, match="no 'llama-quantize'"):
+    with pytest.raises(base.PackageError, match="no 'llama-quantize'"):
         package.package(plan, SOURCE)
     assert list(plan.dist_dir.iterdir()) == []
 

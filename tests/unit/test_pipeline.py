@@ -123,11 +123,39 @@ def data_sha(path: Path) -> str:
     return data.file_sha(path)
 
 
-def test_the_image_kind_builds_saves_audits_what_it_reads_back(
+class StandInEngine:
+    """`podman build` and `podman save` as far as the image kind sees them: the saved
+    archive's /opt/llama.cpp holds the context's prebuilt/bin (``alter``: changed first)."""
+
+    def __init__(self, tmp_path: Path, alter: Any = None) -> None:
+        self.ran: list[list[str]] = []
+        self.tmp, self.alter, self.context = tmp_path, alter, Path()
+
+    def run(self, argv: list[str], **_: Any) -> list[str]:
+        from tests.unit.test_image import _archive
+
+        self.ran.append([str(a) for a in argv])
+        if argv[1] == "build":
+            self.context = Path(argv[-1])
+        if argv[1] == "save":  # podman save ... --output <archive> <tag>
+            held: dict[str, bytes | str] = {}
+            for path in sorted((self.context / "prebuilt" / "bin").iterdir()):
+                held[f"opt/llama.cpp/{path.name}"] = str(path.readlink()) \
+                    if path.is_symlink() else path.read_bytes()
+            held["opt/llama.cpp/manifest.json"] = (
+                self.context / "targets" / "cpu" / "manifest.json").read_bytes()
+            if self.alter:
+                self.alter(held)
+            _archive(Path(argv[argv.index("--output") + 1]), [held])
+        return []
+
+
+def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
         tmp_path: Path, data: Path, fake_tools: object,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine is a stand-in whose `save` writes an OCI archive; the kind audits the files
-    it reads back out of the archive and records engine, digests and audit."""
+    """The engine is a stand-in whose `save` writes an OCI archive of the build context's
+    prebuilt files; the kind compiles (once), checks and audits the files it reads back out
+    of the archive and records engine, digests, files and audit."""
     from buildtool import cmd
     from buildtool.toolchains.engines import Engine
 
@@ -136,30 +164,52 @@ def test_the_image_kind_builds_saves_audits_what_it_reads_back(
                      root=ROOT, source_dir=source.tree, tree_sha256="0" * 64,
                      use_ccache=False, build_root=tmp_path / "build",
                      dist_dir=tmp_path / "dist")
-    ran: list[list[str]] = []
-
-    def run(argv: list[str], **_: Any) -> list[str]:
-        ran.append([str(a) for a in argv])
-        if argv[1] == "save":  # podman save ... --output <archive> <tag>
-            out = Path(argv[argv.index("--output") + 1])
-            made = data_oci(tmp_path / "engine")
-            out.write_bytes(made.read_bytes())
-        return []
-
-    monkeypatch.setattr(cmd, "run", run)
+    engine = StandInEngine(tmp_path)
+    monkeypatch.setattr(cmd, "run", engine.run)
     eng = Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
     calls: list[str] = []
     made = image.build(_job(plan, source, calls, engine=eng, build_args={"X": "1"}))
+    ran = engine.ran
     assert [argv[1] for argv in ran] == ["build", "save"]
-    assert "X=1" in ran[0] and ran[0][ran[0].index("--file") + 1].endswith("cpu.Dockerfile")
-    # what the archive holds in /opt/llama.cpp; the image brings its own C library
-    assert calls == ["audit:llama-bench (own runtime)"]
+    assert "X=1" in ran[0] and "BUILT=prebuilt" in ran[0]
+    assert ran[0][ran[0].index("--file") + 1].endswith("cpu.Dockerfile")
+    # compiled here, then what the archive holds in /opt/llama.cpp is audited (the image
+    # brings its own C library)
+    assert calls == ["compile", "audit:LICENSE,libggml.so.0.9.0,llama-bench,llama-cli,"
+                     "llama-quantize,"
+                     "llama-results,llama-server (own runtime)"]
     assert made.manifest.image is not None and made.manifest.image.engine == "podman"
     assert made.manifest.image.manifest_digest and made.manifest.isa_audit == PASS
     assert made.manifest.image.build_args["X"] == "1"
+    assert made.manifest.files is not None
+    assert made.manifest.files["libggml.so.0"] == "symlink:libggml.so.0.9.0"
     assert image.contents(made.path, made.manifest) == []
     assert lookup(plan.dist_dir, image.key(_job(plan, source, [], build_args={"X": "1"}))) \
         == made.path
+
+
+def test_an_image_that_does_not_hold_the_compiled_bytes_is_refused(
+        tmp_path: Path, data: Path, fake_tools: object,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool import cmd
+    from buildtool.artifacts.base import PackageError
+    from buildtool.toolchains.engines import Engine
+
+    source = _source(tmp_path)
+    plan = make_plan(res("cpu", host(data)), root=ROOT, source_dir=source.tree,
+                     tree_sha256="0" * 64, use_ccache=False, build_root=tmp_path / "build",
+                     dist_dir=tmp_path / "dist")
+
+    def alter(held: dict[str, bytes | str]) -> None:  # a runtime stage that strips, drops
+        held["opt/llama.cpp/llama-bench"] = b"\x7fELF stripped"
+        del held["opt/llama.cpp/llama-cli"]
+
+    monkeypatch.setattr(cmd, "run", StandInEngine(tmp_path, alter).run)
+    eng = Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
+    with pytest.raises(PackageError, match="not what was compiled here") as exc:
+        image.build(_job(plan, source, [], engine=eng))
+    assert "llama-bench: sha256 " in str(exc.value) and "llama-cli: missing" in str(exc.value)
+    assert not plan.dist_dir.exists() or not any(plan.dist_dir.iterdir())  # nothing written
 
 
 def data_oci(where: Path) -> Path:
@@ -200,11 +250,14 @@ def session(tmp_path: Path, data: Path, fake_tools: object,
 def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
         session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """tarball then wheel with --fresh: the build directory is emptied once, before the
-    first kind that compiles here; both are made; a second run takes both from the cache."""
+    first kind that compiles here; both are made of one compile (each asks for it, it runs
+    once); a second run takes both from the cache."""
     order: list[str] = []
+    monkeypatch.setattr(pipeline, "_compile", lambda *a, **k: order.append("compile"))
     for name in ("tarball", "wheel"):
         def fake(job: BuildJob, name: str = name) -> Any:
             order.append(f"{name}:{'fresh' if not job.plan.build_dir.exists() else 'kept'}")
+            job.compile()
             job.plan.build_dir.mkdir(parents=True, exist_ok=True)
             path = job.plan.dist_dir / f"{name}-artifact.{'tar.gz' if name == 'tarball' else 'whl'}"
             job.plan.dist_dir.mkdir(parents=True, exist_ok=True)
@@ -226,12 +279,12 @@ def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
     plan.build_dir.mkdir(parents=True)
     (plan.build_dir / "stale").write_text("from an earlier build")
     first = pipeline.build(session, options)
-    assert order == ["tarball:fresh", "wheel:kept"]
+    assert order == ["tarball:fresh", "compile", "wheel:kept"]
     assert [a.kind for a in first.artifacts] == ["tarball", "wheel"]
     assert not any(a.cached for a in first.artifacts)
     second = pipeline.build(session, pipeline.BuildOptions(target="cpu", smoke=False,
                                                           artifacts=("tarball", "wheel")))
-    assert order == ["tarball:fresh", "wheel:kept"]  # nothing built again
+    assert order == ["tarball:fresh", "compile", "wheel:kept"]  # nothing built again
     assert all(a.cached for a in second.artifacts)
 
 

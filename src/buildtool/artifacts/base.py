@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform as _platform
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +23,13 @@ from urllib.parse import quote
 
 from buildtool import __version__
 from buildtool.abi import SystemAbi
+from buildtool.config.naming import LIB_PATTERNS, left_out_files
 from buildtool.config.plan import BuildPlan
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.errors import HostIncompatibleError
+from buildtool.errors import BuildtoolError, ExitCode, HostIncompatibleError
 from buildtool.grammar import ArtifactKind
+from buildtool.inputs import sha256_file
 from buildtool.progress import Reporter
 from buildtool.records import (
     AbiRecord,
@@ -250,3 +253,65 @@ def base_manifest(plan: BuildPlan, source: Materialized,
                              builder=builder_uri(),
                              environment=plan.build_env.describe() if plan.build_env
                              else None))
+
+
+# ------------------------------------------------------------------- the compiled output
+
+
+class PackageError(BuildtoolError):
+    exit_code = ExitCode.BUILD
+
+
+def shipped_files(plan: BuildPlan) -> list[Path]:
+    """The files a target ships, from the build's bin/ directory: its programs, every shared
+    library beside them (less the all-variants libraries left out for a known defect) and a
+    bundled vendor runtime."""
+    bin_dir = plan.build_dir / "bin"
+    files: list[Path] = []
+    for target in plan.target.build_targets:
+        candidates = [bin_dir / target, bin_dir / f"{target}.exe"]
+        exe = next((c for c in candidates if c.exists()), None)
+        if exe is None:
+            raise PackageError(f"the build produced no '{target}' in {bin_dir}",
+                               hint="is it a CMake target of this llama.cpp version?")
+        files.append(exe)
+    libs = {p for pattern in LIB_PATTERNS for p in bin_dir.glob(pattern)}
+    # all-variants libraries left out because of a known defect (recipes/common.yaml)
+    dropped = set(left_out_files(plan.target))
+    files.extend(sorted(p for p in libs if p.name not in dropped))
+    # a vendor runtime the backend module loads (the family's Bundle: e.g. OpenVINO's)
+    for bundle in plan.target.runtime:
+        files.extend(f for f in bundle.files if f.name not in {p.name for p in files})
+    return files
+
+
+LICENSES_DIR = "licenses"  # a bundled runtime's licenses: licenses/<runtime>/...
+
+
+def stage_payload(plan: BuildPlan, dest: Path) -> dict[str, str]:
+    """Copy the compiled output every kind built here ships into ``dest`` (an existing,
+    empty directory): the shipped files side by side (symbolic links kept), llama.cpp's
+    LICENSE and ``licenses/<runtime>/`` of a bundled runtime. Returns each relative path's
+    sha256, or ``symlink:<target>`` — the manifest's ``files``, by which the tarball and the
+    image are checked to hold the same bytes."""
+    files: dict[str, str] = {}
+    for src in shipped_files(plan):
+        dst = dest / src.name
+        if src.is_symlink():
+            link = src.readlink()
+            dst.symlink_to(link)
+            files[src.name] = f"symlink:{link}"
+        else:
+            shutil.copy2(src, dst)
+            files[src.name] = sha256_file(dst)
+    license_file = plan.source_dir / "LICENSE"
+    if license_file.is_file():
+        shutil.copy2(license_file, dest / "LICENSE")
+        files["LICENSE"] = sha256_file(dest / "LICENSE")
+    for bundle in plan.target.runtime:
+        for rel, src in bundle.licenses:
+            where = f"{LICENSES_DIR}/{bundle.name}/{rel}"
+            (dest / where).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / where)
+            files[where] = sha256_file(dest / where)
+    return files

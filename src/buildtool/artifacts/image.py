@@ -1,15 +1,25 @@
 """Container images: the build context, build arguments, tags and bake file of a target.
 
-An image is built from ``recipes/docker/<family>.Dockerfile`` (multi-stage: the build stage
-compiles the pinned llama.cpp through recipes/cmake, the runtime stage ships what the
-"buildtool" install component names). The CMake configuration is not written in the
+An image is built from ``recipes/docker/<family>.Dockerfile``: the runtime stage (the
+runtime base, a non-root user, the programs in /opt/llama.cpp) takes the programs from the
+stage the build argument BUILT names.
+
+- ``prebuilt`` (``buildtool build --artifact image``): the files buildtool compiled here,
+  once, for the tarball and the wheel too — the context's ``prebuilt/`` holds exactly what the
+  tarball ships (``base.stage_payload``), and after saving, the image's /opt/llama.cpp is
+  checked to hold the same bytes. One compile, three kinds; the image's binaries are the
+  tarball's, audited and proven by the same smoke.
+- ``build`` (``buildtool bake``, ``build --emit``): the Dockerfile's build stage compiles the
+  pinned llama.cpp through recipes/cmake, for users who only have Docker.
+
+In the second case the CMake configuration is not written in the
 Dockerfile: the build context carries ``targets/<target>/defines.cmake``, the target's
 resolved definitions — ``plan.cmake_defines``, the list the tarball and the wheel are
 configured with — minus what only holds on this machine, and CMake loads it as its initial
 cache. One context serves any number of targets (``buildtool bake``): the CMake project and
 the llama.cpp tree once, a ``targets/<name>/`` directory per target.
 
-Build arguments (TGI-style): BUILD_IMAGE and RUNTIME_IMAGE (the base images, from the recipe
+Build arguments (TGI-style): BUILT, BUILD_IMAGE and RUNTIME_IMAGE (the base images, from the recipe
 or the target), LLAMA_CPP_VERSION / LLAMA_CPP_COMMIT, BUILDTOOL_TARGET, and per family the
 toolkit version (CUDA_VERSION, ROCM_VERSION, ONEAPI_VERSION) and GPU architectures
 (CUDA_ARCHITECTURES, AMDGPU_TARGETS; empty means "as in defines.cmake").
@@ -34,7 +44,17 @@ from typing import Any
 
 from buildtool import backends, cmd, records
 from buildtool.artifacts import oci
-from buildtool.artifacts.base import BuildJob, Made, Note, Subject, base_manifest, check_host
+from buildtool.artifacts.base import (
+    LICENSES_DIR,
+    BuildJob,
+    Made,
+    Note,
+    PackageError,
+    Subject,
+    base_manifest,
+    check_host,
+    stage_payload,
+)
 from buildtool.config.plan import CMAKE_PROJECT_FILES, BuildPlan, portable_defines
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import CpuInfo
@@ -58,6 +78,11 @@ OCI_PLATFORMS = {"linux-x86_64": "linux/amd64", "linux-aarch64": "linux/arm64"}
 DOCKERFILE_OWNS = ("BUILDTOOL_DESTINATION",)
 # build arguments that change with every build and only feed labels: not part of the key
 VOLATILE_ARGS = ("CREATED", "BUILD_KEY")
+# the build argument naming the stage the runtime stage takes the programs from, and its
+# two values (given always: podman and buildah do not follow an ARG's default into FROM)
+BUILT = "BUILT"
+COMPILED_IN_STAGE = "build"
+PREBUILT = "prebuilt"
 
 
 def require_image(rt: ResolvedTarget) -> None:
@@ -104,12 +129,20 @@ def created_at() -> str:
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_args(plan: BuildPlan, *, created: str | None = None,
+def build_args(plan: BuildPlan, *, prebuilt: bool = False, created: str | None = None,
                overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The Dockerfile's build arguments for this target (``overrides``: --build-arg)."""
+    """The Dockerfile's build arguments for this target (``overrides``: --build-arg);
+    ``prebuilt``: the runtime stage takes the files compiled here (the context's
+    ``prebuilt/``), else the build stage compiles."""
     rt = plan.target
     require_image(rt)
-    args = {"BUILD_IMAGE": str(rt.build_image), "RUNTIME_IMAGE": str(rt.runtime_image),
+    if overrides and BUILT in overrides:
+        raise UsageError(f"--build-arg {BUILT} is buildtool's: `build --artifact image` "
+                         f"packages what it compiled ({BUILT}={PREBUILT}); the build context "
+                         f"of `bake` and `--emit` compiles in the image ({BUILT}="
+                         f"{COMPILED_IN_STAGE})")
+    args = {BUILT: PREBUILT if prebuilt else COMPILED_IN_STAGE,
+            "BUILD_IMAGE": str(rt.build_image), "RUNTIME_IMAGE": str(rt.runtime_image),
             "BUILDTOOL_TARGET": rt.name, "LLAMA_CPP_VERSION": rt.lock.version,
             "LLAMA_CPP_COMMIT": rt.lock.commit}
     args.update(backends.family(rt.family).image_args(rt.toolkit, rt.define))
@@ -152,11 +185,16 @@ def defines_cmake(plan: BuildPlan) -> str:
 
 def image_manifest(plan: BuildPlan, base: Manifest, args: Mapping[str, str],
                    tag_list: Sequence[str], root: Path) -> Manifest:
-    """The manifest.json the image carries in /opt/llama.cpp (no toolchain: this machine's
-    compilers did not build it)."""
+    """The manifest.json the image carries in /opt/llama.cpp. Of prebuilt programs, the
+    files (as the tarball's manifest lists them) and the toolchain that compiled them here;
+    of programs compiled in the build stage, neither (this machine's compilers did not build
+    them)."""
     rt = plan.target
+    prebuilt = args.get(BUILT) == PREBUILT
     return dataclasses.replace(
-        base, kind="image", artifact=plan.artifact_name, files=None, toolchain=None,
+        base, kind="image", artifact=plan.artifact_name,
+        files=base.files if prebuilt else None,
+        toolchain=base.toolchain if prebuilt else None,
         image=ImageRecord(tags=tuple(tag_list), dockerfile=f"{DOCKER_DIR}/{rt.dockerfile}",
                           dockerfile_sha256=dockerfile_sha256(root, rt),
                           build_args=dict(args), build_image=args.get("BUILD_IMAGE"),
@@ -165,30 +203,74 @@ def image_manifest(plan: BuildPlan, base: Manifest, args: Mapping[str, str],
                           programs_dir=PROGRAMS_DIR))
 
 
+def prepare_prebuilt(plan: BuildPlan, dest: Path) -> dict[str, str]:
+    """``prebuilt/`` of a build context: ``bin/`` the files the tarball ships (programs,
+    libraries, LICENSE), ``licenses/`` a bundled runtime's licenses — the build stage's
+    /out layout. Returns the files as the manifest lists them (paths relative to
+    /opt/llama.cpp, where the runtime stage puts both)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "bin").mkdir(parents=True)
+    files = stage_payload(plan, dest / "bin")
+    licenses = dest / "bin" / LICENSES_DIR
+    if licenses.is_dir():
+        licenses.rename(dest / LICENSES_DIR)
+    else:
+        (dest / LICENSES_DIR).mkdir()
+    return files
+
+
+def differences(expected: Mapping[str, str], shipped: Mapping[str, str]) -> list[str]:
+    """Where the image's /opt/llama.cpp differs from the files compiled here (``shipped``
+    may hold more: the image's own manifest.json)."""
+    out = []
+    for rel, want in sorted(expected.items()):
+        got = shipped.get(rel)
+        if got is None:
+            out.append(f"{rel}: missing")
+        elif got != want:
+            out.append(f"{rel}: {_short(got)} in the image, {_short(want)} compiled")
+    return out
+
+
+def _short(digest: str) -> str:
+    return digest if digest.startswith("symlink:") else f"sha256 {digest[:12]}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class ContextTarget:
     plan: BuildPlan
     manifest: Manifest
 
 
-def render_context(targets: Sequence[ContextTarget], dest: Path, *, root: Path) -> Path:
-    """Write one build context for the given targets into ``dest`` (replaced if present)."""
+def render_context(targets: Sequence[ContextTarget], dest: Path, *, root: Path,
+                   prebuilt: Path | None = None) -> Path:
+    """Write one build context for the given targets into ``dest`` (replaced if present):
+    with the CMake project, the llama.cpp tree and each target's definitions for the build
+    stage to compile, or, given ``prebuilt`` (a directory of ``prepare_prebuilt``, moved
+    in), the compiled files alone."""
     if not targets:
         raise UsageError("no target has a container image")
+    if prebuilt is not None and len(targets) != 1:
+        raise UsageError("prebuilt files are one target's")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     first = targets[0].plan
-    for name in CMAKE_PROJECT_FILES:
-        shutil.copy2(first.project_dir / name, dest / name)
-    copy_build_tree(first.source_dir, dest / "llama.cpp")
+    if prebuilt is None:
+        for name in CMAKE_PROJECT_FILES:
+            shutil.copy2(first.project_dir / name, dest / name)
+        copy_build_tree(first.source_dir, dest / "llama.cpp")
+    else:
+        shutil.move(prebuilt, dest / PREBUILT)
     (dest / "docker").mkdir()
     for item in targets:
         rt = item.plan.target
         shutil.copy2(dockerfile(root, rt), dest / "docker" / str(rt.dockerfile))
         tdir = dest / "targets" / rt.name
         tdir.mkdir(parents=True)
-        (tdir / "defines.cmake").write_text(defines_cmake(item.plan))
+        if prebuilt is None:
+            (tdir / "defines.cmake").write_text(defines_cmake(item.plan))
         (tdir / "manifest.json").write_text(json.dumps(records.to_json(item.manifest),
                                                        indent=2) + "\n")
     # what buildx writes beside the bake file is no part of the context; older buildx
@@ -242,9 +324,16 @@ def cache_settings(kind: str, target: str) -> tuple[list[str], list[str]]:
     raise UsageError(f"unknown cache kind '{kind}'", hint="one of: " + ", ".join(CACHE_KINDS))
 
 
-def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: str) -> str:
+# the build stage's shared compile cache: a BuildKit secret from this environment variable
+COMPILE_CACHE_SECRET = "id=compile-cache,env=BUILDTOOL_COMPILE_CACHE"
+
+
+def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: str,
+              compile_cache_read_only: bool = False) -> str:
     """docker-bake.hcl for the given (plan, build arguments), context = its directory (one
-    llama.cpp tree: the plans build one version)."""
+    llama.cpp tree: the plans build one version). The build stages take the shared compile
+    cache from ``$BUILDTOOL_COMPILE_CACHE`` as a secret (none set: their local cache mount
+    alone), read-only as the configuration said when the file was written."""
     names = [plan.target.name for plan, _ in items]
     lock = items[0][0].target.lock
     out = [
@@ -263,7 +352,9 @@ def bake_file(items: Sequence[tuple[BuildPlan, Mapping[str, str]]], *, cache: st
         archive = Var(f"type=oci,dest=${{OUTPUT_DIR}}/{archive_name(plan)}")
         fields: list[tuple[str, Any]] = [
             ("context", "."), ("dockerfile", f"docker/{rt.dockerfile}"),
-            ("args", {**args, "CREATED": Var("${timestamp()}")}),
+            ("args", {**args, "CREATED": Var("${timestamp()}"),
+                      "COMPILE_CACHE_READ_ONLY": "true" if compile_cache_read_only else ""}),
+            ("secret", [COMPILE_CACHE_SECRET]),
             # one platform: the definitions were resolved for it (CPU variants differ)
             ("tags", tag_list), ("platforms", [OCI_PLATFORMS[rt.platform]]),
             ("cache-from", cache_from), ("cache-to", cache_to),
@@ -281,7 +372,7 @@ SUFFIX = ".oci.tar"
 TAKES_BUILD_ARGS = True
 CONTAINER = True  # runs in a container engine; published to a registry
 INDEXED = False
-COMPILES_HERE = False  # the Dockerfile's build stage compiles
+COMPILES_HERE = True  # packages the plan's build directory (bake/--emit compile in a stage)
 
 
 def accepts(rt: ResolvedTarget) -> None:
@@ -309,34 +400,37 @@ def context_target(plan: BuildPlan, source: Materialized, root: Path,
 
 
 def key(job: BuildJob) -> str:
-    return image_key(job.plan, job.root, build_args(job.plan, overrides=job.build_args))
+    return image_key(job.plan, job.root,
+                     build_args(job.plan, prebuilt=True, overrides=job.build_args))
 
 
 def build(job: BuildJob) -> Made:
-    """Build the image with the job's engine from a one-target build context, save it as
-    an OCI archive, audit the binaries read back out of it, and record it."""
+    """Compile (once: the tarball and the wheel of this build share it), put the shipped
+    files into a build context, build the image with the job's engine (its runtime stage
+    takes them: BUILT=prebuilt), save it as an OCI archive, check that the archive's
+    /opt/llama.cpp holds the compiled bytes, audit them and record the image."""
     plan, rep, eng = job.plan, job.reporter, job.engine
     assert eng is not None, "the pipeline chooses an engine for images"
     rt = plan.target
+    job.compile()
     t = time.monotonic()
-    entry, args = context_target(plan, job.source, job.root, job.build_args)
-    inner = entry.manifest
+    context = plan.build_dir / "image-context"
+    prebuilt = prepare_prebuilt(plan, plan.build_dir / "image-prebuilt")
+    args = build_args(plan, prebuilt=True, overrides=job.build_args)
     tag_list = tags(rt)
-    rep.step(f"image {tag_list[0]} with {eng.describe()}")
-    rep.info(f"bases: {args['BUILD_IMAGE']} (build), {args['RUNTIME_IMAGE']} (runtime)")
-    plan.build_dir.mkdir(parents=True, exist_ok=True)
-    context = render_context([entry], plan.build_dir / "image-context", root=job.root)
+    inner = image_manifest(plan, base_manifest(plan, job.source, prebuilt), args, tag_list,
+                           job.root)
+    render_context([ContextTarget(plan=plan, manifest=inner)], context, root=job.root,
+                   prebuilt=plan.build_dir / "image-prebuilt")
+    rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files compiled "
+             "here)")
+    rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
     log = plan.build_dir / "buildtool-image.log"
     log.write_text("")
     rep.group(f"image {rt.name}")
-
-    def progress(line: str) -> None:  # ninja's [n/N] inside the build stage, not "[1/2] STEP"
-        if "STEP " not in line:
-            rep.ninja_line(line)
-
     cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
                       tags=tag_list, args=args, no_cache=job.no_cache),
-            log=log, echo=rep.command, on_line=progress,
+            log=log, echo=rep.command,
             what=f"image build ({eng.name}) failed", error_type=BuildError)
     rep.endgroup()
     job.timings["image"] = time.monotonic() - t
@@ -347,14 +441,20 @@ def build(job: BuildJob) -> Made:
         tmp.unlink()  # the engine creates the file
         cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
                 what=f"saving the image ({eng.name}) failed", error_type=BuildError)
-    info = oci.inspect(archive)
+        info = oci.inspect(tmp)
+        differ = differences(prebuilt, oci.digests(tmp, PROGRAMS_DIR))
+        if differ:  # the atomic path leaves nothing behind
+            raise PackageError(
+                f"the image's {PROGRAMS_DIR} is not what was compiled here:\n  "
+                + "\n  ".join(differ[:20]),
+                hint=f"the runtime stage of recipes/docker/{rt.dockerfile} must copy the "
+                     f"{BUILT} stage's /out/bin as it is")
+        rep.info(f"{PROGRAMS_DIR}: the {len(prebuilt)} files compiled here, byte for byte")
+        with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
+            shipped = [f for f in oci.extract(tmp, PROGRAMS_DIR, Path(tmp_dir))
+                       if f.name != "manifest.json"]
+            report = job.audit(shipped, own_runtime=True)
     job.timings["save"] = time.monotonic() - t
-    with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
-        shipped = [f for f in oci.extract(archive, PROGRAMS_DIR, Path(tmp_dir))
-                   if f.name != "manifest.json"]
-        if not shipped:
-            raise oci.OciError(f"{archive.name} holds nothing in {PROGRAMS_DIR}")
-        report = job.audit(shipped, own_runtime=True)
     digest = sha256_file(archive)
     built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
                                 engine_version=eng.version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import posixpath
 import tarfile
@@ -179,12 +180,18 @@ def _layer_tar(blob: bytes, media_type: str) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BytesIO(data))
 
 
-def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
-    """Write the regular files under ``directory`` (e.g. "/opt/llama.cpp") of the image's
-    final file system into ``dest``; later layers win, whiteouts delete."""
+@dataclass(frozen=True)
+class _Entry:
+    data: bytes | None  # a regular file's content (None: a symbolic link)
+    mode: int = 0o644
+    link: str = ""  # a symbolic link's target
+
+
+def _final_tree(archive: Path, directory: str) -> dict[str, _Entry]:
+    """The regular files and symbolic links under ``directory`` of the image's final file
+    system, by path relative to it: later layers win, whiteouts delete."""
     prefix = PurePosixPath(directory.strip("/"))
-    files: dict[str, bytes | None] = {}
-    modes: dict[str, int] = {}
+    entries: dict[str, _Entry | None] = {}
     try:
         with tarfile.open(archive) as tf:
             manifest, _, _ = _manifest(tf)
@@ -198,23 +205,39 @@ def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
                         if path.name.startswith(".wh."):
                             gone = str(path.parent.relative_to(prefix) /
                                        path.name.removeprefix(".wh."))
-                            for key in [k for k in files if k == gone or
+                            for key in [k for k in entries if k == gone or
                                         k.startswith(gone + "/")]:
-                                files[key] = None
+                                entries[key] = None
                             continue
                         if member.isfile():
                             handle = lt.extractfile(member)
-                            files[rel] = handle.read() if handle else b""
-                            modes[rel] = member.mode
+                            entries[rel] = _Entry(handle.read() if handle else b"",
+                                                  member.mode)
+                        elif member.issym():
+                            entries[rel] = _Entry(None, link=member.linkname)
     except (OSError, tarfile.TarError, EOFError, ValueError, KeyError) as exc:
         raise OciError(f"cannot read {archive}: {exc}") from exc
+    return {rel: entry for rel, entry in sorted(entries.items()) if entry is not None}
+
+
+def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
+    """Write the regular files under ``directory`` (e.g. "/opt/llama.cpp") of the image's
+    final file system into ``dest``; later layers win, whiteouts delete."""
     out = []
-    for rel, data in sorted(files.items()):
-        if data is None:
+    for rel, entry in _final_tree(archive, directory).items():
+        if entry.data is None:
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        target.chmod(modes[rel] & 0o777)
+        target.write_bytes(entry.data)
+        target.chmod(entry.mode & 0o777)
         out.append(target)
     return out
+
+
+def digests(archive: Path, directory: str) -> dict[str, str]:
+    """What ``directory`` of the image's final file system holds, as a manifest's ``files``
+    says it: each regular file's sha256, ``symlink:<target>`` for a symbolic link."""
+    return {rel: f"symlink:{entry.link}" if entry.data is None
+            else hashlib.sha256(entry.data).hexdigest()
+            for rel, entry in _final_tree(archive, directory).items()}

@@ -38,12 +38,13 @@ from buildtool.artifacts.base import (
     base_manifest,
     check_host,
     foreign,
+    shipped_files,
+    stage_payload,
 )
-from buildtool.config.naming import LIB_PATTERNS, left_out_files
 from buildtool.config.plan import BuildPlan
 from buildtool.config.resolve import ResolvedTarget
 from buildtool.detect.cpu import CpuInfo
-from buildtool.errors import BuildtoolError, DataError, ExitCode, SmokeError
+from buildtool.errors import DataError, SmokeError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import RECORD_LIMIT, read_text, sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
@@ -59,31 +60,6 @@ COMPILES_HERE = True
 MANIFEST_SCHEMA = 1
 
 
-class PackageError(BuildtoolError):
-    exit_code = ExitCode.BUILD
-
-
-def collect(plan: BuildPlan) -> list[Path]:
-    """The files the artifact ships, from the build's bin/ directory."""
-    bin_dir = plan.build_dir / "bin"
-    files: list[Path] = []
-    for target in plan.target.build_targets:
-        candidates = [bin_dir / target, bin_dir / f"{target}.exe"]
-        exe = next((c for c in candidates if c.exists()), None)
-        if exe is None:
-            raise PackageError(f"the build produced no '{target}' in {bin_dir}",
-                               hint="is it a CMake target of this llama.cpp version?")
-        files.append(exe)
-    libs = {p for pattern in LIB_PATTERNS for p in bin_dir.glob(pattern)}
-    # all-variants libraries left out because of a known defect (recipes/common.yaml)
-    dropped = set(left_out_files(plan.target))
-    files.extend(sorted(p for p in libs if p.name not in dropped))
-    # a vendor runtime the backend module loads (the family's Bundle: e.g. OpenVINO's)
-    for bundle in plan.target.runtime:
-        files.extend(f for f in bundle.files if f.name not in {p.name for p in files})
-    return files
-
-
 def package(plan: BuildPlan, source: Materialized,
             audit: Audits | None = None) -> tuple[Path, Manifest]:
     """Stage, checksum and tar the artifact; return its path and manifest."""
@@ -93,26 +69,7 @@ def package(plan: BuildPlan, source: Materialized,
     try:
         stage = staging_root / name
         stage.mkdir()
-        files: dict[str, str] = {}
-        for src in collect(plan):
-            dst = stage / src.name
-            if src.is_symlink():
-                link = src.readlink()
-                dst.symlink_to(link)
-                files[src.name] = f"symlink:{link}"
-            else:
-                shutil.copy2(src, dst)
-                files[src.name] = sha256_file(dst)
-        license_file = plan.source_dir / "LICENSE"
-        if license_file.is_file():
-            shutil.copy2(license_file, stage / "LICENSE")
-            files["LICENSE"] = sha256_file(stage / "LICENSE")
-        for bundle in plan.target.runtime:
-            for rel, src in bundle.licenses:
-                where = f"licenses/{bundle.name}/{rel}"
-                (stage / where).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, stage / where)
-                files[where] = sha256_file(stage / where)
+        files = stage_payload(plan, stage)
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(files.items())
                        if not digest.startswith("symlink:"))
         (stage / "SHA256SUMS").write_text(sums)
@@ -160,7 +117,7 @@ def build(job: BuildJob) -> Made:
     """Compile, audit what ships, package and record it."""
     plan = job.plan
     job.compile()
-    report = job.audit(collect(plan))
+    report = job.audit(shipped_files(plan))
     t = time.monotonic()
     job.reporter.step("packaging")
     artifact, manifest = package(plan, job.source, audit=report)

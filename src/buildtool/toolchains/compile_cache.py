@@ -100,14 +100,19 @@ def parse(url: str, origin: str, *, read_only: bool = False,
     return CompileCache(url=url, read_only=read_only, origin=origin)
 
 
+def is_read_only(env: Mapping[str, str], configured: bool = False) -> bool:
+    """Read-only when the configuration says so or ``$BUILDTOOL_COMPILE_CACHE_READ_ONLY``
+    does (a pull request's CI job)."""
+    return configured or env.get(ENV_READ_ONLY, "").strip().lower() in TRUE
+
+
 def configure(*, matrix_url: str | None, matrix_read_only: bool, matrix_origin: str,
               env: Mapping[str, str], option: str | None, option_read_only: bool) \
         -> CompileCache | None:
     """The cache a build uses: the matrix's ``compile-cache`` < ``$BUILDTOOL_COMPILE_CACHE``
     < ``--compile-cache``; read-only when any of them says so (a pull request's CI job sets
     ``$BUILDTOOL_COMPILE_CACHE_READ_ONLY``)."""
-    read_only = matrix_read_only or option_read_only or \
-        env.get(ENV_READ_ONLY, "").strip().lower() in TRUE
+    read_only = is_read_only(env, matrix_read_only or option_read_only)
     if option is not None:
         return parse(option, "--compile-cache", read_only=read_only)
     if env.get(ENV_URL):
