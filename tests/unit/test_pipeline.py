@@ -4,6 +4,7 @@ shared build directory, the order of kinds). Real builds: tests/integration."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 from pathlib import Path
@@ -186,6 +187,11 @@ def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
     assert image.contents(made.path, made.manifest) == []
     assert lookup(plan.dist_dir, image.key(_job(plan, source, [], build_args={"X": "1"}))) \
         == made.path
+    # the release gate checks the files too: a manifest naming other bytes is refused
+    other = dict(made.manifest.files, **{"llama-bench": "0" * 64})
+    assert image.contents(made.path, dataclasses.replace(made.manifest, files=other)) == [
+        "llama-bench: sha256 " + made.manifest.files["llama-bench"][:12]
+        + " in the image, sha256 000000000000 compiled"]
 
 
 def test_an_image_that_does_not_hold_the_compiled_bytes_is_refused(

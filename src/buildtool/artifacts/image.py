@@ -554,7 +554,16 @@ def adopt(path: Path, inner: Manifest, digest: str | None) -> Manifest | None:
 
 
 def contents(path: Path, manifest: Manifest | None) -> list[str]:
-    """Blobs of the OCI archive whose content does not hash to their name."""
+    """Blobs of the OCI archive whose content does not hash to their name, and — for an
+    image of prebuilt files, whose manifest lists them — each file of /opt/llama.cpp that is
+    not what was compiled."""
+    bad = _blob_contents(path)
+    if not bad and manifest is not None and manifest.files:
+        bad.extend(differences(manifest.files, oci.digests(path, PROGRAMS_DIR)))
+    return bad
+
+
+def _blob_contents(path: Path) -> list[str]:
     bad: list[str] = []
     with tarfile.open(path) as tf:
         for member in tf:
