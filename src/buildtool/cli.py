@@ -597,7 +597,7 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
     Artifacts for other hardware are recorded as skipped with the reason; one that fails
     does not stop the run. Exit code 8 when any artifact failed or could not run."""
     from buildtool import records
-    from buildtool.detect.host import detect_host
+    from buildtool.detect.host import detect_host, host_facts
     from buildtool.errors import SmokeError
     from buildtool.lab import runner as lab
     from buildtool.paths import writable_file
@@ -615,7 +615,7 @@ def lab_run(ctx: click.Context, directory: Path, out: Path | None, model: Path |
     rep.step(f"lab run on {directory} → {dest}")
     lab.artifacts_in(directory)  # before detecting anything
     host = detect_host(with_toolchains=False)
-    doc = lab.run(directory, dest, cpu=host.cpu, host=lab.host_facts(host), settings=settings,
+    doc = lab.run(directory, dest, cpu=host.cpu, host=host_facts(host), settings=settings,
                   engine=engine, note=rep.info, system=host.system)
     totals = lab.counts(doc)
     if as_json:

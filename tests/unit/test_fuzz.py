@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from buildtool import inputs, records
 from buildtool.artifacts import oci, wheel
 from buildtool.config.project import load_project
+from buildtool.detect import host as host_record
 from buildtool.detect.cpu import parse_proc_cpuinfo, parse_sysctl
 from buildtool.detect.host import parse_nvidia_smi
 from buildtool.errors import BuildtoolError, ExitCode
@@ -428,8 +429,8 @@ PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "proc-cpuinfo": (lambda t: parse_proc_cpuinfo(t, "x86_64"), CPUINFO),
     "sysctl": (lambda t: parse_sysctl(t, "x86_64"), SYSCTL),
     "nvidia-smi": (parse_nvidia_smi, "NVIDIA H100 80GB HBM3, 580.95.05, 81559 MiB\n"),
-    "os-release": (lab.parse_os_release, 'PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n'),
-    "meminfo": (lab.parse_meminfo, "MemTotal:       24609636 kB\n"),
+    "os-release": (host_record.parse_os_release, 'PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n'),
+    "meminfo": (host_record.parse_meminfo, "MemTotal:       24609636 kB\n"),
     "auditwheel show": (wheel.parse_show, 'is consistent with the following platform tag: '
                                           '"manylinux_2_35_x86_64"'),
 }

@@ -15,8 +15,15 @@ import pytest
 
 from buildtool import records
 from buildtool.abi import SystemAbi
+from buildtool.artifacts.fit import unfit
 from buildtool.detect.cpu import from_flag_list
-from buildtool.detect.host import parse_nvidia_smi, vulkan_icds, with_capabilities
+from buildtool.detect.host import (
+    parse_meminfo,
+    parse_nvidia_smi,
+    parse_os_release,
+    vulkan_icds,
+    with_capabilities,
+)
 from buildtool.errors import ExitCode, SmokeError
 from buildtool.lab import report
 from buildtool.lab import runner as lab
@@ -50,9 +57,9 @@ def test_host_facts_parsers(tmp_path: Path) -> None:
     assert with_capabilities(gpus, "[N/A]\n[N/A]\n") == gpus
     assert with_capabilities(gpus, "9.0\n123.4\n") == gpus  # no such capability: not taken
     assert [g.record().compute_capability for g in with_cc] == ["9.0", "9.0"]
-    assert lab.parse_os_release(OS_RELEASE) == "Debian GNU/Linux 12 (bookworm)"
-    assert lab.parse_meminfo("MemTotal:       24609636 kB\nMemFree: 1 kB\n") == 24609636 * 1024
-    assert lab.parse_meminfo("nothing") is None
+    assert parse_os_release(OS_RELEASE) == "Debian GNU/Linux 12 (bookworm)"
+    assert parse_meminfo("MemTotal:       24609636 kB\nMemFree: 1 kB\n") == 24609636 * 1024
+    assert parse_meminfo("nothing") is None
     icd = tmp_path / "usr/share/vulkan/icd.d"
     icd.mkdir(parents=True)
     for name in ("lvp_icd.x86_64.json", "radeon_icd.x86_64.json", "nvidia_icd.json"):
@@ -105,7 +112,7 @@ def _m(**changes: Any) -> Manifest:
 def test_artifacts_that_do_not_fit_say_why(kind: str, manifest: Manifest,
                                            host: HostFacts, cpu: Any, why: str) -> None:
     name = "x-1.0-cp27-cp27mu-manylinux1_x86_64.whl" if kind == "wheel" else "x.tar.gz"
-    reason = lab.unfit(kind, name, manifest, host, cpu)
+    reason = unfit(kind, name, manifest, host, cpu)
     assert reason is not None and why in reason
 
 
@@ -113,12 +120,12 @@ def test_artifacts_that_fit() -> None:
     nvidia = _host(gpus=[{"vendor": "NVIDIA", "name": "H100", "driver": "580"}])
     cuda = _m(platform="linux-x86_64", family="cuda",
               cpu={"policy": "all-variants", "required_features": ["avx2"]})
-    assert lab.unfit("tarball", "x.tar.gz", cuda, nvidia, ZEN4) is None
-    assert lab.unfit("tarball", "x.tar.gz", _m(platform="linux-x86_64", family="vulkan"),
+    assert unfit("tarball", "x.tar.gz", cuda, nvidia, ZEN4) is None
+    assert unfit("tarball", "x.tar.gz", _m(platform="linux-x86_64", family="vulkan"),
                      _host(vulkan_icds=["lvp"]), ZEN4) is None
-    assert lab.unfit("image", "x.oci.tar", _m(platform="linux-x86_64"),
+    assert unfit("image", "x.oci.tar", _m(platform="linux-x86_64"),
                      _host(engines=["podman"]), ZEN4) is None
-    assert lab.unfit("wheel", "x-1.0-py3-none-any.whl", _m(platform="linux-x86_64"),
+    assert unfit("wheel", "x-1.0-py3-none-any.whl", _m(platform="linux-x86_64"),
                      _host(), ZEN4) is None
 
 
@@ -129,16 +136,16 @@ def test_an_artifact_above_the_hosts_abi_floor_is_skipped_before_running(
                                                               libstdcxx="3.4.28"),
                          release="2.31")
     new = _m(platform="linux-x86_64", abi=needs)
-    reason = lab.unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bullseye)
+    reason = unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bullseye)
     assert reason == ("needs a newer C library or C++ runtime: glibc 2.34 is needed, "
                       "libc.so.6 here has 2.31; libstdcxx 3.4.30 is needed, libstdc++.so.6 "
                       "here has 3.4.28")
     # an image brings its own C library; a system new enough fits
-    assert lab.unfit("image", "x.oci.tar", new, _host(engines=["podman"]), ZEN4,
+    assert unfit("image", "x.oci.tar", new, _host(engines=["podman"]), ZEN4,
                      bullseye) is None
     bookworm = SystemAbi(root=Path("/"), versions=AbiVersions(glibc="2.36",
                                                               libstdcxx="3.4.30"))
-    assert lab.unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bookworm) is None
+    assert unfit("tarball", "x.tar.gz", new, _host(), ZEN4, bookworm) is None
 
 
 def test_a_run_keeps_going_and_records_every_artifact(tmp_path: Path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import platform as _platform
 import re
 import sys
@@ -23,7 +24,7 @@ from buildtool.detect.cpu import (
     parse_sysctl,
 )
 from buildtool.errors import CommandError, ToolchainError
-from buildtool.records import GpuRecord, clean
+from buildtool.records import GpuRecord, HostCpu, HostFacts, clean
 from buildtool.toolchains import discovery as toolchain
 
 PCI_VENDORS = {"0x10de": "NVIDIA", "0x1002": "AMD", "0x8086": "Intel"}
@@ -242,3 +243,35 @@ def detect_host(*, with_toolchains: bool = True, sys_root: Path = Path("/")) -> 
 def host_system(os_name: str, arch: str, root: Path = Path("/")) -> SystemAbi | None:
     """The versions of the C library and C++ runtime of a Linux system (None elsewhere)."""
     return system_abi(root, arch) if os_name == "linux" else None
+
+
+# ------------------------------------------------------------------- the host's record
+
+
+def parse_os_release(text: str) -> str:
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return clean(values.get("PRETTY_NAME", values.get("NAME", "")).strip().strip('"'))
+
+
+def parse_meminfo(text: str) -> int | None:
+    m = re.search(r"^MemTotal:\s+(\d{1,15})\s*kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else None
+
+
+def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
+    """The lab's record of the host detection found (:func:`buildtool.detect.host.
+    detect_host`), with what a report shows besides: OS release, kernel, memory, Python."""
+    cpu = host.cpu
+    return HostFacts(
+        id=_platform.node() or "unknown-host", hostname=_platform.node(),
+        os=parse_os_release(read_system_file(sys_root / "etc/os-release")) or _platform.system(),
+        kernel=_platform.release(), platform=host.platform,
+        cpu=HostCpu(model=clean(cpu.model) if cpu.model else None,
+                    vendor=cpu.vendor, arch=cpu.arch, level=cpu.level,
+                    cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
+                    features=tuple(sorted(cpu.features))),
+        memory_bytes=parse_meminfo(read_system_file(sys_root / "proc/meminfo")),
+        gpus=tuple(g.record() for g in host.gpus),
+        drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
+        engines=host.engines, python=_platform.python_version(),
+        system=host.system.record() if host.system else None)

@@ -13,9 +13,7 @@ interrupted run keeps what it measured.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform as _platform
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -23,17 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from buildtool import __version__, backends, inputs, records
+from buildtool import __version__, inputs, records
 from buildtool.abi import SystemAbi
 from buildtool.artifacts import KINDS, find, kind_of
-from buildtool.detect.cpu import CpuInfo, normalize_arch
-from buildtool.detect.host import Host, read_system_file
+from buildtool.artifacts.fit import artifact_manifest, unfit
+from buildtool.detect.cpu import CpuInfo
 from buildtool.errors import BuildtoolError, DataError, ToolchainError, UsageError
 from buildtool.grammar import ArtifactKind
-from buildtool.outputs import sidecar, write_json
+from buildtool.outputs import write_json
 from buildtool.records import (
     BenchTest,
-    HostCpu,
     HostFacts,
     LabEntry,
     LabResults,
@@ -44,76 +41,6 @@ from buildtool.records import (
 
 SCHEMA = records.LAB_SCHEMA
 Note = Callable[[str], None]
-
-
-# ---------------------------------------------------------------------------------------
-# Host facts
-
-
-def parse_os_release(text: str) -> str:
-    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return records.clean(values.get("PRETTY_NAME", values.get("NAME", "")).strip().strip('"'))
-
-
-def parse_meminfo(text: str) -> int | None:
-    m = re.search(r"^MemTotal:\s+(\d{1,15})\s*kB", text, re.M)
-    return int(m.group(1)) * 1024 if m else None
-
-
-def host_facts(host: Host, *, sys_root: Path = Path("/")) -> HostFacts:
-    """The lab's record of the host detection found (:func:`buildtool.detect.host.
-    detect_host`), with what a report shows besides: OS release, kernel, memory, Python."""
-    cpu = host.cpu
-    return HostFacts(
-        id=_platform.node() or "unknown-host", hostname=_platform.node(),
-        os=parse_os_release(read_system_file(sys_root / "etc/os-release")) or _platform.system(),
-        kernel=_platform.release(), platform=host.platform,
-        cpu=HostCpu(model=records.clean(cpu.model) if cpu.model else None,
-                    vendor=cpu.vendor, arch=cpu.arch, level=cpu.level,
-                    cores=os.cpu_count(), ggml_features=tuple(cpu.ggml_features),
-                    features=tuple(sorted(cpu.features))),
-        memory_bytes=parse_meminfo(read_system_file(sys_root / "proc/meminfo")),
-        gpus=tuple(g.record() for g in host.gpus),
-        drivers=dict(host.drivers), vulkan_icds=host.vulkan_icds, devices=dict(host.devices),
-        engines=host.engines, python=_platform.python_version(),
-        system=host.system.record() if host.system else None)
-
-
-# ---------------------------------------------------------------------------------------
-# Which artifacts fit
-
-
-def artifact_manifest(path: Path, kind: ArtifactKind) -> Manifest | None:
-    """The artifact's manifest (beside it, or the one its kind carries inside); None when it
-    has none. A malformed one is a DataError naming it."""
-    side = sidecar(path, "manifest")
-    if side.exists():
-        return records.load(Manifest, side)
-    return KINDS[kind].own_manifest(path)
-
-
-def unfit(kind: ArtifactKind, name: str, manifest: Manifest, host: HostFacts,
-          cpu: CpuInfo, system: SystemAbi | None = None) -> str | None:
-    """Why an artifact cannot run on this host, or None when it fits (``system``: this
-    host's C library and C++ runtime, held against the artifact's ABI floor; an image
-    brings its own)."""
-    plat = manifest.platform
-    os_name, _, arch = plat.partition("-")
-    here = host.platform.partition("-")[0]
-    if os_name and here and os_name != here:
-        return f"built for {plat}; this host is {here}"
-    if arch and normalize_arch(arch) != cpu.arch:
-        return f"built for {arch}; this host is {cpu.arch}"
-    missing = cpu.missing(list(manifest.cpu.required_features))
-    if missing:
-        return f"needs CPU features this host lacks: {', '.join(missing)}"
-    if system is not None and manifest.abi is not None and not KINDS[kind].CONTAINER:
-        old = system.missing(manifest.abi.floor)
-        if old:
-            return f"needs a newer C library or C++ runtime: {'; '.join(old)}"
-    family = backends.family(manifest.family)
-    return family.host_fit(host) or family.device_fit(manifest.device_code, host.gpus) or \
-        KINDS[kind].host_fit(name, host)
 
 
 # ---------------------------------------------------------------------------------------
