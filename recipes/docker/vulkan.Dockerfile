@@ -56,9 +56,8 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/llama \
       --shell /usr/sbin/nologin llama
-COPY --from=built /out/bin/ /opt/llama.cpp/
-ARG BUILDTOOL_TARGET=vulkan
-COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json
+# what does not change with the programs first: those layers stay cached with the
+# runtime base, and the programs' layers come last
 ENV PATH=/opt/llama.cpp:$PATH LLAMA_ARG_HOST=0.0.0.0 LLAMA_ARG_PORT=8080
 USER 10001
 WORKDIR /home/llama
@@ -66,6 +65,9 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
   CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
 ENTRYPOINT ["/opt/llama.cpp/llama-server"]
+COPY --from=built /out/bin/ /opt/llama.cpp/
+ARG BUILDTOOL_TARGET=vulkan
+COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json
 # Labels last: they change with every build (created) and must not invalidate the layers.
 ARG LLAMA_CPP_VERSION=unknown
 ARG LLAMA_CPP_COMMIT=unknown
