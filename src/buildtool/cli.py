@@ -506,6 +506,63 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
                          + "; ".join(c.name for c in result.failures()))
 
 
+@cli.command(name="install")
+@click.argument("source")
+@click.option("--prefix", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where to install (default: ~/.local/share/llama.cpp); PREFIX/bin/"
+                   "llama-server is the stable path.")
+@click.option("--kind", type=click.Choice(("tarball",)), default="tarball", show_default=True,
+              help="The kind of artifact to install.")
+@click.option("--dry-run", is_flag=True,
+              help="Show the ranking and the reasons; download and change nothing.")
+@click.option("--upgrade", is_flag=True,
+              help="Replace what PREFIX holds with the best of this release, once that "
+                   "passed its smoke test here.")
+@click.option("--no-fallback", is_flag=True,
+              help="The first candidate that fails here is final (no next best).")
+@click.option("--allow-software-gpu", is_flag=True,
+              help="Count a software renderer (Mesa's lavapipe) as a Vulkan device.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+@click.pass_context
+def install_cmd(ctx: click.Context, source: str, prefix: Path | None, kind: str, dry_run: bool,
+                upgrade: bool, no_fallback: bool, allow_software_gpu: bool,
+                as_json: bool) -> None:
+    """Install the best artifact of a release for this machine, proven here.
+
+    SOURCE is a release directory (`buildtool publish --out`) or the http(s) URL it is served
+    at. Each artifact is judged against this host (platform, CPU features, C library, a GPU
+    of its backend with a driver new enough and covered by its device code); the fitting
+    ones are tried best first — downloaded, checked against SHA256SUMS, release.json and the
+    provenance statement, smoke-tested here — and the first that passes is installed
+    atomically into PREFIX. Exit code 8 when none can be."""
+    from buildtool.detect.host import detect_host, host_facts
+    from buildtool.release import install as installer
+    from buildtool.verify.smoke import run_smoke
+
+    rep = _reporter(ctx)
+    where = (prefix or Path.home() / ".local" / "share" / "llama.cpp").absolute()
+    if not dry_run:
+        check_cache()  # the synthetic model is written there
+    host = detect_host(with_toolchains=False)
+    outcome = installer.install(
+        source, where, kind="tarball", host=host_facts(host), cpu=host.cpu,
+        system=host.system, upgrade=upgrade, dry_run=dry_run, fallback=not no_fallback,
+        allow_software_gpu=allow_software_gpu,
+        smoke=lambda root: run_smoke(root, host=host.cpu, store=False, note=rep.info,
+                                     system=host.system),
+        note=rep.info, step=rep.step)
+    if as_json:
+        emit_json(outcome.to_json())
+        return
+    for c in outcome.candidates:
+        mark = "installed" if c is outcome.installed else \
+            "next" if c.rejected is None else "rejected"
+        echo(f"{mark:<9} {c.name}" + (f"  ({c.stage}: {c.rejected})" if c.rejected else ""))
+    if outcome.installed is not None and not dry_run:
+        echo(f"{where / 'bin' / 'llama-server'}: {outcome.installed.name} (release "
+             f"{outcome.release})" + ("" if outcome.changed else ", already installed"))
+
+
 @cli.command(name="publish")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--tag", default=None, help="Release tag (default: the llama.cpp build, b11312).")

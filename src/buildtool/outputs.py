@@ -134,16 +134,20 @@ def read_sums(directory: Path) -> dict[str, str]:
     """``directory/SHA256SUMS`` as name → sha256 (empty when there is none). A line that is
     not ``<sha256>  <file name>`` is a DataError naming the line."""
     path = directory / "SHA256SUMS"
-    entries: dict[str, str] = {}
     if not path.exists():
-        return entries
-    text = inputs.read_text(path, limit=inputs.RECORD_LIMIT, error=DataError)
+        return {}
+    return parse_sums(inputs.read_text(path, limit=inputs.RECORD_LIMIT, error=DataError), path)
+
+
+def parse_sums(text: str, where: Path | str) -> dict[str, str]:
+    """A SHA256SUMS text (``where``: its file or URL, named in errors)."""
+    entries: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         m = _SUMS_LINE.fullmatch(line.strip())
         if m is None:
-            raise DataError("not a '<sha256>  <file name>' line", path=path, line=number,
+            raise DataError("not a '<sha256>  <file name>' line", path=where, line=number,
                             hint="SHA256SUMS lists the files of its own directory as "
                                  "`sha256sum` writes them")
         entries[m.group(2)] = m.group(1)

@@ -637,6 +637,30 @@ class ReleaseRecord:
     exceptions: tuple[ReleaseException, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class InstallRejection:
+    artifact: FileName
+    stage: Literal["fit", "download", "verify", "unpack", "smoke"]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallRecord:
+    """``PREFIX/install.json``: what `buildtool install` put into a prefix, from which
+    release, and what it rejected on the way (with the stage and the reason)."""
+
+    schema: Literal[1] = 1
+    artifact: FileName
+    sha256: Sha256
+    target: str
+    release: str
+    source: str
+    installed_at: str
+    llama_server: str
+    smoke: Verdict | None = None
+    rejected: tuple[InstallRejection, ...] = ()
+
+
 # ------------------------------------------------------------------------------ reading
 
 ErrorFactory = Callable[..., BuildtoolError]

@@ -187,6 +187,43 @@ def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str
     assert dry.returncode == 0 and not (work / "never").exists()
 
 
+def test_install_the_published_release_from_http(artifacts: dict[str, Path],
+                                                 http_dir: tuple[Path, str],
+                                                 work: Path) -> None:
+    """`buildtool install` from the release `publish` wrote, served over HTTP: ranked for
+    this host, verified, smoke-tested here, installed; again: nothing to do; a tampered
+    copy: refused, nothing installed."""
+    served, url = http_dir
+    out = work / "install-release"
+    proc = buildtool("publish", str(artifacts["tarball"].parent), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copytree(out, served / "rel")
+    prefix = work / "llama-prefix"
+    proc = buildtool("install", f"{url}/rel/", "--prefix", str(prefix), "--json",
+                     timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    assert doc["installed"] == artifacts["tarball"].name and doc["changed"]
+    assert doc["release"] == "b11312" and doc["source"] == f"{url}/rel/"
+    assert "provenance statement say" in proc.stderr  # verified before the smoke
+    server = prefix / "bin" / "llama-server"
+    version = _run([str(server), "--version"])
+    assert version.returncode == 0 and "11312" in version.stdout + version.stderr
+    rec = json.loads((prefix / "install.json").read_text())
+    assert rec["smoke"] == "pass" and rec["artifact"] == doc["installed"]
+    again = buildtool("install", f"{url}/rel/", "--prefix", str(prefix), "--json")
+    assert again.returncode == 0 and not json.loads(again.stdout)["changed"]
+
+    bad = served / "tampered"
+    shutil.copytree(out, bad)
+    target = bad / artifacts["tarball"].name
+    target.write_bytes(target.read_bytes()[:-64] + bytes(64))
+    proc = buildtool("install", f"{url}/tampered/", "--prefix", str(work / "never"))
+    assert proc.returncode == ExitCode.SMOKE, proc.stderr
+    assert "tampered download" in proc.stderr
+    assert not (work / "never" / "current").exists()
+
+
 def test_publish_refuses_an_artifact_whose_smoke_result_is_gone(artifacts: dict[str, Path],
                                                                 work: Path) -> None:
     other = work / "release-src-broken"

@@ -219,6 +219,12 @@ class BackendModule(Protocol):
         """Why ``host`` cannot run this family's artifacts (None: it can)."""
         ...
 
+    def only_software(self, host: HostFacts) -> str | None:
+        """What says that the only device ``host`` has for this family is a software
+        renderer (Mesa's lavapipe for Vulkan): it runs the artifact, but no faster than the
+        CPU. None: a real device, or a family without one."""
+        ...
+
     def container_devices(self, exists: Callable[[str], bool]) -> Devices:
         """What a container needs to reach this family's devices."""
         ...
@@ -279,6 +285,9 @@ class Backend:
         return backend in reported, backend
 
     def host_fit(self, host: HostFacts) -> str | None:
+        return None
+
+    def only_software(self, host: HostFacts) -> str | None:
         return None
 
     def container_devices(self, exists: Callable[[str], bool]) -> Devices:

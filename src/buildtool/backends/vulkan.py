@@ -55,6 +55,10 @@ def find_headers() -> Iterator[Program]:
         yield Program(HEADERS, root, version)
 
 
+# Vulkan drivers that render on the CPU: Mesa's lavapipe, Google's SwiftShader
+SOFTWARE_ICDS = ("lvp_icd", "vk_swiftshader_icd")
+
+
 class VulkanBackend(Backend):
     family = "vulkan"
     finders = MappingProxyType({
@@ -90,6 +94,14 @@ class VulkanBackend(Backend):
 
     def host_fit(self, host: HostFacts) -> str | None:
         return None if host.vulkan_icds else "no Vulkan driver (ICD)"
+
+    def only_software(self, host: HostFacts) -> str | None:
+        hardware = [icd for icd in host.vulkan_icds
+                    if not any(Path(icd).name.startswith(s) for s in SOFTWARE_ICDS)]
+        if host.vulkan_icds and not hardware:
+            return ("the only Vulkan drivers here are software renderers ("
+                    + ", ".join(Path(icd).name for icd in host.vulkan_icds) + ")")
+        return None
 
     def container_devices(self, exists: Callable[[str], bool]) -> Devices:
         dri = exists("/dev/dri")
