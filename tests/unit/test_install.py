@@ -161,6 +161,11 @@ def test_install_falls_back_to_the_next_best_and_records_why(release: Path,
     assert rejected["vulkan-linux-x86_64.tar.gz"]["stage"] == "fit"
     assert not list(prefix.glob(".install-*"))  # nothing left of the failed try
     assert sorted(p.name for p in (prefix / "versions").iterdir()) == [out.installed.name]
+    # again: the best that passed here is installed; nothing is tried again
+    again = Smoke()
+    second = run(release, prefix, again, host=gpu)
+    assert not second.changed and again.ran == []
+    assert second.installed is not None and second.installed.name == out.installed.name
 
 
 def test_no_fallback_makes_the_first_failure_final(release: Path, tmp_path: Path) -> None:

@@ -351,7 +351,9 @@ def install(spec: str, prefix: Path, *, kind: ArtifactKind, host: HostFacts, cpu
                                 "platform; is this the platform it was built for?")
     if existing is not None and _current_ok(prefix, existing):
         same = next((c for c in fitting if c.artifact.sha256 == existing.sha256), None)
-        if same is not None and same is fitting[0]:
+        # installed from this release (the best here, or the best that passed here when it
+        # was installed): nothing to do
+        if same is not None and (same is fitting[0] or existing.release == release.record.tag):
             outcome.installed = same
             note(f"{same.name} is installed already ({prefix / 'bin' / 'llama-server'})")
             return outcome
