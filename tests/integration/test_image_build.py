@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -199,9 +200,12 @@ def test_vulkan_image_runs_on_mesa_inside_its_container(engine_env: dict[str, st
 def test_the_emitted_context_compiles_in_the_image_build_stage(engine_env: dict[str, str],
                                                                work: Path) -> None:
     """What `bake` and `--emit` hand to users who only have Docker: the Dockerfile's build
-    stage compiles (BUILT=build, written into the bake file), and the image passes the
-    smoke. About 15 minutes on 2 cores (a cold compile inside the container)."""
+    stage compiles (BUILT=build, written into the bake file) with the shared compile cache
+    given as a build secret — a Redis server on loopback fills with its objects, and the
+    URL is nowhere in the image — and the image passes the smoke. About 15 minutes on 2
+    cores (a cold compile inside the container)."""
     import hcl2
+    from scripts.bench_cache import free_port, start_redis
 
     dest = work / "image-context-compile"
     proc = buildtool("-q", "build", "--target", "cpu", "--cpu", "x86-64-v2", "--artifact",
@@ -215,12 +219,38 @@ def test_the_emitted_context_compiles_in_the_image_build_stage(engine_env: dict[
     assert not (dest / "prebuilt").exists() and (dest / "llama.cpp").is_dir()
     args.update(BUILD_IMAGE=BASE, RUNTIME_IMAGE=BASE, CREATED="2026-12-01T00:00:00Z")
     tag = "localhost/llama.cpp:compiled-in-stage"
-    argv = ["podman", "build", "--layers", "--file", str(dest / "docker" / "cpu.Dockerfile"),
-            "--tag", tag, *[f"--build-arg={k}={v}" for k, v in args.items()], str(dest)]
-    done = subprocess.run(argv, env={**os.environ, **engine_env}, capture_output=True,
-                          text=True, timeout=3600, check=False)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    assert "cmake --build /build" in done.stdout + done.stderr  # it compiled in the stage
+    port = free_port()
+    redis = start_redis(port, work)
+    secret = work / "compile-cache.secret"
+    secret.write_text(f"redis://127.0.0.1:{port}")  # RUN steps share the host's network
+    # the build stage's local ccache (a cache mount, kept by buildah between builds) is
+    # set aside, so that every object must come from the compile and go to the server
+    mount = Path(os.environ.get("TMPDIR", "/var/tmp")) / "buildah-cache" / \
+        "buildtool-ccache-cpu"
+    aside = mount.with_name(mount.name + ".test-aside")
+    if mount.exists() and not aside.exists():
+        mount.rename(aside)
+    try:
+        argv = ["podman", "build", "--layers", "--no-cache", "--file",
+                str(dest / "docker" / "cpu.Dockerfile"), "--tag", tag,
+                "--secret", f"id=compile-cache,src={secret}",
+                *[f"--build-arg={k}={v}" for k, v in args.items()], str(dest)]
+        done = subprocess.run(argv, env={**os.environ, **engine_env}, capture_output=True,
+                              text=True, timeout=3600, check=False)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        assert "cmake --build /build" in done.stdout + done.stderr  # it compiled in the stage
+        keys = subprocess.run(["redis-cli", "-p", str(port), "dbsize"], capture_output=True,
+                              text=True, check=False, timeout=60)
+        assert int(keys.stdout.strip()) > 100, keys  # the build stage filled the cache
+    finally:
+        redis.terminate()
+        redis.wait()
+        if aside.exists():
+            shutil.rmtree(mount, ignore_errors=True)
+            aside.rename(mount)
+    history = subprocess.run(["podman", "history", "--no-trunc", tag], capture_output=True,
+                             text=True, env={**os.environ, **engine_env}, check=False)
+    assert history.returncode == 0 and f"127.0.0.1:{port}" not in history.stdout
     proc = buildtool("smoke", tag, "--json", env=engine_env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout)
