@@ -224,6 +224,76 @@ def test_install_the_published_release_from_http(artifacts: dict[str, Path],
     assert not (work / "never" / "current").exists()
 
 
+def _portable_and_vulkan(work: Path) -> list[Path]:
+    """The all-variants cpu tarball and the vulkan tarball test_portable_and_vulkan built
+    (the same arguments: up to date when that module ran first)."""
+    out = []
+    for target, args in (("cpu", ("--cpu", "all-variants")), ("vulkan", ())):
+        proc = buildtool("build", "--target", target, "--dist", str(work / f"dist-{target}"),
+                         "--build-root", str(work / f"build-{target}"), "--artifact",
+                         "tarball", "--json", *args, timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        outcome = json.loads(proc.stdout)
+        out.append(Path((outcome.get("artifacts") or [outcome])[0]["artifact"]))
+    return out
+
+
+def test_install_ranks_tuned_portable_and_vulkan_builds(artifacts: dict[str, Path],
+                                                         work: Path) -> None:
+    """A release of the host-tuned and the all-variants cpu tarballs and the vulkan one:
+    here (no GPU; lavapipe is Mesa's software Vulkan) the Vulkan build is rejected unless
+    allowed, the tuned build is installed; allowed, the Vulkan build is installed and runs
+    on lavapipe; the tuned one broken, install falls back to the portable one."""
+    tuned = artifacts["tarball"]
+    portable, vulkan = _portable_and_vulkan(work)
+    src = work / "install-three"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    for artifact in (tuned, portable, vulkan):
+        for f in [artifact, *_sidecars(artifact)]:
+            os.link(f, src / f.name)
+    rel = work / "install-three-release"
+    proc = buildtool("publish", str(src), "--out", str(rel), "--allow",
+                     f"{vulkan.name}=proven on lavapipe only (no GPU here)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    dry = buildtool("install", str(rel), "--prefix", str(work / "p-dry"), "--dry-run",
+                    "--json")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    ranked = {c["artifact"]: c for c in json.loads(dry.stdout)["candidates"]}
+    order = [c["artifact"] for c in json.loads(dry.stdout)["candidates"]]
+    assert order == [tuned.name, portable.name, vulkan.name]
+    assert "software renderers" in ranked[vulkan.name]["rejected"]
+    assert ranked[tuned.name]["rejected"] is None and ranked[portable.name]["rejected"] is None
+    assert not (work / "p-dry").exists()
+
+    proc = buildtool("install", str(rel), "--prefix", str(work / "p-cpu"), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["installed"] == tuned.name
+
+    proc = buildtool("install", str(rel), "--prefix", str(work / "p-vk"),
+                     "--allow-software-gpu", "--json", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["installed"] == vulkan.name  # smoke on lavapipe passed
+    installed = json.loads((work / "p-vk" / "bin" / "manifest.json").read_text())
+    assert installed["family"] == "vulkan"
+
+    # the tuned build's bytes differ from what the release says: refused, the next is taken
+    broken = work / "install-three-broken"
+    shutil.copytree(rel, broken)
+    target = broken / tuned.name
+    target.write_bytes(target.read_bytes()[:-64] + bytes(64))
+    proc = buildtool("install", str(broken), "--prefix", str(work / "p-fb"), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["installed"] == portable.name
+    first = next(c for c in doc["candidates"] if c["artifact"] == tuned.name)
+    assert first["stage"] == "verify" and "tampered" in first["rejected"]
+    rec = json.loads((work / "p-fb" / "install.json").read_text())
+    assert {r["artifact"]: r["stage"] for r in rec["rejected"]} == {
+        tuned.name: "verify", vulkan.name: "fit"}
+
+
 def test_publish_refuses_an_artifact_whose_smoke_result_is_gone(artifacts: dict[str, Path],
                                                                 work: Path) -> None:
     other = work / "release-src-broken"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from buildtool import records
-from buildtool.errors import DataError, UsageError
+from buildtool.errors import DataError, HostIncompatibleError, UsageError
 from buildtool.records import SmokeRecord
 from buildtool.release import install as inst
 from tests.unit import release_data as data
@@ -82,14 +82,18 @@ def release(tmp_path: Path) -> Path:
 
 
 class Smoke:
-    """The smoke test here, as a stand-in: fails the artifacts named in ``failing``."""
+    """The smoke test here, as a stand-in: fails the artifacts named in ``failing``; refuses
+    (as this host's C library would) those named in ``refused``."""
 
-    def __init__(self, *failing: str) -> None:
-        self.failing, self.ran = failing, []  # type: tuple[str, ...], list[str]
+    def __init__(self, *failing: str, refused: tuple[str, ...] = ()) -> None:
+        self.failing, self.refused, self.ran = failing, refused, []  # type: ignore[var-annotated]
 
     def __call__(self, root: Path) -> SmokeRecord:
         assert (root / "llama-server").is_file() and (root / "manifest.json").is_file()
         self.ran.append(root.name)
+        if any(r in root.name for r in self.refused):
+            raise HostIncompatibleError("needs a newer C library than this host has: "
+                                        "GLIBC_2.38")
         failed = any(f in root.name for f in self.failing)
         return records.from_data(SmokeRecord, {
             "artifact": root.name, "target": "cpu", "kind": "tarball",
@@ -166,6 +170,12 @@ def test_install_falls_back_to_the_next_best_and_records_why(release: Path,
     second = run(release, prefix, again, host=gpu)
     assert not second.changed and again.ran == []
     assert second.installed is not None and second.installed.name == out.installed.name
+
+
+def test_an_artifact_this_host_refuses_is_passed_over(release: Path, tmp_path: Path) -> None:
+    out = run(release, tmp_path / "p", Smoke(refused=("x86-64-v3",)))
+    assert out.installed is not None and out.installed.artifact.target == "cpu"
+    assert "GLIBC_2.38" in str(out.candidates[0].rejected)
 
 
 def test_no_fallback_makes_the_first_failure_final(release: Path, tmp_path: Path) -> None:

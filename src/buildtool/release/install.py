@@ -368,7 +368,9 @@ def install(spec: str, prefix: Path, *, kind: ArtifactKind, host: HostFacts, cpu
     for c in fitting:
         try:
             outcome.smoke = _try(release, c, prefix, smoke, step, note)
-        except (SmokeError, DataError) as exc:
+        except BuildtoolError as exc:  # damaged, refused by this host, failed its smoke
+            if isinstance(exc, UsageError):
+                raise
             c.rejected = exc.message.splitlines()[0]
             note(f"rejected {c.name} ({c.stage}): {c.rejected}")
             if not fallback:
