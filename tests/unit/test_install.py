@@ -12,7 +12,6 @@ import http.server
 import io
 import json
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from buildtool import records
 from buildtool.errors import DataError, HostIncompatibleError, UsageError
 from buildtool.records import SmokeRecord
 from buildtool.release import install as inst
+from tests.standins import loopback
 from tests.unit import release_data as data
 from tests.unit.test_lab import OLD, ZEN4, _host
 
@@ -268,15 +268,8 @@ def test_bad_sources_and_records_are_named(tmp_path: Path, release: Path) -> Non
 
 @pytest.fixture
 def served(release: Path) -> Iterator[str]:
-    handler = functools.partial(_Quiet, directory=str(release))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback(functools.partial(_Quiet, directory=str(release))) as url:
+        yield url + "/"
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
