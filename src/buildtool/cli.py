@@ -550,7 +550,8 @@ def install_cmd(ctx: click.Context, source: str, prefix: Path | None, kind: str,
         allow_software_gpu=allow_software_gpu,
         smoke=lambda root: run_smoke(root, host=host.cpu, store=False, note=rep.info,
                                      system=host.system),
-        note=rep.info, step=rep.step)
+        note=rep.info, step=rep.step,
+        progress=lambda done, total, label: rep.progress(done, total, label, "download"))
     if as_json:
         emit_json(outcome.to_json())
         return

@@ -57,7 +57,9 @@ class Reporter:
         if self.github:
             self._write("::endgroup::")
 
-    def progress(self, done: int, total: int, label: str) -> None:
+    def progress(self, done: int, total: int, label: str, what: str = "build") -> None:
+        """``done`` of ``total`` (steps, MiB, ...) of ``what``: a bar on a terminal, a plain
+        line every 10 % or 30 s elsewhere."""
         if total <= 0:
             return
         pct = done * 100 // total
@@ -79,7 +81,7 @@ class Reporter:
         if done == total or pct // 10 != self._last_pct // 10 or now - self._last_plain > 30:
             self._last_plain = now
             self._last_pct = pct
-            self._write(f"    build {done}/{total} ({pct}%)")
+            self._write(f"    {what} {done}/{total} ({pct}%)")
 
     def ninja_line(self, line: str) -> None:
         m = NINJA_PROGRESS.match(line)

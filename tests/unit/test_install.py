@@ -278,8 +278,10 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_a_release_served_over_http(served: str, tmp_path: Path) -> None:
-    out = run(served, tmp_path / "p")
+    shown: list[tuple[int, int, str]] = []
+    out = run(served, tmp_path / "p", progress=lambda *a: shown.append(a))
     assert out.installed is not None and out.source == served
+    assert shown and shown[-1] == (1, 1, f"MiB of {out.installed.name}")  # the download
     assert (tmp_path / "p" / "bin" / "llama-server").is_file()
     with pytest.raises(DataError, match="HTTP 404"):
         run(served + "missing/", tmp_path / "q")

@@ -59,6 +59,7 @@ from buildtool.records import (
 )
 
 Note = Callable[[str], None]
+Progress = Callable[[int, int], None]  # MiB done, MiB in all
 SUMS = "SHA256SUMS"
 PROVENANCE = "provenance.intoto.jsonl"
 RECORD = "install.json"
@@ -87,7 +88,7 @@ class Source(Protocol):
         """A small file of the release (records, sums), whole."""
         ...
 
-    def fetch(self, name: str, dest: Path) -> None:
+    def fetch(self, name: str, dest: Path, progress: Progress | None = None) -> None:
         """An artifact of the release, into ``dest``."""
         ...
 
@@ -111,7 +112,7 @@ class DirectorySource:
     def read(self, name: str) -> bytes:
         return inputs.read_bytes(self._file(name), limit=inputs.RECORD_LIMIT, error=DataError)
 
-    def fetch(self, name: str, dest: Path) -> None:
+    def fetch(self, name: str, dest: Path, progress: Progress | None = None) -> None:
         src = self._file(name)
         if not src.is_file():
             raise DataError(f"{name} is listed but not in the release", path=self.path)
@@ -152,14 +153,18 @@ class HttpSource:
             raise DataError(f"{self._url(name)} is larger than a release record can be")
         return data
 
-    def fetch(self, name: str, dest: Path) -> None:
+    def fetch(self, name: str, dest: Path, progress: Progress | None = None) -> None:
         with self._open(name) as resp, dest.open("wb") as out:
+            length = resp.headers.get("Content-Length", "")
+            total = -(-int(length) // (1 << 20)) if length.isdigit() else 0
             size = 0
             while chunk := resp.read(1 << 20):
                 size += len(chunk)
                 if size > ARTIFACT_LIMIT:
                     raise DataError(f"{self._url(name)} is larger than {ARTIFACT_LIMIT >> 30} GiB")
                 out.write(chunk)
+                if progress is not None and total:
+                    progress(min(-(-size // (1 << 20)), total), total)
 
     def exists(self, name: str) -> bool:
         try:
@@ -324,9 +329,11 @@ def check_prefix(prefix: Path) -> None:
 def install(spec: str, prefix: Path, *, kind: ArtifactKind, host: HostFacts, cpu: CpuInfo,
             system: SystemAbi | None, upgrade: bool = False, dry_run: bool = False,
             fallback: bool = True, allow_software_gpu: bool = False,
-            smoke: Callable[[Path], SmokeRecord], note: Note, step: Note) -> Outcome:
+            smoke: Callable[[Path], SmokeRecord], note: Note, step: Note,
+            progress: Callable[[int, int, str], None] | None = None) -> Outcome:
     """Install the best artifact of the release at ``spec`` into ``prefix``. ``smoke``
-    runs the smoke test on an unpacked artifact here."""
+    runs the smoke test on an unpacked artifact here; ``progress`` (MiB done, MiB in all,
+    file name) shows a download."""
     if kind not in INSTALLABLE:
         raise UsageError(f"install takes {', '.join(INSTALLABLE)} artifacts for now",
                          hint="wheels: pip install from the release's index")
@@ -367,7 +374,7 @@ def install(spec: str, prefix: Path, *, kind: ArtifactKind, host: HostFacts, cpu
         return outcome
     for c in fitting:
         try:
-            outcome.smoke = _try(release, c, prefix, smoke, step, note)
+            outcome.smoke = _try(release, c, prefix, smoke, step, note, progress)
         except BuildtoolError as exc:  # damaged, refused by this host, failed its smoke
             if isinstance(exc, UsageError):
                 raise
@@ -392,7 +399,8 @@ def _current_ok(prefix: Path, existing: InstallRecord) -> bool:
 
 
 def _try(release: Release, c: Candidate, prefix: Path, smoke: Callable[[Path], SmokeRecord],
-         step: Note, note: Note) -> SmokeRecord:
+         step: Note, note: Note,
+         progress: Callable[[int, int, str], None] | None = None) -> SmokeRecord:
     """Download, verify, unpack and smoke one candidate; on success it is the current one."""
     name = c.name
     prefix.mkdir(parents=True, exist_ok=True)
@@ -401,7 +409,8 @@ def _try(release: Release, c: Candidate, prefix: Path, smoke: Callable[[Path], S
         step(f"{name}: download")
         c.stage = "download"
         download = work / name
-        release.source.fetch(name, download)
+        release.source.fetch(name, download, None if progress is None else
+                             lambda done, total: progress(done, total, f"MiB of {name}"))
         c.stage = "verify"
         verify(release, c.artifact, download)
         note(f"sha256 {c.artifact.sha256[:16]}… as SHA256SUMS, release.json and the "
