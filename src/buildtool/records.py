@@ -667,6 +667,7 @@ ErrorFactory = Callable[..., BuildtoolError]
 SCHEMAS: dict[str, type[Any]] = {
     "manifest.schema.json": Manifest, "smoke-result.schema.json": SmokeRecord,
     "lab-results.schema.json": LabResults, "release.schema.json": ReleaseRecord,
+    "install.schema.json": InstallRecord,
 }
 
 
