@@ -263,7 +263,7 @@ def test_install_ranks_tuned_portable_and_vulkan_builds(artifacts: dict[str, Pat
     ranked = {c["artifact"]: c for c in json.loads(dry.stdout)["candidates"]}
     order = [c["artifact"] for c in json.loads(dry.stdout)["candidates"]]
     assert order == [tuned.name, portable.name, vulkan.name]
-    assert "software renderers" in ranked[vulkan.name]["rejected"]
+    assert "software renderer" in ranked[vulkan.name]["rejected"]
     assert ranked[tuned.name]["rejected"] is None and ranked[portable.name]["rejected"] is None
     assert not (work / "p-dry").exists()
 

@@ -55,8 +55,9 @@ def find_headers() -> Iterator[Program]:
         yield Program(HEADERS, root, version)
 
 
-# Vulkan drivers that render on the CPU: Mesa's lavapipe, Google's SwiftShader
-SOFTWARE_ICDS = ("lvp_icd", "vk_swiftshader_icd")
+# Vulkan drivers that render on the CPU (ICD names as detection gives them): Mesa's lavapipe,
+# Google's SwiftShader
+SOFTWARE_ICDS = ("lvp", "vk_swiftshader")
 
 
 class VulkanBackend(Backend):
@@ -96,11 +97,12 @@ class VulkanBackend(Backend):
         return None if host.vulkan_icds else "no Vulkan driver (ICD)"
 
     def only_software(self, host: HostFacts) -> str | None:
-        hardware = [icd for icd in host.vulkan_icds
-                    if not any(Path(icd).name.startswith(s) for s in SOFTWARE_ICDS)]
-        if host.vulkan_icds and not hardware:
-            return ("the only Vulkan drivers here are software renderers ("
-                    + ", ".join(Path(icd).name for icd in host.vulkan_icds) + ")")
+        # Mesa installs the manifests of all its drivers (radeon, intel, ...) whether or not
+        # such a GPU is there: without a GPU, what answers is a software renderer
+        if host.vulkan_icds and not host.gpus:
+            soft = [icd for icd in host.vulkan_icds if icd in SOFTWARE_ICDS]
+            return ("no GPU here: its Vulkan device would be a software renderer"
+                    + (f" ({', '.join(soft)})" if soft else ""))
         return None
 
     def container_devices(self, exists: Callable[[str], bool]) -> Devices:
