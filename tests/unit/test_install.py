@@ -253,6 +253,9 @@ def test_the_prefix_must_be_buildtools(release: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"holds no install\.json"):
         run(release, mine)
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match=r"afile is not a directory"):
+        run(release, tmp_path / "afile" / "p")
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "install.json").write_text("{}")
     with pytest.raises(DataError, match=r"p/install.json: missing required key .artifact."):

@@ -48,6 +48,7 @@ from buildtool.errors import BuildtoolError, DataError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_path, parse_sums, sidecar
+from buildtool.paths import writable_dir
 from buildtool.records import (
     HostFacts,
     InstallRecord,
@@ -317,7 +318,9 @@ def read_record(prefix: Path) -> InstallRecord | None:
 
 
 def check_prefix(prefix: Path) -> None:
-    """The prefix is empty, absent or one `install` manages (never a user's directory)."""
+    """The prefix is empty, absent or one `install` manages (never a user's directory), and
+    this process may write it (not below a regular file, not read-only)."""
+    writable_dir(prefix, "--prefix")
     if prefix.is_symlink() or (prefix.exists() and not prefix.is_dir()):
         raise UsageError(f"{prefix} exists and is not a directory")
     if prefix.is_dir() and any(prefix.iterdir()) and not (prefix / RECORD).is_file():
