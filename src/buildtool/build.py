@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +299,9 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
 
     job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
-                   compile=_once(lambda: _compile(session, plan, options, outcome, cache)),
+                   # each kind made of the compile asks for it; it runs the first time only
+                   compile=functools.cache(
+                       lambda: _compile(session, plan, options, outcome, cache)),
                    audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
     for kind_name in kinds:
@@ -316,19 +318,6 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
             _smoke(session, made, rt, options, timings, eng)
     timings["total"] = time.monotonic() - t0
     return outcome
-
-
-def _once(step: Callable[[], None]) -> Callable[[], None]:
-    """The compile of a build: the kinds made of it (tarball, wheel, image) each ask for
-    it; it runs the first time only."""
-    done = False
-
-    def run() -> None:
-        nonlocal done
-        if not done:
-            step()
-            done = True
-    return run
 
 
 def _fresh_start(plan: BuildPlan, fresh: bool) -> None:

@@ -637,10 +637,13 @@ class ReleaseRecord:
     exceptions: tuple[ReleaseException, ...] = ()
 
 
+InstallStage = Literal["fit", "download", "verify", "unpack", "smoke"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class InstallRejection:
     artifact: FileName
-    stage: Literal["fit", "download", "verify", "unpack", "smoke"]
+    stage: InstallStage
     reason: str
 
 

@@ -414,14 +414,14 @@ def build(job: BuildJob) -> Made:
     rt = plan.target
     job.compile()
     t = time.monotonic()
-    context = plan.build_dir / "image-context"
-    prebuilt = prepare_prebuilt(plan, plan.build_dir / "image-prebuilt")
+    context, staged = plan.build_dir / "image-context", plan.build_dir / "image-prebuilt"
+    prebuilt = prepare_prebuilt(plan, staged)
     args = build_args(plan, prebuilt=True, overrides=job.build_args)
     tag_list = tags(rt)
     inner = image_manifest(plan, base_manifest(plan, job.source, prebuilt), args, tag_list,
                            job.root)
     render_context([ContextTarget(plan=plan, manifest=inner)], context, root=job.root,
-                   prebuilt=plan.build_dir / "image-prebuilt")
+                   prebuilt=staged)
     rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files compiled "
              "here)")
     rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")

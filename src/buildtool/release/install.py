@@ -53,6 +53,7 @@ from buildtool.records import (
     HostFacts,
     InstallRecord,
     InstallRejection,
+    InstallStage,
     Manifest,
     ReleaseArtifact,
     ReleaseRecord,
@@ -236,7 +237,7 @@ class Candidate:
     artifact: ReleaseArtifact
     manifest: Manifest | None = None
     rejected: str | None = None  # why it is not (or could not be) installed
-    stage: str = ""  # where it was rejected: fit | download | verify | smoke
+    stage: InstallStage | None = None  # where it was (or is being) tried
 
     @property
     def name(self) -> str:
@@ -247,7 +248,7 @@ class Candidate:
         return {"artifact": self.name, "target": self.artifact.target,
                 "family": m.family if m else None,
                 "cpu": m.cpu.level if m else None,
-                "rejected": self.rejected, "stage": self.stage or None}
+                "rejected": self.rejected, "stage": self.stage}
 
 
 def rank_key(c: Candidate) -> tuple[int, int, int, int, str]:
@@ -478,9 +479,9 @@ def _write_record(prefix: Path, release: Release, outcome: Outcome,
         installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         llama_server=str(prefix / "bin" / "llama-server"),
         smoke=outcome.smoke.verdict if outcome.smoke else None,
-        rejected=tuple(InstallRejection(artifact=c.name, stage=c.stage,  # type: ignore[arg-type]
-                                        reason=c.rejected)
-                       for c in outcome.candidates if c.rejected is not None))
+        rejected=tuple(InstallRejection(artifact=c.name, stage=c.stage, reason=c.rejected)
+                       for c in outcome.candidates
+                       if c.rejected is not None and c.stage is not None))
     with atomic_path(prefix / RECORD) as tmp:
         tmp.write_text(json.dumps(records.to_json(rec), indent=2) + "\n")
     if previous is not None and previous.artifact != chosen.name:
