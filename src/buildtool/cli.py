@@ -511,8 +511,14 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
 @click.option("--prefix", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where to install (default: ~/.local/share/llama.cpp); PREFIX/bin/"
                    "llama-server is the stable path.")
-@click.option("--kind", type=click.Choice(("tarball",)), default="tarball", show_default=True,
-              help="The kind of artifact to install.")
+@click.option("--kind", type=click.Choice(("tarball", "wheel", "image")), default="tarball",
+              show_default=True,
+              help="The kind of artifact to install: a tarball (unpacked), a wheel (into a "
+                   "virtual environment at PREFIX) or an image (loaded into docker or podman, "
+                   "PREFIX/bin/llama-server runs it).")
+@click.option("--engine", type=click.Choice(["docker", "podman"]), default=None,
+              help="--kind image: the container engine (default: BUILDTOOL_ENGINE, else the "
+                   "first usable).")
 @click.option("--dry-run", is_flag=True,
               help="Show the ranking and the reasons; download and change nothing.")
 @click.option("--upgrade", is_flag=True,
@@ -524,17 +530,19 @@ def smoke_cmd(ctx: click.Context, artifact: str, model: Path | None, n_prompt: i
               help="Count a software renderer (Mesa's lavapipe) as a Vulkan device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 @click.pass_context
-def install_cmd(ctx: click.Context, source: str, prefix: Path | None, kind: str, dry_run: bool,
-                upgrade: bool, no_fallback: bool, allow_software_gpu: bool,
-                as_json: bool) -> None:
+def install_cmd(ctx: click.Context, source: str, prefix: Path | None, kind: str,
+                engine: str | None, dry_run: bool, upgrade: bool, no_fallback: bool,
+                allow_software_gpu: bool, as_json: bool) -> None:
     """Install the best artifact of a release for this machine, proven here.
 
-    SOURCE is a release directory (`buildtool publish --out`) or the http(s) URL it is served
-    at. Each artifact is judged against this host (platform, CPU features, C library, a GPU
-    of its backend with a driver new enough and covered by its device code); the fitting
+    SOURCE is a release directory (`buildtool publish --out`), a PEP 503 index (`publish
+    --index DIR` writes DIR/simple/), or the http(s) URL one is served at. Each artifact is
+    judged against this host (platform, CPU features, C library, a GPU of its backend with a
+    driver new enough and covered by its device code); the fitting
     ones are tried best first — downloaded, checked against SHA256SUMS, release.json and the
-    provenance statement, smoke-tested here — and the first that passes is installed
-    atomically into PREFIX. Exit code 8 when none can be."""
+    provenance statement (an index: the link's sha256 and the wheel's RECORD), smoke-tested
+    here — and the first that passes is installed atomically into PREFIX. Exit code 8 when
+    none can be."""
     from buildtool.detect.host import detect_host, host_facts
     from buildtool.release import install as installer
     from buildtool.verify.smoke import run_smoke
@@ -544,13 +552,19 @@ def install_cmd(ctx: click.Context, source: str, prefix: Path | None, kind: str,
     if not dry_run:
         check_cache()  # the synthetic model is written there
     host = detect_host(with_toolchains=False)
+    chosen = None
+    if kind == "image" and not dry_run:
+        from buildtool.toolchains import engines
+        chosen = engines.choose(engine)
     outcome = installer.install(
-        source, where, kind="tarball", host=host_facts(host), cpu=host.cpu,
+        source, where, kind=next(k for k in installer.INSTALLABLE if k == kind),
+        host=host_facts(host), cpu=host.cpu,
         system=host.system, upgrade=upgrade, dry_run=dry_run, fallback=not no_fallback,
         allow_software_gpu=allow_software_gpu,
-        smoke=lambda root: run_smoke(root, host=host.cpu, store=False, note=rep.info,
-                                     system=host.system),
-        note=rep.info, step=rep.step,
+        smoke=lambda subject, kind: run_smoke(subject, host=host.cpu, store=False,
+                                              note=rep.info, system=host.system, kind=kind,
+                                              engine=chosen),
+        note=rep.info, step=rep.step, engine=chosen,
         progress=lambda done, total, label: rep.progress(done, total, label, "download"))
     if as_json:
         emit_json(outcome.to_json())

@@ -637,7 +637,7 @@ class ReleaseRecord:
     exceptions: tuple[ReleaseException, ...] = ()
 
 
-InstallStage = Literal["fit", "download", "verify", "unpack", "smoke"]
+InstallStage = Literal["fit", "download", "verify", "unpack", "install", "smoke"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -654,9 +654,13 @@ class InstallRecord:
 
     schema: Literal[1] = 1
     artifact: FileName
+    kind: ArtifactKind = field(default="tarball", metadata={
+        "doc": "tarball: PREFIX/current is the unpacked directory; wheel: a virtual "
+               "environment it is installed in"})
     sha256: Sha256
     target: str
-    release: str
+    release: str = field(metadata={
+        "doc": "the release's tag, or the wheel's version when it came from a PEP 503 index"})
     source: str
     installed_at: str
     llama_server: str

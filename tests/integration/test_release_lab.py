@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -188,11 +189,12 @@ def test_publish_everywhere_then_again(artifacts: dict[str, Path], registry: str
 
 
 def test_install_the_published_release_from_http(artifacts: dict[str, Path],
-                                                 http_dir: tuple[Path, str],
-                                                 work: Path) -> None:
+                                                 http_dir: tuple[Path, str], work: Path,
+                                                 engine_env: dict[str, str]) -> None:
     """`buildtool install` from the release `publish` wrote, served over HTTP: ranked for
-    this host, verified, smoke-tested here, installed; again: nothing to do; a tampered
-    copy: refused, nothing installed."""
+    this host, verified, smoke-tested here, installed; again: nothing to do; its wheel into a
+    virtual environment, from the release and from the PEP 503 index; its image into podman
+    with a launcher; a tampered copy: refused, nothing installed."""
     served, url = http_dir
     out = work / "install-release"
     proc = buildtool("publish", str(artifacts["tarball"].parent), "--out", str(out))
@@ -205,13 +207,57 @@ def test_install_the_published_release_from_http(artifacts: dict[str, Path],
     doc = json.loads(proc.stdout)
     assert doc["installed"] == artifacts["tarball"].name and doc["changed"]
     assert doc["release"] == "b11312" and doc["source"] == f"{url}/rel/"
-    assert "provenance statement say" in proc.stderr  # verified before the smoke
+    assert "provenance.intoto.jsonl say" in proc.stderr  # verified before the smoke
     server = prefix / "bin" / "llama-server"
     version = _run([str(server), "--version"])
     assert version.returncode == 0 and "11312" in version.stdout + version.stderr
     rec = json.loads((prefix / "install.json").read_text())
     assert rec["smoke"] == "pass" and rec["artifact"] == doc["installed"]
     again = buildtool("install", f"{url}/rel/", "--prefix", str(prefix), "--json")
+    assert again.returncode == 0 and not json.loads(again.stdout)["changed"]
+
+    # the wheel of the same release, into a virtual environment at the prefix
+    wheel_prefix = work / "llama-venv"
+    proc = buildtool("install", f"{url}/rel/", "--kind", "wheel", "--prefix",
+                     str(wheel_prefix), "--json", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    assert doc["installed"] == artifacts["wheel"].name and doc["kind"] == "wheel"
+    assert (wheel_prefix / "bin").readlink() == Path("current/bin")
+    version = _run([str(wheel_prefix / "bin" / "llama-server"), "--version"])
+    assert version.returncode == 0 and "11312" in version.stdout + version.stderr
+    # and from the PEP 503 index `publish --index` writes, served over HTTP
+    proc = buildtool("publish", str(artifacts["wheel"].parent), "--out",
+                     str(work / "install-index-release"), "--index", str(served / "idx"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index_prefix = work / "llama-index-venv"
+    proc = buildtool("install", f"{url}/idx/simple/", "--kind", "wheel", "--prefix",
+                     str(index_prefix), "--json", timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    assert doc["installed"] == artifacts["wheel"].name and doc["release"] == "PEP 503 index"
+    assert "as the index's link says" in proc.stderr
+    rec = json.loads((index_prefix / "install.json").read_text())
+    assert rec["kind"] == "wheel" and rec["smoke"] == "pass"
+    assert _run([str(index_prefix / "bin" / "llama-server"), "--version"]).returncode == 0
+
+    # the image of the same release: loaded into podman, PREFIX/bin/llama-server runs it
+    image_prefix = work / "llama-image"
+    proc = buildtool("install", f"{url}/rel/", "--kind", "image", "--prefix",
+                     str(image_prefix), "--json", env=engine_env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    assert doc["installed"] == artifacts["image"].name and doc["kind"] == "image"
+    launcher = image_prefix / "bin" / "llama-server"
+    script = launcher.read_text()
+    assert "--network host" in script and "podman run" in script
+    # the image by its ID (what was verified and smoke-tested), not by a tag
+    assert re.search(r" sha256:[0-9a-f]{64} ", script), script
+    version = _run([str(launcher), "--version"], env={**os.environ, **engine_env}, cwd=work)
+    assert version.returncode == 0 and "11312" in version.stdout + version.stderr, \
+        version.stderr[-2000:]
+    again = buildtool("install", f"{url}/rel/", "--kind", "image", "--prefix",
+                      str(image_prefix), "--json", env=engine_env)
     assert again.returncode == 0 and not json.loads(again.stdout)["changed"]
 
     bad = served / "tampered"
@@ -434,3 +480,64 @@ def test_an_image_built_elsewhere_is_adopted_by_its_smoke_test(artifacts: dict[s
     assert proc.returncode == 0, proc.stderr[-3000:]
     (entry,) = json.loads(proc.stdout)["artifacts"]
     assert entry["kind"] == "image" and entry["tags"]
+
+
+CUDA_TARGET, CUDA_ARCH = "cublas13", "89-real"
+
+
+@pytest.mark.slow
+def test_install_rejects_a_real_cuda_build_without_an_nvidia_gpu(artifacts: dict[str, Path],
+                                                                 work: Path) -> None:
+    """The release of issue 20: the host-tuned and all-variants cpu tarballs, the vulkan one
+    and a real CUDA tarball (cublas13 with the toolkit buildtool provisions, one
+    architecture: 20+ minutes on 2 cores, hence slow). Here, without an NVIDIA GPU, install
+    ranks them, rejects CUDA (no device) and Vulkan (a software renderer) and installs the
+    tuned CPU build; its dry run says every reason."""
+    from buildtool import backends
+
+    kit = backends.toolchain("cuda-13.0")
+    assert kit is not None
+    if kit.installed() is None:
+        proc = buildtool("toolchain", "install", CUDA_TARGET, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    # no GPU here: its smoke could only fail, so it ships by a recorded exception
+    proc = buildtool("build", "--target", CUDA_TARGET, "--gpu-archs", CUDA_ARCH, "--no-smoke",
+                     "--artifact", "tarball", "--dist", str(work / "dist-cuda"),
+                     "--build-root", str(work / "build-cuda"), "--json", timeout=3 * 3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cuda = Path(json.loads(proc.stdout)["artifact"])
+    manifest = json.loads(sidecar(cuda, "manifest").read_text())
+    assert manifest["gpu"] and manifest["family"] == "cuda"
+    assert manifest["gpu_archs"] == [CUDA_ARCH]
+
+    tuned = artifacts["tarball"]
+    portable, vulkan = _portable_and_vulkan(work)
+    src = work / "install-four"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    for artifact in (tuned, portable, vulkan, cuda):
+        for f in [artifact, *_sidecars(artifact)]:
+            if f.exists():
+                os.link(f, src / f.name)
+    rel = work / "install-four-release"
+    proc = buildtool("publish", str(src), "--out", str(rel),
+                     "--allow", f"{vulkan.name}=proven on lavapipe only (no GPU here)",
+                     "--allow", f"{cuda.name}=built on a machine without an NVIDIA GPU")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    dry = buildtool("install", str(rel), "--prefix", str(work / "p4-dry"), "--dry-run",
+                    "--json")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    doc = json.loads(dry.stdout)
+    ranked = {c["artifact"]: c for c in doc["candidates"]}
+    assert [c["artifact"] for c in doc["candidates"]][:2] == [tuned.name, portable.name]
+    assert ranked[cuda.name]["stage"] == "fit" and "NVIDIA" in ranked[cuda.name]["rejected"]
+    assert "software renderer" in ranked[vulkan.name]["rejected"]
+
+    proc = buildtool("install", str(rel), "--prefix", str(work / "p4"), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["installed"] == tuned.name
+    rec = json.loads((work / "p4" / "install.json").read_text())
+    assert {r["artifact"]: r["stage"] for r in rec["rejected"]} == {
+        cuda.name: "fit", vulkan.name: "fit"}
+    assert "NVIDIA" in next(r["reason"] for r in rec["rejected"] if r["artifact"] == cuda.name)

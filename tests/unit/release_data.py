@@ -114,11 +114,13 @@ def tarball(dist: Path, target: str = "cpu", *, gpu: bool = False, backend: str 
     return path
 
 
-def wheel(dist: Path, target: str = "cpu") -> Path:
-    project = f"llama_cpp_bin_{target}"
+def wheel(dist: Path, target: str = "cpu", *, cpu: dict[str, Any] | None = None) -> Path:
+    """``cpu``: its claim (default: all-variants), in the manifest inside and beside it."""
+    project = f"llama_cpp_bin_{target.replace('-', '_')}"
     path = dist / f"{project}-11312.0-py3-none-manylinux_2_35_x86_64.whl"
-    inner = json.dumps({**base_manifest(target), "kind": "wheel", "artifact": path.name,
-                        "wheel": {"module": project}}).encode()
+    claim = {"cpu": cpu} if cpu else {}
+    inner = json.dumps({**base_manifest(target), **claim, "kind": "wheel",
+                        "artifact": path.name, "wheel": {"module": project}}).encode()
     files = {f"{project}/__init__.py": b"TARGET = 'cpu'\n",
              f"{project}/manifest.json": inner,
              f"{project}/bin/llama-bench": b"\x7fELF bench"}
@@ -132,7 +134,7 @@ def wheel(dist: Path, target: str = "cpu") -> Path:
         zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: x\n")
         rows.append(f"{info}/RECORD,,")
         zf.writestr(f"{info}/RECORD", "\n".join(rows) + "\n")
-    manifest = {**base_manifest(target), "kind": "wheel", "artifact": path.name,
+    manifest = {**base_manifest(target), **claim, "kind": "wheel", "artifact": path.name,
                 "wheel": {"module": project}}
     smoke = {**smoke_result(path, target), "kind": "wheel"}
     _sidecars(path, manifest, smoke)

@@ -710,3 +710,29 @@ def test_the_build_stage_takes_the_compile_cache_as_a_secret(path: Path) -> None
         '${COMPILE_CACHE_READ_ONLY:+|read-only=true}"' in run
     assert re.search(r"^ARG COMPILE_CACHE_READ_ONLY=$", build, flags=re.M)
     assert "ARG BUILDTOOL_COMPILE_CACHE" not in text  # a build argument stays in the history
+
+
+def test_an_installed_image_runs_by_its_id_with_its_backends_devices() -> None:
+    """`buildtool install --kind image` writes PREFIX/bin/llama-server: the image's
+    llama-server in a throwaway container, by the image's ID, on the host's network, with the
+    current directory mounted and the GPU its backend needs."""
+    from tests.unit.helpers import manifest
+
+    ref = "sha256:" + "a" * 64
+    podman = engine.Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
+    docker = engine.Engine(name="docker", path="/usr/bin/docker", version="27.0.1")
+    cpu = image.launcher_script(podman, ref, manifest(), "x.oci.tar", lambda _: True)
+    assert cpu.startswith("#!/bin/sh\n")
+    assert cpu.splitlines()[-1] == (
+        'exec /usr/bin/podman run --rm --pull=never --no-healthcheck --network host '
+        '--volume "$PWD:$PWD" --workdir "$PWD" --entrypoint /opt/llama.cpp/llama-server '
+        f'{ref} "$@"')
+    cuda = manifest("cublas12", family="cuda", recipe="cuda", backend="CUDA", gpu=True)
+    with_gpu = image.launcher_script(podman, ref, cuda, "x.oci.tar",
+                                     lambda p: p == "/dev/nvidiactl")
+    assert "--device nvidia.com/gpu=all" in with_gpu
+    assert "--gpus all" in image.launcher_script(docker, ref, cuda, "x.oci.tar",
+                                                 lambda p: p == "/dev/nvidiactl")
+    # no NVIDIA device here: the launcher asks for none (the smoke says it runs on the CPU)
+    assert "nvidia" not in image.launcher_script(podman, ref, cuda, "x.oci.tar",
+                                                 lambda _: False)

@@ -22,6 +22,7 @@ from buildtool import records
 from buildtool.errors import DataError, HostIncompatibleError, UsageError
 from buildtool.records import SmokeRecord
 from buildtool.release import install as inst
+from buildtool.release.publish import publish_index
 from tests.standins import loopback
 from tests.unit import release_data as data
 from tests.unit.test_lab import OLD, ZEN4, _host
@@ -88,7 +89,7 @@ class Smoke:
     def __init__(self, *failing: str, refused: tuple[str, ...] = ()) -> None:
         self.failing, self.refused, self.ran = failing, refused, []  # type: ignore[var-annotated]
 
-    def __call__(self, root: Path) -> SmokeRecord:
+    def __call__(self, root: Path, kind: str = "tarball") -> SmokeRecord:
         assert (root / "llama-server").is_file() and (root / "manifest.json").is_file()
         self.ran.append(root.name)
         if any(r in root.name for r in self.refused):
@@ -106,9 +107,9 @@ class Smoke:
 
 
 def run(release: Path | str, prefix: Path, smoke: Smoke | None = None, *,
-        host: Any = None, cpu: Any = ZEN4, **kw: Any) -> inst.Outcome:
+        host: Any = None, cpu: Any = ZEN4, kind: Any = "tarball", **kw: Any) -> inst.Outcome:
     lines: list[str] = []
-    return inst.install(str(release), prefix, kind="tarball", host=host or _host(),
+    return inst.install(str(release), prefix, kind=kind, host=host or _host(),
                         cpu=cpu, system=None, smoke=smoke or Smoke(), note=lines.append,
                         step=lines.append, **kw)
 
@@ -137,14 +138,14 @@ def test_ranking_says_why_each_artifact_does_or_does_not_fit(release: Path,
                 devices={"/dev/nvidiactl": True, "/dev/kfd": False, "/dev/dri": True},
                 vulkan_icds=["lvp", "nvidia"])
     best = run(release, tmp_path / "p", host=gpu, dry_run=True, allow_software_gpu=True)
-    assert [c.artifact.target for c in best.candidates if c.rejected is None] == \
+    assert [c.target for c in best.candidates if c.rejected is None] == \
         ["cublas12", "vulkan", "cpu-x86-64-v3", "cpu"]
     # an AMD GPU with Mesa's drivers: the Vulkan build fits without the option
     radeon = _host(vulkan_icds=["lvp", "radeon"], gpus=[
         {"vendor": "AMD", "name": "Radeon RX 7900 XTX", "source": "sysfs"}],
         devices={"/dev/nvidiactl": False, "/dev/kfd": True, "/dev/dri": True})
     out = run(release, tmp_path / "p", host=radeon, dry_run=True)
-    assert [c.artifact.target for c in out.candidates if c.rejected is None] == \
+    assert [c.target for c in out.candidates if c.rejected is None] == \
         ["vulkan", "cpu-x86-64-v3", "cpu"]
 
 
@@ -155,9 +156,11 @@ def test_install_falls_back_to_the_next_best_and_records_why(release: Path,
                 devices={"/dev/nvidiactl": True, "/dev/kfd": False, "/dev/dri": False})
     smoke = Smoke("cublas12")  # the GPU is there, but not usable: the smoke fails here
     out = run(release, prefix, smoke, host=gpu)
-    assert out.installed is not None and out.installed.artifact.target == "cpu-x86-64-v3"
-    assert smoke.ran == ["llama.cpp-b11312-cublas12-linux-x86_64",
-                         "llama.cpp-b11312-cpu-x86-64-v3-linux-x86_64"]
+    assert out.installed is not None and out.installed.target == "cpu-x86-64-v3"
+    # each smoke-tested where it would stay, versions/<artifact>; the failed one removed
+    assert smoke.ran == ["llama.cpp-b11312-cublas12-linux-x86_64.tar.gz",
+                         "llama.cpp-b11312-cpu-x86-64-v3-linux-x86_64.tar.gz"]
+    assert [p.name for p in (prefix / "versions").iterdir()] == [smoke.ran[1]]
     assert (prefix / "bin" / "llama-server").read_bytes() == b"\x7fELF server cpu-x86-64-v3"
     assert (prefix / "current").is_symlink() and (prefix / "bin").is_symlink()
     rec = json.loads((prefix / "install.json").read_text())
@@ -177,7 +180,7 @@ def test_install_falls_back_to_the_next_best_and_records_why(release: Path,
 
 def test_an_artifact_this_host_refuses_is_passed_over(release: Path, tmp_path: Path) -> None:
     out = run(release, tmp_path / "p", Smoke(refused=("x86-64-v3",)))
-    assert out.installed is not None and out.installed.artifact.target == "cpu"
+    assert out.installed is not None and out.installed.target == "cpu"
     assert "GLIBC_2.38" in str(out.candidates[0].rejected)
 
 
@@ -206,7 +209,7 @@ def test_rerunning_is_idempotent_and_an_upgrade_waits_for_its_smoke(
     before = (prefix / "bin" / "llama-server").resolve()
     failing = Smoke("x86-64-v3")
     out = run(newer, prefix, failing, upgrade=True)
-    assert out.installed is not None and out.installed.artifact.target == "cpu"
+    assert out.installed is not None and out.installed.target == "cpu"
     assert (prefix / "bin" / "llama-server").is_file()
     assert json.loads((prefix / "install.json").read_text())["release"] == "b11400"
     assert not before.exists()  # the old version went once the new one was current
@@ -237,7 +240,7 @@ def test_a_tampered_download_is_refused_and_the_next_is_tried(release: Path,
     first = out.candidates[0]
     assert first.stage == "verify" and "tampered" in str(first.rejected)
     assert "release.json, SHA256SUMS, provenance.intoto.jsonl" in str(first.rejected)
-    assert out.installed is not None and out.installed.artifact.target == "cpu"
+    assert out.installed is not None and out.installed.target == "cpu"
     # a provenance statement naming other bytes is enough to refuse
     doc = (release / "provenance.intoto.jsonl").read_text().replace(
         json.loads((release / "release.json").read_text())["artifacts"][0]["sha256"], "0" * 64)
@@ -265,7 +268,7 @@ def test_the_prefix_must_be_buildtools(release: Path, tmp_path: Path) -> None:
 def test_bad_sources_and_records_are_named(tmp_path: Path, release: Path) -> None:
     with pytest.raises(UsageError, match="is not a directory"):
         run(tmp_path / "nope", tmp_path / "p")
-    with pytest.raises(UsageError, match="a release directory or an http"):
+    with pytest.raises(UsageError, match="a release directory, a PEP 503 index or an http"):
         run("ftp://example.org/rel", tmp_path / "p")
     (release / "SHA256SUMS").write_text("not a sums line\n")
     with pytest.raises(DataError, match=r"SHA256SUMS:1: not a '<sha256>  <file name>' line"):
@@ -289,7 +292,8 @@ def test_a_release_served_over_http(served: str, tmp_path: Path) -> None:
     assert out.installed is not None and out.source == served
     assert shown and shown[-1] == (1, 1, f"MiB of {out.installed.name}")  # the download
     assert (tmp_path / "p" / "bin" / "llama-server").is_file()
-    with pytest.raises(DataError, match="HTTP 404"):
+    with pytest.raises(DataError, match=r"missing/ has neither release\.json \(a release\) nor "
+                                        r"index\.html \(a PEP 503 index\)"):
         run(served + "missing/", tmp_path / "q")
 
 
@@ -308,3 +312,111 @@ def test_the_manifest_beside_an_artifact_is_read_as_typed(release: Path,
     side.write_text(json.dumps({**json.loads(side.read_text()), "platform": 7}))
     with pytest.raises(DataError, match=r"vulkan-linux-x86_64\.manifest\.json"):
         run(release, tmp_path / "p", dry_run=True)
+
+
+# ------------------------------------------------------------------------------ wheels
+
+TUNED = {"policy": "x86-64-v3", "level": "x86-64-v3",
+         "required_features": ["avx", "avx2", "fma", "f16c"]}
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Path:
+    """A PEP 503 index `publish --index` wrote: a portable and a tuned cpu wheel, their
+    manifests beside them in files/."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    wheels = [data.wheel(dist, "cpu"), data.wheel(dist, "cpu-x86-64-v3", cpu=TUNED)]
+    publish_index(wheels, tmp_path / "idx", dry_run=False, note=lambda _: None)
+    return tmp_path / "idx"
+
+
+def test_a_pep503_index_offers_its_wheels_judged_by_the_manifests_beside_them(
+        index: Path, tmp_path: Path) -> None:
+    assert sorted(p.name for p in (index / "files").glob("*.manifest.json")) == [
+        "llama_cpp_bin_cpu-11312.0-py3-none-manylinux_2_35_x86_64.manifest.json",
+        "llama_cpp_bin_cpu_x86_64_v3-11312.0-py3-none-manylinux_2_35_x86_64.manifest.json"]
+    # from buildtool's page of targets: both, the tuned one first (this CPU has AVX2)
+    out = run(index / "simple", tmp_path / "p", kind="wheel", dry_run=True)
+    assert [(c.target, c.rejected) for c in out.candidates] == [
+        ("cpu-x86-64-v3", None), ("cpu", None)]
+    assert out.release == inst.INDEX_NAME and out.to_json()["kind"] == "wheel"
+    assert {c.offer.release for c in out.candidates} == {"11312.0"}
+    # one target's PEP 503 root: that target's wheel only
+    one = run(index / "simple" / "cpu", tmp_path / "p", kind="wheel", dry_run=True)
+    assert [c.target for c in one.candidates] == ["cpu"]
+    # a CPU without AVX2: the tuned wheel does not fit
+    old = run(index / "simple", tmp_path / "p", kind="wheel", dry_run=True, cpu=OLD)
+    assert [c.rejected is None for c in old.candidates] == [True, False]
+    assert "avx2" in str(old.candidates[1].rejected)
+    # the index has no tarballs
+    with pytest.raises(inst.InstallError, match="the PEP 503 index offers no tarball"):
+        run(index / "simple", tmp_path / "p", dry_run=True)
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_index_served_over_http(index: Path, tmp_path: Path) -> None:
+    with loopback(functools.partial(_Quiet, directory=str(index))) as url:
+        out = run(url + "/simple/", tmp_path / "p", kind="wheel", dry_run=True)
+    assert [c.target for c in out.candidates] == ["cpu-x86-64-v3", "cpu"]
+    assert out.candidates[0].offer.url.startswith(url + "/files/")
+
+
+def test_an_index_wheel_is_verified_against_its_link_record_and_manifest(
+        index: Path, tmp_path: Path) -> None:
+    files = index / "files"
+    tuned = next(files.glob("*v3*.whl"))
+    original = tuned.read_bytes()
+    tuned.write_bytes(original[:-1] + b"X")  # its link's #sha256= says otherwise
+    with pytest.raises(inst.InstallError, match=r"not what the index's link say"):
+        run(index / "simple", tmp_path / "p", kind="wheel", fallback=False)
+    # the manifest beside it claims less than the one inside: judged by a false claim
+    tuned.write_bytes(original)
+    beside = next(files.glob("*v3*.manifest.json"))
+    beside.write_text(json.dumps({**json.loads(beside.read_text()), "cpu": {
+        "policy": "x86-64-v2", "level": "x86-64-v2", "required_features": ["sse4_2"]}}))
+    with pytest.raises(inst.InstallError, match="the manifest beside it is not the one inside"):
+        run(index / "simple", tmp_path / "p", kind="wheel", fallback=False)
+    # a link without a sha256 cannot be verified
+    for page in (index / "simple").rglob("index.html"):
+        page.write_text(page.read_text().replace("#sha256=", "#md5="))
+    with pytest.raises(inst.InstallError, match="has no sha256 in the index's link"):
+        run(index / "simple", tmp_path / "p", kind="wheel", fallback=False)
+    assert not (tmp_path / "p" / "current").exists()
+
+
+def test_a_release_offers_wheels_by_kind_and_a_prefix_holds_one_kind(
+        release: Path, tmp_path: Path) -> None:
+    # the tarball release has no wheels
+    with pytest.raises(inst.InstallError, match="release b11312 offers no wheel"):
+        run(release, tmp_path / "q", kind="wheel", dry_run=True)
+    run(release, tmp_path / "p")
+    with pytest.raises(UsageError, match=r"holds a tarball .*; a wheel goes into another"):
+        run(release, tmp_path / "p", kind="wheel")
+    with pytest.raises(inst.InstallError, match="release b11312 offers no image"):
+        run(release, tmp_path / "q", kind="image")
+
+
+def test_a_source_that_is_neither_is_named(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty has neither release\.json"):
+        run(tmp_path / "empty", tmp_path / "p", dry_run=True)
+    (tmp_path / "empty" / "index.html").write_text("<a href='x.tar.gz'>x</a>")
+    with pytest.raises(DataError, match="the index links no wheels"):
+        run(tmp_path / "empty", tmp_path / "p", dry_run=True)
+
+
+def test_what_is_inside_must_be_what_the_manifest_records(release: Path,
+                                                          tmp_path: Path) -> None:
+    """Every witness agrees on the download, but a file inside is not the one the manifest
+    lists (the release gate's contents check): refused before anything runs."""
+    side = next(release.glob("*cpu-x86-64-v3*.manifest.json"))
+    side.write_text(json.dumps({**json.loads(side.read_text()),
+                                "files": {"llama-server": "0" * 64}}))
+    smoke = Smoke()
+    out = run(release, tmp_path / "p", smoke)
+    first = out.candidates[0]
+    assert first.stage == "verify" and "llama-server" in str(first.rejected)
+    assert "differs from its record" in str(first.rejected)
+    assert out.installed is not None and out.installed.target == "cpu"
+    assert smoke.ran == [out.installed.name]

@@ -125,6 +125,7 @@ class ArtifactModule(Protocol):
     TAKES_BUILD_ARGS: bool  # --build-arg means something to it
     CONTAINER: bool  # runs in a container engine (a lab host needs one); pushed to a registry
     INDEXED: bool  # published in a package index (`buildtool index`, publish --index)
+    INSTALLED_PROGRAMS: str  # where `install` puts llama-server, relative to its directory
 
     def accepts(self, rt: ResolvedTarget) -> None:
         """Refuse (UsageError) a target this kind cannot be made of."""
@@ -145,6 +146,15 @@ class ArtifactModule(Protocol):
                 engine: Engine | str | None, note: Note) -> Subject:
         """The artifact made runnable in ``work`` for a smoke test (checked against the host
         before anything runs or is installed)."""
+        ...
+
+    def install(self, artifact: Path, dest: Path, manifest: Manifest,
+                engine: Engine | None) -> Path | str:
+        """Install a verified artifact for a user at ``dest`` (absent; it is made where it
+        stays): what `buildtool install` does — a tarball unpacked, a wheel in a virtual
+        environment, an image loaded into the engine with a launcher. Returns what the smoke
+        test then runs (the directory, or the image's reference); ``dest/INSTALLED_PROGRAMS``
+        holds ``llama-server``."""
         ...
 
     def own_manifest(self, path: Path) -> Manifest | None:

@@ -32,11 +32,12 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -372,6 +373,7 @@ SUFFIX = ".oci.tar"
 TAKES_BUILD_ARGS = True
 CONTAINER = True  # runs in a container engine; published to a registry
 INDEXED = False
+INSTALLED_PROGRAMS = "."  # `install`: a launcher of the image's llama-server
 COMPILES_HERE = True  # packages the plan's build directory (bake/--emit compile in a stage)
 
 
@@ -536,6 +538,44 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo,
                    close=stop, stage_models=True,
                    results=bin_dir / "llama-results"
                    if "llama-results" in manifest.build_targets else None)
+
+
+def install(artifact: Path, dest: Path, manifest: Manifest,
+            engine: engines.Engine | None) -> str:
+    """Load the image into docker or podman and write ``dest/llama-server``: a launcher that
+    runs llama-server in a throwaway container of that image — by its ID, so that what was
+    verified and smoke-tested is what runs, whatever a tag says later — with the host's
+    network (the server's port is the host's), the current directory mounted at the same
+    path (a model named by a path below it) and the devices its backend needs. Returns the
+    image's ID."""
+    if engine is None or engine.name == "buildah":
+        raise UsageError("installing an image needs docker or podman (a container that runs "
+                         "llama-server)", hint="install one, or --kind tarball")
+    info = oci.inspect(artifact)
+    try:
+        cmd.capture(engine.load(artifact), timeout=1800)
+    except CommandError as exc:
+        raise SmokeError(f"{engine.name} cannot load {artifact.name}:\n    "
+                         + "\n    ".join(exc.tail[-8:])) from exc
+    ref = info.config_digest
+    dest.mkdir()
+    launcher = dest / "llama-server"
+    launcher.write_text(launcher_script(engine, ref, manifest, artifact.name, os.path.exists))
+    launcher.chmod(0o755)
+    return ref
+
+
+def launcher_script(engine: engines.Engine, ref: str, manifest: Manifest, name: str,
+                    exists: Callable[[str], bool]) -> str:
+    """The shell script that runs the image's llama-server with the arguments it is given."""
+    devices = engine.device_flags(backends.family(manifest.family).container_devices(exists))
+    argv = engine.run(ref, f"{PROGRAMS_DIR}/llama-server", [], devices=devices)
+    at = argv.index("--entrypoint")
+    return ("#!/bin/sh\n"
+            f"# Written by `buildtool install`: llama-server of {name}, image {ref},\n"
+            f"# in a throwaway {engine.name} container.\n"
+            f"exec {shlex.join(argv[:at])} --network host --volume \"$PWD:$PWD\" "
+            f"--workdir \"$PWD\" {shlex.join(argv[at:])} \"$@\"\n")
 
 
 def own_manifest(path: Path) -> Manifest | None:

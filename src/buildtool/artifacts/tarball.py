@@ -56,6 +56,7 @@ SUFFIX = ".tar.gz"
 TAKES_BUILD_ARGS = False
 CONTAINER = False
 INDEXED = False
+INSTALLED_PROGRAMS = "."  # `install`: the unpacked directory
 COMPILES_HERE = True
 MANIFEST_SCHEMA = 1
 
@@ -154,6 +155,17 @@ def unpack(artifact: Path, dest: Path) -> tuple[Path, Manifest]:
     where = f"{artifact}:{inner.relative_to(dest) if inner.is_relative_to(dest) else inner}"
     text = read_text(inner, limit=RECORD_LIMIT, error=DataError)
     return root, records.from_text(Manifest, text, where)
+
+
+def install(artifact: Path, dest: Path, manifest: Manifest, engine: object) -> Path:
+    """Unpack into ``dest`` (beside it first, then one rename)."""
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        root, _ = unpack(artifact, tmp)
+        root.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,

@@ -387,6 +387,7 @@ SUFFIX = ".whl"
 TAKES_BUILD_ARGS = False
 CONTAINER = False
 INDEXED = True  # served from a package index (PEP 503)
+INSTALLED_PROGRAMS = "bin"  # `install`: the virtual environment's console scripts
 COMPILES_HERE = True  # scikit-build-core builds in the plan's build directory
 
 
@@ -475,28 +476,73 @@ def with_library_dirs(dirs: list[str] | None) -> dict[str, str] | None:
     return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([*dirs, *([old] if old else [])])}
 
 
+def install_venv(wheel: Path, venv: Path) -> None:
+    """A fresh virtual environment at ``venv`` with ``wheel`` installed (and what it depends
+    on, from the index pip is configured for). SmokeError when that fails."""
+    try:
+        cmd.capture([sys.executable, "-m", "venv", str(venv)], timeout=300)
+        cmd.capture([str(venv_python(venv)), "-m", "pip", "install",
+                     "--disable-pip-version-check", "--no-input", "--quiet", str(wheel)],
+                    timeout=1800)
+    except CommandError as exc:
+        raise SmokeError(f"cannot install {wheel.name} into a fresh virtual environment "
+                         f"({cmd.describe_exit(exc.returncode)}):\n    "
+                         + "\n    ".join(exc.tail[-8:])) from exc
+
+
+def install(artifact: Path, dest: Path, manifest: Manifest, engine: object) -> Path:
+    """A virtual environment at ``dest`` with the wheel installed (not relocatable: it is
+    made where it stays); its console scripts are ``dest/bin``."""
+    install_venv(artifact, dest)
+    return dest
+
+
+def venv_scripts(venv: Path) -> Path:
+    return venv / ("Scripts" if os.name == "nt" else "bin")
+
+
+def venv_python(venv: Path) -> Path:
+    return venv_scripts(venv) / ("python.exe" if os.name == "nt" else "python")
+
+
+def installed_manifest(venv: Path) -> Manifest:
+    """The manifest of the buildtool wheel installed in ``venv`` (its package's
+    manifest.json)."""
+    pattern = "Lib/site-packages/*/manifest.json" if os.name == "nt" else \
+        "lib/python*/site-packages/*/manifest.json"
+    for path in sorted(venv.glob(pattern)):
+        data = inputs.parse_json(inputs.read_text(path, limit=MANIFEST_LIMIT, error=DataError),
+                                 str(path), error=DataError)
+        if isinstance(data, dict) and data.get("kind") == "wheel":
+            return records.from_data(Manifest, data, str(path))
+    raise DataError(f"{venv} holds no installed buildtool wheel",
+                    hint="a virtual environment `buildtool install --kind wheel` made")
+
+
 def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
             note: Note) -> Subject:
-    """Install the wheel into a fresh virtual environment; the smoke test then runs its
+    """Install the wheel into a fresh virtual environment (or take the virtual environment
+    it is installed in, ``buildtool install --kind wheel``'s); the smoke test then runs its
     console scripts (the installed entry points), not the files inside the wheel."""
     path = Path(artifact)
-    manifest = read_manifest(path)
+    if path.is_dir():
+        venv, manifest = path, installed_manifest(path)
+    else:
+        manifest = read_manifest(path)
+        if foreign(manifest, host):
+            return foreign_subject(path, manifest, work)
+        venv = work / "venv"
     if manifest.wheel is None:
         raise DataError(f"{path.name}: its manifest has no 'wheel' section")
     module = manifest.wheel.module
-    if foreign(manifest, host):
-        return foreign_subject(path, manifest, work)
     check_host(manifest, host)  # before installing anything
-    venv = work / "venv"
+    if venv != path:
+        install_venv(path, venv)
     try:
-        cmd.capture([sys.executable, "-m", "venv", str(venv)], timeout=300)
-        scripts = venv / ("Scripts" if os.name == "nt" else "bin")
-        python = scripts / ("python.exe" if os.name == "nt" else "python")
-        cmd.capture([str(python), "-m", "pip", "install", "--disable-pip-version-check",
-                     "--no-input", "--quiet", str(path)], timeout=1800)
-        out = cmd.capture([str(python), "-m", module, "--json"], cwd=work, timeout=120)
+        out = cmd.capture([str(venv_python(venv)), "-m", module, "--json"], cwd=work,
+                          timeout=120)
     except CommandError as exc:
-        raise SmokeError(f"cannot install {path.name} into a fresh virtual environment "
+        raise SmokeError(f"`python -m {module} --json` failed in {venv} "
                          f"({cmd.describe_exit(exc.returncode)}):\n    "
                          + "\n    ".join(exc.tail[-8:])) from exc
     info = records.from_text(InstalledWheel, out, f"`python -m {module} --json`",
@@ -505,6 +551,7 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo, engine: object,
         raise SmokeError(f"the installed package says target {info.target!r}, the "
                          f"wheel's manifest {manifest.target!r}")
     suffix = ".exe" if os.name == "nt" else ""
+    scripts = venv_scripts(venv)
     bench = scripts / f"llama-bench{suffix}"
     if not bench.exists():
         raise SmokeError(f"{path.name} installed no llama-bench entry point")

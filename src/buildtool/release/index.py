@@ -10,7 +10,8 @@ name)::
 Links are relative and carry ``#sha256=`` and ``data-requires-python``. Every link stays
 inside the directory that is served (``<out>``, or the ``root`` a caller names): a wheel
 that lies elsewhere is copied (hard-linked where possible) next to its project page, so the
-index works from ``file://`` and from any HTTP server that serves that directory alone. The
+index works from ``file://`` and from any HTTP server that serves that directory alone (its
+manifest goes with it: ``buildtool install`` reads it beside the wheel). The
 index is written into a temporary directory and swapped in — only over an index buildtool
 wrote — so a reader never sees half of it, and writing it twice gives the same files.
 """
@@ -31,7 +32,7 @@ from buildtool.artifacts.wheel import WheelError, WheelName, read_manifest
 from buildtool.config.naming import normalize
 from buildtool.errors import BuildtoolError, DataError, ExitCode, UsageError
 from buildtool.inputs import sha256_file
-from buildtool.outputs import atomic_dir
+from buildtool.outputs import atomic_dir, sidecar
 
 
 class NoWheelsError(BuildtoolError):
@@ -152,6 +153,9 @@ def write(directory: Path, out: Path, *, root: Path | None = None) -> list[Targe
                 for e in items:
                     if not e.path.resolve().is_relative_to(served.resolve()):
                         _place(e.path, page / e.path.name)
+                        manifest = sidecar(e.path, "manifest")
+                        if manifest.is_file():  # `buildtool install` judges the wheel by it
+                            shutil.copyfile(manifest, page / manifest.name)
             written.append(TargetIndex(target=target, path=out / target,
                                        projects=tuple(sorted(projects)),
                                        wheels=tuple(sorted(e.path.name for items in

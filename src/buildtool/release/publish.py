@@ -10,7 +10,8 @@ duplicates nothing and loses nothing) and each with a dry run that touches nothi
   ``GH_TOKEN`` and only ever goes into the ``Authorization`` header: no message, log or
   exception carries it.
 * **PEP 503 index** in a directory a web server serves: wheels go to ``files/`` (never
-  replaced by different bytes: a published file does not change), the indexes to
+  replaced by different bytes: a published file does not change) with their manifests
+  beside them (``buildtool install`` judges a wheel by it), the indexes to
   ``simple/<target>/`` (written by :mod:`buildtool.release.index`, atomically).
 * **Container registry**: each image archive is copied under each of its tags with skopeo
   (from the archive, no daemon), or with docker/podman (load, tag, push) where skopeo is
@@ -38,7 +39,7 @@ from urllib.parse import quote, urlsplit
 from buildtool import __version__, cmd, inputs, records
 from buildtool.artifacts import KINDS, kind_of, oci
 from buildtool.errors import CommandError, PublishError, UsageError
-from buildtool.outputs import check_owned
+from buildtool.outputs import check_owned, sidecar
 from buildtool.paths import writable_dir
 from buildtool.records import Manifest, ReleaseRecord
 from buildtool.schema import Match, Range
@@ -329,18 +330,29 @@ def publish_index(wheels: list[Path], dest: Path, *, dry_run: bool, note: Note
         return actions
     store.mkdir(parents=True, exist_ok=True)
     for whl in pending:
-        fd, tmp = tempfile.mkstemp(dir=store, prefix=f".{whl.name}.", suffix=".part")
-        os.close(fd)
-        try:
-            shutil.copyfile(whl, tmp)
-            Path(tmp).chmod(0o644)
-            Path(tmp).replace(store / whl.name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _copy_in(whl, store / whl.name)
+    for whl in wheels:  # the manifest beside each wheel: `install` judges a wheel by it
+        manifest = sidecar(whl, "manifest")
+        there = store / manifest.name
+        if manifest.is_file() and not (there.is_file() and
+                                       sha256_file(there) == sha256_file(manifest)):
+            _copy_in(manifest, there)
     written = index.write(store, dest / "simple", root=dest)
     for t in written:
         note(f"index {t.target}: {dest / 'simple' / t.target}/ ({len(t.wheels)} wheels)")
     return actions
+
+
+def _copy_in(src: Path, dest: Path) -> None:
+    """``src`` to ``dest`` in one rename: a reader sees the old file or the whole new one."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------

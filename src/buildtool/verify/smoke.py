@@ -39,6 +39,7 @@ from buildtool.errors import (
     SmokeError,
     UsageError,
 )
+from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import sidecar, write_json
 from buildtool.records import (
@@ -197,35 +198,37 @@ def check_device_code(manifest: Manifest, gpus: Sequence[GpuRecord] | None) -> N
 @contextmanager
 def opened(artifact: Path | str, *, host: CpuInfo, engine: engines.Engine | str | None = None,
            note: Callable[[str], None] | None = None, system: SystemAbi | None = None,
-           root: Path | None = None,
-           gpus: Sequence[GpuRecord] | None = None) -> Iterator[tuple[Subject, Path]]:
+           root: Path | None = None, gpus: Sequence[GpuRecord] | None = None,
+           kind: ArtifactKind | None = None) -> Iterator[tuple[Subject, Path]]:
     """The artifact made runnable by its kind (unpacked, installed into a venv, or loaded as
     an image) in a scratch directory, both removed afterwards. An unpacked tarball
     directory counts as a tarball. ``system``: the C library and C++ runtime the programs
     will load (checked against the artifact's ABI floor before anything runs; images bring
-    their own). ``root``: a root file system (an older distribution) the tarball runs in.
+    their own). ``kind``: what ``artifact`` is, where its name does not say (a virtual
+    environment a wheel is installed in). ``root``: a root file system (an older
+    distribution) the tarball runs in.
     ``gpus``: the GPUs here (None: detected when the artifact carries device code). The
     subject carries the system its programs load (``Subject.system``)."""
-    kind = KINDS[kind_of(artifact) or "tarball"]
+    module = KINDS[kind or kind_of(artifact) or "tarball"]
     scratch = None
     if root is not None:
-        if kind.KIND != "tarball":
-            raise UsageError(f"--root runs tarballs; {artifact} is a {kind.KIND}")
+        if module.KIND != "tarball":
+            raise UsageError(f"--root runs tarballs; {artifact} is a {module.KIND}")
         root = root_file_system(root)
         system = abi.system_abi(root, host.arch)
         scratch = root / "tmp"
     work = Path(tempfile.mkdtemp(prefix="buildtool-smoke-", dir=scratch))
     subject: Subject | None = None
     try:
-        subject = kind.subject(artifact, work, host, engine, note or (lambda _: None))
+        subject = module.subject(artifact, work, host, engine, note or (lambda _: None))
         if root is not None:
             subject = dataclasses.replace(subject, wrap=in_root(root), stage_models=True)
         check_device_code(subject.manifest, gpus)
-        if not kind.CONTAINER and foreign(subject.manifest, host):
+        if not module.CONTAINER and foreign(subject.manifest, host):
             subject = emulate.foreign_subject(subject)
             assert subject.emulator_root is not None
             system = abi.system_abi(subject.emulator_root, emulate.arch_of(subject.manifest))
-        if not kind.CONTAINER:
+        if not module.CONTAINER:
             check_system(subject.manifest, system)
             subject = dataclasses.replace(subject, system=system)
         yield subject, work
@@ -305,12 +308,12 @@ def run_smoke(artifact: Path | str, *, host: CpuInfo, model: Path | None = None,
               engine: engines.Engine | str | None = None,
               note: Callable[[str], None] | None = None, system: SystemAbi | None = None,
               root: Path | None = None, cpu_models: Iterable[str] = (),
-              run_anyway: bool = False) -> SmokeRecord:
+              run_anyway: bool = False, kind: ArtifactKind | None = None) -> SmokeRecord:
     """Smoke-test a tarball (or its unpacked directory), a wheel or an image (an OCI archive
     or, as a string, an image reference); the same verdict for all. ``cpu_models``: also run
     it on these emulated CPU models (see :mod:`buildtool.verify.emulate`)."""
     with opened(artifact, host=host, engine=engine, note=note, system=system,
-                root=root) as (subject, work):
+                root=root, kind=kind) as (subject, work):
         models = emulate.check_models(subject.manifest, cpu_models)
         if models:
             emulate.require(subject)
