@@ -81,7 +81,6 @@ Smoke = Callable[[Path | str, ArtifactKind], "SmokeRecord"]  # the smoke test he
 SUMS = "SHA256SUMS"
 PROVENANCE = "provenance.intoto.jsonl"
 RECORD = "install.json"
-RECORD_SCHEMA = 1
 ARTIFACT_LIMIT = 8 << 30  # the largest download accepted (a CUDA tarball is ~1 GB)
 TIMEOUT = 60
 INSTALLABLE: tuple[ArtifactKind, ...] = ("tarball", "wheel", "image")
@@ -218,6 +217,7 @@ class Catalog:
 
     source: Source
     name: str  # the release's tag, or "PEP 503 index"
+    what: str  # as messages say it: "release b11312", "the PEP 503 index"
     offers: tuple[Offer, ...]
 
 
@@ -246,7 +246,7 @@ def load_release(source: Source) -> Catalog:
                             where + RELEASE_RECORD)
     sums = parse_sums(source.read(SUMS).decode("utf-8", "replace"), where + SUMS)
     provenance = read_provenance(source.read(PROVENANCE), where + PROVENANCE)
-    return Catalog(source=source, name=rec.tag, offers=tuple(
+    return Catalog(source=source, name=rec.tag, what=f"release {rec.tag}", offers=tuple(
         Offer(file=str(a.file), kind=a.kind, target=a.target, release=rec.tag, url=str(a.file),
               manifest_url=sidecar(Path(a.file), "manifest").name,
               digests={RELEASE_RECORD: a.sha256, SUMS: sums.get(str(a.file)),
@@ -322,7 +322,8 @@ def load_index(source: Source) -> Catalog:
                 queue.append((bare, depth + 1))
     if not offers:
         raise DataError(f"{source.where}: the index links no wheels")
-    return Catalog(source=source, name=INDEX_NAME, offers=tuple(offers.values()))
+    return Catalog(source=source, name=INDEX_NAME, what=f"the {INDEX_NAME}",
+                   offers=tuple(offers.values()))
 
 
 def _wheel_version(name: str) -> str:
@@ -468,7 +469,7 @@ def install(spec: str, prefix: Path, *, kind: ArtifactKind, host: HostFacts, cpu
              + (f": {c.rejected}" if c.rejected else ""))
     outcome.previous = existing.artifact if existing else None
     fitting = [c for c in outcome.candidates if c.rejected is None]
-    what = f"release {catalog.name}" if catalog.name != INDEX_NAME else f"the {INDEX_NAME}"
+    what = catalog.what
     if not fitting:
         raise InstallError(f"no {kind} of {what} fits this host:\n  "
                            + "\n  ".join(f"{c.name}: {c.rejected}" for c in outcome.candidates)
