@@ -470,6 +470,17 @@ def build(job: BuildJob) -> Made:
     return Made(kind=KIND, path=archive, manifest=manifest)
 
 
+def load(eng: engines.Engine, archive: Path) -> oci.ImageInfo:
+    """Load an OCI archive into the engine's store; what the archive says of itself."""
+    info = oci.inspect(archive)
+    try:
+        cmd.capture(eng.load(archive), timeout=1800)
+    except CommandError as exc:
+        raise SmokeError(f"{eng.name} cannot load {archive.name}:\n    "
+                         + "\n    ".join(exc.tail[-8:])) from exc
+    return info
+
+
 def subject(artifact: Path | str, work: Path, host: CpuInfo,
             engine: engines.Engine | str | None, note: Note) -> Subject:
     """Load an OCI archive into the engine (or take an image reference as it is) and run its
@@ -478,12 +489,7 @@ def subject(artifact: Path | str, work: Path, host: CpuInfo,
     chosen, or the name to choose (None: the first usable)."""
     eng = engine if isinstance(engine, engines.Engine) else engines.choose(engine)
     if isinstance(artifact, Path):
-        info = oci.inspect(artifact)
-        try:
-            cmd.capture(eng.load(artifact), timeout=1800)
-        except CommandError as exc:
-            raise SmokeError(f"{eng.name} cannot load {artifact.name}:\n    "
-                             + "\n    ".join(exc.tail[-8:])) from exc
+        info = load(eng, artifact)
         ref = info.ref or info.config_digest
     else:
         ref = artifact
@@ -551,13 +557,7 @@ def install(artifact: Path, dest: Path, manifest: Manifest,
     if engine is None or engine.name == "buildah":
         raise UsageError("installing an image needs docker or podman (a container that runs "
                          "llama-server)", hint="install one, or --kind tarball")
-    info = oci.inspect(artifact)
-    try:
-        cmd.capture(engine.load(artifact), timeout=1800)
-    except CommandError as exc:
-        raise SmokeError(f"{engine.name} cannot load {artifact.name}:\n    "
-                         + "\n    ".join(exc.tail[-8:])) from exc
-    ref = info.config_digest
+    ref = load(engine, artifact).config_digest
     dest.mkdir()
     launcher = dest / "llama-server"
     launcher.write_text(launcher_script(engine, ref, manifest, artifact.name, os.path.exists))
