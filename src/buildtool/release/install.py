@@ -148,7 +148,20 @@ class Source:
     def read(self, ref: str) -> bytes:
         """A small file (records, sums, index pages), whole."""
         with self._open(ref) as resp:
-            data: bytes = resp.read(inputs.RECORD_LIMIT + 1)
+            return self._whole(resp, ref)
+
+    def read_if_present(self, ref: str) -> bytes | None:
+        """:meth:`read`, or None where the file cannot be opened (absent, unreachable): one
+        request where :meth:`exists` and then :meth:`read` make two."""
+        try:
+            resp = self._open(ref)
+        except DataError:
+            return None
+        with resp:
+            return self._whole(resp, ref)
+
+    def _whole(self, resp: Any, ref: str) -> bytes:
+        data: bytes = resp.read(inputs.RECORD_LIMIT + 1)
         if len(data) > inputs.RECORD_LIMIT:
             raise DataError(f"{self.show(self.url(ref))} is larger than a record can be")
         return data
@@ -230,8 +243,9 @@ INDEX_DEPTH = 2  # buildtool's simple/ → <target>/ → <project>/
 def load_catalog(source: Source) -> Catalog:
     """A release when the source has ``release.json``, else a PEP 503 index (its
     ``index.html``); DataError naming the source when it is neither."""
-    if source.exists(RELEASE_RECORD):
-        return load_release(source)
+    record = source.read_if_present(RELEASE_RECORD)
+    if record is not None:
+        return load_release(source, record)
     if source.exists(INDEX_PAGE):
         return load_index(source)
     raise DataError(f"{source.where} has neither {RELEASE_RECORD} (a release) nor "
@@ -240,9 +254,10 @@ def load_catalog(source: Source) -> Catalog:
                          "index (install from DIR/simple/)")
 
 
-def load_release(source: Source) -> Catalog:
+def load_release(source: Source, record: bytes) -> Catalog:
+    """The release whose ``release.json`` is ``record``."""
     where = f"{source.where.rstrip('/')}/"
-    rec = records.from_text(ReleaseRecord, source.read(RELEASE_RECORD).decode("utf-8", "replace"),
+    rec = records.from_text(ReleaseRecord, record.decode("utf-8", "replace"),
                             where + RELEASE_RECORD)
     sums = parse_sums(source.read(SUMS).decode("utf-8", "replace"), where + SUMS)
     provenance = read_provenance(source.read(PROVENANCE), where + PROVENANCE)
@@ -381,11 +396,12 @@ def candidates(catalog: Catalog, kind: ArtifactKind, *, host: HostFacts, cpu: Cp
         c = Candidate(offer=offer)
         out.append(c)
         manifest_url = source.url(offer.manifest_url)
-        if not source.exists(offer.manifest_url):
+        data = source.read_if_present(offer.manifest_url)
+        if data is None:
             c.rejected, c.stage = f"no manifest beside it ({source.show(manifest_url)})", "fit"
             continue
-        c.manifest = records.from_text(Manifest, source.read(offer.manifest_url).decode(
-            "utf-8", "replace"), source.show(manifest_url))
+        c.manifest = records.from_text(Manifest, data.decode("utf-8", "replace"),
+                                       source.show(manifest_url))
         why = unfit(kind, c.name, c.manifest, host, cpu, system)
         if why is None and not allow_software_gpu:
             why = backends.family(c.manifest.family).only_software(host)
