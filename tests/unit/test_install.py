@@ -420,3 +420,10 @@ def test_what_is_inside_must_be_what_the_manifest_records(release: Path,
     assert "differs from its record" in str(first.rejected)
     assert out.installed is not None and out.installed.target == "cpu"
     assert smoke.ran == [out.installed.name]
+
+
+def test_a_prefix_that_cannot_be_made_is_a_usage_error(release: Path) -> None:
+    """Root may write anywhere by the mode bits, but not create a directory in /proc: said,
+    exit code 2, not a traceback."""
+    with pytest.raises(UsageError, match="cannot create /proc/buildtool-test-prefix"):
+        run(release, Path("/proc/buildtool-test-prefix"))

@@ -62,7 +62,7 @@ from buildtool.detect.cpu import CpuInfo
 from buildtool.errors import BuildtoolError, DataError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
-from buildtool.outputs import atomic_path, parse_sums, sidecar
+from buildtool.outputs import atomic_path, make_parent, parse_sums, sidecar
 from buildtool.paths import writable_dir
 from buildtool.records import (
     HostFacts,
@@ -540,7 +540,7 @@ def _try(catalog: Catalog, c: Candidate, prefix: Path, smoke: Smoke, step: Note,
     """Download, verify, install (the kind's way: unpacked, into a virtual environment,
     loaded into the engine) and smoke one candidate; on success it is the current one."""
     name, kind = c.name, c.offer.kind
-    prefix.mkdir(parents=True, exist_ok=True)
+    make_parent(prefix / RECORD)  # a prefix that cannot be made is a usage error, said
     work = Path(tempfile.mkdtemp(dir=prefix, prefix=".install-"))
     placed: Path | None = None  # versions/<name> until it passed: removed when it did not
     try:
