@@ -30,6 +30,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
 
 from buildtool.errors import DataError
+from buildtool.inputs import ByContent
 from buildtool.records import AbiRecord, AbiVersions, SystemRecord
 
 # runtime → (the prefix of its version names, the library that defines them)
@@ -179,15 +180,21 @@ def above(versions: AbiVersions, limit: AbiVersions) -> dict[str, tuple[str, str
 
 
 def floor_of(files: Iterable[Path], *, platform: str,
-             declared: AbiVersions | None = None) -> AbiRecord:
+             declared: AbiVersions | None = None, memo: ByContent | None = None) -> AbiRecord:
     """Read every ELF file the artifact ships; its floor, the system libraries it loads, and
-    the verdict against the ``declared`` floor (build_matrix.yaml ``platforms``)."""
+    the verdict against the ``declared`` floor (build_matrix.yaml ``platforms``). ``memo``:
+    files with the same bytes are read once."""
     if not platform.startswith("linux-"):
         return AbiRecord(verdict="skipped",
                          reason=f"symbol versions are a Linux (glibc) matter; this is {platform}")
     paths = list(files)
     shipped = frozenset(p.name for p in paths)
-    elves = [read_needs(p) for p in paths if not p.is_symlink() and is_elf(p)]
+    def read(p: Path) -> FileNeeds:
+        if memo is None:
+            return read_needs(p)
+        return replace(memo.get(p, ("abi",), lambda: read_needs(p)), path=p)
+
+    elves = [read(p) for p in paths if not p.is_symlink() and is_elf(p)]
     floor = versions_of(elves, shipped)
     system = sorted({lib for f in elves for lib in f.needed if lib not in shipped})
     per_file = {f.path.name: versions_of([f], shipped) for f in elves}

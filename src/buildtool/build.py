@@ -20,6 +20,7 @@ from buildtool.config.session import Session
 from buildtool.cpudata import CPU
 from buildtool.errors import AuditError, BuildError, DataError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
+from buildtool.inputs import ByContent
 from buildtool.paths import check_cache, writable_dir
 from buildtool.records import AbiVersions, Manifest, SmokeRecord
 from buildtool.source import vendor
@@ -297,12 +298,14 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         rep.info(f"configured: {plan.build_dir} (--configure-only: nothing built)")
         return outcome
 
+    memo = ByContent()  # the kinds ship the same files: each is disassembled and read once
     job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
                    # each kind made of the compile asks for it; it runs the first time only
                    compile=functools.cache(
                        lambda: _compile(session, plan, options, outcome, cache)),
-                   audit=lambda files, **kw: _audit(session, plan, files, timings, **kw),
+                   audit=lambda files, **kw: _audit(session, plan, files, timings, memo,
+                                                    **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
     for kind_name in kinds:
         kind = KINDS[kind_name]
@@ -341,26 +344,30 @@ def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
 
 
 def _audit(session: Session, plan: BuildPlan, files: list[Path],
-           timings: dict[str, float], *, own_runtime: bool = False) -> Audits:
+           timings: dict[str, float], memo: ByContent, *,
+           own_runtime: bool = False) -> Audits:
     rt = plan.target
     t = time.monotonic()
     session.reporter.step("ISA audit (disassembly)")
+    seen = memo.hits
     report = audit.audit_files(files, declared=rt.cpu_features,
                                all_variants=rt.cpu_policy == "all-variants",
                                platform=rt.platform, waivers=rt.audit_allow,
-                               level=rt.cpu_level)
+                               level=rt.cpu_level, memo=memo)
     if report.verdict == "fail":
         raise AuditError(
             f"ISA audit failed for {rt.name} (declared: {rt.cpu_level}):\n"
             + audit.violations_message(report),
             hint="the artifact would die of SIGILL on CPUs it claims to support; check "
                  "-D overrides and the CPU policy")
+    again = memo.hits - seen
     session.reporter.info(f"audit: {report.verdict}" + (
-        f" ({len(report.files)} files)" if report.verdict == "pass" else
-        f": {report.reason}"))
+        f" ({len(report.files)} files" + (f"; {again} of them the same bytes as another "
+                                          "kind's, read once" if again else "") + ")"
+        if report.verdict == "pass" else f": {report.reason}"))
     session.reporter.step("ABI floor (ELF symbol versions)")
     floor = abi.floor_of(files, platform=rt.platform,
-                         declared=None if own_runtime else rt.abi_floor)
+                         declared=None if own_runtime else rt.abi_floor, memo=memo)
     timings["audit"] = timings.get("audit", 0.0) + time.monotonic() - t
     if floor.verdict == "fail":
         raise AuditError(

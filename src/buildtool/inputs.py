@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 
@@ -280,3 +280,26 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+T = TypeVar("T")
+
+
+class ByContent:
+    """What was read out of files, by their bytes (sha256) and whatever else the reading
+    depends on. The kinds one build makes ship the same files — the tarball's, the wheel's
+    before its repair, the image's /opt/llama.cpp — so each file is disassembled and read
+    once however many kinds carry it. Lives as long as one build."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[object, ...], object] = {}
+        self.hits = 0
+
+    def get(self, path: Path, depends: tuple[object, ...], read: Callable[[], T]) -> T:
+        key = (sha256_file(path), *depends)
+        if key in self._seen:
+            self.hits += 1
+            return cast(T, self._seen[key])
+        value = read()
+        self._seen[key] = value
+        return value

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from buildtool.config.model import AuditAllow
 from buildtool.cpudata import CPU
+from buildtool.inputs import ByContent
 from buildtool.verify.audit import (
     FileAudit,
     allowed_for,
@@ -226,3 +229,19 @@ def test_a64_variants_allow_what_their_march_base_allows() -> None:
     assert "sve2" not in allowed_for("libggml-cpu-armv8.6_1.so", ("neon",), True, "aarch64")
     assert "lse" in allowed_for("libggml-cpu-armv8.2_1.so", ("neon",), True, "aarch64")
     assert allowed_for("libggml-cpu-armv8.0_1.so", ("neon",), True, "aarch64") == ()
+
+
+def test_files_with_the_same_bytes_are_read_once(tmp_path: Path) -> None:
+    memo, reads = ByContent(), []
+    for name, data in (("a", b"x"), ("b", b"x"), ("c", b"y")):
+        (tmp_path / name).write_bytes(data)
+
+    def read(name: str) -> str:
+        reads.append(name)
+        return name
+
+    assert memo.get(tmp_path / "a", ("isa",), lambda: read("a")) == "a"
+    assert memo.get(tmp_path / "b", ("isa",), lambda: read("b")) == "a"  # same bytes
+    assert memo.get(tmp_path / "b", ("abi",), lambda: read("b")) == "b"  # another reading
+    assert memo.get(tmp_path / "c", ("isa",), lambda: read("c")) == "c"
+    assert reads == ["a", "b", "c"] and memo.hits == 1

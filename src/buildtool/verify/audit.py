@@ -26,6 +26,7 @@ from buildtool import cmd
 from buildtool.config.model import AuditAllow
 from buildtool.cpudata import CPU
 from buildtool.errors import ToolchainError
+from buildtool.inputs import ByContent
 from buildtool.records import AuditRecord, FileAuditRecord
 from buildtool.toolchains import discovery
 
@@ -321,9 +322,10 @@ def _is_elf(path: Path) -> bool:
 
 def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variants: bool,
                 platform: str, waivers: tuple[AuditAllow, ...] = (),
-                level: str | None = None) -> AuditRecord:
+                level: str | None = None, memo: ByContent | None = None) -> AuditRecord:
     """Audit every shipped ELF file (in parallel); the report goes into the manifest.
-    ``level``: the declared level, whose -march base may allow more than it requires."""
+    ``level``: the declared level, whose -march base may allow more than it requires;
+    ``memo``: files with the same bytes, name and allowance are disassembled once."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -335,11 +337,15 @@ def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variant
     if level is not None and CPU.arch_of_level(level) == arch:
         declared = tuple(dict.fromkeys([*declared, *sorted(CPU.level_allows(level))]))
     targets = [p for p in files if not p.is_symlink() and _is_elf(p)]
+    def one(p: Path) -> FileAudit:
+        allowed = allowed_for(p.name, declared, all_variants, arch)
+        if memo is None:
+            return audit_file(p, allowed, waivers, arch)
+        return memo.get(p, ("isa", p.name, allowed, waivers, arch),
+                        lambda: audit_file(p, allowed, waivers, arch))
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(pool.map(
-            lambda p: audit_file(p, allowed_for(p.name, declared, all_variants, arch),
-                                 waivers, arch),
-            targets))
+        results = list(pool.map(one, targets))
     bad = [r for r in results if r.violations]
     return AuditRecord(
         verdict="fail" if bad else "pass",
