@@ -48,7 +48,7 @@ COPY prebuilt/ /out/
 
 FROM ${BUILT} AS built
 
-FROM ${RUNTIME_IMAGE}
+FROM ${RUNTIME_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -56,8 +56,8 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/llama \
       --shell /usr/sbin/nologin llama
-# what does not change with the programs first: those layers stay cached with the
-# runtime base, and the programs' layers come last
+# every setting in the runtime stage, before the programs: it stays cached (in the
+# engine, and as buildtool's runtime base) while the programs change
 ENV PATH=/opt/llama.cpp:$PATH LLAMA_ARG_HOST=0.0.0.0 LLAMA_ARG_PORT=8080
 USER 10001
 WORKDIR /home/llama
@@ -65,6 +65,11 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
   CMD ["/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /health HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q ' 200 ' <&3"]
 ENTRYPOINT ["/opt/llama.cpp/llama-server"]
+
+# The last stage only copies files in and labels the image: `buildtool build --artifact
+# image` applies it itself to the runtime stage the engine built (README, "Images"); an
+# instruction other than ARG, COPY and LABEL here makes the engine build it.
+FROM runtime
 COPY --from=built /out/bin/ /opt/llama.cpp/
 ARG BUILDTOOL_TARGET=intel
 COPY targets/${BUILDTOOL_TARGET}/manifest.json /opt/llama.cpp/manifest.json

@@ -250,6 +250,10 @@ class ImageRecord:
     programs_dir: str | None = None
     engine: str | None = None
     engine_version: str | None = None
+    # who made the last stage (COPY of the programs, LABEL): "buildtool" (applied to the
+    # runtime stage the engine built, ``runtime_base``: its image ID) or the engine's name
+    last_stage: str | None = None
+    runtime_base: str | None = None
     ref: str | None = None
     manifest_digest: str | None = None
     id: str | None = None

@@ -1,9 +1,10 @@
 """The cpu image, for real: the tarball and the image of one build — one compile; the image
 is recipes/docker/cpu.Dockerfile's runtime stage on a local Debian base (debootstrap; nothing
-can be pulled here) plus the files compiled for the tarball (BUILT=prebuilt), built by the
-engine buildtool picks, saved as an OCI archive with its manifest, checked to hold the
-tarball's bytes, and smoke-tested inside its container — with podman (the build's engine
-here) and again with buildah (daemonless: `buildah from` + `buildah run`). The Dockerfile's
+can be pulled here), built by the engine buildtool picks, plus the files compiled for the
+tarball (BUILT=prebuilt) as the last stage buildtool applies itself — compared with what
+podman makes of the whole Dockerfile — saved as an OCI archive with its manifest, checked to
+hold the tarball's bytes, and smoke-tested inside its container — with podman (the build's
+engine here) and again with buildah (daemonless: `buildah from` + `buildah run`). The Dockerfile's
 own build stage (BUILT=build, what `bake` and `--emit` hand to Docker) compiles in the slow
 test below."""
 
@@ -113,6 +114,52 @@ def test_cpu_image_builds_saves_and_passes_the_smoke_test_in_its_container(
     sums = (dist / "SHA256SUMS").read_text()
     assert f"{manifest['artifact_sha256']}  {archive.name}" in sums
     assert manifest["smoke"]["verdict"] == "pass"
+
+
+def test_the_last_stage_applied_here_is_what_the_engine_makes_of_the_dockerfile(
+        built: dict[str, Any], engine_env: dict[str, str], tmp_path: Path) -> None:
+    """buildtool applied the last stage (COPY, COPY, LABEL) to the runtime stage podman
+    built; podman now builds the whole Dockerfile from the same build context with the same
+    build arguments: the same settings, labels, runtime layers and /opt/llama.cpp."""
+    from buildtool.artifacts import oci
+
+    first = built["first"]
+    ours = Path(first["artifacts"][1]["artifact"])
+    manifest = _beside(ours, ".oci.tar")
+    assert manifest["image"]["last_stage"] == "buildtool"
+    assert manifest["image"]["runtime_base"].startswith("sha256:")
+    assert "runtime stage: " in built["first_log"]  # built now, or kept from before
+    context = Path(first["build_dir"]) / "image-context"
+    argv = ["podman", "build", "--format", "docker", "--layers", "--file",
+            str(context / "docker" / "cpu.Dockerfile"), "--tag", "localhost/llama.cpp:whole"]
+    for key, value in manifest["image"]["build_args"].items():
+        argv += ["--build-arg", f"{key}={value}"]
+    env = {**os.environ, **engine_env}
+    subprocess.run([*argv, str(context)], env=env, check=True, capture_output=True,
+                   timeout=1800)
+    theirs = tmp_path / "whole.oci.tar"
+    subprocess.run(["podman", "save", "--quiet", "--format", "oci-archive", "--output",
+                    str(theirs), "localhost/llama.cpp:whole"], env=env, check=True,
+                   capture_output=True, timeout=1800)
+    configs = []
+    for archive in (ours, theirs):
+        info = oci.inspect(archive)
+        with tarfile.open(archive) as tf:
+            handle = tf.extractfile("blobs/" + info.config_digest.replace(":", "/"))
+            assert handle is not None
+            configs.append(json.loads(handle.read()))
+    mine, engine_made = configs
+    for key in ("User", "Env", "WorkingDir", "Entrypoint", "ExposedPorts", "Labels"):
+        assert mine["config"].get(key) == engine_made["config"].get(key), key
+    # the runtime stage's layers are the engine's own (made by the same instructions on the
+    # same base: its RUN layer's timestamps differ from build to build); the last two
+    # layers hold the same files
+    mine_ids, their_ids = mine["rootfs"]["diff_ids"], engine_made["rootfs"]["diff_ids"]
+    assert len(mine_ids) == len(their_ids) and mine_ids[0] == their_ids[0]
+    runtime = len(mine["history"]) - 3  # + COPY, COPY, LABEL
+    assert [h.get("created_by") for h in mine["history"][:runtime]] == \
+        [h.get("created_by") for h in engine_made["history"][:runtime]]
+    assert oci.digests(ours, "/opt/llama.cpp") == oci.digests(theirs, "/opt/llama.cpp")
 
 
 def test_the_archive_holds_only_the_runtime(built: dict[str, Any], tmp_path: Path) -> None:

@@ -122,6 +122,15 @@ def test_build_commands_per_engine() -> None:
     assert _pairs(_engine("podman").save("a:1", archive), "--format") == ["oci-archive"]
     assert _engine("buildah").load(archive)[-1] == "oci-archive:/dist/x.oci.tar"
     assert _engine("docker").load(archive)[1:] == ["load", "--input", str(archive)]
+    # the runtime stage alone (artifacts/assemble.py applies the last one), and an image's ID
+    for name in ("docker", "podman", "buildah"):
+        argv = _engine(name).build(context=ctx, dockerfile=df, tags=["a:1"], args=args,
+                                   target="runtime")
+        assert _pairs(argv, "--target") == ["runtime"] and argv[-1] == "/ctx"
+    assert _engine("podman").image_id("debian:12")[1:] == [
+        "image", "inspect", "--format", "{{.Id}}", "debian:12"]
+    assert _engine("buildah").image_id("debian:12")[1:] == [
+        "images", "--quiet", "--no-trunc", "debian:12"]
 
 
 def _pairs(argv: list[str], flag: str) -> list[str]:
@@ -267,12 +276,13 @@ def test_dockerfile_shape(path: Path) -> None:
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, flags=re.M)
     # multi-stage, bases are arguments; the runtime stage takes the programs from the stage
     # BUILT names: "build" compiles them, "prebuilt" holds what buildtool compiled
-    assert stages[0] == ("${BUILD_IMAGE}", "build") and stages[-1] == ("${RUNTIME_IMAGE}", "")
+    assert stages[0] == ("${BUILD_IMAGE}", "build") and stages[-1] == ("runtime", "")
+    assert stages[-2] == ("${RUNTIME_IMAGE}", "runtime")
     assert ("scratch", "prebuilt") in stages
     assert re.search(r"^ARG BUILT=build$", text[:text.index("\nFROM ")], flags=re.M)
     assert ("${BUILT}", "built") in stages or ("${BUILT}", "programs") in stages
     assert "COPY prebuilt/ /out/" in text
-    runtime = text[text.rindex("\nFROM "):]
+    runtime = text[text.index("\nFROM ${RUNTIME_IMAGE} AS runtime"):]
     assert "--from=build " not in text  # only through BUILT
     assert "USER 10001" in runtime and "useradd --system --uid 10001" in runtime
     assert 'ENTRYPOINT ["/opt/llama.cpp/llama-server"]' in runtime

@@ -5,6 +5,7 @@ shared build directory, the order of kinds). Real builds: tests/integration."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tarfile
 from pathlib import Path
@@ -125,12 +126,19 @@ def data_sha(path: Path) -> str:
 
 
 class StandInEngine:
-    """`podman build` and `podman save` as far as the image kind sees them: the saved
-    archive's /opt/llama.cpp holds the context's prebuilt/bin (``alter``: changed first)."""
+    """`podman build`, `podman save` and `podman image inspect` as far as the image kind
+    sees them. Of the runtime stage (`--target runtime`), `save` writes a base whose layer
+    holds /usr/bin/bash; of a whole Dockerfile, an archive whose /opt/llama.cpp holds the
+    context's prebuilt/bin (``alter``: changed first)."""
 
     def __init__(self, tmp_path: Path, alter: Any = None) -> None:
         self.ran: list[list[str]] = []
-        self.tmp, self.alter, self.context = tmp_path, alter, Path()
+        self.tmp, self.alter, self.context, self.target = tmp_path, alter, Path(), ""
+
+    def capture(self, argv: list[str], **_: Any) -> str:
+        self.ran.append([str(a) for a in argv])
+        assert argv[1:3] == ["image", "inspect"], argv
+        return "sha256:" + "b" * 64 + "\n"
 
     def run(self, argv: list[str], **_: Any) -> list[str]:
         from tests.unit.test_image import _archive
@@ -138,7 +146,11 @@ class StandInEngine:
         self.ran.append([str(a) for a in argv])
         if argv[1] == "build":
             self.context = Path(argv[-1])
-        if argv[1] == "save":  # podman save ... --output <archive> <tag>
+            self.target = argv[argv.index("--target") + 1] if "--target" in argv else ""
+        if argv[1] == "save" and self.target == "runtime":
+            _archive(Path(argv[argv.index("--output") + 1]),
+                     [{"usr/bin/bash": b"bash", "opt/other": b"x"}])
+        elif argv[1] == "save":  # podman save ... --output <archive> <tag>
             held: dict[str, bytes | str] = {}
             for path in sorted((self.context / "prebuilt" / "bin").iterdir()):
                 held[f"opt/llama.cpp/{path.name}"] = str(path.readlink()) \
@@ -154,12 +166,15 @@ class StandInEngine:
 def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
         tmp_path: Path, data: Path, fake_tools: object,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine is a stand-in whose `save` writes an OCI archive of the build context's
-    prebuilt files; the kind compiles (once), checks and audits the files it reads back out
-    of the archive and records engine, digests, files and audit."""
+    """The engine is a stand-in: it builds and saves the Dockerfile's runtime stage (once:
+    the second build takes it from the cache), and the kind applies the last stage itself —
+    the compiled files and the manifest as layers, the labels — then checks and audits the
+    files it reads back out of the archive and records engine, digests, files and audit."""
     from buildtool import cmd
+    from buildtool.artifacts import oci
     from buildtool.toolchains.engines import Engine
 
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
     source = _source(tmp_path)
     plan = make_plan(res("cpu", host(data), overrides=Overrides(cpu="all-variants")),
                      root=ROOT, source_dir=source.tree, tree_sha256="0" * 64,
@@ -167,24 +182,39 @@ def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
                      dist_dir=tmp_path / "dist")
     engine = StandInEngine(tmp_path)
     monkeypatch.setattr(cmd, "run", engine.run)
+    monkeypatch.setattr(cmd, "capture", engine.capture)
     eng = Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
     calls: list[str] = []
     made = image.build(_job(plan, source, calls, engine=eng, build_args={"X": "1"}))
     ran = engine.ran
-    assert [argv[1] for argv in ran] == ["build", "save"]
-    assert "X=1" in ran[0] and "BUILT=prebuilt" in ran[0]
-    assert ran[0][ran[0].index("--file") + 1].endswith("cpu.Dockerfile")
+    assert [argv[1] for argv in ran] == ["image", "build", "image", "save"]
+    build = ran[1]
+    assert "X=1" in build and "BUILT=prebuilt" in build
+    assert build[build.index("--file") + 1].endswith("cpu.Dockerfile")
+    assert build[build.index("--target") + 1] == "runtime"  # the engine builds the settings
     # compiled here, then what the archive holds in /opt/llama.cpp is audited (the image
     # brings its own C library)
     assert calls == ["compile", "audit:LICENSE,libggml.so.0.9.0,llama-bench,llama-cli,"
                      "llama-quantize,"
                      "llama-results,llama-server (own runtime)"]
-    assert made.manifest.image is not None and made.manifest.image.engine == "podman"
-    assert made.manifest.image.manifest_digest and made.manifest.isa_audit == PASS
-    assert made.manifest.image.build_args["X"] == "1"
+    img = made.manifest.image
+    assert img is not None and img.engine == "podman" and img.last_stage == "buildtool"
+    base = next((tmp_path / "cache" / "images").glob("runtime-*.oci.tar"))
+    assert img.runtime_base == oci.inspect(base).config_digest
+    assert img.manifest_digest and made.manifest.isa_audit == PASS
+    assert img.build_args["X"] == "1"
+    # the labels of the Dockerfile's last stage, its build arguments substituted
+    assert img.labels["dev.buildtool.target"] == "cpu"
+    assert img.labels["dev.buildtool.build-key"] == plan.key
+    assert img.labels["org.opencontainers.image.version"] == "b11312"
+    assert img.ref == img.tags[0] and img.layers == 3  # the base's, the programs', manifest
+    assert img.user == "10001"  # the runtime base's settings are kept
     assert made.manifest.files is not None
     assert made.manifest.files["libggml.so.0"] == "symlink:libggml.so.0.9.0"
     assert image.contents(made.path, made.manifest) == []
+    held = oci.digests(made.path, "/opt/llama.cpp")
+    assert {k: held[k] for k in made.manifest.files} == dict(made.manifest.files)
+    assert oci.digests(made.path, "/usr/bin") == {"bash": hashlib.sha256(b"bash").hexdigest()}
     assert lookup(plan.dist_dir, image.key(_job(plan, source, [], build_args={"X": "1"}))) \
         == made.path
     # the release gate checks the files too: a manifest naming other bytes is refused
@@ -192,12 +222,22 @@ def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
     assert image.contents(made.path, dataclasses.replace(made.manifest, files=other)) == [
         "llama-bench: sha256 " + made.manifest.files["llama-bench"][:12]
         + " in the image, sha256 000000000000 compiled"]
+    # again: the runtime stage comes from the cache, the engine is only asked for the base
+    # image's ID
+    ran.clear()
+    again = image.build(_job(plan, source, [], engine=eng, build_args={"X": "1"}))
+    assert [argv[1] for argv in ran] == ["image"]
+    assert again.manifest.image is not None and again.manifest.image.runtime_base == \
+        img.runtime_base
 
 
 def test_an_image_that_does_not_hold_the_compiled_bytes_is_refused(
         tmp_path: Path, data: Path, fake_tools: object,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A last stage only an engine can make (here: said so by the Dockerfile reader) is
+    built whole by the engine; what it holds is checked all the same."""
     from buildtool import cmd
+    from buildtool.artifacts import assemble
     from buildtool.artifacts.base import PackageError
     from buildtool.toolchains.engines import Engine
 
@@ -210,10 +250,17 @@ def test_an_image_that_does_not_hold_the_compiled_bytes_is_refused(
         held["opt/llama.cpp/llama-bench"] = b"\x7fELF stripped"
         del held["opt/llama.cpp/llama-cli"]
 
-    monkeypatch.setattr(cmd, "run", StandInEngine(tmp_path, alter).run)
+    def engine_only(*_: Any) -> Any:
+        raise assemble.NotHere("line 80: RUN in the last stage")
+
+    engine = StandInEngine(tmp_path, alter)
+    monkeypatch.setattr(cmd, "run", engine.run)
+    monkeypatch.setattr(assemble, "last_stage", engine_only)
     eng = Engine(name="podman", path="/usr/bin/podman", version="4.3.1")
     with pytest.raises(PackageError, match="not what was compiled here") as exc:
         image.build(_job(plan, source, [], engine=eng))
+    assert [argv[1] for argv in engine.ran] == ["build", "save"]
+    assert "--target" not in engine.ran[0]  # every stage, by the engine
     assert "llama-bench: sha256 " in str(exc.value) and "llama-cli: missing" in str(exc.value)
     assert not plan.dist_dir.exists() or not any(plan.dist_dir.iterdir())  # nothing written
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import backends, cmd, records
-from buildtool.artifacts import oci
+from buildtool.artifacts import assemble, oci
 from buildtool.artifacts.base import (
     LICENSES_DIR,
     BuildJob,
@@ -408,9 +408,11 @@ def key(job: BuildJob) -> str:
 
 def build(job: BuildJob) -> Made:
     """Compile (once: the tarball and the wheel of this build share it), put the shipped
-    files into a build context, build the image with the job's engine (its runtime stage
-    takes them: BUILT=prebuilt), save it as an OCI archive, check that the archive's
-    /opt/llama.cpp holds the compiled bytes, audit them and record the image."""
+    files into a build context (BUILT=prebuilt), make the OCI archive — the runtime stage
+    from the engine (cached) with the Dockerfile's last stage applied here, or, where that
+    stage does more than copy and label, the whole Dockerfile built and saved by the
+    engine — check that the archive's /opt/llama.cpp holds the compiled bytes, audit them
+    and record the image."""
     plan, rep, eng = job.plan, job.reporter, job.engine
     assert eng is not None, "the pipeline chooses an engine for images"
     rt = plan.target
@@ -424,32 +426,53 @@ def build(job: BuildJob) -> Made:
                            job.root)
     render_context([ContextTarget(plan=plan, manifest=inner)], context, root=job.root,
                    prebuilt=staged)
-    rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files compiled "
-             "here)")
-    rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
     log = plan.build_dir / "buildtool-image.log"
     log.write_text("")
-    rep.group(f"image {rt.name}")
-    cmd.run(eng.build(context=context, dockerfile=context / "docker" / str(rt.dockerfile),
-                      tags=tag_list, args=args, no_cache=job.no_cache),
-            log=log, echo=rep.command,
-            what=f"image build ({eng.name}) failed", error_type=BuildError)
-    rep.endgroup()
-    job.timings["image"] = time.monotonic() - t
-    t = time.monotonic()
+    dockerfile_path = context / "docker" / str(rt.dockerfile)
     archive = plan.dist_dir / archive_name(plan)
-    rep.step(f"saving {archive.name} (OCI archive)")
+    try:
+        stage: assemble.LastStage | None = assemble.last_stage(dockerfile_path.read_text(),
+                                                               args, context)
+        why = ""
+    except assemble.NotHere as exc:
+        stage, why = None, str(exc)
+    rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
+    rep.group(f"image {rt.name}")
     with atomic_path(archive) as tmp:
-        tmp.unlink()  # the engine creates the file
-        cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
-                what=f"saving the image ({eng.name}) failed", error_type=BuildError)
+        if stage is not None:
+            rep.step(f"image {tag_list[0]}: the runtime stage with {eng.describe()}, the "
+                     f"last stage applied here ({len(prebuilt)} files compiled here)")
+            base, built_now = assemble.runtime_base(eng, context, dockerfile_path, stage, args,
+                                                    log=log, echo=rep.command,
+                                                    no_cache=job.no_cache)
+            rep.info(f"runtime stage: {'built now' if built_now else 'cached'} ({base})")
+            epoch = source_date_epoch()
+            assemble.apply(stage, base, tmp, ref=tag_list[0], created=created_at(),
+                           clamp_mtime=epoch.timestamp() if epoch else None)
+            base_info: oci.ImageInfo | None = oci.inspect(base)
+        else:
+            rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files "
+                     f"compiled here; recipes/docker/{rt.dockerfile}: {why}, so the engine "
+                     "builds every stage)")
+            cmd.run(eng.build(context=context, dockerfile=dockerfile_path, tags=tag_list,
+                              args=args, no_cache=job.no_cache),
+                    log=log, echo=rep.command,
+                    what=f"image build ({eng.name}) failed", error_type=BuildError)
+            rep.step(f"saving {archive.name} (OCI archive)")
+            tmp.unlink()  # the engine creates the file
+            cmd.run(eng.save(tag_list[0], tmp), log=log, echo=rep.command,
+                    what=f"saving the image ({eng.name}) failed", error_type=BuildError)
+            base_info = None
+        rep.endgroup()
+        job.timings["image"] = time.monotonic() - t
+        t = time.monotonic()
         info = oci.inspect(tmp)
         differ = differences(prebuilt, oci.digests(tmp, PROGRAMS_DIR))
         if differ:  # the atomic path leaves nothing behind
             raise PackageError(
                 f"the image's {PROGRAMS_DIR} is not what was compiled here:\n  "
                 + "\n  ".join(differ[:20]),
-                hint=f"the runtime stage of recipes/docker/{rt.dockerfile} must copy the "
+                hint=f"the last stage of recipes/docker/{rt.dockerfile} must copy the "
                      f"{BUILT} stage's /out/bin as it is")
         rep.info(f"{PROGRAMS_DIR}: the {len(prebuilt)} files compiled here, byte for byte")
         with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
@@ -458,8 +481,10 @@ def build(job: BuildJob) -> Made:
             report = job.audit(shipped, own_runtime=True)
     job.timings["save"] = time.monotonic() - t
     digest = sha256_file(archive)
-    built = dataclasses.replace(inner.image or ImageRecord(), engine=eng.name,
-                                engine_version=eng.version)
+    built = dataclasses.replace(
+        inner.image or ImageRecord(), engine=eng.name, engine_version=eng.version,
+        last_stage="buildtool" if stage is not None else eng.name,
+        runtime_base=base_info.config_digest if base_info is not None else None)
     manifest = dataclasses.replace(inner, artifact_file=archive.name, artifact_sha256=digest,
                                    isa_audit=report.isa, abi=report.abi,
                                    image=info.merged_into(built))

@@ -241,3 +241,182 @@ def digests(archive: Path, directory: str) -> dict[str, str]:
     return {rel: f"symlink:{entry.link}" if entry.data is None
             else hashlib.sha256(entry.data).hexdigest()
             for rel, entry in _final_tree(archive, directory).items()}
+
+
+# ------------------------------------------------------------------------------ writing
+
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerEntry:
+    """One member of a layer: ``path`` inside the image (no leading /), from ``source`` (a
+    regular file or a symbolic link, as it is) or a directory when ``source`` is None."""
+
+    path: str
+    source: Path | None = None
+    mode: int = 0o755  # directories; files and links keep their own
+    mtime: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """A gzip-compressed layer written to ``blob``: its digest and size as the manifest
+    lists it, its diff_id (the uncompressed tar's digest) as the config lists it, and the
+    history entry that says what made it."""
+
+    blob: Path
+    digest: str
+    size: int
+    diff_id: str
+    created_by: str
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only stream that hashes what passes through into ``sink`` (or nowhere)."""
+
+    def __init__(self, sink: Any = None) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.hash.update(view)
+        self.size += len(view)
+        if self.sink is not None:
+            self.sink.write(view)
+        return len(view)
+
+
+def write_layer(entries: list[LayerEntry], blob: Path, created_by: str, *,
+                clamp_mtime: float | None = None) -> Layer:
+    """Write ``entries`` as a gzip-compressed layer tar into ``blob`` (owned by root, modes
+    as they are; mtimes clamped to ``clamp_mtime`` when given: SOURCE_DATE_EPOCH) in one
+    pass that also hashes the tar (diff_id) and the compressed blob (digest)."""
+    with blob.open("wb") as out:
+        compressed = _Hashing(out)
+        with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=6, mtime=0) as gz:
+            plain = _Hashing(gz)
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                for entry in entries:
+                    if entry.source is None:
+                        info = tarfile.TarInfo(entry.path.rstrip("/") + "/")
+                        info.type, info.mode = tarfile.DIRTYPE, entry.mode
+                        info.mtime = entry.mtime
+                    else:
+                        info = tf.gettarinfo(str(entry.source), arcname=entry.path)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    if clamp_mtime is not None:
+                        info.mtime = min(info.mtime, clamp_mtime)
+                    if info.isfile():
+                        assert entry.source is not None
+                        with entry.source.open("rb") as fh:
+                            tf.addfile(info, fh)
+                    else:
+                        tf.addfile(info)
+    return Layer(blob=blob, digest=f"sha256:{compressed.hash.hexdigest()}",
+                 size=compressed.size, diff_id=f"sha256:{plain.hash.hexdigest()}",
+                 created_by=created_by)
+
+
+def _json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _raw_json(tf: tarfile.TarFile, digest: str, what: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(_blob(tf, digest, JSON_LIMIT))
+    except ValueError as exc:
+        raise OciError(f"{what} {digest} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OciError(f"{what} {digest} is not a JSON object")
+    return value
+
+
+def append(base: Path, layers: list[Layer], *, labels: dict[str, str], created: str,
+           ref: str, out: Path, comment: str) -> None:
+    """Write ``out``: the image of the OCI archive ``base`` with ``layers`` on top, its
+    labels updated with ``labels``, made at ``created``, under the reference ``ref`` —
+    what an engine's COPY and LABEL on ``FROM base`` make, without the engine. The base's
+    blobs are copied as they are (their digests stay valid)."""
+    try:
+        with tarfile.open(base) as src:
+            manifest_obj, manifest_digest, _ref = _manifest(src)
+            manifest = _raw_json(src, manifest_digest, "manifest")
+            config = _raw_json(src, manifest_obj.config.digest, "config")
+            container = dict(config.get("config") or {})
+            container["Labels"] = {**(container.get("Labels") or {}), **labels}
+            config["config"] = container
+            config["created"] = created
+            rootfs = dict(config.get("rootfs") or {"type": "layers"})
+            rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), *(x.diff_id for x in layers)]
+            config["rootfs"] = rootfs
+            history = list(config.get("history") or [])
+            history += [{"created": created, "created_by": x.created_by, "comment": comment}
+                        for x in layers]
+            if labels:
+                history.append({"created": created, "empty_layer": True, "comment": comment,
+                                "created_by": "LABEL " + " ".join(
+                                    f"{k}={v}" for k, v in sorted(labels.items()))})
+            config["history"] = history
+            config_raw = _json_bytes(config)
+            config_digest = f"sha256:{hashlib.sha256(config_raw).hexdigest()}"
+            config_desc = {"mediaType": CONFIG_TYPE, "size": len(config_raw),
+                           "digest": config_digest}
+            new_manifest = {
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config_desc,
+                "layers": [*manifest.get("layers", []),
+                           *({"mediaType": LAYER_GZIP, "digest": x.digest, "size": x.size}
+                             for x in layers)]}
+            if manifest.get("annotations"):
+                new_manifest["annotations"] = manifest["annotations"]
+            manifest_raw = _json_bytes(new_manifest)
+            manifest_digest = f"sha256:{hashlib.sha256(manifest_raw).hexdigest()}"
+            index = {"schemaVersion": 2, "manifests": [{
+                "mediaType": MANIFEST_TYPE, "size": len(manifest_raw),
+                "digest": manifest_digest, "annotations": {REF_NAME: ref}}]}
+            with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+                def add_bytes(name: str, data: bytes) -> None:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode = len(data), 0o644
+                    dst.addfile(info, io.BytesIO(data))
+
+                add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+                dirs = tarfile.TarInfo("blobs/sha256/")
+                dirs.type, dirs.mode = tarfile.DIRTYPE, 0o755
+                dst.addfile(dirs)
+                for layer in manifest_obj.layers:  # the base's layers, as they are
+                    member = _member(src, "blobs/" + layer.digest.replace(":", "/", 1))
+                    handle = src.extractfile(member) if member is not None else None
+                    if member is None or handle is None:
+                        raise OciError(f"blob {layer.digest} is missing from the archive")
+                    info = tarfile.TarInfo("blobs/" + layer.digest.replace(":", "/", 1))
+                    info.size, info.mode = member.size, 0o644
+                    dst.addfile(info, handle)
+                for x in layers:
+                    info = dst.gettarinfo(str(x.blob),
+                                          arcname="blobs/" + x.digest.replace(":", "/", 1))
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    info.mode = 0o644
+                    with x.blob.open("rb") as fh:
+                        dst.addfile(info, fh)
+                add_bytes("blobs/" + config_digest.replace(":", "/", 1), config_raw)
+                add_bytes("blobs/" + manifest_digest.replace(":", "/", 1), manifest_raw)
+                add_bytes("index.json", _json_bytes(index))
+    except OciError as exc:
+        raise OciError(f"{base} is not a readable OCI archive: {exc.message}") from None
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise OciError(f"{base} is not a readable OCI archive: {exc}") from None

@@ -129,8 +129,10 @@ class Engine:
         return f"{self.name} {self.version} ({self.path})"
 
     def build(self, *, context: Path, dockerfile: Path, tags: Sequence[str],
-              args: Mapping[str, str], no_cache: bool = False) -> list[str]:
-        """Build the Dockerfile into the engine's image store under ``tags``."""
+              args: Mapping[str, str], no_cache: bool = False,
+              target: str | None = None) -> list[str]:
+        """Build the Dockerfile (up to the stage ``target``) into the engine's image store
+        under ``tags``."""
         if self.name == "docker":
             argv = [self.path, "buildx", "build", "--load", "--progress", "plain"]
         else:
@@ -143,7 +145,15 @@ class Engine:
             argv += ["--build-arg", f"{key}={value}"]
         if no_cache:
             argv.append("--no-cache")
+        if target:
+            argv += ["--target", target]
         return [*argv, str(context)]
+
+    def image_id(self, ref: str) -> list[str]:
+        """Print the ID of the image ``ref`` names in the engine's store."""
+        if self.name == "buildah":
+            return [self.path, "images", "--quiet", "--no-trunc", ref]
+        return [self.path, "image", "inspect", "--format", "{{.Id}}", ref]
 
     def save(self, tag: str, archive: Path) -> list[str]:
         """Write the image as an OCI archive (an OCI image layout in a tar file)."""
