@@ -229,6 +229,12 @@ def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
     assert [argv[1] for argv in ran] == ["image"]
     assert again.manifest.image is not None and again.manifest.image.runtime_base == \
         img.runtime_base
+    # a runtime stage damaged in the cache is built again, not used and not fatal
+    base.write_bytes(b"damaged")
+    ran.clear()
+    image.build(_job(plan, source, [], engine=eng, build_args={"X": "1"}))
+    assert [argv[1] for argv in ran] == ["image", "build", "image", "save"]
+    assert oci.inspect(base).config_digest == img.runtime_base
 
 
 def test_an_image_that_does_not_hold_the_compiled_bytes_is_refused(

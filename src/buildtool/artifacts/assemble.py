@@ -312,7 +312,12 @@ def runtime_base(eng: engines.Engine, context: Path, dockerfile: Path, stage: La
 
     known = base_id(eng, base_ref) if base_ref else None
     if known is not None and path_for(known).is_file():
-        return path_for(known), False
+        try:
+            oci.inspect(path_for(known))
+            return path_for(known), False
+        except oci.OciError as exc:  # damaged in the cache: made again
+            echo(f"{exc.message}: building the runtime stage again")
+            path_for(known).unlink()
     tag = f"{RUNTIME_REPOSITORY}:{stage.runtime_key[:16]}"
     cmd.run(eng.build(context=context, dockerfile=dockerfile, tags=[tag], args=args,
                       no_cache=no_cache, target=RUNTIME_STAGE),
