@@ -104,6 +104,13 @@ def test_a_last_stage_that_does_more_is_left_to_the_engine(last: str, why: str,
         assemble.last_stage(_dockerfile(last), ARGS, _context(tmp_path))
 
 
+def test_a_runtime_stage_that_copies_files_in_is_left_to_the_engine(tmp_path: Path) -> None:
+    text = (DOCKER / "cpu.Dockerfile").read_text().replace(
+        "USER 10001\n", "COPY targets/cpu/manifest.json /etc/x\nUSER 10001\n")
+    with pytest.raises(assemble.NotHere, match="the runtime stage copies files in"):
+        assemble.last_stage(text, ARGS, _context(tmp_path))
+
+
 def test_the_build_stage_compiling_is_left_to_the_engine(tmp_path: Path) -> None:
     ctx = _context(tmp_path)
     with pytest.raises(assemble.NotHere, match="BUILT is not prebuilt"):

@@ -180,6 +180,12 @@ def last_stage(text: str, args: Mapping[str, str], context: Path) -> LastStage:
     named = {s.name: s for s in found if s.name}
     if RUNTIME_STAGE not in named:
         raise NotHere(f"no stage is named {RUNTIME_STAGE}")
+    # what the runtime stage is made of must be in its key: its text and arguments, not
+    # files of the build context or of another stage
+    copied = [i for i in named[RUNTIME_STAGE].body if i.keyword in ("COPY", "ADD")]
+    if copied:
+        raise NotHere(f"line {copied[0].line}: the {RUNTIME_STAGE} stage copies files in "
+                      f"({copied[0].keyword}), which its cached image would not follow")
     built, prebuilt = named.get(BUILT_STAGE), named.get(PREBUILT_STAGE)
     if built is None or built.base != "${BUILT}" or built.body:
         raise NotHere(f"the {BUILT_STAGE} stage derives files of its own (only an engine "

@@ -436,12 +436,12 @@ def build(job: BuildJob) -> Made:
         why = ""
     except assemble.NotHere as exc:
         stage, why = None, str(exc)
-    rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
     rep.group(f"image {rt.name}")
     with atomic_path(archive) as tmp:
         if stage is not None:
             rep.step(f"image {tag_list[0]}: the runtime stage with {eng.describe()}, the "
                      f"last stage applied here ({len(prebuilt)} files compiled here)")
+            rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
             base, built_now = assemble.runtime_base(eng, context, dockerfile_path, stage, args,
                                                     log=log, echo=rep.command,
                                                     no_cache=job.no_cache)
@@ -454,6 +454,7 @@ def build(job: BuildJob) -> Made:
             rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files "
                      f"compiled here; recipes/docker/{rt.dockerfile}: {why}, so the engine "
                      "builds every stage)")
+            rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
             cmd.run(eng.build(context=context, dockerfile=dockerfile_path, tags=tag_list,
                               args=args, no_cache=job.no_cache),
                     log=log, echo=rep.command,
