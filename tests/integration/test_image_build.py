@@ -135,12 +135,16 @@ def test_the_last_stage_applied_here_is_what_the_engine_makes_of_the_dockerfile(
     for key, value in manifest["image"]["build_args"].items():
         argv += ["--build-arg", f"{key}={value}"]
     env = {**os.environ, **engine_env}
-    subprocess.run([*argv, str(context)], env=env, check=True, capture_output=True,
-                   timeout=1800)
     theirs = tmp_path / "whole.oci.tar"
-    subprocess.run(["podman", "save", "--quiet", "--format", "oci-archive", "--output",
-                    str(theirs), "localhost/llama.cpp:whole"], env=env, check=True,
-                   capture_output=True, timeout=1800)
+    try:
+        subprocess.run([*argv, str(context)], env=env, check=True, capture_output=True,
+                       timeout=1800)
+        subprocess.run(["podman", "save", "--quiet", "--format", "oci-archive", "--output",
+                        str(theirs), "localhost/llama.cpp:whole"], env=env, check=True,
+                       capture_output=True, timeout=1800)
+    finally:  # vfs storage keeps a full copy per layer: leave none behind
+        subprocess.run(["podman", "rmi", "--force", "localhost/llama.cpp:whole"], env=env,
+                       check=False, capture_output=True, timeout=600)
     configs = []
     for archive in (ours, theirs):
         info = oci.inspect(archive)
