@@ -306,10 +306,10 @@ def base_id(eng: engines.Engine, ref: str) -> str | None:
 
 def runtime_base(eng: engines.Engine, context: Path, dockerfile: Path, stage: LastStage,
                  args: Mapping[str, str], *, log: Path, echo: cmd.Echo,
-                 no_cache: bool = False) -> tuple[Path, bool]:
+                 no_cache: bool = False) -> tuple[Path, oci.ImageInfo, bool]:
     """The runtime stage of ``dockerfile`` as an OCI archive in the cache, built (from
     ``context``) and saved by the engine when the cache has none for its key (the stage's
-    key, the base image's ID, the engine); whether it was built now."""
+    key, the base image's ID, the engine); what it says of itself; whether it was built now."""
     base_ref = args.get("RUNTIME_IMAGE", "")
 
     def path_for(image: str | None) -> Path:
@@ -319,8 +319,7 @@ def runtime_base(eng: engines.Engine, context: Path, dockerfile: Path, stage: La
     known = base_id(eng, base_ref) if base_ref else None
     if known is not None and path_for(known).is_file():
         try:
-            oci.inspect(path_for(known))
-            return path_for(known), False
+            return path_for(known), oci.inspect(path_for(known)), False
         except oci.OciError as exc:  # damaged in the cache: made again
             echo(f"{exc.message}: building the runtime stage again")
             path_for(known).unlink()
@@ -334,5 +333,5 @@ def runtime_base(eng: engines.Engine, context: Path, dockerfile: Path, stage: La
         tmp_archive.unlink()  # the engine creates the file
         cmd.run(eng.save(tag, tmp_archive), log=log, echo=echo,
                 what=f"saving the runtime stage ({eng.name}) failed", error_type=BuildError)
-        oci.inspect(tmp_archive)  # readable, or nothing is kept
-    return final, True
+        info = oci.inspect(tmp_archive)  # readable, or nothing is kept
+    return final, info, True

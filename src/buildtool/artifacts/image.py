@@ -442,14 +442,14 @@ def build(job: BuildJob) -> Made:
             rep.step(f"image {tag_list[0]}: the runtime stage with {eng.describe()}, the "
                      f"last stage applied here ({len(prebuilt)} files compiled here)")
             rep.info(f"runtime base: {args['RUNTIME_IMAGE']}")
-            base, built_now = assemble.runtime_base(eng, context, dockerfile_path, stage, args,
-                                                    log=log, echo=rep.command,
-                                                    no_cache=job.no_cache)
+            base, runtime, built_now = assemble.runtime_base(
+                eng, context, dockerfile_path, stage, args, log=log, echo=rep.command,
+                no_cache=job.no_cache)
             rep.info(f"runtime stage: {'built now' if built_now else 'cached'} ({base})")
             epoch = source_date_epoch()
             assemble.apply(stage, base, tmp, ref=tag_list[0], created=created_at(),
                            clamp_mtime=epoch.timestamp() if epoch else None)
-            base_info: oci.ImageInfo | None = oci.inspect(base)
+            base_info: oci.ImageInfo | None = runtime
         else:
             rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files "
                      f"compiled here; recipes/docker/{rt.dockerfile}: {why}, so the engine "

@@ -126,9 +126,14 @@ def _read(tf: tarfile.TarFile, name: str, what: str, limit: int | None) -> bytes
     return handle.read()
 
 
-def _blob(tf: tarfile.TarFile, digest: str, limit: int | None = None) -> bytes:
+def _blob_path(digest: str) -> str:
+    """Where an OCI image layout keeps the blob of ``digest``: blobs/<algorithm>/<hex>."""
     algo, _, hexdigest = digest.partition(":")
-    return _read(tf, f"blobs/{algo}/{hexdigest}", f"blob {digest}", limit)
+    return f"blobs/{algo}/{hexdigest}"
+
+
+def _blob(tf: tarfile.TarFile, digest: str, limit: int | None = None) -> bytes:
+    return _read(tf, _blob_path(digest), f"blob {digest}", limit)
 
 
 def _record(tp: type[R], raw: bytes, where: str) -> R:
@@ -398,23 +403,23 @@ def append(base: Path, layers: list[Layer], *, labels: dict[str, str], created: 
                 dirs.type, dirs.mode = tarfile.DIRTYPE, 0o755
                 dst.addfile(dirs)
                 for layer in manifest_obj.layers:  # the base's layers, as they are
-                    member = _member(src, "blobs/" + layer.digest.replace(":", "/", 1))
+                    member = _member(src, _blob_path(layer.digest))
                     handle = src.extractfile(member) if member is not None else None
                     if member is None or handle is None:
                         raise OciError(f"blob {layer.digest} is missing from the archive")
-                    info = tarfile.TarInfo("blobs/" + layer.digest.replace(":", "/", 1))
+                    info = tarfile.TarInfo(_blob_path(layer.digest))
                     info.size, info.mode = member.size, 0o644
                     dst.addfile(info, handle)
                 for x in layers:
                     info = dst.gettarinfo(str(x.blob),
-                                          arcname="blobs/" + x.digest.replace(":", "/", 1))
+                                          arcname=_blob_path(x.digest))
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     info.mode = 0o644
                     with x.blob.open("rb") as fh:
                         dst.addfile(info, fh)
-                add_bytes("blobs/" + config_digest.replace(":", "/", 1), config_raw)
-                add_bytes("blobs/" + manifest_digest.replace(":", "/", 1), manifest_raw)
+                add_bytes(_blob_path(config_digest), config_raw)
+                add_bytes(_blob_path(manifest_digest), manifest_raw)
                 add_bytes("index.json", _json_bytes(index))
     except OciError as exc:
         raise OciError(f"{base} is not a readable OCI archive: {exc.message}") from None
