@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -333,14 +334,10 @@ def write_layer(entries: list[LayerEntry], blob: Path, created_by: str, *,
 
 
 def _json_bytes(value: Any) -> bytes:
-    import json
-
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
 def _raw_json(tf: tarfile.TarFile, digest: str, what: str) -> dict[str, Any]:
-    import json
-
     try:
         value = json.loads(_blob(tf, digest, JSON_LIMIT))
     except ValueError as exc:
