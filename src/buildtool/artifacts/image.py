@@ -468,7 +468,8 @@ def build(job: BuildJob) -> Made:
         job.timings["image"] = time.monotonic() - t
         t = time.monotonic()
         info = oci.inspect(tmp)
-        differ = differences(prebuilt, oci.digests(tmp, PROGRAMS_DIR))
+        held = oci.tree(tmp, PROGRAMS_DIR)  # read once: checked here, audited below
+        differ = differences(prebuilt, held.digests())
         if differ:  # the atomic path leaves nothing behind
             raise PackageError(
                 f"the image's {PROGRAMS_DIR} is not what was compiled here:\n  "
@@ -477,8 +478,7 @@ def build(job: BuildJob) -> Made:
                      f"{BUILT} stage's /out/bin as it is")
         rep.info(f"{PROGRAMS_DIR}: the {len(prebuilt)} files compiled here, byte for byte")
         with tempfile.TemporaryDirectory(prefix="buildtool-image-") as tmp_dir:
-            shipped = [f for f in oci.extract(tmp, PROGRAMS_DIR, Path(tmp_dir))
-                       if f.name != "manifest.json"]
+            shipped = [f for f in held.write(Path(tmp_dir)) if f.name != "manifest.json"]
             report = job.audit(shipped, own_runtime=True)
     job.timings["save"] = time.monotonic() - t
     digest = sha256_file(archive)

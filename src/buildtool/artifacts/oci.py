@@ -14,6 +14,7 @@ import io
 import json
 import posixpath
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, TypeVar
@@ -193,9 +194,38 @@ class _Entry:
     link: str = ""  # a symbolic link's target
 
 
-def _final_tree(archive: Path, directory: str) -> dict[str, _Entry]:
-    """The regular files and symbolic links under ``directory`` of the image's final file
-    system, by path relative to it: later layers win, whiteouts delete."""
+@dataclass(frozen=True)
+class Tree:
+    """The regular files and symbolic links under one directory of an image's final file
+    system, by path relative to it (read once: checked by digest, written out for the
+    audit)."""
+
+    entries: Mapping[str, _Entry]
+
+    def digests(self) -> dict[str, str]:
+        """As a manifest's ``files`` says it: each regular file's sha256,
+        ``symlink:<target>`` for a symbolic link."""
+        return {rel: f"symlink:{entry.link}" if entry.data is None
+                else hashlib.sha256(entry.data).hexdigest()
+                for rel, entry in self.entries.items()}
+
+    def write(self, dest: Path) -> list[Path]:
+        """Write the regular files into ``dest``, modes kept; their paths."""
+        out = []
+        for rel, entry in self.entries.items():
+            if entry.data is None:
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(entry.data)
+            target.chmod(entry.mode & 0o777)
+            out.append(target)
+        return out
+
+
+def tree(archive: Path, directory: str) -> Tree:
+    """What ``directory`` (e.g. "/opt/llama.cpp") of the image's final file system holds:
+    later layers win, whiteouts delete."""
     prefix = PurePosixPath(directory.strip("/"))
     entries: dict[str, _Entry | None] = {}
     try:
@@ -223,30 +253,18 @@ def _final_tree(archive: Path, directory: str) -> dict[str, _Entry]:
                             entries[rel] = _Entry(None, link=member.linkname)
     except (OSError, tarfile.TarError, EOFError, ValueError, KeyError) as exc:
         raise OciError(f"cannot read {archive}: {exc}") from exc
-    return {rel: entry for rel, entry in sorted(entries.items()) if entry is not None}
+    return Tree({rel: entry for rel, entry in sorted(entries.items()) if entry is not None})
 
 
 def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
-    """Write the regular files under ``directory`` (e.g. "/opt/llama.cpp") of the image's
-    final file system into ``dest``; later layers win, whiteouts delete."""
-    out = []
-    for rel, entry in _final_tree(archive, directory).items():
-        if entry.data is None:
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(entry.data)
-        target.chmod(entry.mode & 0o777)
-        out.append(target)
-    return out
+    """Write the regular files under ``directory`` of the image's final file system into
+    ``dest``."""
+    return tree(archive, directory).write(dest)
 
 
 def digests(archive: Path, directory: str) -> dict[str, str]:
-    """What ``directory`` of the image's final file system holds, as a manifest's ``files``
-    says it: each regular file's sha256, ``symlink:<target>`` for a symbolic link."""
-    return {rel: f"symlink:{entry.link}" if entry.data is None
-            else hashlib.sha256(entry.data).hexdigest()
-            for rel, entry in _final_tree(archive, directory).items()}
+    """What ``directory`` of the image's final file system holds (see Tree.digests)."""
+    return tree(archive, directory).digests()
 
 
 # ------------------------------------------------------------------------------ writing
