@@ -245,3 +245,35 @@ def test_files_with_the_same_bytes_are_read_once(tmp_path: Path) -> None:
     assert memo.get(tmp_path / "b", ("abi",), lambda: read("b")) == "b"  # another reading
     assert memo.get(tmp_path / "c", ("isa",), lambda: read("c")) == "c"
     assert reads == ["a", "b", "c"] and memo.hits == 1
+
+
+def test_a_library_under_its_soname_is_the_same_bytes_audited_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the tarball keeps libggml-cpu.so.0.9.4, the wheel ships it as libggml-cpu.so.0: one
+    # disassembly, each name reported; a waiver that names one of them is not shared
+    from buildtool.verify import audit
+
+    disassembled: list[str] = []
+
+    def fake(path: Path, arch: str) -> str:
+        disassembled.append(path.name)
+        return DISASM
+
+    monkeypatch.setattr(audit, "disassemble", fake)
+    elf = b"\x7fELF" + b"\x00" * 60
+    for name in ("libggml-cpu.so.0.9.4", "libggml-cpu.so.0", "libother.so"):
+        (tmp_path / name).write_bytes(elf)
+    memo = ByContent()
+    kw = {"declared": (), "all_variants": False, "platform": "linux-x86_64", "memo": memo}
+    tarball = audit.audit_files([tmp_path / "libggml-cpu.so.0.9.4"], **kw)  # type: ignore[arg-type]
+    wheel = audit.audit_files([tmp_path / "libggml-cpu.so.0"], **kw)  # type: ignore[arg-type]
+    assert disassembled == ["libggml-cpu.so.0.9.4"]
+    assert list(tarball.files) == ["libggml-cpu.so.0.9.4"]
+    assert list(wheel.files) == ["libggml-cpu.so.0"]
+    assert wheel.files["libggml-cpu.so.0"].used == tarball.files["libggml-cpu.so.0.9.4"].used
+    assert wheel.verdict == tarball.verdict == "fail"  # AVX without a declaration
+    waiver = AuditAllow(file="libother.so", symbol="ggml_vec_dot_f16", features=("avx",),
+                        reason="checked at run time")
+    other = audit.audit_files([tmp_path / "libother.so"], waivers=(waiver,), **kw)  # type: ignore[arg-type]
+    assert disassembled == ["libggml-cpu.so.0.9.4", "libother.so"]
+    assert "avx" in other.files["libother.so"].waived

@@ -16,6 +16,7 @@ variant and everything else against the architecture's baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Iterable
@@ -325,7 +326,9 @@ def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variant
                 level: str | None = None, memo: ByContent | None = None) -> AuditRecord:
     """Audit every shipped ELF file (in parallel); the report goes into the manifest.
     ``level``: the declared level, whose -march base may allow more than it requires;
-    ``memo``: files with the same bytes, name and allowance are disassembled once."""
+    ``memo``: files with the same bytes, allowance and waivers are disassembled once — the
+    wheel names a library by its SONAME (libllama.so.0) where the tarball keeps the file
+    CMake wrote (libllama.so.0.0.11312): the same bytes, audited once."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -341,8 +344,11 @@ def audit_files(files: Iterable[Path], *, declared: tuple[str, ...], all_variant
         allowed = allowed_for(p.name, declared, all_variants, arch)
         if memo is None:
             return audit_file(p, allowed, waivers, arch)
-        return memo.get(p, ("isa", p.name, allowed, waivers, arch),
-                        lambda: audit_file(p, allowed, waivers, arch))
+        # what the name decides: the allowance and the waivers that apply to it
+        applies = tuple(w for w in waivers if fnmatch.fnmatchcase(p.name, w.file))
+        found = memo.get(p, ("isa", allowed, applies, arch),
+                         lambda: audit_file(p, allowed, applies, arch))
+        return dataclasses.replace(found, path=p.name)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(pool.map(one, targets))
