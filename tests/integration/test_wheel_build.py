@@ -167,3 +167,34 @@ def test_smoke_command_on_the_wheel_and_a_cached_rebuild(built: dict[str, object
     assert again.returncode == 0, again.stderr[-3000:]
     (made,) = json.loads(again.stdout)["artifacts"]
     assert made["cached"] is True and made["artifact"] == str(whl)
+
+
+def _members(whl: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(whl) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist()
+                if not i.filename.endswith(("manifest.json", "RECORD"))}
+
+
+def test_a_forced_rebuild_takes_auditwheels_result_from_the_repair_cache(
+        built: dict[str, object]) -> None:
+    whl = _wheel(built)
+    before = _members(whl)
+    again = buildtool("build", "--target", "cpu", "--artifact", "wheel", "--no-smoke",
+                      "--force", "--dist", str(built["dist"]), "--build-root",
+                      str(built["build_root"]), "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    (made,) = json.loads(again.stdout)["artifacts"]
+    assert made["artifact"] == str(whl) and made["cached"] is False
+    assert "from the repair cache" in again.stderr
+    sidecar = json.loads(Path(str(whl).removesuffix(".whl") + ".manifest.json").read_text())
+    assert sidecar["repair"]["cached"] is True
+    assert sidecar["repair"]["tag"] in whl.name
+    # what auditwheel made the first time, member for member; the manifest is this build's
+    assert _members(whl) == before
+    with zipfile.ZipFile(whl) as zf:
+        inner = json.loads(zf.read("llama_cpp_bin_cpu/manifest.json"))
+        record = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/RECORD")))
+    assert inner["built_at"] == sidecar["built_at"]
+    assert b"llama_cpp_bin_cpu/manifest.json,sha256=" in record
+    shown = _run([sys.executable, "-m", "auditwheel", "show", str(whl)])
+    assert shown.returncode == 0 and sidecar["repair"]["tag"] in shown.stdout

@@ -6,7 +6,9 @@ configure step and installs. What ships is what recipes/cmake's "buildtool" inst
 component names — the target's programs and their shared libraries in ``<module>/bin`` —
 next to a small Python package (recipes/wheel/package: API, console scripts, ``python -m``)
 and the build manifest. On Linux, auditwheel repairs the wheel to the manylinux tag its
-symbols allow, leaving out what the user's driver (or a dependency) provides.
+symbols allow, leaving out what the user's driver (or a dependency) provides; its result
+is kept by everything it depends on (artifacts/repairs.py), so a rebuild of the same bytes
+does not wait for it again.
 """
 
 from __future__ import annotations
