@@ -27,7 +27,7 @@ RIGHT = """                for (int64_t i00 = 0; i00 < ne00; i00++) {
                     sum += (ggml_float)(x[i00] * x[i00]);
                 }"""
 WRONG = RIGHT.replace("i00 < ne00;", "i00 < 32 && i00 < ne00;")
-PATCH = "patches/0001-rms-norm-one-warp.patch"
+PATCH = "patches/9001-rms-norm-one-warp.patch"  # after the project's own queue
 
 
 def patched_project(tmp: Path) -> Path:
@@ -40,7 +40,8 @@ def patched_project(tmp: Path) -> Path:
         original.splitlines(True), original.replace(RIGHT, WRONG).splitlines(True),
         f"a/{KERNEL}", f"b/{KERNEL}"))
     project = tmp / "project"
-    (project / "vendor" / "patches").mkdir(parents=True)
+    (project / "vendor").mkdir(parents=True)
+    shutil.copytree(ROOT / "vendor" / "patches", project / "vendor" / "patches")  # the queue
     (project / "vendor" / PATCH).write_text(diff)
     shutil.copytree(ROOT / "recipes", project / "recipes")
     matrix = (ROOT / "build_matrix.yaml").read_text()
@@ -51,8 +52,9 @@ def patched_project(tmp: Path) -> Path:
     assert "build-targets: [llama-bench," in matrix
     (project / "build_matrix.yaml").write_text(matrix)
     lock = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())
-    lock["patches"] = [{"file": PATCH, "sha256": hashlib.sha256(diff.encode()).hexdigest(),
-                        "reason": "a reduction over one warp's worth of each row (a test)"}]
+    lock["patches"] = [*lock.get("patches", []), {
+        "file": PATCH, "sha256": hashlib.sha256(diff.encode()).hexdigest(),
+        "reason": "a reduction over one warp's worth of each row (a test)"}]
     (project / "vendor" / "llama.cpp.lock.json").write_text(json.dumps(lock, indent=2))
     return project
 
@@ -74,7 +76,9 @@ def test_a_broken_kernel_fails_the_smoke_with_its_deviation(tmp_path: Path) -> N
     assert "[FAIL] outputs match the reference: F32 NMSE" in proc.stderr
     assert "smoke test failed" in proc.stderr and "outputs match the reference" in proc.stderr
     manifest = json.loads(next(dist.glob("*.manifest.json")).read_text())
-    assert [p["file"] for p in manifest["llama_cpp"]["patches"]] == [PATCH]
+    queue = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())["patches"]
+    assert [p["file"] for p in manifest["llama_cpp"]["patches"]] == \
+        [*(p["file"] for p in queue), PATCH]
     pristine = json.loads((ROOT / "vendor" / "llama.cpp.lock.json").read_text())
     assert manifest["llama_cpp"]["tree_sha256"] != pristine["tree-sha256"]  # what was built
     smoke = json.loads(next(dist.glob("*.smoke.json")).read_text())

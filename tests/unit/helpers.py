@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def copy_project(dest: Path) -> Path:
-    """A scratch copy of the project's configuration (matrix, recipes, lock)."""
+    """A scratch copy of the project's configuration (matrix, recipes, lock and its
+    patches)."""
     shutil.copy(ROOT / "build_matrix.yaml", dest / "build_matrix.yaml")
     shutil.copytree(ROOT / "recipes", dest / "recipes")
     (dest / "vendor").mkdir()
     shutil.copy(ROOT / "vendor" / "llama.cpp.lock.json", dest / "vendor")
+    if (ROOT / "vendor" / "patches").is_dir():
+        shutil.copytree(ROOT / "vendor" / "patches", dest / "vendor" / "patches")
     return dest
 
 

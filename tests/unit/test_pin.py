@@ -25,7 +25,15 @@ REPO = "https://github.com/ggml-org/llama.cpp"
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 CMAKE = 'option(LLAMA_BUILD_TOOLS "tools" ON)\noption(LLAMA_CURL "curl" OFF)\n'
+# the lines around ggml's git lookup are as in ggml's CMakeLists: the current lock's patch
+# (vendor/patches/0001-ggml-build-commit-from-llama.patch) applies to every tree moved to
 GGML = ('set(GGML_VERSION_MAJOR 0)\nset(GGML_VERSION_MINOR 26)\nset(GGML_VERSION_PATCH 1)\n'
+        'list(APPEND CMAKE_MODULE_PATH "${CMAKE_CURRENT_SOURCE_DIR}/cmake/")\n\n'
+        'find_program(GIT_EXE NAMES git git.exe NO_CMAKE_FIND_ROOT_PATH)\nif(GIT_EXE)\n'
+        '    # Get current git commit hash\n'
+        '    execute_process(COMMAND ${GIT_EXE} rev-parse --short HEAD\n'
+        '        WORKING_DIRECTORY ${CMAKE_CURRENT_SOURCE_DIR}\n'
+        '    )\nendif()\n'
         'option(GGML_NATIVE "native" ON)\noption(GGML_NEW_THING "new" OFF)\n')
 VARIANTS = "ggml_add_cpu_backend_variant(x64)\nggml_add_cpu_backend_variant(haswell AVX2)\n" \
            "ggml_add_cpu_backend_variant(novalake AVX10)\n"
