@@ -157,6 +157,15 @@ def test_the_archive_is_the_base_plus_a_layer_per_copy_and_the_labels(tmp_path: 
         "manifest.json": hashlib.sha256(b'{"kind": "image"}\n').hexdigest()}
     oci.extract(out, "/opt/llama.cpp", tmp_path / "x")
     assert (tmp_path / "x" / "llama-bench").stat().st_mode & 0o777 == 0o755  # modes kept
+    # one reading says which layers hold nothing there; a later one given them skips them
+    # (a layer is its content): told that the base layer holding "old" is empty, it is not
+    # read, so "old" is not seen
+    tree = oci.tree(out, "/opt/llama.cpp")
+    base_layers = {digest for _, digest in base_info.layers}
+    assert tree.digests() == held and len(tree.empty) == 1 and tree.empty < base_layers
+    assert oci.tree(out, "/opt/llama.cpp", empty=tree.empty).digests() == held
+    (holder,) = base_layers - tree.empty
+    assert "old" not in oci.tree(out, "/opt/llama.cpp", empty=frozenset({holder})).digests()
     # each new layer: the manifest's digest is the blob's, the config's diff_id the tar's
     config = json.loads(_blob(out, info.config_digest))
     manifest = json.loads(_blob(out, info.manifest_digest))

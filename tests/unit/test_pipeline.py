@@ -209,6 +209,11 @@ def test_the_image_kind_packages_the_compile_and_checks_what_it_reads_back(
     assert img.labels["org.opencontainers.image.version"] == "b11312"
     assert img.ref == img.tags[0] and img.layers == 3  # the base's, the programs', manifest
     assert img.user == "10001"  # the runtime base's settings are kept
+    # the runtime base's layer holds nothing under /opt/llama.cpp: noted, not read again
+    marks = tmp_path / "cache" / "images" / "nothing-in-opt-llama.cpp"
+    assert {f"sha256:{p.name}" for p in marks.iterdir()} == {
+        digest for _, digest in oci.inspect(base).layers}
+    assert image.nothing_in_programs_dir() == {digest for _, digest in oci.inspect(base).layers}
     assert made.manifest.files is not None
     assert made.manifest.files["libggml.so.0"] == "symlink:libggml.so.0.9.0"
     assert image.contents(made.path, made.manifest) == []

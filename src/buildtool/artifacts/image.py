@@ -37,7 +37,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +63,7 @@ from buildtool.errors import BuildError, CommandError, SmokeError, UsageError
 from buildtool.grammar import ArtifactKind
 from buildtool.inputs import sha256_file
 from buildtool.outputs import atomic_path, record, sidecar, update_sums, write_json
-from buildtool.paths import source_date_epoch
+from buildtool.paths import cache_dir, source_date_epoch
 from buildtool.records import HostFacts, ImageRecord, Manifest
 from buildtool.source.vendor import Materialized, copy_build_tree
 from buildtool.text import cmake_string
@@ -219,6 +219,29 @@ def prepare_prebuilt(plan: BuildPlan, dest: Path) -> dict[str, str]:
     else:
         (dest / LICENSES_DIR).mkdir()
     return files
+
+
+def _empty_marks() -> Path:
+    return cache_dir() / "images" / "nothing-in-opt-llama.cpp"
+
+
+def nothing_in_programs_dir() -> frozenset[str]:
+    """Digests of image layers already read and found to hold nothing under PROGRAMS_DIR
+    (not even a whiteout): a layer is its content, so the finding holds for good."""
+    marks = _empty_marks()
+    if not marks.is_dir():
+        return frozenset()
+    return frozenset(f"sha256:{p.name}" for p in marks.iterdir()
+                     if re.fullmatch(r"[0-9a-f]{64}", p.name) and p.is_file())
+
+
+def remember_nothing_in_programs_dir(digests: Iterable[str]) -> None:
+    marks = _empty_marks()
+    for digest in digests:
+        algo, _, hexdigest = digest.partition(":")
+        if algo == "sha256" and re.fullmatch(r"[0-9a-f]{64}", hexdigest):
+            marks.mkdir(parents=True, exist_ok=True)
+            (marks / hexdigest).touch()
 
 
 def differences(expected: Mapping[str, str], shipped: Mapping[str, str]) -> list[str]:
@@ -468,7 +491,10 @@ def build(job: BuildJob) -> Made:
         job.timings["image"] = time.monotonic() - t
         t = time.monotonic()
         info = oci.inspect(tmp)
-        held = oci.tree(tmp, PROGRAMS_DIR)  # read once: checked here, audited below
+        # read once: checked here, audited below; the runtime base's layers are read the
+        # first time only (a layer known to hold nothing under PROGRAMS_DIR is skipped)
+        held = oci.tree(tmp, PROGRAMS_DIR, empty=nothing_in_programs_dir())
+        remember_nothing_in_programs_dir(held.empty)
         differ = differences(prebuilt, held.digests())
         if differ:  # the atomic path leaves nothing behind
             raise PackageError(

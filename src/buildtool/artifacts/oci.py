@@ -201,6 +201,8 @@ class Tree:
     audit)."""
 
     entries: Mapping[str, _Entry]
+    # layers (by digest) that hold nothing under the directory, not even a whiteout
+    empty: frozenset[str] = frozenset()
 
     def digests(self) -> dict[str, str]:
         """As a manifest's ``files`` says it: each regular file's sha256,
@@ -223,20 +225,27 @@ class Tree:
         return out
 
 
-def tree(archive: Path, directory: str) -> Tree:
+def tree(archive: Path, directory: str, *, empty: frozenset[str] = frozenset()) -> Tree:
     """What ``directory`` (e.g. "/opt/llama.cpp") of the image's final file system holds:
-    later layers win, whiteouts delete."""
+    later layers win, whiteouts delete. ``empty``: digests of layers known to hold nothing
+    there (Tree.empty of an earlier reading), not decompressed again."""
     prefix = PurePosixPath(directory.strip("/"))
     entries: dict[str, _Entry | None] = {}
+    found_empty: set[str] = set()
     try:
         with tarfile.open(archive) as tf:
             manifest, _, _ = _manifest(tf)
             for layer in manifest.layers:
+                if layer.digest in empty:
+                    found_empty.add(layer.digest)
+                    continue
+                held = False
                 with _layer_tar(_blob(tf, layer.digest), layer.media_type) as lt:
                     for member in lt.getmembers():
                         path = PurePosixPath(posixpath.normpath(member.name.lstrip("./") or "."))
                         if prefix not in (path, *path.parents):
                             continue
+                        held = True
                         rel = str(path.relative_to(prefix))
                         if path.name.startswith(".wh."):
                             gone = str(path.parent.relative_to(prefix) /
@@ -251,9 +260,12 @@ def tree(archive: Path, directory: str) -> Tree:
                                                   member.mode)
                         elif member.issym():
                             entries[rel] = _Entry(None, link=member.linkname)
+                if not held:
+                    found_empty.add(layer.digest)
     except (OSError, tarfile.TarError, EOFError, ValueError, KeyError) as exc:
         raise OciError(f"cannot read {archive}: {exc}") from exc
-    return Tree({rel: entry for rel, entry in sorted(entries.items()) if entry is not None})
+    return Tree({rel: entry for rel, entry in sorted(entries.items()) if entry is not None},
+                empty=frozenset(found_empty))
 
 
 def extract(archive: Path, directory: str, dest: Path) -> list[Path]:
