@@ -459,3 +459,48 @@ def test_check_wheel_contents_is_configured_for_binary_wheels(
         checker = WheelChecker()
         checker.configure_options(configpath=str(config))
         assert checker.check_contents(contents) == [], config
+
+
+def test_restamp_replaces_the_manifest_and_copies_every_other_member_as_compressed(
+        tmp_path: Path) -> None:
+    from buildtool import records
+    from buildtool.archives import copy_zip
+    from buildtool.records import Manifest
+
+    src = tmp_path / "pkg-1-py3-none-manylinux_2_35_x86_64.whl"
+    lib = bytes(range(256)) * 4000  # compressible, a megabyte
+    with zipfile.ZipFile(src, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for name, data, mode in (("pkg/manifest.json", b'{"old": 1}', 0o644),
+                                 ("pkg/bin/libllama.so.0", lib, 0o755),
+                                 ("pkg/__init__.py", b"", 0o644),
+                                 ("pkg-1.dist-info/RECORD",
+                                  b"pkg/manifest.json,sha256=old,10\npkg/__init__.py,,\n",
+                                  0o644)):
+            info = zipfile.ZipInfo(name, (2020, 1, 2, 3, 4, 6))
+            info.external_attr = mode << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data, compresslevel=9)
+    manifest = records.from_data(Manifest, manifest_data(), "test")
+    out = tmp_path / "out.whl"
+    wheel.restamp(src, out, "pkg", manifest)
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(out) as b:
+        assert b.testzip() is None  # every CRC checks
+        assert [i.filename for i in a.infolist()] == [i.filename for i in b.infolist()]
+        for x, y in zip(a.infolist(), b.infolist(), strict=True):
+            assert (x.date_time, x.external_attr) == (y.date_time, y.external_attr)
+        lib_a, lib_b = a.getinfo("pkg/bin/libllama.so.0"), b.getinfo("pkg/bin/libllama.so.0")
+        # level 9's bytes kept: not deflated again at the default level
+        assert b.read(lib_b) == lib and lib_b.compress_size == lib_a.compress_size
+        stamped = b.read("pkg/manifest.json")
+        assert json.loads(stamped) == records.to_json(manifest)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(stamped).digest()).rstrip(b"=")
+        assert b.read("pkg-1.dist-info/RECORD").decode().splitlines() == [
+            f"pkg/manifest.json,sha256={digest.decode()},{len(stamped)}", "pkg/__init__.py,,"]
+    assert wheel.contents(out, None) == []  # its RECORD holds for every member
+    # a member that is not where the directory says: refused, not copied wrong
+    broken = bytearray(src.read_bytes())
+    at = broken.find(b"PK\x03\x04", 10)
+    broken[at:at + 4] = b"XXXX"
+    (tmp_path / "broken.whl").write_bytes(bytes(broken))
+    with pytest.raises(ValueError, match="no local header"):
+        copy_zip(tmp_path / "broken.whl", tmp_path / "x.whl", {})

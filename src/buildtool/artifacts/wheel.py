@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from buildtool import cmd, inputs, records
-from buildtool.archives import unzip
+from buildtool.archives import copy_zip, unzip
 from buildtool.artifacts import repairs
 from buildtool.artifacts.base import (
     BuildJob,
@@ -306,19 +306,20 @@ def restamp(wheel: Path, out: Path, module: str, manifest: Manifest) -> None:
     name = f"{module}/manifest.json"
     data = (json.dumps(records.to_json(manifest), indent=2) + "\n").encode()
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
+    replace = {name: data}
+    with zipfile.ZipFile(wheel) as src:
         names = [i.filename for i in src.infolist()]
         if name not in names:
             raise WheelError(f"{wheel.name} has no {name}")
         for info in src.infolist():
-            if info.filename == name:
-                dst.writestr(info, data)
-            elif info.filename.endswith(".dist-info/RECORD"):
+            if info.filename.endswith(".dist-info/RECORD"):
                 lines = [f"{name},sha256={digest},{len(data)}" if line.startswith(name + ",")
                          else line for line in src.read(info).decode().splitlines()]
-                dst.writestr(info, "\n".join(lines) + "\n")
-            else:
-                dst.writestr(info, src.read(info))
+                replace[info.filename] = ("\n".join(lines) + "\n").encode()
+    try:
+        copy_zip(wheel, out, replace)  # the libraries' compressed bytes as they are
+    except ValueError as exc:
+        raise WheelError(f"cannot copy {wheel.name}: {exc}") from None
 
 
 def read_manifest(wheel: Path) -> Manifest:
