@@ -1,15 +1,21 @@
 """Zip archives unpacked without leaving their directory — the pinned source's zip and the
 wheels a toolchain is assembled from (tar archives of sources: :mod:`buildtool.source.vendor`)
-— and copied with a few members replaced, the rest as they are compressed.
+— and copied with a few members replaced, the rest as they are compressed; gzip tar streams
+whose files are deflated once per build however many artifacts ship them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import stat
 import struct
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 
 def unzip(archive: Path, dest: Path, *, refuse: Callable[[str], Exception],
@@ -83,3 +89,109 @@ def copy_zip(src: Path, dest: Path, replace: Mapping[str, bytes]) -> None:
             zout.start_dir = zout.fp.tell()  # type: ignore[union-attr]
             zout.filelist.append(new)
             zout.NameToInfo[new.filename] = new
+
+
+# ------------------------------------------------------------------ gzip tar streams
+
+GZIP_LEVEL = 6
+# a gzip member's header: deflate, no flags, no time (reproducible), no extra flags, OS unknown
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def gzip_member(data: bytes, level: int = GZIP_LEVEL) -> bytes:
+    """``data`` as one complete gzip member (RFC 1952): header, raw deflate, CRC-32, size."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = deflate.compress(data) + deflate.flush()
+    return _GZIP_HEADER + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+class Deflated:
+    """Files' bytes as gzip members, each deflated once by content for as long as one build
+    lives: the tarball and the image layer ship the same programs and libraries, so a
+    file's compression is shared (``reused`` counts how often)."""
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self._members: dict[bytes, bytes] = {}
+        self.level = level
+        self.reused = 0
+
+    def member(self, data: bytes) -> bytes:
+        key = hashlib.sha256(data).digest()
+        found = self._members.get(key)
+        if found is not None:
+            self.reused += 1
+            return found
+        made = self._members[key] = gzip_member(data, self.level)
+        return made
+
+
+class GzipTar:
+    """A tar archive (PAX format) written as a series of gzip members — the headers between
+    two files' contents as one member, each file's contents as another, from ``deflated``.
+    Concatenated members are one gzip stream (RFC 1952 2.2: gzip, GNU tar, Python's gzip and
+    tarfile, Go's compress/gzip that container engines use all read them so). ``plain``
+    hashes the tar (an OCI layer's diff_id), ``compressed`` what was written (its digest),
+    ``size`` its length."""
+
+    def __init__(self, out: BinaryIO, deflated: Deflated) -> None:
+        self._out = out
+        self._deflated = deflated
+        self._pending = bytearray()
+        self._offset = 0
+        self.plain = hashlib.sha256()
+        self.compressed = hashlib.sha256()
+        self.size = 0
+
+    def _tar(self, data: bytes) -> None:
+        self._pending += data
+        self.plain.update(data)
+        self._offset += len(data)
+
+    def _emit(self, member: bytes) -> None:
+        self._out.write(member)
+        self.compressed.update(member)
+        self.size += len(member)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._emit(gzip_member(bytes(self._pending), self._deflated.level))
+            self._pending.clear()
+
+    def add(self, info: tarfile.TarInfo, data: bytes | None = None) -> None:
+        """One entry: ``data`` is a regular file's contents (``info.size`` bytes)."""
+        self._tar(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        if not info.isreg() or info.size == 0:
+            return
+        if data is None or len(data) != info.size:
+            raise ValueError(f"{info.name}: {info.size} bytes announced, "
+                             f"{0 if data is None else len(data)} given")
+        self._flush()
+        self.plain.update(data)
+        self._offset += len(data)
+        self._emit(self._deflated.member(data))
+        self._tar(b"\0" * (-len(data) % _BLOCK))
+
+    def close(self) -> None:
+        """The end-of-archive blocks, padded to a whole record as tarfile does."""
+        self._tar(b"\0" * (2 * _BLOCK))
+        self._tar(b"\0" * (-self._offset % tarfile.RECORDSIZE))
+        self._flush()
+
+
+def tar_info(path: Path, arcname: str) -> tarfile.TarInfo:
+    """A tar entry for ``path`` as it is (a directory, a regular file or a symbolic link),
+    named ``arcname``, its time in whole seconds."""
+    st = path.lstat()
+    info = tarfile.TarInfo(arcname)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = int(st.st_mtime)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, str(path.readlink())
+    elif stat.S_ISREG(st.st_mode):
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    else:
+        raise ValueError(f"{path} is neither a directory, a regular file nor a link")
+    return info

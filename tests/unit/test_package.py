@@ -90,12 +90,21 @@ def test_failure_leaves_no_artifact(plan) -> None:  # type: ignore[no-untyped-de
 
 
 def test_interrupt_while_writing_leaves_no_artifact(plan, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    def boom(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
+    from buildtool.archives import GzipTar
 
-    monkeypatch.setattr(tarfile.TarFile, "add", boom)
+    calls: list[object] = []
+
+    def add_then_boom(self: GzipTar, info: tarfile.TarInfo, data: bytes | None = None) -> None:
+        calls.append(info.name)
+        if len(calls) == 3:  # part of the archive is written already
+            raise KeyboardInterrupt
+        real_add(self, info, data)
+
+    real_add = GzipTar.add
+    monkeypatch.setattr(GzipTar, "add", add_then_boom)
     with pytest.raises(KeyboardInterrupt):
         package.package(plan, SOURCE)
+    assert len(calls) == 3
     assert list(plan.dist_dir.iterdir()) == []
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from buildtool import cmd
+from buildtool.archives import Deflated
 from buildtool.artifacts import oci
 from buildtool.errors import BuildError, CommandError
 from buildtool.outputs import atomic_path
@@ -280,12 +281,13 @@ def layer_entries(copy: Copy) -> list[oci.LayerEntry]:
 
 
 def apply(stage: LastStage, base: Path, out: Path, *, ref: str, created: str,
-          clamp_mtime: float | None = None) -> None:
+          clamp_mtime: float | None = None, deflated: Deflated | None = None) -> None:
     """Write the OCI archive ``out``: ``base`` (the runtime stage's archive) with a layer
-    per COPY of ``stage`` and its labels."""
+    per COPY of ``stage`` and its labels (``deflated``: files the build already deflated for
+    the tarball are not deflated again)."""
     with tempfile.TemporaryDirectory(prefix="buildtool-layers-", dir=out.parent) as tmp:
         layers = [oci.write_layer(layer_entries(c), Path(tmp) / f"layer{i}", c.text,
-                                  clamp_mtime=clamp_mtime)
+                                  clamp_mtime=clamp_mtime, deflated=deflated)
                   for i, c in enumerate(stage.copies)]
         oci.append(base, layers, labels=stage.labels, created=created, ref=ref, out=out,
                    comment=COMMENT)

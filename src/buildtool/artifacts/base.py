@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from buildtool import __version__
 from buildtool.abi import SystemAbi
+from buildtool.archives import Deflated
 from buildtool.config.naming import LIB_PATTERNS, left_out_files
 from buildtool.config.plan import BuildPlan
 from buildtool.config.resolve import ResolvedTarget
@@ -115,6 +116,8 @@ class BuildJob:
     engine: Engine | None = None  # images
     build_args: Mapping[str, str] = field(default_factory=dict)  # images: --build-arg
     no_cache: bool = False  # images: --fresh
+    # each shipped file deflated once for the tarball and the image layer (one per build)
+    deflated: Deflated = field(default_factory=Deflated)
 
 
 class ArtifactModule(Protocol):

@@ -471,7 +471,8 @@ def build(job: BuildJob) -> Made:
             rep.info(f"runtime stage: {'built now' if built_now else 'cached'} ({base})")
             epoch = source_date_epoch()
             assemble.apply(stage, base, tmp, ref=tag_list[0], created=created_at(),
-                           clamp_mtime=epoch.timestamp() if epoch else None)
+                           clamp_mtime=epoch.timestamp() if epoch else None,
+                           deflated=job.deflated)
             base_info: oci.ImageInfo | None = runtime
         else:
             rep.step(f"image {tag_list[0]} with {eng.describe()} ({len(prebuilt)} files "

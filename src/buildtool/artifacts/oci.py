@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, TypeVar
 
 from buildtool import records
+from buildtool.archives import Deflated, GzipTar, tar_info
 from buildtool.errors import DataError
 from buildtool.records import ImageRecord
 from buildtool.schema import Match, Range
@@ -311,55 +312,32 @@ class Layer:
     created_by: str
 
 
-class _Hashing(io.RawIOBase):
-    """A write-only stream that hashes what passes through into ``sink`` (or nowhere)."""
-
-    def __init__(self, sink: Any = None) -> None:
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self.sink = sink
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self.hash.update(view)
-        self.size += len(view)
-        if self.sink is not None:
-            self.sink.write(view)
-        return len(view)
-
-
 def write_layer(entries: list[LayerEntry], blob: Path, created_by: str, *,
-                clamp_mtime: float | None = None) -> Layer:
+                clamp_mtime: float | None = None, deflated: Deflated | None = None) -> Layer:
     """Write ``entries`` as a gzip-compressed layer tar into ``blob`` (owned by root, modes
     as they are; mtimes clamped to ``clamp_mtime`` when given: SOURCE_DATE_EPOCH) in one
-    pass that also hashes the tar (diff_id) and the compressed blob (digest)."""
+    pass that also hashes the tar (diff_id) and the compressed blob (digest). ``deflated``:
+    the build's files already deflated for another artifact (the tarball), reused."""
     with blob.open("wb") as out:
-        compressed = _Hashing(out)
-        with gzip.GzipFile(fileobj=compressed, mode="wb", compresslevel=6, mtime=0) as gz:
-            plain = _Hashing(gz)
-            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-                for entry in entries:
-                    if entry.source is None:
-                        info = tarfile.TarInfo(entry.path.rstrip("/") + "/")
-                        info.type, info.mode = tarfile.DIRTYPE, entry.mode
-                        info.mtime = entry.mtime
-                    else:
-                        info = tf.gettarinfo(str(entry.source), arcname=entry.path)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    if clamp_mtime is not None:
-                        info.mtime = min(info.mtime, clamp_mtime)
-                    if info.isfile():
-                        assert entry.source is not None
-                        with entry.source.open("rb") as fh:
-                            tf.addfile(info, fh)
-                    else:
-                        tf.addfile(info)
-    return Layer(blob=blob, digest=f"sha256:{compressed.hash.hexdigest()}",
-                 size=compressed.size, diff_id=f"sha256:{plain.hash.hexdigest()}",
+        tar = GzipTar(out, deflated or Deflated())
+        for entry in entries:
+            data = None
+            if entry.source is None:
+                info = tarfile.TarInfo(entry.path.rstrip("/") + "/")
+                info.type, info.mode = tarfile.DIRTYPE, entry.mode
+                info.mtime = int(entry.mtime)
+            else:
+                info = tar_info(entry.source, entry.path)
+                if info.isreg():
+                    data = entry.source.read_bytes()
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if clamp_mtime is not None:
+                info.mtime = min(info.mtime, int(clamp_mtime))
+            tar.add(info, data)
+        tar.close()
+    return Layer(blob=blob, digest=f"sha256:{tar.compressed.hexdigest()}",
+                 size=tar.size, diff_id=f"sha256:{tar.plain.hexdigest()}",
                  created_by=created_by)
 
 

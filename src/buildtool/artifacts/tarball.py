@@ -25,10 +25,11 @@ import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from buildtool import records
+from buildtool.archives import Deflated, GzipTar, tar_info
 from buildtool.artifacts.base import (
     Audits,
     BuildJob,
@@ -61,9 +62,10 @@ COMPILES_HERE = True
 MANIFEST_SCHEMA = 1
 
 
-def package(plan: BuildPlan, source: Materialized,
-            audit: Audits | None = None) -> tuple[Path, Manifest]:
-    """Stage, checksum and tar the artifact; return its path and manifest."""
+def package(plan: BuildPlan, source: Materialized, audit: Audits | None = None,
+            deflated: Deflated | None = None) -> tuple[Path, Manifest]:
+    """Stage, checksum and tar the artifact; return its path and manifest. ``deflated``:
+    the build's files deflated once for every kind that ships them."""
     name = plan.artifact_name
     plan.dist_dir.mkdir(parents=True, exist_ok=True)
     staging_root = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".staging-"))
@@ -78,8 +80,13 @@ def package(plan: BuildPlan, source: Materialized,
         (stage / "manifest.json").write_text(json.dumps(records.to_json(manifest), indent=2)
                                              + "\n")
         final = plan.artifact_path
-        with atomic_path(final) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tf:
-            tf.add(stage, arcname=name, filter=_normalize)
+        with atomic_path(final) as tmp, tmp.open("wb") as out:
+            # each file's compression is kept for the image that ships it too
+            tar = GzipTar(out, deflated if deflated is not None else Deflated())
+            for path, arcname in _walk(stage, name):
+                info = _normalize(tar_info(path, arcname))
+                tar.add(info, path.read_bytes() if info.isreg() else None)
+            tar.close()
         digest = sha256_file(final)
         outer = dataclasses.replace(manifest, artifact_file=final.name, artifact_sha256=digest)
         write_json(sidecar(final, "manifest"), records.to_json(outer))
@@ -87,6 +94,15 @@ def package(plan: BuildPlan, source: Materialized,
         return final, outer
     finally:
         shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _walk(path: Path, arcname: str) -> Iterator[tuple[Path, str]]:
+    """``path`` and, for a directory, everything below it in name order, depth first (the
+    order tarfile's ``add`` gives)."""
+    yield path, arcname
+    if path.is_dir() and not path.is_symlink():
+        for child in sorted(path.iterdir(), key=lambda c: c.name):
+            yield from _walk(child, f"{arcname}/{child.name}")
 
 
 def _normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -121,7 +137,7 @@ def build(job: BuildJob) -> Made:
     report = job.audit(shipped_files(plan))
     t = time.monotonic()
     job.reporter.step("packaging")
-    artifact, manifest = package(plan, job.source, audit=report)
+    artifact, manifest = package(plan, job.source, audit=report, deflated=job.deflated)
     assert manifest.artifact_sha256 is not None
     record(plan.dist_dir, key(job), artifact, manifest.artifact_sha256)
     job.timings["package"] = time.monotonic() - t
