@@ -21,11 +21,12 @@ and empty local ccache directories) sharing one Redis server (Debian's redis-ser
 6. server-down:  machine C, fresh like B, while the server is stopped after STOP_AFTER s:
                  the build must still succeed (the rest compiled here, errors counted)
 
-Figures: wall seconds, ccache hit rate and remote hits/errors of each; the ratios
+Figures: wall seconds (of a warm phase: the median of --repeat runs, alternating with the
+other warm phase), ccache hit rate and remote hits/errors of each; the ratios
 warm-remote/cold (goal <= 0.15) and three kinds / tarball alone, cold and warm (goal <=
 1.15). Each build is `--no-smoke` (the compile and the packaging are what is measured).
 Usage: python scripts/bench_cache.py [--target cpu] [--cpu x86-64-v2] [--stop-after 60]
-[--image-base IMAGE] [--skip PHASE ...] [--json FILE]
+[--image-base IMAGE] [--skip PHASE ...] [--repeat 5] [--json FILE]
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def main() -> int:
                              "can be pulled: scripts/local-base-image.sh)")
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES,
                         help="phases to leave out")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of each warm phase (their median is reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
     skip = set(args.skip)
@@ -146,15 +149,25 @@ def main() -> int:
         if "warm-remote" not in skip:
             results["warm-remote"] = build(machine(work, "machine-b"), work / "ccache-b",
                                            "warm-remote (B)", args.target, args.cpu, remote)
-        if "warm-local" not in skip:
-            results["warm-local"] = build(a, work / "ccache-a", "warm-local (A --fresh)",
-                                          args.target, args.cpu, local_fresh)
+        # a warm build takes seconds: each warm phase runs --repeat times, the two
+        # alternating, and the median run of each is compared
+        warm: dict[str, list[dict[str, Any]]] = {}
         if "three-kinds-warm" not in skip:
             build(a, work / "ccache-a", "three kinds, once before (not timed)", args.target,
                   args.cpu, local_fresh, kinds3)
-            results["three-kinds-warm"] = build(
-                a, work / "ccache-a", "three kinds, warm-local (A --fresh)", args.target,
-                args.cpu, local_fresh, kinds3)
+        for i in range(args.repeat):
+            if "warm-local" not in skip:
+                warm.setdefault("warm-local", []).append(build(
+                    a, work / "ccache-a", f"warm-local (A --fresh) {i + 1}/{args.repeat}",
+                    args.target, args.cpu, local_fresh))
+            if "three-kinds-warm" not in skip:
+                warm.setdefault("three-kinds-warm", []).append(build(
+                    a, work / "ccache-a", f"three kinds, warm-local (A --fresh) "
+                    f"{i + 1}/{args.repeat}", args.target, args.cpu, local_fresh, kinds3))
+        for name, runs in warm.items():
+            ordered = sorted(runs, key=lambda r: r["wall_s"])
+            results[name] = {**ordered[len(ordered) // 2],
+                             "runs_s": [r["wall_s"] for r in runs]}
         if "three-kinds-cold" not in skip:
             flush()  # as cold as A was: nothing local, nothing remote
             results["three-kinds-cold"] = build(
@@ -181,6 +194,10 @@ def main() -> int:
         rate = f"{100 * r['hit_rate']:.1f} %" if r["hit_rate"] is not None else "-"
         print(f"{name:<17} {'+'.join(r['kinds']):<21} {r['wall_s']:>8} {r['build_s']:>8} "
               f"{rate:>9} {r['remote_hits'] or 0:>12} {r['remote_errors'] or 0:>14}")
+    for name, r in results.items():
+        if "runs_s" in r:
+            print(f"{name}: runs {', '.join(f'{w} s' for w in r['runs_s'])}; "
+                  f"median {r['wall_s']} s")
     ratios: dict[str, float] = {}
     for name, (num, den, goal) in {
             "warm-remote / cold": ("warm-remote", "cold", 0.15),
