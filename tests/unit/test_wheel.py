@@ -504,3 +504,36 @@ def test_restamp_replaces_the_manifest_and_copies_every_other_member_as_compress
     (tmp_path / "broken.whl").write_bytes(bytes(broken))
     with pytest.raises(ValueError, match="no local header"):
         copy_zip(tmp_path / "broken.whl", tmp_path / "x.whl", {})
+
+
+def test_the_wheel_is_built_through_the_backends_pep517_hook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the script buildtool runs (data/build_wheel.py), run here with a backend of the
+    # project's own (backend-path): called in the project, with the output directory and
+    # the plan's build directory, as `python -m build -C build-dir=…` calls it
+    import runpy
+
+    project = tmp_path / "project"
+    (project / "_backend").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "fake_backend:api"\n'
+        'backend-path = ["_backend"]\n')
+    (project / "_backend" / "fake_backend.py").write_text(
+        "import os, pathlib\n"
+        "class api:\n"
+        "    @staticmethod\n"
+        "    def build_wheel(out, config):\n"
+        "        name = 'x-1-py3-none-any.whl'\n"
+        "        (pathlib.Path(out) / name).write_text(os.getcwd() + '|' + config['build-dir'])\n"
+        "        return name\n")
+    argv = wheel.build_command(project, tmp_path / "out", tmp_path / "build")
+    assert argv[1] == str(wheel.BUILD_WHEEL) and wheel.BUILD_WHEEL.is_file()
+    monkeypatch.setattr(sys, "argv", argv[1:])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    runpy.run_path(argv[1], run_name="__main__")
+    assert capsys.readouterr().out == "built x-1-py3-none-any.whl\n"
+    assert (tmp_path / "out" / "x-1-py3-none-any.whl").read_text() == \
+        f"{project}|{tmp_path / 'build'}"
+    sys.modules.pop("fake_backend", None)
