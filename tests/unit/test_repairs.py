@@ -139,3 +139,24 @@ def test_only_the_most_recently_used_entries_are_kept(tmp_path: Path,
     assert f"k{repairs.KEEP + 1}" in kept
     data = json.loads((tmp_path / "cache" / "repairs" / kept[-1] / "repair.json").read_text())
     assert data["wheel"] == repaired.name and data["repair"]["tag"] == record.tag
+
+
+def test_a_result_stored_twice_at_once_keeps_one_entry(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # two builds of the same wheel finish together: the second's rename finds the first's
+    # entry in place; it keeps it and leaves nothing of its own behind
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    repaired = _wheel(tmp_path / "out" / "pkg-1-py3-none-manylinux_2_35_x86_64.whl", BASE)
+    record = RepairRecord(tool="auditwheel", tag="manylinux_2_35_x86_64")
+    real_rename = Path.rename
+
+    def racing(self: Path, target: Path) -> Path:
+        if not Path(target).exists():  # the other build gets there first
+            Path(target).mkdir()
+            (Path(target) / "theirs").write_text("")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", racing)
+    repairs.store("k", repaired, record)
+    entries = list((tmp_path / "cache" / "repairs").iterdir())
+    assert [e.name for e in entries] == ["k"] and (entries[0] / "theirs").exists()

@@ -22,6 +22,7 @@ and one that is damaged is dropped and made again. The most recently used entrie
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -204,8 +205,10 @@ def store(key_: str, wheel: Path, repair: RepairRecord) -> None:
         (tmp / RECORD_FILE).write_text(json.dumps(records.to_json(entry), indent=2) + "\n")
         final = base / key_
         if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+            shutil.rmtree(final, ignore_errors=True)
+        # another build may have stored the same result meanwhile: theirs stays
+        with contextlib.suppress(OSError):
+            tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     prune(base)

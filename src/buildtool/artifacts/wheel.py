@@ -384,7 +384,11 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path, echo:
     hit = repairs.lookup(cache_key)
     if hit is not None:
         cached, record_ = hit
-        shutil.copyfile(cached, out / cached.name)
+        try:
+            shutil.copyfile(cached, out / cached.name)
+        except OSError:  # pruned by another build since it was found: repaired here
+            hit = None
+    if hit is not None:
         say(f"auditwheel repair: its result for the same inputs, from the repair cache "
             f"({cached.parent})")
         return out / cached.name, dataclasses.replace(record_, cached=True)
