@@ -104,15 +104,27 @@ def is_elf(path: Path) -> bool:
         return False
 
 
+def _dt_needed(elf: ELFFile) -> list[str]:
+    return [str(tag.needed)  # type: ignore[attr-defined]
+            for section in elf.iter_sections() if isinstance(section, DynamicSection)
+            for tag in section.iter_tags("DT_NEEDED")]
+
+
+def needed(path: Path) -> list[str]:
+    """The libraries ``path`` loads (DT_NEEDED) — none for what is not an ELF file."""
+    try:
+        with path.open("rb") as fh:
+            return _dt_needed(ELFFile(fh))
+    except (ELFError, OSError, ValueError):
+        return []
+
+
 def read_needs(path: Path) -> FileNeeds:
     """The libraries ``path`` loads and the symbol versions it needs from them."""
     try:
         with path.open("rb") as fh:
             elf = ELFFile(fh)
-            needed: list[str] = []
-            for section in elf.iter_sections():
-                if isinstance(section, DynamicSection):
-                    needed += [str(t.needed) for t in section.iter_tags("DT_NEEDED")]  # type: ignore[attr-defined]
+            loads = _dt_needed(elf)
             by_index: dict[int, tuple[str, str]] = {}
             for section in elf.iter_sections():
                 if isinstance(section, GNUVerNeedSection):
@@ -135,7 +147,7 @@ def read_needs(path: Path) -> FileNeeds:
         raise DataError(f"{path}: cannot read its ELF symbol versions: {exc}") from None
     needs = tuple(Need(library=lib, version=ver, symbols=tuple(sorted(symbols.get(i, []))))
                   for i, (lib, ver) in sorted(by_index.items()))
-    return FileNeeds(path=path, needed=tuple(needed), needs=needs)
+    return FileNeeds(path=path, needed=tuple(loads), needs=needs)
 
 
 def defined_versions(path: Path) -> list[str]:

@@ -160,3 +160,31 @@ def test_a_result_stored_twice_at_once_keeps_one_entry(tmp_path: Path,
     repairs.store("k", repaired, record)
     entries = list((tmp_path / "cache" / "repairs").iterdir())
     assert [e.name for e in entries] == ["k"] and (entries[0] / "theirs").exists()
+
+
+def test_a_candidate_that_cannot_be_read_is_named_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = tmp_path / "libgomp.so.1"
+    lib.write_bytes(b"gomp")
+
+    def denied(path: Path) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(repairs, "sha256_file", denied)
+    assert repairs.libraries(["libgomp.so.1"], [tmp_path]) == {
+        "libgomp.so.1": ["unreadable: Permission denied"]}
+
+
+def test_marks_that_cannot_be_written_leave_the_build_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildtool.artifacts import image
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "file" / "cache"))  # under a file
+    image.remember_nothing_in_programs_dir(["sha256:" + "a" * 64])
+    assert image.nothing_in_programs_dir() == frozenset()
+    monkeypatch.setenv("BUILDTOOL_CACHE", str(tmp_path / "cache"))
+    image.remember_nothing_in_programs_dir(["sha256:" + "a" * 64, "sha256:../x", "md5:ab"])
+    assert image.nothing_in_programs_dir() == {"sha256:" + "a" * 64}
+    assert [p.name for p in (tmp_path / "cache" / "images").iterdir()] == [
+        "nothing-in-opt-llama.cpp"]

@@ -222,7 +222,8 @@ def prepare_prebuilt(plan: BuildPlan, dest: Path) -> dict[str, str]:
 
 
 def _empty_marks() -> Path:
-    return cache_dir() / "images" / "nothing-in-opt-llama.cpp"
+    """images/nothing-in-opt-llama.cpp: one empty file per layer digest."""
+    return cache_dir() / "images" / ("nothing-in-" + PROGRAMS_DIR.strip("/").replace("/", "-"))
 
 
 def nothing_in_programs_dir() -> frozenset[str]:
@@ -236,12 +237,17 @@ def nothing_in_programs_dir() -> frozenset[str]:
 
 
 def remember_nothing_in_programs_dir(digests: Iterable[str]) -> None:
+    """Note the digests (a mark that cannot be written only means the layer is read again
+    next time)."""
     marks = _empty_marks()
     for digest in digests:
         algo, _, hexdigest = digest.partition(":")
         if algo == "sha256" and re.fullmatch(r"[0-9a-f]{64}", hexdigest):
-            marks.mkdir(parents=True, exist_ok=True)
-            (marks / hexdigest).touch()
+            try:
+                marks.mkdir(parents=True, exist_ok=True)
+                (marks / hexdigest).touch()
+            except OSError:
+                return
 
 
 def differences(expected: Mapping[str, str], shipped: Mapping[str, str]) -> list[str]:

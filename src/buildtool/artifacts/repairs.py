@@ -34,10 +34,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-
 from buildtool import abi, records
 from buildtool.errors import DataError
 from buildtool.inputs import sha256_file
@@ -114,18 +110,6 @@ def _ld_so_conf(path: Path, root_dir: Path, *, depth: int) -> list[Path]:
     return out
 
 
-def _needed(path: Path) -> list[str]:
-    """DT_NEEDED of an ELF file (none for anything else)."""
-    try:
-        with path.open("rb") as fh:
-            elf = ELFFile(fh)
-            return [str(tag.needed)  # type: ignore[attr-defined]
-                    for section in elf.iter_sections() if isinstance(section, DynamicSection)
-                    for tag in section.iter_tags("DT_NEEDED")]
-    except (OSError, ELFError, ValueError):
-        return []
-
-
 def libraries(names: Iterable[str], dirs: list[Path]) -> dict[str, list[str]]:
     """Every candidate of each library in ``names`` and of what those load in turn: name →
     the sha256 of each file of that name on the search path, in its order."""
@@ -136,10 +120,19 @@ def libraries(names: Iterable[str], dirs: list[Path]) -> dict[str, list[str]]:
         if name in out or "/" in name:
             continue
         found = [d / name for d in dirs if (d / name).is_file()]
-        out[name] = [sha256_file(f) for f in found]
+        out[name] = [_digest(f) for f in found]
         for f in found:
-            todo += [n for n in _needed(f) if n not in out]
+            todo += [n for n in abi.needed(f) if n not in out]
     return dict(sorted(out.items()))
+
+
+def _digest(path: Path) -> str:
+    """A candidate's sha256; one that cannot be read is named so (the key stays what it is
+    while it stays unreadable)."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
 
 
 def _version(dist: str) -> str | None:

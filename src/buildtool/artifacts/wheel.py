@@ -393,7 +393,10 @@ def repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, log: Path, echo:
             f"({cached.parent})")
         return out / cached.name, dataclasses.replace(record_, cached=True)
     repaired, record_ = _repair(wheel, out, exclude, argv=argv, env=env, log=log, echo=echo)
-    repairs.store(cache_key, repaired, record_)
+    try:
+        repairs.store(cache_key, repaired, record_)
+    except OSError as exc:  # the cache only saves time: the wheel is repaired all the same
+        say(f"repair cache: auditwheel's result not kept ({exc.strerror or exc})")
     return repaired, record_
 
 
