@@ -537,3 +537,56 @@ def test_the_wheel_is_built_through_the_backends_pep517_hook(
     assert (tmp_path / "out" / "x-1-py3-none-any.whl").read_text() == \
         f"{project}|{tmp_path / 'build'}"
     sys.modules.pop("fake_backend", None)
+
+
+@pytest.mark.parametrize("intermediate", [False, True])
+def test_an_intermediate_wheel_is_written_uncompressed(
+        intermediate: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the raw wheel auditwheel rewrites is written at deflate level 0 by the backend's own
+    # zipfile call (ZIP_DEFLATED): still a zip every reader takes, members the same bytes
+    import runpy
+    import zlib
+
+    project = tmp_path / "project"
+    (project / "_backend").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "zip_backend"\n'
+        'backend-path = ["_backend"]\n')
+    (project / "_backend" / "zip_backend.py").write_text(
+        "import pathlib, zipfile\n"
+        "def build_wheel(out, config):\n"
+        "    name = 'x-1-py3-none-any.whl'\n"
+        "    with zipfile.ZipFile(pathlib.Path(out) / name, 'w', zipfile.ZIP_DEFLATED) as zf:\n"
+        "        zf.writestr('x/lib.so', b'ggml ' * 200_000)\n"
+        "    return name\n")
+    argv = wheel.build_command(project, tmp_path / "out", tmp_path / "build",
+                               intermediate=intermediate)
+    assert ("--intermediate" in argv) is intermediate
+    monkeypatch.setattr(zlib, "compressobj", zlib.compressobj)  # restored after the test
+    monkeypatch.setattr(sys, "argv", argv[1:])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    try:
+        runpy.run_path(argv[1], run_name="__main__")
+    finally:
+        sys.modules.pop("zip_backend", None)
+    assert capsys.readouterr().out == "built x-1-py3-none-any.whl\n"
+    with zipfile.ZipFile(tmp_path / "out" / "x-1-py3-none-any.whl") as zf:
+        info = zf.getinfo("x/lib.so")
+        assert zf.read(info) == b"ggml " * 200_000 and zf.testzip() is None
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    if intermediate:
+        assert info.compress_size >= info.file_size  # stored blocks
+    else:
+        assert info.compress_size < info.file_size // 100
+
+
+def test_the_pep517_script_refuses_arguments_it_does_not_know(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    argv = [*wheel.build_command(tmp_path, tmp_path / "out", tmp_path / "build"), "--fast"]
+    monkeypatch.setattr(sys, "argv", argv[1:])
+    with pytest.raises(SystemExit, match="unexpected arguments"):
+        runpy.run_path(argv[1], run_name="__main__")

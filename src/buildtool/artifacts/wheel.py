@@ -232,10 +232,13 @@ def tool_env(base: Mapping[str, str]) -> dict[str, str]:
 BUILD_WHEEL = Path(__file__).resolve().parent.parent / "data" / "build_wheel.py"
 
 
-def build_command(project: Path, out: Path, build_dir: Path) -> list[str]:
+def build_command(project: Path, out: Path, build_dir: Path, *,
+                  intermediate: bool = False) -> list[str]:
     """PEP 517 build of the rendered project with its backend (scikit-build-core), in this
-    environment (no isolation: builds stay offline), into the plan's build directory."""
-    return [sys.executable, str(BUILD_WHEEL), str(project), str(out), str(build_dir)]
+    environment (no isolation: builds stay offline), into the plan's build directory;
+    ``intermediate``: a wheel the repair rewrites, its members not compressed."""
+    return [sys.executable, str(BUILD_WHEEL), str(project), str(out), str(build_dir),
+            *(["--intermediate"] if intermediate else [])]
 
 
 def require_modules(*modules: str) -> None:
@@ -352,10 +355,11 @@ def read_manifest(wheel: Path) -> Manifest:
 
 
 def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, str],
-              log: Path, echo: Any, on_line: Any) -> Path:
+              log: Path, echo: Any, on_line: Any, intermediate: bool) -> Path:
     require_modules("scikit_build_core")
     out.mkdir(parents=True, exist_ok=True)
-    cmd.run(build_command(project, out, plan.build_dir), env=tool_env(env), log=log,
+    cmd.run(build_command(project, out, plan.build_dir, intermediate=intermediate),
+            env=tool_env(env), log=log,
             echo=echo, on_line=on_line, what="wheel build (scikit-build-core) failed",
             error_type=BuildError)
     wheels = sorted(out.glob("*.whl"))
@@ -462,14 +466,15 @@ def build(job: BuildJob) -> Made:
         if rt.cross:  # the wheel is tagged for the target, not for this Python
             plan.write_cross_file()
             env["_PYTHON_HOST_PLATFORM"] = cross.PLATFORMS[rt.platform].python_platform
-        raw = run_build(plan, project, work / "raw", env=env,
-                        log=log, echo=rep.command, on_line=rep.ninja_line)
+        repaired_here = rt.platform.startswith("linux")  # else the raw wheel ships
+        raw = run_build(plan, project, work / "raw", env=env, log=log, echo=rep.command,
+                        on_line=rep.ninja_line, intermediate=repaired_here)
         rep.endgroup()
         job.timings["wheel"] = time.monotonic() - t
         with unpacked(raw) as tree:
             report = job.audit(sorted((tree / naming.module(rt) / "bin").iterdir()))
         t = time.monotonic()
-        if rt.platform.startswith("linux"):
+        if repaired_here:
             rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
                                              if rt.wheel_exclude else ""))
             final_src, repair_info = repair(
