@@ -26,20 +26,24 @@ from tests.integration.conftest import BASE, ROOT, buildtool
 
 @pytest.fixture(scope="module")
 def built(engine_env: dict[str, str], work: Path) -> dict[str, Any]:
-    dist = work / "image-dist"
+    # its own build directory, as deep under `work` as the cpu build test's: CCACHE_BASEDIR
+    # makes the paths relative, so this compile is served by the objects that test compiled
+    dist, build_root = work / "image-dist", work / "build-image"
     proc = buildtool("build", "--target", "cpu", "--artifact", "tarball", "--artifact",
-                     "image", "--dist", str(dist), "--no-smoke", "--build-arg",
+                     "image", "--dist", str(dist), "--build-root", str(build_root),
+                     "--no-smoke", "--build-arg",
                      f"BUILD_IMAGE={BASE}", "--build-arg", f"RUNTIME_IMAGE={BASE}", "--json",
                      env=engine_env, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-6000:]
     first, first_log = json.loads(proc.stdout), proc.stderr
     # the smoke in a second run: both artifacts are up to date, nothing is compiled again
     proc = buildtool("build", "--target", "cpu", "--artifact", "image", "--dist", str(dist),
-                     "--build-arg", f"BUILD_IMAGE={BASE}", "--build-arg",
+                     "--build-root", str(build_root), "--build-arg", f"BUILD_IMAGE={BASE}",
+                     "--build-arg",
                      f"RUNTIME_IMAGE={BASE}", "--json", env=engine_env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-6000:]
     return {"first": first, "outcome": json.loads(proc.stdout), "dist": dist,
-            "log": proc.stderr, "first_log": first_log}
+            "build_root": build_root, "log": proc.stderr, "first_log": first_log}
 
 
 def test_one_compile_makes_the_tarball_and_the_image_with_the_same_bytes(
@@ -198,7 +202,8 @@ def test_smoke_the_archive_with_buildah(built: dict[str, Any],
 def test_a_second_build_is_cached_and_a_missing_image_fails_the_smoke(
         built: dict[str, Any], engine_env: dict[str, str]) -> None:
     proc = buildtool("build", "--target", "cpu", "--artifact", "image", "--dist",
-                     str(built["dist"]), "--build-arg", f"BUILD_IMAGE={BASE}", "--build-arg",
+                     str(built["dist"]), "--build-root", str(built["build_root"]),
+                     "--build-arg", f"BUILD_IMAGE={BASE}", "--build-arg",
                      f"RUNTIME_IMAGE={BASE}", "--json", env=engine_env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     (made,) = json.loads(proc.stdout)["artifacts"]
