@@ -94,6 +94,10 @@ def test_auditwheel_show_agrees_and_the_contents_are_what_ships(
     assert any(re.fullmatch(r"llama_cpp_bin_cpu\.libs/libgomp-[0-9a-f]+\.so.*", n)
                for n in names)
     assert "llama_cpp_bin_cpu/manifest.json" in names
+    # the raw wheel was written uncompressed for the repair; the wheel that ships is not
+    libs = [i for i in infos if i.filename.endswith(".so.0")]
+    assert libs and all(i.compress_type == zipfile.ZIP_DEFLATED for i in libs)
+    assert sum(i.compress_size for i in libs) < sum(i.file_size for i in libs) // 2
 
 
 def test_check_wheel_contents_passes_with_the_projects_configuration(
