@@ -506,20 +506,42 @@ def test_restamp_replaces_the_manifest_and_copies_every_other_member_as_compress
         copy_zip(tmp_path / "broken.whl", tmp_path / "x.whl", {})
 
 
+def _run_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, source: str,
+              *extra: str, intermediate: bool = False) -> tuple[Path, list[str]]:
+    """Run the script buildtool runs (data/build_wheel.py) in this process, for a project
+    whose backend (``backend``, its module's ``source``) lives in the project (backend-path);
+    ``extra``: arguments after the ones buildtool passes. Returns the project and argv."""
+    import runpy
+    import zlib
+
+    module = backend.partition(":")[0]
+    project = tmp_path / "project"
+    (project / "_backend").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = []\nbuild-backend = "{backend}"\n'
+        'backend-path = ["_backend"]\n')
+    (project / "_backend" / f"{module}.py").write_text(source)
+    argv = [*wheel.build_command(project, tmp_path / "out", tmp_path / "build",
+                                 intermediate=intermediate), *extra]
+    monkeypatch.setattr(zlib, "compressobj", zlib.compressobj)  # --intermediate replaces it
+    monkeypatch.setattr(sys, "argv", argv[1:])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    try:
+        runpy.run_path(argv[1], run_name="__main__")
+    finally:
+        sys.modules.pop(module, None)
+    return project, argv
+
+
 def test_the_wheel_is_built_through_the_backends_pep517_hook(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     # the script buildtool runs (data/build_wheel.py), run here with a backend of the
     # project's own (backend-path): called in the project, with the output directory and
     # the plan's build directory, as `python -m build -C build-dir=…` calls it
-    import runpy
-
-    project = tmp_path / "project"
-    (project / "_backend").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = []\nbuild-backend = "fake_backend:api"\n'
-        'backend-path = ["_backend"]\n')
-    (project / "_backend" / "fake_backend.py").write_text(
+    project, argv = _run_hook(
+        tmp_path, monkeypatch, "fake_backend:api",
         "import os, pathlib\n"
         "class api:\n"
         "    @staticmethod\n"
@@ -527,16 +549,11 @@ def test_the_wheel_is_built_through_the_backends_pep517_hook(
         "        name = 'x-1-py3-none-any.whl'\n"
         "        (pathlib.Path(out) / name).write_text(os.getcwd() + '|' + config['build-dir'])\n"
         "        return name\n")
-    argv = wheel.build_command(project, tmp_path / "out", tmp_path / "build")
     assert argv[1] == str(wheel.BUILD_WHEEL) and wheel.BUILD_WHEEL.is_file()
-    monkeypatch.setattr(sys, "argv", argv[1:])
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    runpy.run_path(argv[1], run_name="__main__")
+    assert "--intermediate" not in argv
     assert capsys.readouterr().out == "built x-1-py3-none-any.whl\n"
     assert (tmp_path / "out" / "x-1-py3-none-any.whl").read_text() == \
         f"{project}|{tmp_path / 'build'}"
-    sys.modules.pop("fake_backend", None)
 
 
 @pytest.mark.parametrize("intermediate", [False, True])
@@ -545,32 +562,15 @@ def test_an_intermediate_wheel_is_written_uncompressed(
         capsys: pytest.CaptureFixture[str]) -> None:
     # the raw wheel auditwheel rewrites is written at deflate level 0 by the backend's own
     # zipfile call (ZIP_DEFLATED): still a zip every reader takes, members the same bytes
-    import runpy
-    import zlib
-
-    project = tmp_path / "project"
-    (project / "_backend").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = []\nbuild-backend = "zip_backend"\n'
-        'backend-path = ["_backend"]\n')
-    (project / "_backend" / "zip_backend.py").write_text(
+    _, argv = _run_hook(
+        tmp_path, monkeypatch, "zip_backend",
         "import pathlib, zipfile\n"
         "def build_wheel(out, config):\n"
         "    name = 'x-1-py3-none-any.whl'\n"
         "    with zipfile.ZipFile(pathlib.Path(out) / name, 'w', zipfile.ZIP_DEFLATED) as zf:\n"
         "        zf.writestr('x/lib.so', b'ggml ' * 200_000)\n"
-        "    return name\n")
-    argv = wheel.build_command(project, tmp_path / "out", tmp_path / "build",
-                               intermediate=intermediate)
+        "    return name\n", intermediate=intermediate)
     assert ("--intermediate" in argv) is intermediate
-    monkeypatch.setattr(zlib, "compressobj", zlib.compressobj)  # restored after the test
-    monkeypatch.setattr(sys, "argv", argv[1:])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.chdir(tmp_path)
-    try:
-        runpy.run_path(argv[1], run_name="__main__")
-    finally:
-        sys.modules.pop("zip_backend", None)
     assert capsys.readouterr().out == "built x-1-py3-none-any.whl\n"
     with zipfile.ZipFile(tmp_path / "out" / "x-1-py3-none-any.whl") as zf:
         info = zf.getinfo("x/lib.so")
@@ -582,11 +582,10 @@ def test_an_intermediate_wheel_is_written_uncompressed(
         assert info.compress_size < info.file_size // 100
 
 
+@pytest.mark.parametrize("extra", [("--fast",), ("--intermediate", "--intermediate")])
 def test_the_pep517_script_refuses_arguments_it_does_not_know(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import runpy
-
-    argv = [*wheel.build_command(tmp_path, tmp_path / "out", tmp_path / "build"), "--fast"]
-    monkeypatch.setattr(sys, "argv", argv[1:])
+        extra: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit, match="unexpected arguments"):
-        runpy.run_path(argv[1], run_name="__main__")
+        _run_hook(tmp_path, monkeypatch, "never_imported",
+                  "raise AssertionError('the backend is not reached')\n", *extra)
+    assert not (tmp_path / "out").exists()
