@@ -299,26 +299,43 @@ def build(session: Session, options: BuildOptions) -> BuildOutcome:
         return outcome
 
     memo = ByContent()  # the kinds ship the same files: each is disassembled and read once
+    waiting: list[ArtifactKind] = []  # the kinds not built yet
+
+    def compile_once() -> None:
+        _compile(session, plan, options, outcome, cache)
+        for later in waiting:  # each kind still to come starts what needs only the compile
+            KINDS[later].begin(job)
+
     job = BuildJob(plan=plan, source=source, root=session.root,
                    reporter=rep, timings=timings,
                    # each kind made of the compile asks for it; it runs the first time only
-                   compile=functools.cache(
-                       lambda: _compile(session, plan, options, outcome, cache)),
+                   compile=functools.cache(compile_once),
                    audit=lambda files, **kw: _audit(session, plan, files, timings, memo,
                                                     **kw),
                    engine=eng, build_args=dict(options.build_args), no_cache=options.fresh)
-    for kind_name in kinds:
-        kind = KINDS[kind_name]
-        made = _cached(session, plan, kind_name, kind.key(job), options)
-        if made is None:
-            if kind.COMPILES_HERE:  # the kinds that compile here share the build directory
-                _fresh_start(plan, fresh)
-                fresh = False
-            built = kind.build(job)
-            made = ArtifactOutcome(kind=built.kind, path=built.path, manifest=built.manifest)
-        outcome.artifacts.append(made)
-        if options.smoke:
-            _smoke(session, made, rt, options, timings, eng)
+    existing = {name: None if options.force else outputs.lookup(plan.dist_dir,
+                                                                KINDS[name].key(job))
+                for name in kinds}
+    waiting.extend(name for name in kinds if existing[name] is None)
+    try:
+        for kind_name in kinds:
+            kind = KINDS[kind_name]
+            if kind_name in waiting:
+                waiting.remove(kind_name)
+            made = _cached(session, plan, kind_name, existing[kind_name])
+            if made is None:
+                if kind.COMPILES_HERE:  # the kinds that compile here share the build directory
+                    _fresh_start(plan, fresh)
+                    fresh = False
+                built = kind.build(job)
+                made = ArtifactOutcome(kind=built.kind, path=built.path,
+                                       manifest=built.manifest)
+            outcome.artifacts.append(made)
+            if options.smoke:
+                _smoke(session, made, rt, options, timings, eng)
+    finally:
+        for left in job.begun.values():  # a kind failed or was interrupted before these
+            left.stop()
     timings["total"] = time.monotonic() - t0
     return outcome
 
@@ -328,9 +345,10 @@ def _fresh_start(plan: BuildPlan, fresh: bool) -> None:
         shutil.rmtree(plan.build_dir)
 
 
-def _cached(session: Session, plan: BuildPlan, kind: str, key: str,
-            options: BuildOptions) -> ArtifactOutcome | None:
-    existing = None if options.force else outputs.lookup(plan.dist_dir, key)
+def _cached(session: Session, plan: BuildPlan, kind: str,
+            existing: Path | None) -> ArtifactOutcome | None:
+    """The artifact the dist directory holds for the same inputs (outputs.lookup; None
+    with --force), said and taken, unless its manifest is damaged."""
     if existing is None:
         return None
     rep = session.reporter

@@ -1,4 +1,5 @@
-"""Every external command goes through :func:`run` (or :func:`capture`).
+"""Every external command goes through :func:`run` (or :func:`capture`, or :func:`start` for
+one that runs in the background).
 
 The helper resolves the program first (a missing program is a :class:`ToolchainError`,
 not a ``FileNotFoundError``), echoes the command line, streams output line by line to a
@@ -15,6 +16,8 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,21 +74,12 @@ def run(
     Returns the tail of the output. Raises ``error_type`` on a non-zero exit.
     On KeyboardInterrupt the child's process group is terminated before re-raising.
     """
-    args = [os.fspath(a) for a in argv]
-    args[0] = resolve(args[0], env=env)
+    args = _resolved(argv, env)
     echo(f"$ {format_argv(args)}")
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    log_fh: IO[str] | None = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log_fh = log.open("a", encoding="utf-8", buffering=1)  # line by line: tail -f works
-        log_fh.write(redact(f"$ {format_argv(args)}\n"))
+    log_fh = _open_log(log, args)
     try:
-        proc = subprocess.Popen(
-            args, cwd=cwd, env=dict(env) if env is not None else None,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", bufsize=1, start_new_session=True,
-        )
+        proc = _popen(args, cwd, env)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -105,6 +99,112 @@ def run(
     if rc != 0:
         raise error_type(args, rc, list(tail), log, what=what)
     return list(tail)
+
+
+class Started:
+    """A command running in the background (:func:`start`). Its merged output goes to the
+    log (redacted, line by line) and into a tail, read by a thread of its own: nothing is
+    printed while the caller does other work."""
+
+    def __init__(self, args: list[str], proc: subprocess.Popen[str], log_fh: IO[str] | None,
+                 log: Path | None, what: str | None, error_type: type[CommandError]) -> None:
+        self.args = args
+        self._proc = proc
+        self._log_fh = log_fh
+        self._log = log
+        self._what = what
+        self._error_type = error_type
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.started = time.monotonic()
+        self.ended: float | None = None  # when its output ended (it exited)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        out = self._proc.stdout
+        assert out is not None
+        with out:
+            for raw in out:
+                self.tail.append(raw.rstrip("\n"))
+                log_fh = self._log_fh
+                if log_fh is not None:
+                    with contextlib.suppress(ValueError):  # closed by stop() meanwhile
+                        log_fh.write(redact(raw))
+        self.ended = time.monotonic()
+
+    def wait(self) -> list[str]:
+        """Wait for it to end; its tail, or ``error_type`` on a non-zero exit (as
+        :func:`run`). Interrupted, it terminates the command first."""
+        try:
+            rc = self._proc.wait()
+            self._reader.join()
+        except BaseException:
+            self.stop()
+            raise
+        self._close()
+        if rc != 0:
+            raise self._error_type(self.args, rc, list(self.tail), self._log, what=self._what)
+        return list(self.tail)
+
+    def stop(self) -> None:
+        """Terminate its process group, if it still runs (the caller failed or was
+        interrupted and will not wait for it)."""
+        _terminate(self._proc)
+        self._reader.join(timeout=10)
+        self._close()
+
+    def _close(self) -> None:
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+
+def start(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    what: str | None = None,
+    error_type: type[CommandError] = CommandError,
+) -> Started:
+    """Start a command in the background (see :class:`Started`); :meth:`Started.wait`
+    ends it as :func:`run` would have."""
+    args = _resolved(argv, env)
+    log_fh = _open_log(log, args)
+    try:
+        proc = _popen(args, cwd, env)
+    except BaseException:
+        if log_fh is not None:
+            log_fh.close()
+        raise
+    return Started(args, proc, log_fh, log, what, error_type)
+
+
+def _resolved(argv: Sequence[str | os.PathLike[str]], env: Mapping[str, str] | None,
+              ) -> list[str]:
+    args = [os.fspath(a) for a in argv]
+    args[0] = resolve(args[0], env=env)
+    return args
+
+
+def _open_log(log: Path | None, args: list[str]) -> IO[str] | None:
+    """The log, opened to append (line by line: tail -f works), the command line written."""
+    if log is None:
+        return None
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log_fh = log.open("a", encoding="utf-8", buffering=1)
+    log_fh.write(redact(f"$ {format_argv(args)}\n"))
+    return log_fh
+
+
+def _popen(args: list[str], cwd: Path | None, env: Mapping[str, str] | None,
+           ) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args, cwd=cwd, env=dict(env) if env is not None else None,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, errors="replace", bufsize=1, start_new_session=True,
+    )
 
 
 def capture(
@@ -140,8 +240,7 @@ def capture_all(
 ) -> Captured:
     """Run a short command and return its exit status, stdout and stderr (never raises for
     a failing command: the caller judges; a timeout is CommandError)."""
-    args = [os.fspath(a) for a in argv]
-    args[0] = resolve(args[0], env=env)
+    args = _resolved(argv, env)
     try:
         proc = subprocess.run(
             args, cwd=cwd, env=dict(env) if env is not None else None, capture_output=True,

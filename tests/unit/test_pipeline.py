@@ -311,17 +311,33 @@ def session(tmp_path: Path, data: Path, fake_tools: object,
     return s
 
 
-def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
-        session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """tarball then wheel with --fresh: the build directory is emptied once, before the
-    first kind that compiles here; both are made of one compile (each asks for it, it runs
-    once); a second run takes both from the cache."""
-    order: list[str] = []
+class _Begun:
+    """What a fake kind's begin() leaves in job.begun: says when it is stopped."""
+
+    def __init__(self, name: str, order: list[str]) -> None:
+        self.name, self.order = name, order
+
+    def stop(self) -> None:
+        self.order.append(f"{self.name}:stopped")
+
+
+def _fake_kinds(monkeypatch: pytest.MonkeyPatch, order: list[str],
+                fail: str | None = None) -> None:
+    """tarball and wheel kinds that record what the pipeline asks of them: the wheel's begin
+    leaves work in job.begun, which its build takes; ``fail``: that kind raises after the
+    compile."""
     monkeypatch.setattr(pipeline, "_compile", lambda *a, **k: order.append("compile"))
     for name in ("tarball", "wheel"):
+        def begin(job: BuildJob, name: str = name) -> None:
+            order.append(f"{name}:begin")
+            job.begun[name] = _Begun(name, order)  # type: ignore[index]
+
         def fake(job: BuildJob, name: str = name) -> Any:
-            order.append(f"{name}:{'fresh' if not job.plan.build_dir.exists() else 'kept'}")
+            order.append(f"{name}:{'fresh' if not job.plan.build_dir.exists() else 'kept'}"
+                         + (":took-begun" if job.begun.pop(name, None) else ""))  # type: ignore[call-overload]
             job.compile()
+            if name == fail:
+                raise pipeline.BuildError(["audit"], 1, [], what=f"{name} failed")
             job.plan.build_dir.mkdir(parents=True, exist_ok=True)
             path = job.plan.dist_dir / f"{name}-artifact.{'tar.gz' if name == 'tarball' else 'whl'}"
             job.plan.dist_dir.mkdir(parents=True, exist_ok=True)
@@ -336,20 +352,49 @@ def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
 
             return Made(kind=name, path=path, manifest=manifest)  # type: ignore[arg-type]
         monkeypatch.setattr(KINDS[name], "build", fake)
+        monkeypatch.setattr(KINDS[name], "begin", begin)
     monkeypatch.setattr("buildtool.config.preflight.require", lambda rt: None)
+
+
+def test_the_pipeline_asks_each_kind_and_shares_the_build_directory(
+        session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tarball then wheel with --fresh: the build directory is emptied once, before the
+    first kind that compiles here; both are made of one compile (each asks for it, it runs
+    once); once it is done the wheel begins (in the background) what its build then takes;
+    a second run takes both from the cache and begins nothing."""
+    order: list[str] = []
+    _fake_kinds(monkeypatch, order)
     options = pipeline.BuildOptions(target="cpu", artifacts=("tarball", "wheel"), smoke=False,
                                     fresh=True)
     plan = pipeline.dry_run(session, options).plan
     plan.build_dir.mkdir(parents=True)
     (plan.build_dir / "stale").write_text("from an earlier build")
     first = pipeline.build(session, options)
-    assert order == ["tarball:fresh", "compile", "wheel:kept"]
+    assert order == ["tarball:fresh", "compile", "wheel:begin", "wheel:kept:took-begun"]
     assert [a.kind for a in first.artifacts] == ["tarball", "wheel"]
     assert not any(a.cached for a in first.artifacts)
     second = pipeline.build(session, pipeline.BuildOptions(target="cpu", smoke=False,
                                                           artifacts=("tarball", "wheel")))
-    assert order == ["tarball:fresh", "compile", "wheel:kept"]  # nothing built again
+    assert order[4:] == []  # nothing built again, nothing begun
     assert all(a.cached for a in second.artifacts)
+    # the tarball made again (--force would make both): the wheel, up to date, begins nothing
+    first.artifacts[0].path.unlink()  # type: ignore[union-attr]
+    third = pipeline.build(session, pipeline.BuildOptions(target="cpu", smoke=False,
+                                                         artifacts=("tarball", "wheel")))
+    assert order[4:] == ["tarball:kept", "compile"]
+    assert [a.cached for a in third.artifacts] == [False, True]
+
+
+def test_what_a_kind_began_is_stopped_when_the_kind_before_it_fails(
+        session: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tarball fails after the compile (its audit, say): the wheel's backend, begun in
+    the background, is stopped, not left running in the build directory."""
+    order: list[str] = []
+    _fake_kinds(monkeypatch, order, fail="tarball")
+    with pytest.raises(pipeline.BuildError, match="tarball failed"):
+        pipeline.build(session, pipeline.BuildOptions(target="cpu", smoke=False,
+                                                      artifacts=("tarball", "wheel")))
+    assert order == ["tarball:fresh", "compile", "wheel:begin", "wheel:stopped"]
 
 
 def test_the_pipeline_refuses_what_a_kind_cannot_make(session: Any) -> None:

@@ -98,10 +98,20 @@ class Audits:
     device: DeviceCodeRecord | None = None  # GPU code compiled ahead of time (CUDA)
 
 
+class Background(Protocol):
+    """Work a kind's ``begin`` started once the compile was done; its ``build`` takes it
+    from ``BuildJob.begun`` and waits for it, or the pipeline stops it (a build that failed
+    or was interrupted first)."""
+
+    def stop(self) -> None:
+        ...
+
+
 @dataclass(kw_only=True)
 class BuildJob:
     """Everything a kind's build step gets from the pipeline. ``compile`` configures and
-    builds the plan in its build directory (kinds that compile here call it);
+    builds the plan in its build directory (kinds that compile here call it; once it is
+    done, every kind still to be built may ``begin``);
     ``audit`` runs the ISA audit and reads the ABI floor of shipped files, and fails the
     build on a violation (``own_runtime``: the artifact brings its C library, as an image
     does: its floor is recorded, not held against the platform's)."""
@@ -118,6 +128,7 @@ class BuildJob:
     no_cache: bool = False  # images: --fresh
     # each shipped file deflated once for the tarball and the image layer (one per build)
     deflated: Deflated = field(default_factory=Deflated)
+    begun: dict[ArtifactKind, Background] = field(default_factory=dict)  # by begin()
 
 
 class ArtifactModule(Protocol):
@@ -140,6 +151,12 @@ class ArtifactModule(Protocol):
 
     def key(self, job: BuildJob) -> str:
         """What the artifact is cached under in the dist directory."""
+        ...
+
+    def begin(self, job: BuildJob) -> None:
+        """Start in the background what needs only the compiled build directory (put in
+        ``job.begun``), while the kind before it audits and packages; ``build`` finishes it.
+        Called once the compile is done, for each kind not built yet."""
         ...
 
     def build(self, job: BuildJob) -> Made:

@@ -435,6 +435,10 @@ def key(job: BuildJob) -> str:
                      build_args(job.plan, prebuilt=True, overrides=job.build_args))
 
 
+def begin(job: BuildJob) -> None:
+    return None  # it packages the compiled files after the other kinds: nothing to start
+
+
 def build(job: BuildJob) -> Made:
     """Compile (once: the tarball and the wheel of this build share it), put the shipped
     files into a build context (BUILT=prebuilt), make the OCI archive — the runtime stage

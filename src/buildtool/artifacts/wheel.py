@@ -362,9 +362,13 @@ def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, st
             env=tool_env(env), log=log,
             echo=echo, on_line=on_line, what="wheel build (scikit-build-core) failed",
             error_type=BuildError)
+    return one_wheel(out, "the wheel build")
+
+
+def one_wheel(out: Path, what: str) -> Path:
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
-        raise WheelError(f"the wheel build left {len(wheels)} wheels in {out}")
+        raise WheelError(f"{what} left {len(wheels)} wheels in {out}")
     return wheels[0]
 
 
@@ -408,19 +412,17 @@ def _repair(wheel: Path, out: Path, exclude: tuple[str, ...], *, argv: list[str]
             env: Mapping[str, str], log: Path, echo: Any) -> tuple[Path, RepairRecord]:
     cmd.run(argv, env=env, log=log, echo=echo,
             what="auditwheel repair failed", error_type=BuildError)
-    repaired = sorted(out.glob("*.whl"))
-    if len(repaired) != 1:
-        raise WheelError(f"auditwheel left {len(repaired)} wheels in {out}")
-    shown = cmd.capture([sys.executable, "-m", "auditwheel", "show", str(repaired[0])], env=env,
+    repaired = one_wheel(out, "auditwheel")
+    shown = cmd.capture([sys.executable, "-m", "auditwheel", "show", str(repaired)], env=env,
                         timeout=600)
     tag, note = parse_show(shown), ""
-    if exclude and tag not in WheelName.parse(repaired[0].name).platforms:
+    if exclude and tag not in WheelName.parse(repaired.name).platforms:
         tag = excluded_tag(cmd.capture([sys.executable, "-m", "auditwheel", "show", "--json",
-                                        str(repaired[0])], env=env, timeout=600), exclude)
+                                        str(repaired)], env=env, timeout=600), exclude)
         note = "tag once the libraries wheel-exclude names are set aside"
-    check_tag(repaired[0], tag)
-    return repaired[0], RepairRecord(tool="auditwheel", tag=tag, excluded=exclude,
-                                     show=" ".join(shown.split()), note=note)
+    check_tag(repaired, tag)
+    return repaired, RepairRecord(tool="auditwheel", tag=tag, excluded=exclude,
+                                  show=" ".join(shown.split()), note=note)
 
 
 # ---------------------------------------------------------------------------- the kind
@@ -446,31 +448,93 @@ def key(job: BuildJob) -> str:
     return f"{job.plan.key}-{KIND}"
 
 
+@dataclass
+class _Backend:
+    """The wheel's PEP 517 backend run for one build: its project, where it writes, and,
+    once started in the background by :func:`begin`, the running command."""
+
+    inner: Manifest  # the manifest the wheel carries (its ABI floor stamped after the audit)
+    project: Path
+    work: Path  # the raw and the repaired wheel, beside the dist directory's files
+    env: dict[str, str]
+    log: Path
+    running: cmd.Started | None = None
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _backend(job: BuildJob) -> _Backend:
+    plan = job.plan
+    rt = plan.target
+    plan.build_dir.mkdir(parents=True, exist_ok=True)
+    inner = wheel_manifest(plan, base_manifest(plan, job.source))
+    project = render(plan, inner, plan.build_dir / "wheel-project", root=job.root)
+    plan.dist_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **dict(plan.env)}
+    if rt.cross:  # the wheel is tagged for the target, not for this Python
+        plan.write_cross_file()
+        env["_PYTHON_HOST_PLATFORM"] = cross.PLATFORMS[rt.platform].python_platform
+    work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
+    return _Backend(inner=inner, project=project, work=work, env=env,
+                    log=plan.build_dir / "buildtool.log")
+
+
+def _repaired_here(rt: ResolvedTarget) -> bool:
+    return rt.platform.startswith("linux")  # else the raw wheel ships
+
+
+def begin(job: BuildJob) -> None:
+    """Once another kind compiled the build directory, scikit-build-core's configure (it
+    always configures), its build (nothing left to compile) and its install into the wheel
+    run in the background, while that kind audits and packages the same files."""
+    require_modules("scikit_build_core")
+    backend = _backend(job)
+    try:
+        argv = build_command(backend.project, backend.work / "raw", job.plan.build_dir,
+                             intermediate=_repaired_here(job.plan.target))
+        (backend.work / "raw").mkdir()
+        job.reporter.command(f"$ {cmd.format_argv(argv)}")
+        backend.running = cmd.start(argv, env=tool_env(backend.env), log=backend.log,
+                                    what="wheel build (scikit-build-core) failed",
+                                    error_type=BuildError)
+    except BaseException:
+        backend.stop()
+        raise
+    job.reporter.info("wheel: scikit-build-core started beside the packaging of the other "
+                      f"kinds (its output: {backend.log})")
+    job.begun[KIND] = backend
+
+
 def build(job: BuildJob) -> Made:
     """Render the wheel project, build it with scikit-build-core in the plan's build
-    directory, audit what ships, repair it (auditwheel on Linux) and record it."""
+    directory (or finish what :func:`begin` started), audit what ships, repair it
+    (auditwheel on Linux) and record it."""
     plan, rep = job.plan, job.reporter
     rt = plan.target
     t = time.monotonic()
     rep.step(f"wheel {naming.distribution(rt)} {naming.version(rt)} (scikit-build-core, "
              f"build directory {plan.build_dir.name})")
-    plan.build_dir.mkdir(parents=True, exist_ok=True)
-    log = plan.build_dir / "buildtool.log"
-    inner = wheel_manifest(plan, base_manifest(plan, job.source))
-    project = render(plan, inner, plan.build_dir / "wheel-project", root=job.root)
-    plan.dist_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
+    begun = job.begun.pop(KIND, None)
+    backend = begun if isinstance(begun, _Backend) else _backend(job)
+    repaired_here = _repaired_here(rt)
     try:
-        rep.group(f"wheel {rt.name}")
-        env = {**os.environ, **dict(plan.env)}
-        if rt.cross:  # the wheel is tagged for the target, not for this Python
-            plan.write_cross_file()
-            env["_PYTHON_HOST_PLATFORM"] = cross.PLATFORMS[rt.platform].python_platform
-        repaired_here = rt.platform.startswith("linux")  # else the raw wheel ships
-        raw = run_build(plan, project, work / "raw", env=env, log=log, echo=rep.command,
-                        on_line=rep.ninja_line, intermediate=repaired_here)
-        rep.endgroup()
-        job.timings["wheel"] = time.monotonic() - t
+        if backend.running is not None:
+            running = backend.running
+            running.wait()
+            took = (running.ended or time.monotonic()) - running.started
+            rep.info(f"scikit-build-core: done in {took:.1f} s, beside the other kinds")
+            raw = one_wheel(backend.work / "raw", "the wheel build")
+        else:
+            took = None
+            rep.group(f"wheel {rt.name}")
+            raw = run_build(plan, backend.project, backend.work / "raw", env=backend.env,
+                            log=backend.log, echo=rep.command, on_line=rep.ninja_line,
+                            intermediate=repaired_here)
+            rep.endgroup()
+        job.timings["wheel"] = took if took is not None else time.monotonic() - t
         with unpacked(raw) as tree:
             report = job.audit(sorted((tree / naming.module(rt) / "bin").iterdir()))
         t = time.monotonic()
@@ -478,7 +542,8 @@ def build(job: BuildJob) -> Made:
             rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
                                              if rt.wheel_exclude else ""))
             final_src, repair_info = repair(
-                raw, work / "repaired", rt.wheel_exclude, log=log, echo=rep.command, say=rep.info,
+                raw, backend.work / "repaired", rt.wheel_exclude, log=backend.log,
+                echo=rep.command, say=rep.info,
                 manifest_member=f"{naming.module(rt)}/manifest.json",
                 system_libraries=report.abi.system_libraries)
             rep.info(f"auditwheel show: consistent with {repair_info.tag}")
@@ -486,6 +551,7 @@ def build(job: BuildJob) -> Made:
             final_src, repair_info = raw, RepairRecord(
                 note="repaired by cibuildwheel's delocate/delvewheel on macOS and Windows")
         final = plan.dist_dir / final_src.name
+        inner = backend.inner
         with atomic_path(final) as tmp:
             # the launcher refuses an older system before running anything: it needs the
             # floor, known only now, in the manifest it carries
@@ -493,7 +559,7 @@ def build(job: BuildJob) -> Made:
                     dataclasses.replace(inner, abi=report.abi))
         job.timings["repair"] = time.monotonic() - t
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        backend.stop()
     digest = sha256_file(final)
     manifest = dataclasses.replace(inner, artifact_file=final.name, artifact_sha256=digest,
                                    isa_audit=report.isa, abi=report.abi, repair=repair_info)
