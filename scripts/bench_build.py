@@ -12,12 +12,13 @@ Ratios: cold/raw (goal <= 1.03), warm/cold (goal <= 0.15), no-op seconds (goal <
 Two identical 8-minute builds on a 2-core VM differ by up to ~20 % from run to run, more than
 the 3 % goal, so the cold run's own CMake + Ninja time is also read from its --json timings:
 cold/own (goal <= 1.03) is buildtool's overhead without that noise.
-Usage: python scripts/bench_build.py [--target cpu] [--cpu host] [--json FILE]
+Usage: .venv/bin/python scripts/bench_build.py [--target cpu] [--cpu host] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -55,6 +56,10 @@ def main() -> int:
                         help="interleave N raw/cold pairs and keep the fastest of each "
                              "(damps machine noise; each pair is two full builds)")
     args = parser.parse_args()
+    if importlib.util.find_spec("buildtool") is None:  # it runs `python -m buildtool`
+        sys.exit(f"[bench_build] buildtool cannot be imported by {sys.executable}:"
+                 " run it with the project's environment"
+                 " (.venv/bin/python scripts/bench_build.py, or nox -s benchmark)")
     bt = [sys.executable, "-m", "buildtool"]
     work = Path(tempfile.mkdtemp(prefix="buildtool-bench-"))
     base_env = {**os.environ, "CI": "1"}

@@ -25,13 +25,14 @@ Figures: wall seconds (of a warm phase: the median of --repeat runs, alternating
 other warm phase), ccache hit rate and remote hits/errors of each; the ratios
 warm-remote/cold (goal <= 0.15) and three kinds / tarball alone, cold and warm (goal <=
 1.15). Each build is `--no-smoke` (the compile and the packaging are what is measured).
-Usage: python scripts/bench_cache.py [--target cpu] [--cpu x86-64-v2] [--stop-after 60]
+Usage: .venv/bin/python scripts/bench_cache.py [--target cpu] [--cpu x86-64-v2] [--stop-after 60]
 [--image-base IMAGE] [--skip PHASE ...] [--repeat 5] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -128,6 +129,10 @@ def main() -> int:
                         help="runs of each warm phase (their median is reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args()
+    if importlib.util.find_spec("buildtool") is None:  # it runs `python -m buildtool`
+        sys.exit(f"[bench_cache] buildtool cannot be imported by {sys.executable}:"
+                 " run it with the project's environment"
+                 " (.venv/bin/python scripts/bench_cache.py, or nox -s bench_cache)")
     skip = set(args.skip)
     work = Path(tempfile.mkdtemp(prefix="buildtool-bench-cache-"))
     port = free_port()

@@ -15,6 +15,7 @@ FILE, writes them.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -82,6 +83,10 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="rebuild existing artifacts")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
+    if importlib.util.find_spec("buildtool") is None:  # it runs `python -m buildtool`
+        sys.exit(f"[prove_cuda] buildtool cannot be imported by {sys.executable}:"
+                 " run it with the project's environment"
+                 " (.venv/bin/python scripts/prove_cuda.py, or nox -s cuda)")
     extra = (["--no-ccache"] if args.no_ccache else []) + (["--force"] if args.force else [])
     gpu = has_nvidia_gpu()
     print(f"NVIDIA GPU on this host: {'yes' if gpu else 'no (smoke with --allow-cpu-fallback)'}")
