@@ -2,7 +2,8 @@
 platform modules do), and what they share — the job a build hands a kind, the subject a
 smoke test runs, the base manifest of every kind, the host check before anything runs.
 
-A kind module owns everything about its kind: how it is built from a plan (``build``), the
+A kind module owns everything about its kind: how it is built from a plan (``build``, and
+``begin``: what may start in the background once another kind's compile is done), the
 key it is cached under (``key``), how a smoke test runs it (``subject``), the manifest it
 carries (``own_manifest``), how the release gate checks what is inside (``contents``),
 whether a lab host can run it (``host_fit``). The build pipeline, the smoke test, the
