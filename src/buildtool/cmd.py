@@ -146,6 +146,11 @@ class Started:
             raise self._error_type(self.args, rc, list(self.tail), self._log, what=self._what)
         return list(self.tail)
 
+    @property
+    def seconds(self) -> float:
+        """How long it ran (once :meth:`wait` returned)."""
+        return (self.ended or time.monotonic()) - self.started
+
     def stop(self) -> None:
         """Terminate its process group, if it still runs (the caller failed or was
         interrupted and will not wait for it)."""

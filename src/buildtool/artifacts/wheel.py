@@ -354,17 +354,6 @@ def read_manifest(wheel: Path) -> Manifest:
                     hint="only wheels made by `buildtool build --artifact wheel` qualify")
 
 
-def run_build(plan: BuildPlan, project: Path, out: Path, *, env: Mapping[str, str],
-              log: Path, echo: Any, on_line: Any, intermediate: bool) -> Path:
-    require_modules("scikit_build_core")
-    out.mkdir(parents=True, exist_ok=True)
-    cmd.run(build_command(project, out, plan.build_dir, intermediate=intermediate),
-            env=tool_env(env), log=log,
-            echo=echo, on_line=on_line, what="wheel build (scikit-build-core) failed",
-            error_type=BuildError)
-    return one_wheel(out, "the wheel build")
-
-
 def one_wheel(out: Path, what: str) -> Path:
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
@@ -455,10 +444,29 @@ class _Backend:
 
     inner: Manifest  # the manifest the wheel carries (its ABI floor stamped after the audit)
     project: Path
+    build_dir: Path
     work: Path  # the raw and the repaired wheel, beside the dist directory's files
     env: dict[str, str]
     log: Path
+    repaired_here: bool  # by auditwheel on Linux (the raw wheel, written uncompressed)
     running: cmd.Started | None = None
+
+    FAILED = "wheel build (scikit-build-core) failed"
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.work / "raw"
+
+    def command(self) -> list[str]:
+        """The hook's command line (its output directory made), run in the foreground by
+        :func:`build` or in the background by :func:`begin`."""
+        require_modules("scikit_build_core")
+        self.raw_dir.mkdir(exist_ok=True)
+        return build_command(self.project, self.raw_dir, self.build_dir,
+                             intermediate=self.repaired_here)
+
+    def raw(self) -> Path:
+        return one_wheel(self.raw_dir, "the wheel build")
 
     def stop(self) -> None:
         if self.running is not None:
@@ -478,28 +486,21 @@ def _backend(job: BuildJob) -> _Backend:
         plan.write_cross_file()
         env["_PYTHON_HOST_PLATFORM"] = cross.PLATFORMS[rt.platform].python_platform
     work = Path(tempfile.mkdtemp(dir=plan.dist_dir, prefix=".wheel-"))
-    return _Backend(inner=inner, project=project, work=work, env=env,
-                    log=plan.build_dir / "buildtool.log")
-
-
-def _repaired_here(rt: ResolvedTarget) -> bool:
-    return rt.platform.startswith("linux")  # else the raw wheel ships
+    return _Backend(inner=inner, project=project, build_dir=plan.build_dir, work=work,
+                    env=tool_env(env), log=plan.build_dir / "buildtool.log",
+                    repaired_here=rt.platform.startswith("linux"))
 
 
 def begin(job: BuildJob) -> None:
     """Once another kind compiled the build directory, scikit-build-core's configure (it
     always configures), its build (nothing left to compile) and its install into the wheel
     run in the background, while that kind audits and packages the same files."""
-    require_modules("scikit_build_core")
     backend = _backend(job)
     try:
-        argv = build_command(backend.project, backend.work / "raw", job.plan.build_dir,
-                             intermediate=_repaired_here(job.plan.target))
-        (backend.work / "raw").mkdir()
+        argv = backend.command()
         job.reporter.command(f"$ {cmd.format_argv(argv)}")
-        backend.running = cmd.start(argv, env=tool_env(backend.env), log=backend.log,
-                                    what="wheel build (scikit-build-core) failed",
-                                    error_type=BuildError)
+        backend.running = cmd.start(argv, env=backend.env, log=backend.log,
+                                    what=backend.FAILED, error_type=BuildError)
     except BaseException:
         backend.stop()
         raise
@@ -519,26 +520,24 @@ def build(job: BuildJob) -> Made:
              f"build directory {plan.build_dir.name})")
     begun = job.begun.pop(KIND, None)
     backend = begun if isinstance(begun, _Backend) else _backend(job)
-    repaired_here = _repaired_here(rt)
     try:
-        if backend.running is not None:
-            running = backend.running
+        running = backend.running
+        if running is not None:
             running.wait()
-            took = (running.ended or time.monotonic()) - running.started
-            rep.info(f"scikit-build-core: done in {took:.1f} s, beside the other kinds")
-            raw = one_wheel(backend.work / "raw", "the wheel build")
+            job.timings["wheel"] = running.seconds
+            rep.info(f"scikit-build-core: done in {running.seconds:.1f} s, beside the other "
+                     "kinds")
         else:
-            took = None
             rep.group(f"wheel {rt.name}")
-            raw = run_build(plan, backend.project, backend.work / "raw", env=backend.env,
-                            log=backend.log, echo=rep.command, on_line=rep.ninja_line,
-                            intermediate=repaired_here)
+            cmd.run(backend.command(), env=backend.env, log=backend.log, echo=rep.command,
+                    on_line=rep.ninja_line, what=backend.FAILED, error_type=BuildError)
             rep.endgroup()
-        job.timings["wheel"] = took if took is not None else time.monotonic() - t
+            job.timings["wheel"] = time.monotonic() - t
+        raw = backend.raw()
         with unpacked(raw) as tree:
             report = job.audit(sorted((tree / naming.module(rt) / "bin").iterdir()))
         t = time.monotonic()
-        if repaired_here:
+        if backend.repaired_here:
             rep.step("auditwheel repair" + (f" (leaving out {', '.join(rt.wheel_exclude)})"
                                              if rt.wheel_exclude else ""))
             final_src, repair_info = repair(
